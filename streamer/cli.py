@@ -1,0 +1,95 @@
+"""Command line: ``streamer serve | stream | bench``. Parse args, build Settings, run; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from streamer.errors import StreamerError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from streamer.app import create_app
+    from streamer.config import load_settings
+    from streamer.logs import setup_logging
+    from streamer.pipeline.models import resolve_asr_model
+
+    settings = load_settings(host=args.host, port=args.port, asr_model=args.model, device=args.device)
+    setup_logging(settings.log_level, settings.log_json)
+    resolve_asr_model(settings.asr_model, settings.model_cache_dir)  # fail early, with what to install
+    if not settings.api_keys and not settings.demo_enabled:
+        logging.getLogger("streamer").warning("no STREAMER_API_KEYS and demo mode off: nobody can connect")
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.drain_timeout_s + 5,
+        access_log=None,
+        print=lambda msg: print(f"streamer listening on http://{settings.host}:{settings.port}", flush=True),
+    )
+    return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from streamer.client_cli import stream_file
+
+    return stream_file(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from streamer.bench import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer", description="Real-time speech streaming server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument("--model", help="ASR model: tiny.en, base or a CTranslate2 Whisper directory")
+    serve.add_argument("--device", choices=["cpu", "cuda", "auto"])
+    serve.set_defaults(func=_serve)
+
+    stream = sub.add_parser("stream", help="stream a WAV file to a server and print results live")
+    stream.add_argument("file", help="WAV file (mono or stereo, 16-bit, any rate from 8 to 48 kHz)")
+    stream.add_argument("--url", default="http://127.0.0.1:8080")
+    stream.add_argument("--api-key", help="API key (default: $STREAMER_API_KEY, else demo mode)")
+    stream.add_argument("--realtime", action="store_true", help="pace the audio in real time")
+    stream.add_argument("--language", help="spoken language (ISO code); default: detect")
+    stream.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    stream.add_argument("--translate-to", action="append", default=[], help="target language (repeatable)")
+    stream.add_argument("--json", action="store_true", help="print every event as a JSON line")
+    stream.set_defaults(func=_stream)
+
+    bench = sub.add_parser("bench", help="benchmark the server with concurrent real-time clients")
+    bench.add_argument("--sessions", default="1,4,8,16,24,32", help="comma-separated session counts")
+    bench.add_argument("--modes", default="on,off", help="batching modes to compare: on, off")
+    bench.add_argument("--model", default="tiny.en")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--utterances", type=int, default=4, help="utterances per session")
+    bench.add_argument("--bound", type=float, default=1.5, help="p95 final-latency bound for capacity (s)")
+    bench.add_argument("--soak", type=float, default=0.0, help="soak: minutes to run the largest N")
+    bench.add_argument("--out", help="write the JSON results here")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except StreamerError as e:
+        print(f"streamer: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

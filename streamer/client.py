@@ -1,0 +1,222 @@
+"""A Python client of protocol v1, for apps, scripts, the benchmark and the tests.
+
+    async with StreamerClient("http://127.0.0.1:8080", api_key="...") as client:
+        async with await client.connect({"language": "en"}) as stream:
+            sender = asyncio.create_task(stream.send_pcm(pcm, sample_rate=16000, realtime=True))
+            async for event in stream:
+                if event["type"] == "transcript.final":
+                    print(event["text"])
+            await sender
+
+Events are the server's JSON messages as dicts. ``stream.send_pcm`` paces audio in real time (or as fast
+as the server accepts it) and ends with ``session.close``; iteration ends after ``session.closed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import wave
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+
+class ClientError(Exception):
+    """The server refused a request: ``status`` (HTTP) and the contract's ``code``."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    token: str
+    ws_url: str
+    config: dict[str, Any]
+    limits: dict[str, Any]
+    expires_at: float
+
+
+def read_wav(path: str) -> tuple[bytes, int]:
+    """PCM16 mono bytes and the sample rate of a 16-bit WAV file (stereo is mixed down)."""
+    with wave.open(path, "rb") as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path}: only 16-bit WAV is supported")
+        rate, channels = w.getframerate(), w.getnchannels()
+        data = w.readframes(w.getnframes())
+    if channels > 1:
+        samples = np.frombuffer(data, dtype="<i2").reshape(-1, channels).mean(axis=1)
+        data = samples.astype("<i2").tobytes()
+    return data, rate
+
+
+class Stream:
+    """One live WebSocket session."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, info: SessionInfo) -> None:
+        self.ws = ws
+        self.info = info
+        self.events: list[tuple[float, dict[str, Any]]] = []  # (monotonic time received, event)
+        self.created: dict[str, Any] | None = None
+        self.close_code: int | None = None
+        self.last_seq = 0
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ws.close()
+
+    async def receive(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next event, or None when the socket has closed."""
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            event: dict[str, Any] = json.loads(msg.data)
+            self.events.append((time.monotonic(), event))
+            if event.get("type") == "transcript.final":
+                self.last_seq = int(event["seq"])
+            return event
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            self.close_code = self.ws.close_code
+            return None
+        if msg.type == aiohttp.WSMsgType.ERROR:
+            self.close_code = self.ws.close_code
+            return None
+        return await self.receive(timeout)
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            event = await self.receive()
+            if event is None:
+                return
+            yield event
+            if event.get("type") == "session.closed":
+                return
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        await self.ws.send_str(json.dumps(message))
+
+    async def commit(self) -> None:
+        await self.send_json({"type": "input_audio.commit"})
+
+    async def close_session(self) -> None:
+        await self.send_json({"type": "session.close"})
+
+    async def update(self, **config: Any) -> None:
+        await self.send_json({"type": "session.update", "config": config})
+
+    async def send_pcm(
+        self,
+        pcm: bytes,
+        sample_rate: int = 16000,
+        *,
+        chunk_ms: int = 100,
+        realtime: bool = True,
+        close: bool = True,
+        on_chunk: Any = None,
+    ) -> float:
+        """Send PCM16 audio in chunks; returns the monotonic time the last chunk was sent."""
+        step = sample_rate * chunk_ms // 1000 * 2
+        start = time.monotonic()
+        sent_ms = 0.0
+        last = start
+        for i in range(0, len(pcm), step):
+            chunk = pcm[i : i + step]
+            if realtime:
+                delay = start + sent_ms / 1000 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await self.ws.send_bytes(chunk)
+            last = time.monotonic()
+            sent_ms += len(chunk) / 2 / sample_rate * 1000
+            if on_chunk is not None:
+                on_chunk(sent_ms, last)
+        if close:
+            await self.close_session()
+        return last
+
+
+@dataclass
+class StreamerClient:
+    """REST + WebSocket client. Without an API key it asks for a demo session (demo mode servers)."""
+
+    base_url: str
+    api_key: str | None = None
+    http: aiohttp.ClientSession | None = None
+    _owned: bool = field(default=False, init=False)
+
+    async def __aenter__(self) -> StreamerClient:
+        if self.http is None:
+            self.http = aiohttp.ClientSession()
+            self._owned = True
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._owned and self.http is not None:
+            await self.http.close()
+
+    async def create_session(self, config: dict[str, Any] | None = None) -> SessionInfo:
+        assert self.http is not None, "use 'async with StreamerClient(...)'"
+        base = self.base_url.rstrip("/")
+        if self.api_key:
+            url, headers = f"{base}/v1/sessions", {"Authorization": f"Bearer {self.api_key}"}
+        else:
+            url, headers = f"{base}/v1/demo/session", {"Origin": base}
+        async with self.http.post(url, json=config or {}, headers=headers) as r:
+            body = await r.json(content_type=None)
+            if r.status != 201:
+                err = body.get("error", {}) if isinstance(body, dict) else {}
+                retry = r.headers.get("Retry-After")
+                raise ClientError(
+                    r.status,
+                    err.get("code", "error"),
+                    err.get("message", ""),
+                    float(retry) if retry else None,
+                )
+        return SessionInfo(
+            session_id=body["session_id"],
+            token=body["token"],
+            ws_url=body["ws_url"],
+            config=body["config"],
+            limits=body["limits"],
+            expires_at=body["expires_at"],
+        )
+
+    def ws_url(self, info: SessionInfo) -> str:
+        url = info.ws_url
+        if url.startswith("/"):
+            url = self.base_url.rstrip("/").replace("http", "ws", 1) + url
+        return url
+
+    async def connect(self, config: dict[str, Any] | None = None, *, subprotocol: bool = False) -> Stream:
+        """Start a session and open its WebSocket; waits for ``session.created``."""
+        assert self.http is not None, "use 'async with StreamerClient(...)'"
+        info = await self.create_session(config)
+        url = self.ws_url(info)
+        if subprotocol:
+            ws = await self.http.ws_connect(url, protocols=("streamer.v1", f"token.{info.token}"))
+        else:
+            ws = await self.http.ws_connect(f"{url}?token={info.token}")
+        stream = Stream(ws, info)
+        first = await stream.receive(timeout=30)
+        if first is None or first.get("type") != "session.created":
+            await ws.close()
+            raise ClientError(ws.close_code or 0, "no_session", f"unexpected first event: {first}")
+        stream.created = first
+        return stream

@@ -1,0 +1,243 @@
+"""Shared state for limits that must hold across server instances: concurrent sessions, daily audio,
+single-use token ids and admin-created keys.
+
+:class:`StateBackend` is the interface; :class:`MemoryBackend` serves one process (and tests), and
+``streamer.guards.redis_backend.RedisBackend`` serves a fleet. Every check-and-update is atomic: the memory
+backend's critical sections contain no ``await``, the Redis backend runs them as Lua scripts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from streamer.guards.clock import Clock
+from streamer.guards.keys import KeyRecord
+from streamer.guards.retry import retry_async
+
+__all__ = [
+    "DAY_S",
+    "BackendUnavailableError",
+    "MemoryBackend",
+    "QuotaDecision",
+    "StateBackend",
+    "create_backend",
+    "seconds_to_utc_midnight",
+]
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86_400
+# Floating-point slack for the audio quota: ten charges of 0.1 s must fit a 1.0 s limit.
+AUDIO_EPSILON = 1e-9
+
+
+class BackendUnavailableError(Exception):
+    """The state backend could not be reached; the edge applies its fail-open/fail-closed policy."""
+
+
+@dataclass(frozen=True)
+class QuotaDecision:
+    """The answer to a quota check, with what the edge needs for ``X-RateLimit-*`` headers.
+
+    For sessions ``limit``/``remaining`` are slot counts (ints) and ``reset_s`` is the time until the
+    oldest held slot expires; for audio they are seconds and ``reset_s`` is the time until UTC midnight.
+    None means unlimited.
+    """
+
+    allowed: bool
+    limit: int | float | None
+    remaining: int | float | None
+    reset_s: float
+
+
+class StateBackend(Protocol):
+    """Atomic, shareable state behind the quotas. All methods may raise BackendUnavailableError."""
+
+    async def ping(self) -> None: ...
+
+    async def acquire_session(
+        self, key_id: str, session_id: str, limit: int | None, ttl_s: float
+    ) -> QuotaDecision: ...
+
+    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> None: ...
+
+    async def release_session(self, key_id: str, session_id: str) -> None: ...
+
+    async def active_sessions(self, key_id: str) -> int: ...
+
+    async def charge_audio(self, key_id: str, seconds: float, daily_limit: float | None) -> QuotaDecision: ...
+
+    async def audio_used(self, key_id: str) -> float: ...
+
+    async def consume_jti(self, jti: str, ttl_s: float) -> bool: ...
+
+    async def put_key(self, rec: KeyRecord) -> None: ...
+
+    async def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+    async def list_keys(self) -> list[KeyRecord]: ...
+
+    async def revoke_key(self, key_id: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def seconds_to_utc_midnight(now: float) -> float:
+    """Seconds from the epoch time ``now`` to the next UTC midnight."""
+    return (math.floor(now / DAY_S) + 1) * DAY_S - now
+
+
+def check_ttl(ttl_s: float) -> None:
+    """Reject TTLs that would make a slot or token id immortal or instantly dead."""
+    if not ttl_s > 0 or not math.isfinite(ttl_s):
+        raise ValueError(f"ttl_s must be a positive finite number of seconds, not {ttl_s!r}")
+
+
+def check_charge(seconds: float) -> None:
+    """Reject negative or non-finite audio charges (a negative charge would refund quota)."""
+    if not seconds >= 0 or not math.isfinite(seconds):
+        raise ValueError(f"cannot charge {seconds!r} seconds of audio")
+
+
+class MemoryBackend:
+    """A single-process :class:`StateBackend`. ``clock`` is wall time (epoch seconds): days are UTC days."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._sessions: dict[str, dict[str, float]] = {}  # key_id -> session_id -> expires_at
+        self._audio: dict[str, tuple[int, float]] = {}  # key_id -> (UTC day number, seconds used)
+        self._jtis: dict[str, float] = {}  # jti -> expires_at
+        self._jti_expiry: list[tuple[float, str]] = []  # a heap, so pruning costs only what expired
+        self._keys: dict[str, KeyRecord] = {}
+
+    async def ping(self) -> None:
+        """Always reachable."""
+
+    def _live_slots(self, key_id: str, now: float) -> dict[str, float]:
+        slots = self._sessions.setdefault(key_id, {})
+        for session_id in [s for s, expires in slots.items() if expires <= now]:
+            del slots[session_id]
+        return slots
+
+    async def acquire_session(
+        self, key_id: str, session_id: str, limit: int | None, ttl_s: float
+    ) -> QuotaDecision:
+        """Hold a slot for ``session_id`` if fewer than ``limit`` are held (re-acquiring refreshes)."""
+        check_ttl(ttl_s)
+        now = self._clock()
+        slots = self._live_slots(key_id, now)
+        allowed = session_id in slots or limit is None or len(slots) < limit
+        if allowed:
+            slots[session_id] = now + ttl_s
+        remaining = None if limit is None else max(0, limit - len(slots))
+        reset_s = min(slots.values()) - now if slots else 0.0
+        return QuotaDecision(allowed, limit, remaining, reset_s)
+
+    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> None:
+        """Extend a held slot's life to ``ttl_s`` from now; a slot already expired stays gone."""
+        check_ttl(ttl_s)
+        now = self._clock()
+        slots = self._live_slots(key_id, now)
+        if session_id in slots:
+            slots[session_id] = now + ttl_s
+
+    async def release_session(self, key_id: str, session_id: str) -> None:
+        """Give a slot back (idempotent)."""
+        slots = self._sessions.get(key_id)
+        if slots is not None:
+            slots.pop(session_id, None)
+            if not slots:
+                del self._sessions[key_id]
+
+    async def active_sessions(self, key_id: str) -> int:
+        """Slots held now."""
+        return len(self._live_slots(key_id, self._clock()))
+
+    def _used_today(self, key_id: str, day: int) -> float:
+        stored = self._audio.get(key_id)
+        return stored[1] if stored is not None and stored[0] == day else 0.0
+
+    async def charge_audio(self, key_id: str, seconds: float, daily_limit: float | None) -> QuotaDecision:
+        """Add ``seconds`` to today's usage unless that would pass ``daily_limit``."""
+        check_charge(seconds)
+        now = self._clock()
+        day = math.floor(now / DAY_S)
+        used = self._used_today(key_id, day)
+        allowed = daily_limit is None or used + seconds <= daily_limit + AUDIO_EPSILON
+        if allowed:
+            used += seconds
+            self._audio[key_id] = (day, used)
+        remaining = None if daily_limit is None else max(0.0, daily_limit - used)
+        return QuotaDecision(allowed, daily_limit, remaining, seconds_to_utc_midnight(now))
+
+    async def audio_used(self, key_id: str) -> float:
+        """Audio seconds charged today (UTC)."""
+        return self._used_today(key_id, math.floor(self._clock() / DAY_S))
+
+    async def consume_jti(self, jti: str, ttl_s: float) -> bool:
+        """True the first time ``jti`` is seen within ``ttl_s``; False on any replay."""
+        check_ttl(ttl_s)
+        now = self._clock()
+        while self._jti_expiry and self._jti_expiry[0][0] <= now:
+            expires, old = heapq.heappop(self._jti_expiry)
+            if self._jtis.get(old) == expires:
+                del self._jtis[old]
+        if jti in self._jtis:
+            return False
+        self._jtis[jti] = now + ttl_s
+        heapq.heappush(self._jti_expiry, (now + ttl_s, jti))
+        return True
+
+    async def put_key(self, rec: KeyRecord) -> None:
+        """Store (or replace) a key record."""
+        self._keys[rec.key_id] = rec
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        """The record for ``key_id``, revoked or not; None if unknown."""
+        return self._keys.get(key_id)
+
+    async def list_keys(self) -> list[KeyRecord]:
+        """All stored records, oldest first."""
+        return sorted(self._keys.values(), key=lambda r: (r.created_at, r.key_id))
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """Mark a key revoked; False if there is no such key."""
+        rec = self._keys.get(key_id)
+        if rec is None:
+            return False
+        self._keys[key_id] = replace(rec, revoked=True)
+        return True
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+async def create_backend(
+    redis_url: str | None, *, connect_attempts: int = 3, require: bool = False
+) -> StateBackend:
+    """A :class:`MemoryBackend` without a URL, else a ``RedisBackend`` checked with a few pings.
+
+    If Redis does not answer, the backend is still returned (it reconnects by itself and readiness reports
+    it) unless ``require`` is set, in which case :class:`BackendUnavailableError` propagates.
+    """
+    if not redis_url:
+        log.info("state backend: in-memory (limits are per process)")
+        return MemoryBackend()
+    from streamer.guards.redis_backend import RedisBackend  # redis is only needed with a URL
+
+    backend = RedisBackend(redis_url)
+    try:
+        await retry_async(backend.ping, connect_attempts, 0.2, 2.0, retry_on=(BackendUnavailableError,))
+    except BackendUnavailableError:
+        if require:
+            await backend.close()
+            raise
+        log.warning("state backend: Redis at %s is not answering yet; continuing", backend.safe_url)
+    else:
+        log.info("state backend: Redis at %s", backend.safe_url)
+    return backend

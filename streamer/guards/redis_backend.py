@@ -1,0 +1,308 @@
+"""The Redis :class:`~streamer.guards.backend.StateBackend`: quotas shared by every server instance.
+
+Each check-and-update is one Lua script, so it is atomic across instances. Scripts read the clock with
+Redis ``TIME``, never the caller's clock: instances whose clocks disagree still agree on when a slot
+expires and which UTC day it is. Every script touches only the keys it is passed (cluster-safe).
+
+Keys (under ``key_prefix``): ``sessions:<key_id>`` a ZSET of session id -> expiry (ms); ``audio:<key_id>``
+a hash {day, used}; ``jti:<jti>`` a string with a TTL; ``key:<key_id>`` a hash per key record and
+``keys`` the set of key ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT
+
+from streamer.guards.backend import (
+    AUDIO_EPSILON,
+    BackendUnavailableError,
+    QuotaDecision,
+    check_charge,
+    check_ttl,
+)
+from streamer.guards.keys import KeyRecord
+
+__all__ = ["RedisBackend"]
+
+log = logging.getLogger(__name__)
+
+# Shared prelude: server time in whole milliseconds (an integer-valued double, exact in Lua).
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# Drop expired slots, admit if below the limit (limit < 0: unlimited; a held session re-acquires), and
+# keep the ZSET alive as long as its newest slot. Returns {allowed, held, ms until oldest slot expires}.
+_ACQUIRE = (
+    _NOW_MS
+    + """
+local key, sid, limit, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+local held = redis.call('ZSCORE', key, sid)
+local count = redis.call('ZCARD', key)
+local allowed = 0
+if held or limit < 0 or count < limit then
+  redis.call('ZADD', key, now + ttl, sid)
+  if not held then count = count + 1 end
+  allowed = 1
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', key, math.max(1, tonumber(newest[2]) - now))
+end
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+local reset = 0
+if oldest[2] then reset = tonumber(oldest[2]) - now end
+return {allowed, count, reset}
+"""
+)
+
+# Extend a live slot (an expired one stays gone, as if it had been swept already).
+_REFRESH = (
+    _NOW_MS
+    + """
+local key, sid, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+if not redis.call('ZSCORE', key, sid) then return 0 end
+redis.call('ZADD', key, 'XX', now + ttl, sid)
+local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', key, math.max(1, tonumber(newest[2]) - now))
+return 1
+"""
+)
+
+_ACTIVE = (
+    _NOW_MS
+    + """
+return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%d', now), '+inf')
+"""
+)
+
+# Today's usage lives in {day, used}; a new UTC day starts from zero. Charges only if within the limit
+# (limit < 0: unlimited). The hash outlives its day by an hour. Returns {allowed, used, ms to midnight}.
+_AUDIO_DAY = """
+local secs = tonumber(t[1])
+local day = math.floor(secs / 86400)
+local reset = (day + 1) * 86400000 - now
+local key = KEYS[1]
+local used = '0'
+if tonumber(redis.call('HGET', key, 'day')) == day then used = redis.call('HGET', key, 'used') or '0' end
+"""
+_CHARGE = (
+    _NOW_MS
+    + _AUDIO_DAY
+    + """
+local charge, limit, eps = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if limit >= 0 and tonumber(used) + charge > limit + eps then return {0, used, reset} end
+if tonumber(redis.call('HGET', key, 'day')) ~= day then
+  redis.call('HSET', key, 'day', string.format('%d', day), 'used', '0')
+end
+used = redis.call('HINCRBYFLOAT', key, 'used', ARGV[1])
+redis.call('EXPIRE', key, (day + 1) * 86400 - secs + 3600)
+return {1, used, reset}
+"""
+)
+_AUDIO_USED = _NOW_MS + _AUDIO_DAY + "\nreturn used\n"
+
+_REVOKE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'revoked', '1')
+return 1
+"""
+
+
+@contextlib.contextmanager
+def _unavailable_on_error(op: str) -> Iterator[None]:
+    """Turn "cannot reach Redis" into BackendUnavailableError; real errors (bad script, ...) pass."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+        raise BackendUnavailableError(f"redis {op} failed: {type(e).__name__}: {e}") from e
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _opt(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def record_to_fields(rec: KeyRecord) -> dict[EncodableT, EncodableT]:
+    """A key record as a flat Redis hash (None stored as the empty string)."""
+    return {
+        "key_id": rec.key_id,
+        "key_hash": rec.key_hash,
+        "name": rec.name,
+        "tier": rec.tier,
+        "created_at": repr(rec.created_at),
+        "revoked": "1" if rec.revoked else "0",
+        "max_sessions": _opt(rec.max_sessions),
+        "audio_seconds_per_day": _opt(rec.audio_seconds_per_day),
+    }
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def record_from_fields(raw: Mapping[Any, Any]) -> KeyRecord:
+    """The inverse of :func:`record_to_fields` (accepts bytes or str, as a client may return either)."""
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    max_sessions = fields.get("max_sessions", "")
+    audio = fields.get("audio_seconds_per_day", "")
+    return KeyRecord(
+        key_id=fields["key_id"],
+        key_hash=fields["key_hash"],
+        name=fields["name"],
+        tier=fields["tier"],
+        created_at=float(fields["created_at"]),
+        revoked=fields.get("revoked") == "1",
+        max_sessions=int(max_sessions) if max_sessions else None,
+        audio_seconds_per_day=float(audio) if audio else None,
+    )
+
+
+class RedisBackend:
+    """A :class:`StateBackend` on Redis (``redis.asyncio``); see the module docstring for the layout.
+
+    Timeouts are short and retries few so that an outage surfaces as BackendUnavailableError within about
+    a second, for the edge's fail-open/fail-closed policy, instead of stalling every request.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        key_prefix: str = "streamer:",
+        *,
+        socket_timeout_s: float = 0.5,
+        connect_timeout_s: float = 0.5,
+        retries: int = 1,
+    ) -> None:
+        self.key_prefix = key_prefix
+        self.safe_url = _redact(url)
+        self._redis: Redis = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            # One immediate retry covers a pooled connection that a Redis restart left dead.
+            retry=Retry(NoBackoff(), retries),
+        )
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._refresh = self._redis.register_script(_REFRESH)
+        self._active = self._redis.register_script(_ACTIVE)
+        self._charge = self._redis.register_script(_CHARGE)
+        self._audio_used = self._redis.register_script(_AUDIO_USED)
+        self._revoke = self._redis.register_script(_REVOKE)
+
+    def _key(self, *parts: str) -> str:
+        return self.key_prefix + ":".join(parts)
+
+    async def ping(self) -> None:
+        """Raise BackendUnavailableError unless Redis answers."""
+        with _unavailable_on_error("ping"):
+            await self._redis.ping()
+
+    async def acquire_session(
+        self, key_id: str, session_id: str, limit: int | None, ttl_s: float
+    ) -> QuotaDecision:
+        """Hold a slot for ``session_id`` if fewer than ``limit`` are held (re-acquiring refreshes)."""
+        check_ttl(ttl_s)
+        args: list[EncodableT] = [session_id, -1 if limit is None else limit, _ms(ttl_s)]
+        with _unavailable_on_error("acquire_session"):
+            allowed, held, reset_ms = await self._acquire(keys=[self._key("sessions", key_id)], args=args)
+        remaining = None if limit is None else max(0, limit - int(held))
+        return QuotaDecision(bool(allowed), limit, remaining, int(reset_ms) / 1000)
+
+    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> None:
+        """Extend a held slot's life to ``ttl_s`` from now; a slot already expired stays gone."""
+        check_ttl(ttl_s)
+        with _unavailable_on_error("refresh_session"):
+            await self._refresh(keys=[self._key("sessions", key_id)], args=[session_id, _ms(ttl_s)])
+
+    async def release_session(self, key_id: str, session_id: str) -> None:
+        """Give a slot back (idempotent)."""
+        with _unavailable_on_error("release_session"):
+            await self._redis.zrem(self._key("sessions", key_id), session_id)
+
+    async def active_sessions(self, key_id: str) -> int:
+        """Slots held now."""
+        with _unavailable_on_error("active_sessions"):
+            return int(await self._active(keys=[self._key("sessions", key_id)]))
+
+    async def charge_audio(self, key_id: str, seconds: float, daily_limit: float | None) -> QuotaDecision:
+        """Add ``seconds`` to today's (UTC, by Redis time) usage unless that would pass ``daily_limit``."""
+        check_charge(seconds)
+        limit = -1.0 if daily_limit is None else float(daily_limit)
+        args: list[EncodableT] = [repr(float(seconds)), repr(limit), repr(AUDIO_EPSILON)]
+        with _unavailable_on_error("charge_audio"):
+            allowed, used, reset_ms = await self._charge(keys=[self._key("audio", key_id)], args=args)
+        remaining = None if daily_limit is None else max(0.0, daily_limit - float(used))
+        return QuotaDecision(bool(allowed), daily_limit, remaining, int(reset_ms) / 1000)
+
+    async def audio_used(self, key_id: str) -> float:
+        """Audio seconds charged today (UTC, by Redis time)."""
+        with _unavailable_on_error("audio_used"):
+            return float(await self._audio_used(keys=[self._key("audio", key_id)]))
+
+    async def consume_jti(self, jti: str, ttl_s: float) -> bool:
+        """True the first time ``jti`` is seen by any instance within ``ttl_s``; False on any replay."""
+        check_ttl(ttl_s)
+        with _unavailable_on_error("consume_jti"):
+            return bool(await self._redis.set(self._key("jti", jti), "1", nx=True, px=_ms(ttl_s)))
+
+    async def put_key(self, rec: KeyRecord) -> None:
+        """Store (or replace) a key record."""
+        with _unavailable_on_error("put_key"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key("key", rec.key_id), mapping=record_to_fields(rec))
+                pipe.sadd(self._key("keys"), rec.key_id)
+                await pipe.execute()
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        """The record for ``key_id``, revoked or not; None if unknown."""
+        with _unavailable_on_error("get_key"):
+            fields = await self._redis.hgetall(self._key("key", key_id))
+        return record_from_fields(fields) if fields else None
+
+    async def list_keys(self) -> list[KeyRecord]:
+        """All stored records, oldest first."""
+        with _unavailable_on_error("list_keys"):
+            key_ids = await self._redis.smembers(self._key("keys"))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key_id in sorted(_text(k) for k in key_ids):
+                    pipe.hgetall(self._key("key", key_id))
+                rows: list[Any] = await pipe.execute()
+        records = [record_from_fields(row) for row in rows if row]
+        return sorted(records, key=lambda r: (r.created_at, r.key_id))
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """Mark a key revoked; False if there is no such key."""
+        with _unavailable_on_error("revoke_key"):
+            return bool(await self._revoke(keys=[self._key("key", key_id)]))
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

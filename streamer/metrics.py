@@ -1,0 +1,55 @@
+"""Prometheus metrics, one registry per app (so tests can build many apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.active_sessions = Gauge("streamer_active_sessions", "Live WebSocket sessions", registry=r)
+        self.sessions_total = Counter("streamer_sessions", "Sessions started", registry=r)
+        self.audio_seconds = Counter("streamer_audio_seconds", "Audio received, in seconds", registry=r)
+        self.refusals = Counter(
+            "streamer_refusals", "Requests or sessions refused, by reason", ["reason"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "streamer_queue_depth", "Jobs waiting in a batcher", ["batcher", "priority"], registry=r
+        )
+        self.batch_size = Histogram(
+            "streamer_batch_size",
+            "Jobs per model call",
+            ["batcher"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "streamer_inference_seconds",
+            "Model call duration",
+            ["batcher"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.final_latency = Histogram(
+            "streamer_final_latency_seconds",
+            "End of utterance (audio received) to transcript.final queued",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.finals = Counter("streamer_finals", "transcript.final events sent", registry=r)
+        self.finals_rejected = Counter(
+            "streamer_finals_rejected", "Utterances that yielded no final, by reason", ["reason"], registry=r
+        )
+        self.partials_dropped = Counter(
+            "streamer_partials_dropped", "Partial results dropped, by reason", ["reason"], registry=r
+        )
+        self.breaker_state = Gauge(
+            "streamer_breaker_open",
+            "1 while a circuit breaker is open (0.5 half-open)",
+            ["breaker"],
+            registry=r,
+        )
+        self.errors = Counter("streamer_errors", "error events sent, by code", ["code"], registry=r)

@@ -1,0 +1,187 @@
+"""Batched Whisper transcription on CTranslate2.
+
+One ``transcribe_batch`` call stacks the log-Mel features of several utterances into a single encoder pass
+and a single ``generate``. Whisper's reference pipeline pads every input to a 30 s window; on a CPU the
+encoder then dominates, so utterances are padded only to the nearest length bucket (CTranslate2's encoder
+accepts shorter inputs). This module is synchronous: the batcher calls it from its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from streamer.pipeline.audio import MODEL_RATE, Audio
+
+log = logging.getLogger(__name__)
+
+FRAMES_PER_S = 100  # Whisper's hop of 160 samples at 16 kHz
+FULL_WINDOW_FRAMES = 3000
+BUCKETS_S = (5, 10, 15, 20, 30)
+
+
+@dataclass(frozen=True)
+class AsrRequest:
+    audio: Audio
+    task: str = "transcribe"
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class AsrResult:
+    text: str
+    language: str
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 1.0
+
+
+class AsrEngine(Protocol):
+    """What the batcher needs from a speech model; tests use fakes with the same shape."""
+
+    name: str
+    multilingual: bool
+
+    def languages(self) -> frozenset[str]: ...
+
+    def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]: ...
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 1.0
+
+
+def bucket_frames(n_samples: int, pad_to_buckets: bool) -> int:
+    """The padded feature length for audio of ``n_samples``: the smallest bucket that holds it."""
+    if not pad_to_buckets:
+        return FULL_WINDOW_FRAMES
+    frames = n_samples // 160 + 1
+    for seconds in BUCKETS_S:
+        if frames <= seconds * FRAMES_PER_S:
+            return seconds * FRAMES_PER_S
+    return FULL_WINDOW_FRAMES
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+class WhisperEngine:
+    """A CTranslate2 Whisper model with batched, length-bucketed inference."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        device: str = "auto",
+        compute_type: str = "int8",
+        beam_size: int = 1,
+        pad_to_buckets: bool = True,
+        threads: int = 0,
+    ) -> None:
+        import ctranslate2
+        import tokenizers
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self.device = resolve_device(device)
+        if self.device == "cuda" and compute_type == "int8":
+            compute_type = "int8_float16"
+        self.name = model_dir.name if model_dir.name != "model" else model_dir.parent.name
+        self.model = ctranslate2.models.Whisper(
+            str(model_dir),
+            device=self.device,
+            compute_type=compute_type,
+            intra_threads=threads or (os.cpu_count() or 1),
+        )
+        self.multilingual = bool(self.model.is_multilingual)
+        self._hf_tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._features = FeatureExtractor(feature_size=self.model.n_mels)
+        self.beam_size = beam_size
+        self.pad_to_buckets = pad_to_buckets
+        self.compute_type = compute_type
+        self._suppress: list[int] | None = None
+        if not self.multilingual:
+            self.name = self.name if self.name.endswith(".en") else f"{self.name} (english)"
+
+    def languages(self) -> frozenset[str]:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        return frozenset(_LANGUAGE_CODES) if self.multilingual else frozenset({"en"})
+
+    def _tokenizer(self, task: str, language: str) -> object:
+        from faster_whisper.tokenizer import Tokenizer
+
+        return Tokenizer(self._hf_tokenizer, self.multilingual, task=task, language=language)
+
+    def features(self, audio: Audio, frames: int) -> np.ndarray:
+        mel: np.ndarray = self._features(audio)[:, :frames]
+        if mel.shape[1] < frames:
+            mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[1])))
+        return mel.astype(np.float32)
+
+    def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
+        import ctranslate2
+
+        if not requests:
+            return []
+        longest = max(r.audio.size for r in requests)
+        frames = bucket_frames(min(longest, 30 * MODEL_RATE), self.pad_to_buckets)
+        batch = np.stack([self.features(r.audio[: 30 * MODEL_RATE], frames) for r in requests])
+        encoded = self.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
+        languages = self._languages(requests, encoded)
+        prompts = []
+        for req, lang in zip(requests, languages, strict=True):
+            tok = self._tokenizer(req.task, lang)
+            prompts.append([*tok.sot_sequence, tok.no_timestamps])  # type: ignore[attr-defined]
+        if self._suppress is None:
+            from faster_whisper.transcribe import get_suppressed_tokens
+
+            self._suppress = list(get_suppressed_tokens(tok, (-1,)) or [])
+        # bounded decoding: ~10 tokens per second of speech is far above natural speech
+        max_len = min(448, int(longest / MODEL_RATE * 10) + 24)
+        results = self.model.generate(
+            encoded,
+            prompts,
+            beam_size=self.beam_size,
+            max_length=max_len,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )
+        eot = self._hf_tokenizer.token_to_id("<|endoftext|>")
+        out = []
+        for result, lang in zip(results, languages, strict=True):
+            tokens = [t for t in result.sequences_ids[0] if t < eot]
+            text = self._hf_tokenizer.decode(tokens).strip()
+            out.append(
+                AsrResult(
+                    text=text,
+                    language=lang,
+                    avg_logprob=float(result.scores[0]) if result.scores else 0.0,
+                    no_speech_prob=float(result.no_speech_prob),
+                    compression_ratio=compression_ratio(text),
+                )
+            )
+        return out
+
+    def _languages(self, requests: Sequence[AsrRequest], encoded: object) -> list[str]:
+        if not self.multilingual:
+            return ["en"] * len(requests)
+        langs = [r.language for r in requests]
+        if all(langs):
+            return [lang for lang in langs if lang]
+        detected = self.model.detect_language(encoded)
+        return [lang or det[0][0][2:-2] for lang, det in zip(langs, detected, strict=True)]

@@ -1,0 +1,271 @@
+"""The shared micro-batcher: all sessions submit jobs; one dedicated thread runs the model on batches.
+
+Event-loop side: ``submit_final`` (awaits a bounded slot, then the result) and ``submit_partial``
+(latest-wins, may resolve to None when coalesced or stale). Thread side: forms batches with
+:class:`BatchQueue` and calls ``run_batch(key, payloads)``. A circuit breaker guards the model: while it
+is open every job fails fast with ``ModelUnavailableError``; a watchdog on the loop fails a batch that
+runs past ``call_timeout_s`` (a hung model) and counts it as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from streamer.errors import ModelUnavailableError
+from streamer.pipeline.batchqueue import Batch, BatchQueue, Job, Priority
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+class Breaker(Protocol):
+    def allow(self) -> bool: ...
+    def record_success(self) -> None: ...
+    def record_failure(self) -> None: ...
+    def retry_after(self) -> float: ...
+
+
+@dataclass
+class BatchStats:
+    """What the batcher reports per model call (for metrics and the benchmark)."""
+
+    name: str
+    size: int
+    finals: int
+    seconds: float
+    queue_wait_s: float
+
+
+class MicroBatcher(Generic[P, R]):
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[Hashable, list[P]], list[R]],
+        *,
+        max_batch: int = 16,
+        max_wait_s: float = 0.01,
+        max_pending_finals: int = 256,
+        call_timeout_s: float = 30.0,
+        breaker: Breaker | None = None,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        on_drop: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._run_batch = run_batch
+        self._queue: BatchQueue[P] = BatchQueue(max_batch, max_wait_s)
+        self._cond = threading.Condition()
+        self._final_slots = asyncio.Semaphore(max_pending_finals)
+        self.max_pending_finals = max_pending_finals
+        self.call_timeout_s = call_timeout_s
+        self.breaker = breaker
+        self._breaker_lock = threading.Lock()
+        self._on_batch = on_batch
+        self._on_drop = on_drop
+        self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._running: list[Job[P]] = []
+        self._running_since: float | None = None
+        self._stop = False
+        self.latency_ewma_s = 0.0  # queue wait + model time of recent final jobs
+        self.busy_s = 0.0
+        self.last_batch_at = 0.0
+
+    # ---- lifecycle
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._worker, name=f"batcher-{self.name}", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+
+    # ---- submission (event loop)
+
+    @property
+    def finals_pending(self) -> int:
+        return self.max_pending_finals - self._final_slots._value
+
+    @property
+    def depth(self) -> tuple[int, int]:
+        """(finals waiting, partials waiting) — not counting the batch being run."""
+        with self._cond:
+            return self._queue.finals_waiting, self._queue.partials_waiting
+
+    def _check_breaker(self) -> None:
+        if self.breaker is None:
+            return
+        with self._breaker_lock:
+            if not self.breaker.allow():
+                raise ModelUnavailableError(
+                    f"the {self.name} model is unavailable", retry_after=self.breaker.retry_after()
+                )
+            # allow() may have let a half-open probe through; the batch that runs next is the probe
+
+    async def submit_final(self, session_id: str, key: Hashable, payload: P) -> R:
+        """Queue a job that must not be dropped; waits for a slot when the queue is full."""
+        async with self._final_slots:
+            fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+            job: Job[P] = Job(session_id, key, payload, Priority.FINAL, self._clock(), ticket=fut)
+            with self._cond:
+                self._queue.push(job)
+                self._cond.notify()
+            return await fut
+
+    def submit_partial(
+        self, session_id: str, key: Hashable, payload: P, stale_after: float
+    ) -> asyncio.Future[R | None]:
+        """Queue a droppable job; resolves to None if it is replaced, stale or discarded."""
+        fut: asyncio.Future[R | None] = asyncio.get_running_loop().create_future()
+        job: Job[P] = Job(
+            session_id, key, payload, Priority.PARTIAL, self._clock(), stale_after=stale_after, ticket=fut
+        )
+        with self._cond:
+            replaced = self._queue.push(job)
+            self._cond.notify()
+        if replaced is not None:
+            self._resolve(replaced, None)
+            if self._on_drop:
+                self._on_drop("coalesced")
+        return fut
+
+    def discard_partial(self, session_id: str) -> None:
+        with self._cond:
+            job = self._queue.discard_partial(session_id)
+        if job is not None:
+            self._resolve(job, None)
+
+    # ---- worker thread
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._running = batch.jobs
+                self._running_since = self._clock()
+            self._notify_dropped(batch)
+            if batch.jobs:
+                self._execute(batch)
+            with self._cond:
+                self._running = []
+                self._running_since = None
+
+    def _next_batch(self) -> Batch[P] | None:
+        """Wait (holding the condition) until a batch is due; None on stop."""
+        while not self._stop:
+            wait = self._queue.wait_time(self._clock())
+            if wait == 0.0:
+                return self._queue.take(self._clock(), force=True)
+            self._cond.wait(timeout=wait)
+        return None
+
+    def _execute(self, batch: Batch[P]) -> None:
+        started = self._clock()
+        try:
+            self._check_breaker()
+            results = self._run_batch(batch.key, [j.payload for j in batch.jobs])
+            if len(results) != len(batch.jobs):
+                raise RuntimeError(f"{self.name} returned {len(results)} results for {len(batch.jobs)} jobs")
+        except ModelUnavailableError as e:
+            for job in batch.jobs:
+                self._fail(job, e)
+            return
+        except Exception as e:
+            log.exception("%s batch of %d failed", self.name, len(batch.jobs))
+            self._record(success=False)
+            err = ModelUnavailableError(f"the {self.name} model failed: {type(e).__name__}")
+            for job in batch.jobs:
+                self._fail(job, err)
+            return
+        elapsed = self._clock() - started
+        self.last_batch_at = self._clock()
+        self._record(success=True)
+        self.busy_s += elapsed
+        finals = [j for j in batch.jobs if j.priority is Priority.FINAL]
+        if finals:
+            worst = max(started - j.submitted for j in finals) + elapsed
+            self.latency_ewma_s = 0.7 * self.latency_ewma_s + 0.3 * worst
+        for job, result in zip(batch.jobs, results, strict=True):
+            self._resolve(job, result)
+        if self._on_batch:
+            stats = BatchStats(
+                self.name,
+                len(batch.jobs),
+                len(finals),
+                elapsed,
+                max(started - j.submitted for j in batch.jobs),
+            )
+            self._call_soon(self._on_batch, stats)
+
+    def _record(self, *, success: bool) -> None:
+        if self.breaker is None:
+            return
+        with self._breaker_lock:
+            if success:
+                self.breaker.record_success()
+            else:
+                self.breaker.record_failure()
+
+    def _notify_dropped(self, batch: Batch[P]) -> None:
+        for job in batch.dropped:
+            self._resolve(job, None)
+            if self._on_drop:
+                self._call_soon(self._on_drop, "stale")
+
+    # ---- delivery to the loop
+
+    def _call_soon(self, fn: Callable[..., object], *args: object) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _resolve(self, job: Job[P], result: object) -> None:
+        self._call_soon(_set_result, job.ticket, result)
+
+    def _fail(self, job: Job[P], exc: BaseException) -> None:
+        self._call_soon(_set_exception, job.ticket, exc)
+
+    # ---- watchdog (event loop)
+
+    async def watchdog(self, period_s: float = 0.25) -> None:
+        """Fail a batch that has run past the call timeout; fail queued jobs fast while open."""
+        flagged: object = None
+        while True:
+            await asyncio.sleep(period_s)
+            with self._cond:
+                running, since = list(self._running), self._running_since
+            if since is None or self._clock() - since <= self.call_timeout_s or flagged is since:
+                continue
+            flagged = since
+            log.error("%s model call exceeded %.1fs; failing its batch", self.name, self.call_timeout_s)
+            self._record(success=False)
+            err = ModelUnavailableError(f"the {self.name} model timed out", retry_after=5.0)
+            for job in running:
+                _set_exception(job.ticket, err)
+
+
+def _set_result(fut: object, result: object) -> None:
+    assert isinstance(fut, asyncio.Future)
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _set_exception(fut: object, exc: BaseException) -> None:
+    assert isinstance(fut, asyncio.Future)
+    if not fut.done():
+        fut.set_exception(exc)

@@ -1,0 +1,116 @@
+"""The micro-batcher's queue discipline, pure and clock-driven so it can be tested without threads.
+
+- Finals are never dropped: they wait in FIFO order and always go before partials.
+- Partials are coalesced latest-wins per session: a new partial replaces the one still waiting, and a
+  partial that is older than its ``stale_after`` when its turn comes is dropped.
+- A batch holds jobs with one group key (what must be equal inside one model call); it is flushed when it
+  is full or when the oldest waiting job has waited ``max_wait_s``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+P = TypeVar("P")
+
+
+class Priority(enum.IntEnum):
+    FINAL = 0
+    PARTIAL = 1
+
+
+@dataclass(eq=False)
+class Job(Generic[P]):
+    session_id: str
+    key: Hashable
+    payload: P
+    priority: Priority
+    submitted: float
+    stale_after: float | None = None
+    ticket: object = field(default=None, repr=False)  # the caller's handle (e.g. a future)
+
+    def is_stale(self, now: float) -> bool:
+        return self.stale_after is not None and now - self.submitted > self.stale_after
+
+
+@dataclass
+class Batch(Generic[P]):
+    key: Hashable
+    jobs: list[Job[P]]
+    dropped: list[Job[P]]  # stale partials removed while forming this batch
+
+
+class BatchQueue(Generic[P]):
+    """Pending jobs and the rule that turns them into batches."""
+
+    def __init__(self, max_batch: int, max_wait_s: float) -> None:
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._finals: list[Job[P]] = []
+        self._partials: OrderedDict[str, Job[P]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._finals) + len(self._partials)
+
+    @property
+    def finals_waiting(self) -> int:
+        return len(self._finals)
+
+    @property
+    def partials_waiting(self) -> int:
+        return len(self._partials)
+
+    def push(self, job: Job[P]) -> Job[P] | None:
+        """Queue a job. Returns the partial it replaced (coalesced), if any."""
+        if job.priority is Priority.FINAL:
+            self._finals.append(job)
+            return None
+        replaced = self._partials.pop(job.session_id, None)
+        self._partials[job.session_id] = job
+        return replaced
+
+    def discard_partial(self, session_id: str) -> Job[P] | None:
+        """Forget a session's waiting partial (its utterance ended or the session left)."""
+        return self._partials.pop(session_id, None)
+
+    def _oldest(self) -> float | None:
+        times = [j.submitted for j in self._finals[:1]] + [j.submitted for j in self._partials.values()]
+        return min(times) if times else None
+
+    def wait_time(self, now: float) -> float | None:
+        """Seconds until the next batch is due: 0 = now, None = nothing queued."""
+        oldest = self._oldest()
+        if oldest is None:
+            return None
+        if len(self._finals) >= self.max_batch or len(self) >= self.max_batch:
+            return 0.0
+        return max(0.0, oldest + self.max_wait_s - now)
+
+    def take(self, now: float, *, force: bool = False) -> Batch[P] | None:
+        """The next batch if one is due (or ``force``), else None."""
+        wait = self.wait_time(now)
+        if wait is None or (wait > 0 and not force):
+            return None
+        dropped = [j for j in self._partials.values() if j.is_stale(now)]
+        for job in dropped:
+            del self._partials[job.session_id]
+        if self._finals:
+            key = self._finals[0].key
+        elif self._partials:
+            key = next(iter(self._partials.values())).key
+        else:
+            return Batch(key=None, jobs=[], dropped=dropped)
+        jobs = [j for j in self._finals if j.key == key][: self.max_batch]
+        taken = {id(j) for j in jobs}
+        self._finals = [j for j in self._finals if id(j) not in taken]
+        for sid, job in list(self._partials.items()):
+            if len(jobs) >= self.max_batch:
+                break
+            if job.key == key:
+                jobs.append(job)
+                del self._partials[sid]
+        return Batch(key=key, jobs=jobs, dropped=dropped)

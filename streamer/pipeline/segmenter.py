@@ -1,0 +1,218 @@
+"""Utterance segmentation: a pure state machine over 32 ms windows and their speech probabilities.
+
+Hysteresis: speech starts after ``start_windows`` consecutive windows at or above ``start_threshold`` and
+continues until ``end_silence`` of windows below ``end_threshold``. Pre-roll keeps the first phoneme; a
+pause (shorter than the end-of-utterance silence) is reported so transcription can start early; a maximum
+length force-splits long speech at its quietest recent window.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamer.pipeline.audio import MODEL_RATE, Audio
+from streamer.pipeline.vad import WINDOW
+
+WINDOW_MS = WINDOW * 1000 // MODEL_RATE
+
+
+class State(enum.Enum):
+    SILENCE = "silence"
+    SPEECH = "speech"
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    start_threshold: float = 0.5
+    end_threshold: float = 0.35
+    start_ms: int = 64
+    min_speech_ms: int = 200
+    pre_roll_ms: int = 300
+    end_silence_ms: int = 400
+    pause_ms: int = 160
+    tail_ms: int = 128
+    max_utterance_s: float = 15.0
+
+    def windows(self, ms: float) -> int:
+        return max(1, round(ms / WINDOW_MS))
+
+
+@dataclass(frozen=True)
+class Started:
+    segment_id: int
+    start_sample: int
+
+
+@dataclass(frozen=True)
+class Paused:
+    """Speech stopped for ``pause_ms``: the utterance as it would end now (may still resume)."""
+
+    segment_id: int
+    utterance: Utterance
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The utterance is over. ``utterance`` is None when it held too little speech to transcribe."""
+
+    segment_id: int
+    end_sample: int
+    reason: str
+    utterance: Utterance | None
+
+
+@dataclass(frozen=True)
+class Utterance:
+    segment_id: int
+    audio: Audio
+    start_sample: int
+    end_sample: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.size / MODEL_RATE
+
+
+Event = Started | Paused | Ended
+
+
+@dataclass
+class _Open:
+    segment_id: int
+    start_sample: int
+    windows: list[Audio] = field(default_factory=list)
+    probs: list[float] = field(default_factory=list)
+    voiced: int = 0
+    last_voiced: int = -1  # index into windows of the last window at or above the end threshold
+    silence_run: int = 0
+    paused: bool = False
+
+
+class Segmenter:
+    """Feed ``(probabilities, windows)`` from the VAD; get Started / Paused / Ended events."""
+
+    def __init__(self, config: SegmenterConfig) -> None:
+        self.config = config
+        self.state = State.SILENCE
+        self._pre_roll: deque[Audio] = deque(maxlen=config.windows(config.pre_roll_ms))
+        self._onset = 0
+        self._open: _Open | None = None
+        self._next_id = 1
+        self.samples = 0  # windows consumed so far, in samples: the session's audio clock
+        self._start_windows = config.windows(config.start_ms)
+        self._pause_windows = config.windows(config.pause_ms)
+        self._end_windows = config.windows(config.end_silence_ms)
+        self._tail_windows = min(config.windows(config.tail_ms), self._pause_windows)
+        self._min_voiced = config.windows(config.min_speech_ms)
+        self._max_windows = config.windows(config.max_utterance_s * 1000)
+
+    def feed(self, probs: np.ndarray, windows: list[Audio]) -> list[Event]:
+        events: list[Event] = []
+        for prob, window in zip(probs.tolist(), windows, strict=True):
+            events.extend(self._step(prob, window))
+            self.samples += WINDOW
+        return events
+
+    def _step(self, prob: float, window: Audio) -> list[Event]:
+        cfg = self.config
+        if self._open is None:
+            self._pre_roll.append(window)
+            self._onset = self._onset + 1 if prob >= cfg.start_threshold else 0
+            if self._onset < self._start_windows:
+                return []
+            return [self._start(list(self._pre_roll), [prob] * len(self._pre_roll), self._onset)]
+        seg = self._open
+        seg.windows.append(window)
+        seg.probs.append(prob)
+        events: list[Event] = []
+        if prob >= cfg.end_threshold:
+            seg.last_voiced = len(seg.windows) - 1
+            seg.voiced += 1
+            seg.silence_run = 0
+            seg.paused = False
+        else:
+            seg.silence_run += 1
+            if seg.silence_run >= self._end_windows:
+                return [self._end("silence")]
+            if seg.silence_run >= self._pause_windows and not seg.paused:
+                seg.paused = True
+                utt = self._utterance(seg)
+                if utt is not None:
+                    events.append(Paused(seg.segment_id, utt))
+        if len(seg.windows) >= self._max_windows:
+            events.extend(self._force_split())
+        return events
+
+    def _start(self, windows: list[Audio], probs: list[float], voiced: int) -> Started:
+        start = self.samples + WINDOW - len(windows) * WINDOW
+        seg = _Open(self._next_id, max(0, start), list(windows), list(probs))
+        seg.voiced = voiced
+        seg.last_voiced = len(windows) - 1
+        self._next_id += 1
+        self._open = seg
+        self.state = State.SPEECH
+        self._onset = 0
+        self._pre_roll.clear()
+        return Started(seg.segment_id, seg.start_sample)
+
+    def _utterance(self, seg: _Open) -> Utterance | None:
+        if seg.voiced < self._min_voiced:
+            return None
+        keep = min(len(seg.windows), seg.last_voiced + 1 + self._tail_windows)
+        audio = np.concatenate(seg.windows[:keep])
+        return Utterance(seg.segment_id, audio, seg.start_sample, seg.start_sample + keep * WINDOW)
+
+    def _end(self, reason: str) -> Ended:
+        seg = self._open
+        assert seg is not None
+        utt = self._utterance(seg)
+        end = utt.end_sample if utt else seg.start_sample + len(seg.windows) * WINDOW
+        self._open = None
+        self.state = State.SILENCE
+        return Ended(seg.segment_id, end, reason, utt)
+
+    def _force_split(self) -> list[Event]:
+        """Split an over-long utterance at the quietest window of its last two seconds."""
+        seg = self._open
+        assert seg is not None
+        look = min(len(seg.probs) - 1, self.config.windows(2000))
+        recent = seg.probs[-look:]
+        cut = len(seg.probs) - look + int(np.argmin(recent)) + 1
+        rest_windows, rest_probs = seg.windows[cut:], seg.probs[cut:]
+        seg.windows, seg.probs = seg.windows[:cut], seg.probs[:cut]
+        seg.last_voiced = min(seg.last_voiced, cut - 1)
+        seg.silence_run = 0
+        ended = self._end("max_length")
+        # the rest continues as a new segment, already inside speech
+        started = self._start(rest_windows, rest_probs, voiced=len(rest_windows))
+        return [ended, started]
+
+    def open_audio(self) -> Utterance | None:
+        """The open segment's audio so far (for partial hypotheses)."""
+        seg = self._open
+        if seg is None or not seg.windows:
+            return None
+        return Utterance(
+            seg.segment_id,
+            np.concatenate(seg.windows),
+            seg.start_sample,
+            seg.start_sample + len(seg.windows) * WINDOW,
+        )
+
+    @property
+    def open_segment_id(self) -> int | None:
+        return self._open.segment_id if self._open else None
+
+    def finish(self, reason: str) -> Ended | None:
+        """End the open utterance now (commit, close)."""
+        if self._open is None:
+            self._onset = 0
+            return None
+        seg = self._open
+        if seg.silence_run < self._tail_windows:
+            seg.last_voiced = len(seg.windows) - 1 - self._tail_windows
+        return self._end(reason)

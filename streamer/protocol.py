@@ -1,0 +1,204 @@
+"""Protocol v1: every message on the wire, validated at the edge, and the close codes.
+
+Client messages are parsed with one ``TypeAdapter`` over a union discriminated by ``type``; every model
+forbids unknown fields, so a typo in a config is a clear error rather than a silently ignored option.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+PROTOCOL_SUBPROTOCOL = "streamer.v1"
+TOKEN_SUBPROTOCOL_PREFIX = "token."
+
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 48000
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    POLICY = 1008
+    TOO_LARGE = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SessionConfig(_Wire):
+    """What a client may choose for its session (POST body, ``session.update``)."""
+
+    sample_rate: int = Field(default=16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
+    language: str | None = Field(default=None, min_length=2, max_length=8)
+    task: Literal["transcribe", "translate"] = "transcribe"
+    translate_to: list[str] = Field(default_factory=list, max_length=8)
+    interim_results: bool = True
+
+    @field_validator("language")
+    @classmethod
+    def _lower_language(cls, v: str | None) -> str | None:
+        return v.lower() if v else None
+
+    @field_validator("translate_to")
+    @classmethod
+    def _lower_targets(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for code in v:
+            code = code.strip().lower()
+            if not 2 <= len(code) <= 8:
+                raise ValueError(f"bad language code {code!r}")
+            if code not in out:
+                out.append(code)
+        return out
+
+
+class SessionConfigPatch(_Wire):
+    """A partial config for ``session.update``: fields left out keep their value."""
+
+    sample_rate: int | None = Field(default=None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
+    language: str | None = Field(default=None, min_length=2, max_length=8)
+    task: Literal["transcribe", "translate"] | None = None
+    translate_to: list[str] | None = Field(default=None, max_length=8)
+    interim_results: bool | None = None
+
+    def apply(self, config: SessionConfig) -> SessionConfig:
+        """The config with this patch applied, validated as a whole."""
+        merged = config.model_dump()
+        merged.update(self.model_dump(exclude_unset=True))
+        return SessionConfig.model_validate(merged)
+
+
+class Limits(_Wire):
+    max_frame_bytes: int
+    max_frame_ms: int
+    max_session_s: float
+    max_realtime_factor: float
+    max_messages_per_s: float
+
+
+# --- client -> server
+
+
+class SessionUpdate(_Wire):
+    type: Literal["session.update"]
+    config: SessionConfigPatch
+
+
+class InputAudioCommit(_Wire):
+    type: Literal["input_audio.commit"]
+
+
+class SessionClose(_Wire):
+    type: Literal["session.close"]
+
+
+class Ping(_Wire):
+    type: Literal["ping"]
+    id: str | int | None = None
+
+
+ClientMessage = Annotated[SessionUpdate | InputAudioCommit | SessionClose | Ping, Field(discriminator="type")]
+CLIENT_MESSAGE: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+# --- server -> client
+
+
+class SessionCreated(_Wire):
+    type: Literal["session.created"] = "session.created"
+    session_id: str
+    config: SessionConfig
+    limits: Limits
+    resumed: bool = False
+
+
+class SpeechStarted(_Wire):
+    type: Literal["speech.started"] = "speech.started"
+    segment_id: int
+    audio_start_ms: int
+
+
+class SpeechStopped(_Wire):
+    type: Literal["speech.stopped"] = "speech.stopped"
+    segment_id: int
+    audio_end_ms: int
+
+
+class TranscriptPartial(_Wire):
+    type: Literal["transcript.partial"] = "transcript.partial"
+    segment_id: int
+    text: str
+    stable_text: str = ""
+
+
+class TranscriptFinal(_Wire):
+    type: Literal["transcript.final"] = "transcript.final"
+    segment_id: int
+    seq: int
+    text: str
+    language: str
+    audio_start_ms: int
+    audio_end_ms: int
+
+
+class TranslationFinal(_Wire):
+    type: Literal["translation.final"] = "translation.final"
+    segment_id: int
+    seq: int
+    language: str
+    text: str
+
+
+class Warning_(_Wire):
+    type: Literal["warning"] = "warning"
+    code: str
+    message: str
+
+
+class ErrorEvent(_Wire):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class SessionClosed(_Wire):
+    type: Literal["session.closed"] = "session.closed"
+    reason: str
+    audio_ms: int
+    finals: int
+
+
+class Pong(_Wire):
+    type: Literal["pong"] = "pong"
+    id: str | int | None = None
+
+
+ServerMessage = (
+    SessionCreated
+    | SpeechStarted
+    | SpeechStopped
+    | TranscriptPartial
+    | TranscriptFinal
+    | TranslationFinal
+    | Warning_
+    | ErrorEvent
+    | SessionClosed
+    | Pong
+)
+
+
+def dump(message: ServerMessage) -> str:
+    """Serialize a server message to its JSON text frame."""
+    return message.model_dump_json()
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The REST error shape: ``{"error": {"code", "message"}}``."""
+    return {"error": {"code": code, "message": message, **extra}}

@@ -1,0 +1,122 @@
+"""The long-lived objects a running server shares between its sessions and routes."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from streamer.config import Settings
+from streamer.errors import OverloadedError
+from streamer.guards.backend import BackendUnavailableError
+from streamer.guards.breaker import CircuitBreaker
+from streamer.guards.keys import KeyRecord, KeyRing, hash_key, key_id_of
+from streamer.guards.ratelimit import TokenBucket
+from streamer.metrics import Metrics
+from streamer.pipeline.asr import AsrEngine, AsrRequest, AsrResult
+from streamer.pipeline.batcher import MicroBatcher
+from streamer.pipeline.segmenter import SegmenterConfig
+from streamer.pipeline.vad import VadModel
+from streamer.session.tokens import TokenService
+
+if TYPE_CHECKING:
+    from streamer.guards.backend import StateBackend
+    from streamer.session.runtime import StreamSession
+    from streamer.session.ws import Connection
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Translator(Protocol):
+    """What a session needs from translation: all targets for one final, in the order asked."""
+
+    def supports(self, source: str | None, target: str) -> bool: ...
+
+    def describe(self) -> dict[str, object]: ...
+
+    async def translate(
+        self, session_id: str, text: str, source: str, targets: Sequence[str]
+    ) -> list[tuple[str, str]]: ...
+
+
+def segmenter_config(s: Settings) -> SegmenterConfig:
+    return SegmenterConfig(
+        start_threshold=s.vad_start_threshold,
+        end_threshold=s.vad_end_threshold,
+        min_speech_ms=s.min_speech_ms,
+        pre_roll_ms=s.pre_roll_ms,
+        end_silence_ms=s.end_silence_ms,
+        pause_ms=s.pause_ms,
+        max_utterance_s=s.max_utterance_s,
+    )
+
+
+@dataclass
+class Services:
+    settings: Settings
+    vad: VadModel
+    asr: AsrEngine
+    asr_batcher: MicroBatcher[AsrRequest, AsrResult]
+    tokens: TokenService
+    keys: KeyRing
+    backend: StateBackend
+    metrics: Metrics
+    translator: Translator | None = None
+    sessions: dict[str, StreamSession] = field(default_factory=dict)
+    connections: dict[str, Connection] = field(default_factory=dict)
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    draining: bool = False
+    demo_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(rate_per_s=1.0, burst=10.0))
+
+    async def backend_call(self, call: Callable[[], Awaitable[T]], fail_open: T) -> T:
+        """Run a state-backend call under the configured outage policy.
+
+        ``fail_open``: while the backend is unreachable, limits are not enforced (``fail_open`` is the
+        answer) and service continues; ``fail_closed``: the request is refused as retryable (503).
+        """
+        try:
+            return await call()
+        except BackendUnavailableError as e:
+            self.metrics.refusals.labels("state_backend_down").inc()
+            if self.settings.redis_policy == "fail_open":
+                log.warning("state backend unavailable; failing open")
+                return fail_open
+            raise OverloadedError("shared state is unavailable; try again shortly", retry_after=2.0) from e
+
+    async def authenticate(self, presented: str) -> KeyRecord | None:
+        """The key record for a presented API key: static keys first, then keys made by the admin API."""
+        record = self.keys.verify_static(presented)
+        if record is not None:
+            return record
+        key_id = key_id_of(presented)
+        if key_id is None:
+            return None
+        stored = await self.backend_call(lambda: self.backend.get_key(key_id), None)
+        if stored is None or stored.revoked:
+            return None
+        return stored if hmac.compare_digest(stored.key_hash, hash_key(presented)) else None
+
+    @property
+    def segmenter_config(self) -> SegmenterConfig:
+        return segmenter_config(self.settings)
+
+    def check_capacity(self) -> None:
+        """Admission control: refuse new work rather than make every session slower."""
+        s = self.settings
+        if self.draining:
+            raise OverloadedError("the server is shutting down", retry_after=5.0)
+        if len(self.sessions) >= s.max_sessions:
+            self.metrics.refusals.labels("max_sessions").inc()
+            raise OverloadedError("the server is at its session limit", retry_after=5.0)
+        batcher = self.asr_batcher
+        recent = time.monotonic() - batcher.last_batch_at < 5.0
+        if recent and batcher.latency_ewma_s > s.saturation_latency_s:
+            self.metrics.refusals.labels("saturated").inc()
+            raise OverloadedError("the server is saturated", retry_after=5.0)
+        if batcher.finals_pending > batcher.max_pending_finals // 2:
+            self.metrics.refusals.labels("queue_full").inc()
+            raise OverloadedError("the transcription queue is full", retry_after=5.0)

@@ -1,0 +1,113 @@
+"""The one place where domain errors become HTTP answers, plus checks shared by REST and WebSocket."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from streamer.config import Settings
+from streamer.errors import AuthError, ForbiddenError, StreamerError, UnsupportedLanguageError
+from streamer.pipeline.audio import max_frame_bytes
+from streamer.protocol import Limits, error_body
+from streamer.services import Services
+
+log = logging.getLogger(__name__)
+
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+    ),
+}
+
+
+def error_response(e: StreamerError, headers: dict[str, str] | None = None) -> web.Response:
+    hdrs = dict(headers or {})
+    if e.retry_after is not None:
+        hdrs["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+    if e.status == 401:
+        hdrs["WWW-Authenticate"] = 'Bearer realm="streamer"'
+    return web.json_response(error_body(e.code, e.message), status=e.status, headers=hdrs)
+
+
+@web.middleware
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request ids, security headers, and JSON errors without stack traces or secrets."""
+    request_id = request.headers.get("X-Request-ID", "")
+    if not (0 < len(request_id) <= 128 and request_id.isprintable()):
+        request_id = uuid.uuid4().hex
+    try:
+        response = await handler(request)
+    except StreamerError as e:
+        response = error_response(e)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = e.reason.lower().replace(" ", "_")
+        response = web.json_response(error_body(code, e.reason), status=e.status, headers=e.headers)
+    except Exception:
+        log.exception("unhandled error on %s %s (request %s)", request.method, request.path, request_id)
+        response = web.json_response(error_body("internal_error", "internal server error"), status=500)
+    if not response.prepared:
+        response.headers["X-Request-ID"] = request_id
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
+def bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise AuthError("missing API key: send Authorization: Bearer <key>")
+    return value.strip()
+
+
+def check_origin(request: web.Request) -> None:
+    """Refuse cross-site WebSocket hijacking: a browser's Origin must be allowed (or same host)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return  # not a browser; the token is the credential
+    allowed = request.app[SERVICES].settings.allowed_origins
+    if origin in allowed or "*" in allowed:
+        return
+    host = request.headers.get("Host", "")
+    if origin in (f"http://{host}", f"https://{host}"):
+        return
+    raise ForbiddenError(f"origin {origin} is not allowed")
+
+
+def session_limits(s: Settings, sample_rate: int) -> Limits:
+    return Limits(
+        max_frame_bytes=max_frame_bytes(sample_rate, s.max_frame_ms),
+        max_frame_ms=s.max_frame_ms,
+        max_session_s=s.max_session_s,
+        max_realtime_factor=s.max_realtime_factor,
+        max_messages_per_s=s.max_messages_per_s,
+    )
+
+
+def check_translation_targets(services: Services, source: str | None, targets: list[str]) -> None:
+    """An unsupported target is refused, never silently ignored."""
+    if not targets:
+        return
+    translator = services.translator
+    if translator is None:
+        raise UnsupportedLanguageError(
+            "translation is not available: the server has no MT model (set STREAMER_MT_MODEL)"
+        )
+    bad = [t for t in targets if not translator.supports(source, t)]
+    if bad:
+        raise UnsupportedLanguageError(f"unsupported translation target(s): {', '.join(bad)}")

@@ -1,0 +1,65 @@
+"""Operational routes: liveness, readiness, metrics, the demo page; and draining on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streamer.session.edge import SERVICES
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready only when models are loaded, breakers are closed and the state backend answers."""
+    services = request.app[SERVICES]
+    checks: dict[str, str] = {"asr_model": "ok"}
+    for name, breaker in services.breakers.items():
+        state = breaker.state.name.lower()
+        checks[f"breaker_{name}"] = "ok" if state == "closed" else state
+    try:
+        await asyncio.wait_for(services.backend.ping(), 1.0)
+        checks["state_backend"] = "ok"
+    except Exception as e:
+        checks["state_backend"] = f"unreachable ({type(e).__name__})"
+    if services.draining:
+        checks["draining"] = "shutting down"
+    ok = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    finals, partials = services.asr_batcher.depth
+    services.metrics.queue_depth.labels("asr", "final").set(finals)
+    services.metrics.queue_depth.labels("asr", "partial").set(partials)
+    body = generate_latest(services.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    from streamer.app import WEB_ROOT
+
+    return web.FileResponse(WEB_ROOT / "demo" / "index.html")
+
+
+async def drain_sessions(app: web.Application) -> None:
+    """On shutdown: refuse new sessions, finalize every open utterance, deliver, close with 1001."""
+    services = app[SERVICES]
+    services.draining = True
+    connections = list(services.connections.values())
+    if not connections:
+        return
+    log.info("draining %d sessions", len(connections))
+    await asyncio.wait(
+        [asyncio.create_task(c.shutdown()) for c in connections], timeout=services.settings.drain_timeout_s
+    )

@@ -1,0 +1,51 @@
+"""Charging a session's audio to its key's daily quota, in ~1 s steps (not one backend call per frame)."""
+
+from __future__ import annotations
+
+from streamer.errors import RateLimitedError
+from streamer.guards.backend import QuotaDecision
+from streamer.services import Services
+
+CHARGE_STEP_S = 1.0
+
+
+class AudioQuota:
+    def __init__(self, services: Services, key_id: str) -> None:
+        self._services = services
+        self._key_id = key_id
+        self._uncharged = 0.0
+        self._limit: float | None = None
+        self._limit_known = False
+
+    async def _daily_limit(self) -> float | None:
+        if not self._limit_known:
+            static = [r for r in self._services.keys.records if r.key_id == self._key_id]
+            record = (
+                static[0]
+                if static
+                else await self._services.backend_call(
+                    lambda: self._services.backend.get_key(self._key_id), None
+                )
+            )
+            self._limit = record.audio_limit_s if record is not None else None
+            self._limit_known = True
+        return self._limit
+
+    async def charge(self, seconds: float) -> None:
+        """Count ``seconds`` of accepted audio; refuses once the key's daily allowance is used up."""
+        self._uncharged += seconds
+        if self._uncharged < CHARGE_STEP_S:
+            return
+        amount, self._uncharged = self._uncharged, 0.0
+        limit = await self._daily_limit()
+        services = self._services
+        decision = await services.backend_call(
+            lambda: services.backend.charge_audio(self._key_id, amount, limit),
+            QuotaDecision(allowed=True, limit=None, remaining=None, reset_s=0.0),
+        )
+        if not decision.allowed:
+            raise RateLimitedError(
+                "this key's daily audio quota is used up",
+                code="audio_quota_exceeded",
+                retry_after=decision.reset_s,
+            )

@@ -1,0 +1,278 @@
+"""One live session: audio in, VAD segmentation, partial and final transcription, results out.
+
+The WebSocket handler owns the socket and feeds this object from its single reader task. Finals are
+produced strictly in order by one emitter task reading a bounded queue of pending transcriptions, so a
+slow model pushes back on the reader (and through TCP on the client) instead of piling up audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streamer.errors import StreamerError
+from streamer.pipeline.asr import AsrRequest, AsrResult
+from streamer.pipeline.audio import MODEL_RATE, PcmInput
+from streamer.pipeline.hallucination import rejection_reason
+from streamer.pipeline.segmenter import Ended, Event, Paused, Segmenter, Started, Utterance
+from streamer.pipeline.stability import PartialStabilizer
+from streamer.protocol import (
+    ErrorEvent,
+    SessionConfig,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+    TranslationFinal,
+    Warning_,
+)
+from streamer.services import Services
+from streamer.session.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+PENDING_FINALS = 4  # per session; more waits (backpressure) rather than buffering
+LAG_WARNING_EVERY_S = 5.0
+
+
+def _ms(samples: int) -> int:
+    return samples * 1000 // MODEL_RATE
+
+
+@dataclass
+class _Speculation:
+    """A transcription started at a pause, reused if the utterance ends with exactly that audio."""
+
+    segment_id: int
+    end_sample: int
+    task: asyncio.Task[AsrResult]
+
+
+class StreamSession:
+    def __init__(self, session_id: str, key_id: str, config: SessionConfig, services: Services) -> None:
+        self.session_id = session_id
+        self.key_id = key_id
+        self.config = config
+        self.services = services
+        s = services.settings
+        self.pcm = PcmInput(config.sample_rate, min_frame_ms=s.min_frame_ms, max_frame_ms=s.max_frame_ms)
+        self.vad = services.vad.new_stream()
+        self.segmenter = Segmenter(services.segmenter_config)
+        self.outbox: Outbox | None = None
+        self.seq = 0
+        self.history: list[TranscriptFinal | TranslationFinal] = []
+        self.started_at = time.monotonic()
+        self._finals: asyncio.Queue[tuple[Utterance, asyncio.Task[AsrResult]] | None] = asyncio.Queue(
+            PENDING_FINALS
+        )
+        self._speculation: _Speculation | None = None
+        self._stabilizer = PartialStabilizer()
+        self._partial_mark = 0  # open-segment length (samples) at the last partial request
+        self._partial_task: asyncio.Task[None] | None = None
+        self._last_lag_warning = 0.0
+        self._emitter: asyncio.Task[None] | None = None
+        self.on_fatal: Callable[[StreamerError], None] | None = None
+        self._log = logging.LoggerAdapter(log, {"session_id": session_id})
+
+    # ---- lifecycle
+
+    def attach(self, outbox: Outbox) -> None:
+        """Bind to a connection's outbox and start the final emitter."""
+        self.outbox = outbox
+        if self._emitter is None:
+            self._emitter = asyncio.create_task(self._emit_finals(), name=f"finals-{self.session_id}")
+
+    @property
+    def audio_ms(self) -> int:
+        return _ms(self.segmenter.samples)
+
+    async def push_audio(self, frame: bytes) -> None:
+        """One binary frame: validate, resample, segment, and schedule transcription."""
+        audio = self.pcm.push(frame)
+        self.services.metrics.audio_seconds.inc(len(frame) / 2 / self.config.sample_rate)
+        if audio.size == 0:
+            return
+        probs, windows = self.vad.probabilities(audio)
+        for event in self.segmenter.feed(probs, windows):
+            await self._on_event(event)
+        self._maybe_partial()
+
+    async def commit(self, reason: str = "commit") -> None:
+        """End the open utterance now (``input_audio.commit``, ``session.close``, shutdown)."""
+        ended = self.segmenter.finish(reason)
+        if ended is not None:
+            await self._on_event(ended)
+
+    async def drain(self) -> None:
+        """Finalize what is buffered and wait until every final (and translation) has been queued out."""
+        await self.commit("close")
+        await self._finals.put(None)
+        if self._emitter is not None:
+            await self._emitter
+
+    async def abort(self) -> None:
+        """The connection is gone: stop work in flight without delivering it."""
+        speculative = self._speculation.task if self._speculation else None
+        for task in (self._emitter, self._partial_task, speculative):
+            if task is not None and not task.done():
+                task.cancel()
+        self.services.asr_batcher.discard_partial(self.session_id)
+        while not self._finals.empty():
+            item = self._finals.get_nowait()
+            if item is not None:
+                item[1].cancel()
+        for task in (self._emitter, self._partial_task):
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    def update_config(self, config: SessionConfig) -> None:
+        if config.sample_rate != self.config.sample_rate:
+            s = self.services.settings
+            tail = self.pcm.flush()
+            if tail.size:
+                probs, windows = self.vad.probabilities(tail)
+                for event in self.segmenter.feed(probs, windows):
+                    # events from the tail are rare (a word cut at the boundary); handled on next frame
+                    self._log.debug("tail event on rate change: %s", type(event).__name__)
+            self.pcm = PcmInput(config.sample_rate, min_frame_ms=s.min_frame_ms, max_frame_ms=s.max_frame_ms)
+        self.config = config
+
+    # ---- segmentation events
+
+    async def _on_event(self, event: Event) -> None:
+        assert self.outbox is not None
+        if isinstance(event, Started):
+            self._stabilizer = PartialStabilizer()
+            self._partial_mark = 0
+            await self.outbox.put(
+                SpeechStarted(segment_id=event.segment_id, audio_start_ms=_ms(event.start_sample))
+            )
+        elif isinstance(event, Paused):
+            if self.services.settings.batching and self._speculation is None:
+                task = asyncio.create_task(self._transcribe(event.utterance))
+                self._speculation = _Speculation(event.segment_id, event.utterance.end_sample, task)
+        elif isinstance(event, Ended):
+            self.services.asr_batcher.discard_partial(self.session_id)
+            await self.outbox.put(
+                SpeechStopped(segment_id=event.segment_id, audio_end_ms=_ms(event.end_sample))
+            )
+            spec, self._speculation = self._speculation, None
+            utt = event.utterance
+            if utt is None:
+                if spec is not None:
+                    spec.task.cancel()
+                return
+            if spec is not None and spec.segment_id == utt.segment_id and spec.end_sample == utt.end_sample:
+                task = spec.task
+            else:
+                if spec is not None:
+                    spec.task.cancel()
+                task = asyncio.create_task(self._transcribe(utt))
+            await self._finals.put((utt, task))
+
+    async def _transcribe(self, utt: Utterance) -> AsrResult:
+        request = AsrRequest(utt.audio, self.config.task, self.config.language)
+        return await self.services.asr_batcher.submit_final(
+            self.session_id, (request.task, request.language), request
+        )
+
+    # ---- partials
+
+    def _maybe_partial(self) -> None:
+        s = self.services.settings
+        if not self.config.interim_results or self.segmenter.open_segment_id is None:
+            return
+        utt = self.segmenter.open_audio()
+        if utt is None or utt.audio.size - self._partial_mark < s.partial_interval_ms * MODEL_RATE // 1000:
+            return
+        self._partial_mark = utt.audio.size
+        request = AsrRequest(utt.audio, self.config.task, self.config.language)
+        fut = self.services.asr_batcher.submit_partial(
+            self.session_id, (request.task, request.language), request, stale_after=1.5
+        )
+        self._partial_task = asyncio.create_task(self._deliver_partial(utt.segment_id, fut))
+
+    async def _deliver_partial(self, segment_id: int, fut: asyncio.Future[AsrResult | None]) -> None:
+        try:
+            result = await fut
+        except StreamerError:
+            return  # partials are best effort; the final reports model errors
+        if result is None:
+            await self._warn_lagging()
+            return
+        if self.segmenter.open_segment_id != segment_id or self.outbox is None:
+            return
+        update = self._stabilizer.update(result.text)
+        if update is None:
+            return
+        partial = TranscriptPartial(segment_id=segment_id, text=update.text, stable_text=update.stable_text)
+        if not self.outbox.offer(partial):
+            self.services.metrics.partials_dropped.labels("outbox").inc()
+            await self._warn_lagging()
+
+    async def _warn_lagging(self) -> None:
+        now = time.monotonic()
+        if self.outbox is None or now - self._last_lag_warning < LAG_WARNING_EVERY_S:
+            return
+        self._last_lag_warning = now
+        self.outbox.offer(
+            Warning_(code="lagging", message="the server is behind; partial results are being skipped")
+        )
+
+    # ---- finals, strictly in order
+
+    async def _emit_finals(self) -> None:
+        while True:
+            item = await self._finals.get()
+            if item is None:
+                return
+            utt, task = item
+            try:
+                result = await task
+            except StreamerError as e:
+                self._log.warning("final for segment %d failed: %s", utt.segment_id, e.code)
+                if self.on_fatal is not None:
+                    self.on_fatal(e)
+                return
+            reason = rejection_reason(result, utt.audio)
+            if reason is not None:
+                self._log.debug("segment %d yields no final (%s)", utt.segment_id, reason)
+                self.services.metrics.finals_rejected.labels(reason).inc()
+                continue
+            await self._deliver_final(utt, result)
+
+    async def _deliver_final(self, utt: Utterance, result: AsrResult) -> None:
+        assert self.outbox is not None
+        self.seq += 1
+        final = TranscriptFinal(
+            segment_id=utt.segment_id,
+            seq=self.seq,
+            text=result.text,
+            language=result.language,
+            audio_start_ms=_ms(utt.start_sample),
+            audio_end_ms=_ms(utt.end_sample),
+        )
+        self.history.append(final)
+        await self.outbox.put(final)
+        translator = self.services.translator
+        if translator is None or not self.config.translate_to:
+            return
+        try:
+            translations = await translator.translate(
+                self.session_id, result.text, result.language, self.config.translate_to
+            )
+        except StreamerError as e:
+            # the transcript is delivered; say plainly that its translation is not coming
+            await self.outbox.put(
+                ErrorEvent(code=e.code, message=f"translation failed: {e.message}", retryable=True)
+            )
+            return
+        for language, text in translations:
+            msg = TranslationFinal(segment_id=utt.segment_id, seq=self.seq, language=language, text=text)
+            self.history.append(msg)
+            await self.outbox.put(msg)

@@ -1,0 +1,111 @@
+"""Session tokens: short-lived, single-use JWTs bound to one session.
+
+The algorithm is pinned (HS256) on both sides, so ``alg: none`` or a token signed for another algorithm is
+refused; ``exp``, ``aud``, ``iss``, ``sub`` (the session id) and ``jti`` are required. The session config
+travels inside the token, so any instance that shares the signing secret and the state backend (which
+enforces single use of ``jti``) can accept the WebSocket.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from streamer.errors import AuthError
+from streamer.protocol import SessionConfig
+
+ALGORITHM = "HS256"
+AUDIENCE = "streamer.stream"
+ISSUER = "streamer"
+
+
+@dataclass(frozen=True)
+class SessionGrant:
+    """What a verified token grants: one session, for one key, with one config."""
+
+    session_id: str
+    key_id: str
+    config: SessionConfig
+    jti: str
+    expires_at: float
+    resume: bool = False
+
+
+class TokenService:
+    def __init__(self, secret: str, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+        if len(secret) < 32:
+            raise ValueError("the token signing secret must be at least 32 characters")
+        self._secret = secret
+        self.ttl_s = ttl_s
+        self._clock = clock
+
+    @staticmethod
+    def new_session_id() -> str:
+        return "sess_" + uuid.uuid4().hex
+
+    def issue(
+        self, session_id: str, key_id: str, config: SessionConfig, *, resume: bool = False
+    ) -> tuple[str, SessionGrant]:
+        now = self._clock()
+        grant = SessionGrant(
+            session_id=session_id,
+            key_id=key_id,
+            config=config,
+            jti=secrets.token_urlsafe(16),
+            expires_at=now + self.ttl_s,
+            resume=resume,
+        )
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": session_id,
+            "kid": key_id,
+            "jti": grant.jti,
+            "iat": int(now),
+            "exp": int(grant.expires_at),
+            "cfg": config.model_dump(),
+            "resume": resume,
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM), grant
+
+    def decode(self, token: str) -> SessionGrant:
+        """Verify signature and claims (not single use: the caller checks ``jti`` with the backend)."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "jti", "aud", "iss"]},
+                leeway=0,
+            )
+        except jwt.ExpiredSignatureError as e:
+            raise AuthError("session token expired") from e
+        except jwt.PyJWTError as e:
+            raise AuthError("invalid session token") from e
+        try:
+            config = SessionConfig.model_validate(claims.get("cfg", {}))
+        except ValueError as e:
+            raise AuthError("invalid session token") from e
+        return SessionGrant(
+            session_id=str(claims["sub"]),
+            key_id=str(claims.get("kid", "")),
+            config=config,
+            jti=str(claims["jti"]),
+            expires_at=float(claims["exp"]),
+            resume=bool(claims.get("resume", False)),
+        )
+
+    async def redeem(self, token: str, consume_jti: Callable[[str, float], Awaitable[bool]]) -> SessionGrant:
+        """Decode and mark the token used; a second use is refused."""
+        grant = self.decode(token)
+        if not await consume_jti(grant.jti, self.ttl_s + 60):
+            raise AuthError("session token already used")
+        return grant

@@ -1,0 +1,269 @@
+"""``GET /v1/stream``: the WebSocket edge.
+
+Authentication happens before the upgrade (a bad token is an HTTP 401, never an open socket). Then one
+reader task receives frames and drives the session; the outbox's writer task sends; domain errors become
+an ``error`` event followed by the contract's close code, after whatever was already accepted has been
+finalized and delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from streamer.errors import (
+    AuthError,
+    BadRequestError,
+    ConfigError,
+    InvalidAudioError,
+    RateLimitedError,
+    SessionLimitError,
+    StreamerError,
+    UnsupportedLanguageError,
+)
+from streamer.guards.ratelimit import AudioPacer, TokenBucket
+from streamer.protocol import (
+    CLIENT_MESSAGE,
+    PROTOCOL_SUBPROTOCOL,
+    TOKEN_SUBPROTOCOL_PREFIX,
+    CloseCode,
+    ErrorEvent,
+    InputAudioCommit,
+    Ping,
+    Pong,
+    SessionClose,
+    SessionClosed,
+    SessionCreated,
+    SessionUpdate,
+)
+from streamer.session.edge import (
+    SERVICES,
+    check_origin,
+    check_translation_targets,
+    error_response,
+    session_limits,
+)
+from streamer.session.outbox import Outbox, SlowConsumerError
+from streamer.session.quota import AudioQuota
+from streamer.session.runtime import StreamSession
+from streamer.session.tokens import SessionGrant
+
+log = logging.getLogger(__name__)
+
+# aiohttp refuses (1009) anything beyond this itself; below it we check the session's own limit
+WS_MAX_MSG = 4 << 20
+
+
+def _token_from(request: web.Request) -> tuple[str | None, bool]:
+    """The token from ``?token=`` or the ``token.<jwt>`` subprotocol; and whether subprotocols were used."""
+    header = request.headers.get("Sec-WebSocket-Protocol", "")
+    protocols = [p.strip() for p in header.split(",") if p.strip()]
+    for proto in protocols:
+        if proto.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return proto[len(TOKEN_SUBPROTOCOL_PREFIX) :], True
+    return request.query.get("token"), False
+
+
+async def stream_handler(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    try:
+        check_origin(request)
+        token, via_subprotocol = _token_from(request)
+        if not token:
+            raise AuthError("a session token is required (?token= or the token.<jwt> subprotocol)")
+        grant = await services.tokens.redeem(
+            token,
+            lambda jti, ttl: services.backend_call(lambda: services.backend.consume_jti(jti, ttl), True),
+        )
+        if grant.session_id not in services.sessions:
+            services.check_capacity()
+    except StreamerError as e:
+        services.metrics.refusals.labels(e.code).inc()
+        return error_response(e)
+    ws = web.WebSocketResponse(
+        protocols=(PROTOCOL_SUBPROTOCOL,) if via_subprotocol else (),
+        max_msg_size=WS_MAX_MSG,
+        heartbeat=20.0,
+    )
+    await ws.prepare(request)
+    await Connection(request, ws, grant).run()
+    return ws
+
+
+class Connection:
+    """One accepted WebSocket and the session it carries."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, grant: SessionGrant) -> None:
+        self.services = request.app[SERVICES]
+        self.ws = ws
+        self.grant = grant
+        self.session = StreamSession(grant.session_id, grant.key_id, grant.config, self.services)
+        self.outbox = Outbox(
+            ws.send_str,
+            maxsize=self.services.settings.session_out_queue,
+            send_timeout_s=self.services.settings.send_timeout_s,
+        )
+        self._closing: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        s = self.services.settings
+        self.pacer = AudioPacer(s.max_realtime_factor, s.realtime_burst_s)
+        self.messages = TokenBucket(s.max_messages_per_s, s.message_burst)
+        self.quota = AudioQuota(self.services, grant.key_id)
+        self._log = logging.LoggerAdapter(log, {"session_id": grant.session_id})
+
+    async def run(self) -> None:
+        services = self.services
+        services.sessions[self.grant.session_id] = self.session
+        services.connections[self.grant.session_id] = self
+        services.metrics.active_sessions.inc()
+        services.metrics.sessions_total.inc()
+        self.session.attach(self.outbox)
+        self.session.on_fatal = self._on_fatal
+        self._writer = writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.grant.session_id}")
+        try:
+            await self.outbox.put(
+                SessionCreated(
+                    session_id=self.grant.session_id,
+                    config=self.session.config,
+                    limits=session_limits(services.settings, self.session.config.sample_rate),
+                )
+            )
+            await self._read_loop()
+        except SlowConsumerError:
+            self._log.warning("closing a client that stopped reading")
+        finally:
+            services.sessions.pop(self.grant.session_id, None)
+            services.connections.pop(self.grant.session_id, None)
+            services.metrics.active_sessions.dec()
+            await self.session.abort()
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+            with contextlib.suppress(Exception):
+                await services.backend.release_session(self.grant.key_id, self.grant.session_id)
+            if not self.ws.closed:
+                await self.ws.close(code=CloseCode.GOING_AWAY)
+
+    async def _read_loop(self) -> None:
+        limits = self.services.settings
+        deadline = time.monotonic() + limits.max_session_s
+        async for msg in self.ws:
+            if self._closing is not None:
+                break
+            try:
+                if time.monotonic() > deadline:
+                    raise SessionLimitError(f"sessions are limited to {limits.max_session_s:.0f}s")
+                if not self.messages.try_take():
+                    raise RateLimitedError(
+                        f"more than {limits.max_messages_per_s:g} messages per second",
+                        code="message_rate_exceeded",
+                    )
+                if msg.type == WSMsgType.BINARY:
+                    await self._on_audio(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    if await self._on_text(msg.data):
+                        return
+                elif msg.type == WSMsgType.ERROR:
+                    break
+            except (InvalidAudioError, BadRequestError, ConfigError, UnsupportedLanguageError) as e:
+                await self._send_error(e)  # the message is refused; the session goes on
+            except StreamerError as e:
+                await self.close_with(e)
+                return
+        if self._closing is not None:
+            await self._closing
+
+    async def _on_audio(self, frame: bytes) -> None:
+        pcm = self.session.pcm
+        pcm.validate(frame)
+        seconds = len(frame) / 2 / pcm.sample_rate
+        if not self.pacer.admit(seconds):
+            raise RateLimitedError(
+                f"audio is arriving faster than {self.services.settings.max_realtime_factor:g}x real time",
+                code="audio_rate_exceeded",
+            )
+        await self.quota.charge(seconds)
+        await self.session.push_audio(frame)
+
+    async def _on_text(self, data: str) -> bool:
+        """Handle one JSON message; True when the session is over."""
+        try:
+            message = CLIENT_MESSAGE.validate_json(data)
+        except ValidationError as e:
+            raise _describe(e) from e
+        if isinstance(message, Ping):
+            await self.outbox.put(Pong(id=message.id))
+        elif isinstance(message, InputAudioCommit):
+            await self.session.commit()
+        elif isinstance(message, SessionUpdate):
+            config = message.config.apply(self.session.config)
+            check_translation_targets(self.services, config.language, config.translate_to)
+            if config.task == "translate" and not self.services.asr.multilingual:
+                raise ConfigError("task 'translate' needs a multilingual ASR model")
+            self.session.update_config(config)
+        elif isinstance(message, SessionClose):
+            await self.session.drain()
+            await self._finish("client_closed", CloseCode.NORMAL)
+            return True
+        return False
+
+    async def _send_error(self, e: StreamerError) -> None:
+        self.services.metrics.errors.labels(e.code).inc()
+        await self.outbox.put(ErrorEvent(code=e.code, message=e.message, retryable=e.retryable))
+
+    async def close_with(self, e: StreamerError) -> None:
+        """Finalize what was accepted, then send the error and close with its code."""
+        self._log.info("closing session: %s", e.code)
+        with contextlib.suppress(StreamerError):
+            await asyncio.wait_for(self.session.drain(), self.services.settings.drain_timeout_s)
+        await self._send_error(e)
+        await self._finish(e.code, e.close_code)
+
+    async def _finish(self, reason: str, code: int) -> None:
+        await self.outbox.put(
+            SessionClosed(reason=reason, audio_ms=self.session.audio_ms, finals=self.session.seq)
+        )
+        await self.outbox.finish()
+        if self._writer is not None:
+            with contextlib.suppress(SlowConsumerError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._writer), self.services.settings.send_timeout_s)
+        await self.ws.close(code=code)
+
+    async def shutdown(self) -> None:
+        """Server shutdown: finalize and deliver what was accepted, then close with 1001."""
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._drain_and_close())
+        await self._closing
+
+    async def _drain_and_close(self) -> None:
+        with contextlib.suppress(StreamerError):
+            await self.session.drain()
+        await self._finish("server_shutdown", CloseCode.GOING_AWAY)
+
+    def _on_fatal(self, e: StreamerError) -> None:
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._fatal(e))
+
+    async def _fatal(self, e: StreamerError) -> None:
+        await self._send_error(e)
+        await self._finish(e.code, e.close_code)
+
+
+def _describe(e: ValidationError) -> StreamerError:
+    """Turn a pydantic error on a client message into the contract's error."""
+    first = e.errors()[0]
+    kind, loc = first.get("type", ""), ".".join(str(p) for p in first.get("loc", ()))
+    if kind == "json_invalid":
+        return BadRequestError("message is not valid JSON")
+    if kind in ("union_tag_invalid", "union_tag_not_found", "model_type"):
+        err = BadRequestError("unknown or missing message type")
+        err.code = "unknown_message_type"
+        return err
+    if loc.startswith(("session.update.config", "config")) or "config" in loc:
+        return ConfigError(f"invalid session config: {loc}: {first.get('msg')}")
+    return BadRequestError(f"invalid message: {loc}: {first.get('msg')}")

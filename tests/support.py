@@ -1,0 +1,89 @@
+"""Helpers for tests: settings, speech fixtures, WER."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+from aiohttp.test_utils import TestServer
+
+from streamer.config import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+API_KEY = "test-key-0123456789abcdef0123456789abcdef"
+JWT_SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "api_keys": (API_KEY,),
+        "admin_key": "admin-0123456789abcdef0123456789abcdef",
+        "jwt_secret": JWT_SECRET,
+        "device": "cpu",
+        "max_realtime_factor": 20.0,
+        "realtime_burst_s": 30.0,
+        "max_messages_per_s": 1000.0,
+        "message_burst": 1000.0,
+        "demo": True,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+def base_url(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
+# --- speech fixtures
+
+
+def load_transcripts() -> dict[str, dict[str, Any]]:
+    data: dict[str, dict[str, Any]] = json.loads((FIXTURES / "transcripts.json").read_text())
+    return data
+
+
+def read_pcm16(name: str) -> np.ndarray:
+    with wave.open(str(FIXTURES / name), "rb") as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def to_bytes(samples: np.ndarray) -> bytes:
+    return np.asarray(samples, dtype="<i2").tobytes()
+
+
+def resample_pcm(samples: np.ndarray, rate: int) -> np.ndarray:
+    if rate == 16000:
+        return samples
+    out = soxr.resample(samples.astype(np.float32) / 32768.0, 16000, rate)
+    return np.clip(out * 32768.0, -32768, 32767).astype("<i2")
+
+
+def silence(seconds: float, rate: int = 16000) -> np.ndarray:
+    return np.zeros(int(seconds * rate), dtype="<i2")
+
+
+def normalise_words(text: str) -> list[str]:
+    text = text.lower().replace("-", " ")
+    text = re.sub(r"[^a-z0-9' ]", " ", text)
+    return text.split()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    ref, hyp = normalise_words(reference), normalise_words(hypothesis)
+    d = list(range(len(hyp) + 1))
+    for i in range(1, len(ref) + 1):
+        prev, d[0] = d[:], i
+        for j in range(1, len(hyp) + 1):
+            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (ref[i - 1] != hyp[j - 1]))
+    return d[-1] / max(1, len(ref))
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
