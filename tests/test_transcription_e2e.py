@@ -26,9 +26,13 @@ pytestmark = pytest.mark.slow
 UTTERANCES = ["en_utt1.wav", "en_utt2.wav", "en_utt3.wav"]
 GAP_S = 1.2
 # espeak-ng's voice through tiny.en int8 with greedy decoding: the fixtures were chosen so each utterance
-# transcribes at WER <= 0.1 offline; the bound leaves room for one slip per utterance (chunking,
-# resampling) without letting a wrong transcript pass.
+# transcribes exactly offline (WER 0). The bound leaves room for one slip per utterance without letting a
+# wrong transcript pass. 8 kHz audio carries nothing above 4 kHz, so sibilants blur ("school" -> "cool"
+# when the same band-limited audio is fed to the model directly): per utterance it gets a wider bound, but
+# across the whole stream it must stay under the same overall bound as wideband audio.
 MAX_WER = 0.2
+MAX_WER_NARROWBAND = 0.35
+MAX_STREAM_WER = 0.15
 SPEED = 4.0  # real-time-sized chunks (100 ms), sent 4x faster than real time to keep the suite short
 
 
@@ -51,6 +55,7 @@ async def run_stream(
 ) -> list[dict[str, Any]]:
     async with StreamerClient(base_url(server), api_key=API_KEY) as client:
         stream = await client.connect({"sample_rate": rate, "language": "en", **config})
+        assert stream.created is not None and stream.created["config"]["sample_rate"] == rate
         async with stream:
             sender = asyncio.create_task(_send_fast(stream, to_bytes(samples), rate, speed))
             events = [e async for e in stream]
@@ -77,15 +82,17 @@ async def test_utterances_yield_one_final_each(server: TestServer, rate: int) ->
     events = await asyncio.wait_for(run_stream(server, samples, rate), 90)
     finals = finals_of(events)
     assert [f["seq"] for f in finals] == list(range(1, len(spans) + 1)), [f["text"] for f in finals]
+    bound = MAX_WER_NARROWBAND if rate < 16000 else MAX_WER
+    whole = wer(" ".join(t for _, _, t in spans), " ".join(f["text"] for f in finals))
+    assert whole <= MAX_STREAM_WER, [f["text"] for f in finals]
     for final, (start_ms, end_ms, text) in zip(finals, spans, strict=True):
         # the reported audio span brackets the spoken words (VAD pre-roll before, a short tail after)
         assert final["audio_start_ms"] <= start_ms + 150
         assert final["audio_end_ms"] >= end_ms - 150
         assert final["audio_end_ms"] <= end_ms + int(GAP_S * 1000)
-        assert wer(text, final["text"]) <= MAX_WER, (text, final["text"])
+        assert wer(text, final["text"]) <= bound, (text, final["text"])
         assert final["language"] == "en"
     types = [e["type"] for e in events]
-    assert types[0] == "session.created"
     assert types.count("speech.started") >= len(spans)
     closed = events[-1]
     assert closed["finals"] == len(spans)
@@ -123,5 +130,6 @@ async def test_commit_finalizes_buffered_speech(server: TestServer) -> None:
             assert wer(text, final["text"]) <= MAX_WER
             await stream.close_session()
             rest = [e async for e in stream]
+            assert await stream.receive(timeout=5) is None
     assert rest[-1]["type"] == "session.closed" and rest[-1]["finals"] == 1
     assert stream.close_code == 1000

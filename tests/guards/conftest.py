@@ -72,8 +72,12 @@ async def redis_backends(redis_url: str) -> AsyncIterator[RedisFactory]:
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-async def backend(request: pytest.FixtureRequest, clock: FakeClock) -> StateBackend:
-    """Each contract test runs against the in-memory backend and against Redis."""
+def backend(request: pytest.FixtureRequest, clock: FakeClock) -> StateBackend:
+    """Each contract test runs against the in-memory backend and against Redis.
+
+    A plain function on purpose: it asks for the async ``redis_backends`` only on the Redis half (so the
+    memory half runs without Redis), and an async fixture cannot set up another one from inside its loop.
+    """
     if request.param == "memory":
         return MemoryBackend(clock=clock)
     factory: RedisFactory = request.getfixturevalue("redis_backends")
