@@ -42,6 +42,8 @@ def load_asr_engine(settings: Settings) -> AsrEngine:
     path = resolve_asr_model(settings.asr_model, settings.model_cache_dir)
     return WhisperEngine(
         path,
+        name=settings.asr_model if settings.asr_model in ("tiny.en", "base") else None,
+        threads=settings.asr_threads,
         device=settings.device,
         compute_type=settings.compute_type,
         beam_size=settings.beam_size,
@@ -133,7 +135,7 @@ def create_app(
             asr=engine,
             asr_batcher=batcher,
             tokens=TokenService(settings.jwt_secret, settings.token_ttl_s),
-            keys=KeyRing(settings.api_keys),
+            keys=KeyRing(settings.api_keys, tier=settings.api_key_tier),
             backend=state,
             metrics=metrics,
             translator=translator,

@@ -26,6 +26,7 @@ class Settings:
     port: int = 8080
     # --- auth
     api_keys: tuple[str, ...] = ()
+    api_key_tier: str = "unlimited"  # tier of the keys in STREAMER_API_KEYS (operator-trusted keys)
     admin_key: str | None = None
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     token_ttl_s: float = 60.0
@@ -37,6 +38,7 @@ class Settings:
     model_cache_dir: str | None = None
     mt_model: str | None = None
     beam_size: int = 1
+    asr_threads: int = 0  # CTranslate2 threads for the ASR model; 0 = one per core
     # --- state
     redis_url: str | None = None
     redis_policy: str = "fail_open"  # or "fail_closed": what limits do while Redis is down

@@ -98,10 +98,18 @@ def check_ttl(ttl_s: float) -> None:
         raise ValueError(f"ttl_s must be a positive finite number of seconds, not {ttl_s!r}")
 
 
-def check_charge(seconds: float) -> None:
-    """Reject negative or non-finite audio charges (a negative charge would refund quota)."""
+def check_charge(seconds: float, daily_limit: float | None) -> None:
+    """Reject negative or non-finite charges (a negative one would refund quota) and negative limits."""
     if not seconds >= 0 or not math.isfinite(seconds):
         raise ValueError(f"cannot charge {seconds!r} seconds of audio")
+    if daily_limit is not None and not daily_limit >= 0:
+        raise ValueError(f"daily_limit must be None (unlimited) or >= 0, not {daily_limit!r}")
+
+
+def check_limit(limit: int | None) -> None:
+    """Reject negative session limits (None is unlimited; 0 admits nobody)."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be None (unlimited) or >= 0, not {limit}")
 
 
 class MemoryBackend:
@@ -129,6 +137,7 @@ class MemoryBackend:
     ) -> QuotaDecision:
         """Hold a slot for ``session_id`` if fewer than ``limit`` are held (re-acquiring refreshes)."""
         check_ttl(ttl_s)
+        check_limit(limit)
         now = self._clock()
         slots = self._live_slots(key_id, now)
         allowed = session_id in slots or limit is None or len(slots) < limit
@@ -164,7 +173,7 @@ class MemoryBackend:
 
     async def charge_audio(self, key_id: str, seconds: float, daily_limit: float | None) -> QuotaDecision:
         """Add ``seconds`` to today's usage unless that would pass ``daily_limit``."""
-        check_charge(seconds)
+        check_charge(seconds, daily_limit)
         now = self._clock()
         day = math.floor(now / DAY_S)
         used = self._used_today(key_id, day)

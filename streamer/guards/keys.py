@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 import string
 import time
@@ -29,8 +28,6 @@ __all__ = [
     "issue_key",
     "key_id_of",
 ]
-
-log = logging.getLogger(__name__)
 
 KEY_ID_LENGTH = 10
 SECRET_BYTES = 32

@@ -12,7 +12,6 @@ a hash {day, used}; ``jti:<jti>`` a string with a TTL; ``key:<key_id>`` a hash p
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -25,101 +24,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
+from streamer.guards import redis_scripts as scripts
 from streamer.guards.backend import (
     AUDIO_EPSILON,
     BackendUnavailableError,
     QuotaDecision,
     check_charge,
+    check_limit,
     check_ttl,
 )
 from streamer.guards.keys import KeyRecord
 
 __all__ = ["RedisBackend"]
-
-log = logging.getLogger(__name__)
-
-# Shared prelude: server time in whole milliseconds (an integer-valued double, exact in Lua).
-_NOW_MS = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# Drop expired slots, admit if below the limit (limit < 0: unlimited; a held session re-acquires), and
-# keep the ZSET alive as long as its newest slot. Returns {allowed, held, ms until oldest slot expires}.
-_ACQUIRE = (
-    _NOW_MS
-    + """
-local key, sid, limit, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-local held = redis.call('ZSCORE', key, sid)
-local count = redis.call('ZCARD', key)
-local allowed = 0
-if held or limit < 0 or count < limit then
-  redis.call('ZADD', key, now + ttl, sid)
-  if not held then count = count + 1 end
-  allowed = 1
-  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIRE', key, math.max(1, tonumber(newest[2]) - now))
-end
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-local reset = 0
-if oldest[2] then reset = tonumber(oldest[2]) - now end
-return {allowed, count, reset}
-"""
-)
-
-# Extend a live slot (an expired one stays gone, as if it had been swept already).
-_REFRESH = (
-    _NOW_MS
-    + """
-local key, sid, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-if not redis.call('ZSCORE', key, sid) then return 0 end
-redis.call('ZADD', key, 'XX', now + ttl, sid)
-local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-redis.call('PEXPIRE', key, math.max(1, tonumber(newest[2]) - now))
-return 1
-"""
-)
-
-_ACTIVE = (
-    _NOW_MS
-    + """
-return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%d', now), '+inf')
-"""
-)
-
-# Today's usage lives in {day, used}; a new UTC day starts from zero. Charges only if within the limit
-# (limit < 0: unlimited). The hash outlives its day by an hour. Returns {allowed, used, ms to midnight}.
-_AUDIO_DAY = """
-local secs = tonumber(t[1])
-local day = math.floor(secs / 86400)
-local reset = (day + 1) * 86400000 - now
-local key = KEYS[1]
-local used = '0'
-if tonumber(redis.call('HGET', key, 'day')) == day then used = redis.call('HGET', key, 'used') or '0' end
-"""
-_CHARGE = (
-    _NOW_MS
-    + _AUDIO_DAY
-    + """
-local charge, limit, eps = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if limit >= 0 and tonumber(used) + charge > limit + eps then return {0, used, reset} end
-if tonumber(redis.call('HGET', key, 'day')) ~= day then
-  redis.call('HSET', key, 'day', string.format('%d', day), 'used', '0')
-end
-used = redis.call('HINCRBYFLOAT', key, 'used', ARGV[1])
-redis.call('EXPIRE', key, (day + 1) * 86400 - secs + 3600)
-return {1, used, reset}
-"""
-)
-_AUDIO_USED = _NOW_MS + _AUDIO_DAY + "\nreturn used\n"
-
-_REVOKE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'revoked', '1')
-return 1
-"""
 
 
 @contextlib.contextmanager
@@ -200,12 +116,12 @@ class RedisBackend:
             # One immediate retry covers a pooled connection that a Redis restart left dead.
             retry=Retry(NoBackoff(), retries),
         )
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._refresh = self._redis.register_script(_REFRESH)
-        self._active = self._redis.register_script(_ACTIVE)
-        self._charge = self._redis.register_script(_CHARGE)
-        self._audio_used = self._redis.register_script(_AUDIO_USED)
-        self._revoke = self._redis.register_script(_REVOKE)
+        self._acquire = self._redis.register_script(scripts.ACQUIRE)
+        self._refresh = self._redis.register_script(scripts.REFRESH)
+        self._active = self._redis.register_script(scripts.ACTIVE)
+        self._charge = self._redis.register_script(scripts.CHARGE)
+        self._audio_used = self._redis.register_script(scripts.AUDIO_USED)
+        self._revoke = self._redis.register_script(scripts.REVOKE)
 
     def _key(self, *parts: str) -> str:
         return self.key_prefix + ":".join(parts)
@@ -220,6 +136,7 @@ class RedisBackend:
     ) -> QuotaDecision:
         """Hold a slot for ``session_id`` if fewer than ``limit`` are held (re-acquiring refreshes)."""
         check_ttl(ttl_s)
+        check_limit(limit)
         args: list[EncodableT] = [session_id, -1 if limit is None else limit, _ms(ttl_s)]
         with _unavailable_on_error("acquire_session"):
             allowed, held, reset_ms = await self._acquire(keys=[self._key("sessions", key_id)], args=args)
@@ -244,7 +161,7 @@ class RedisBackend:
 
     async def charge_audio(self, key_id: str, seconds: float, daily_limit: float | None) -> QuotaDecision:
         """Add ``seconds`` to today's (UTC, by Redis time) usage unless that would pass ``daily_limit``."""
-        check_charge(seconds)
+        check_charge(seconds, daily_limit)
         limit = -1.0 if daily_limit is None else float(daily_limit)
         args: list[EncodableT] = [repr(float(seconds)), repr(limit), repr(AUDIO_EPSILON)]
         with _unavailable_on_error("charge_audio"):

@@ -85,6 +85,7 @@ class WhisperEngine:
         self,
         model_dir: Path,
         *,
+        name: str | None = None,
         device: str = "auto",
         compute_type: str = "int8",
         beam_size: int = 1,
@@ -98,7 +99,7 @@ class WhisperEngine:
         self.device = resolve_device(device)
         if self.device == "cuda" and compute_type == "int8":
             compute_type = "int8_float16"
-        self.name = model_dir.name if model_dir.name != "model" else model_dir.parent.name
+        self.name = name or model_dir.name
         self.model = ctranslate2.models.Whisper(
             str(model_dir),
             device=self.device,
@@ -112,8 +113,6 @@ class WhisperEngine:
         self.pad_to_buckets = pad_to_buckets
         self.compute_type = compute_type
         self._suppress: list[int] | None = None
-        if not self.multilingual:
-            self.name = self.name if self.name.endswith(".en") else f"{self.name} (english)"
 
     def languages(self) -> frozenset[str]:
         from faster_whisper.tokenizer import _LANGUAGE_CODES

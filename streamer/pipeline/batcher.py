@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -79,6 +80,7 @@ class MicroBatcher(Generic[P, R]):
         self.latency_ewma_s = 0.0  # queue wait + model time of recent final jobs
         self.busy_s = 0.0
         self.last_batch_at = 0.0
+        self._recent: deque[tuple[float, float]] = deque(maxlen=256)  # (finished at, seconds busy)
 
     # ---- lifecycle
 
@@ -105,6 +107,12 @@ class MicroBatcher(Generic[P, R]):
         """(finals waiting, partials waiting) — not counting the batch being run."""
         with self._cond:
             return self._queue.finals_waiting, self._queue.partials_waiting
+
+    def utilization(self, window_s: float = 3.0) -> float:
+        """The fraction of the last ``window_s`` the model spent running batches (0..1)."""
+        since = self._clock() - window_s
+        busy = sum(min(d, end - since) for end, d in list(self._recent) if end > since)
+        return min(1.0, busy / window_s)
 
     def _check_breaker(self) -> None:
         if self.breaker is None:
@@ -195,6 +203,7 @@ class MicroBatcher(Generic[P, R]):
             return
         elapsed = self._clock() - started
         self.last_batch_at = self._clock()
+        self._recent.append((self.last_batch_at, elapsed))
         self._record(success=True)
         self.busy_s += elapsed
         finals = [j for j in batch.jobs if j.priority is Priority.FINAL]

@@ -47,8 +47,11 @@ class Batch(Generic[P]):
 class BatchQueue(Generic[P]):
     """Pending jobs and the rule that turns them into batches."""
 
-    def __init__(self, max_batch: int, max_wait_s: float) -> None:
+    def __init__(self, max_batch: int, max_wait_s: float, max_partials: int | None = None) -> None:
         self.max_batch = max_batch
+        # partials are cheap to skip but not to run: a batch full of them delays the finals that arrive
+        # while it runs, so only part of a batch may be partials
+        self.max_partials = max(1, max_batch // 4) if max_partials is None else max_partials
         self.max_wait_s = max_wait_s
         self._finals: list[Job[P]] = []
         self._partials: OrderedDict[str, Job[P]] = OrderedDict()
@@ -107,10 +110,12 @@ class BatchQueue(Generic[P]):
         jobs = [j for j in self._finals if j.key == key][: self.max_batch]
         taken = {id(j) for j in jobs}
         self._finals = [j for j in self._finals if id(j) not in taken]
+        partials = 0
         for sid, job in list(self._partials.items()):
-            if len(jobs) >= self.max_batch:
+            if len(jobs) >= self.max_batch or partials >= self.max_partials:
                 break
             if job.key == key:
                 jobs.append(job)
                 del self._partials[sid]
+                partials += 1
         return Batch(key=key, jobs=jobs, dropped=dropped)

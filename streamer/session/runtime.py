@@ -187,8 +187,13 @@ class StreamSession:
         s = self.services.settings
         if not self.config.interim_results or self.segmenter.open_segment_id is None:
             return
+        # under load, partials come less often so finals keep their latency
+        load = self.services.asr_batcher.utilization()
+        interval_ms = s.partial_interval_ms * (
+            1 if load < 0.5 else 2 if load < 0.75 else 4 if load < 0.9 else 8
+        )
         utt = self.segmenter.open_audio()
-        if utt is None or utt.audio.size - self._partial_mark < s.partial_interval_ms * MODEL_RATE // 1000:
+        if utt is None or utt.audio.size - self._partial_mark < interval_ms * MODEL_RATE // 1000:
             return
         self._partial_mark = utt.audio.size
         request = AsrRequest(utt.audio, self.config.task, self.config.language)

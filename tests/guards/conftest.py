@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from streamer.guards import FakeClock, MemoryBackend, StateBackend
 from streamer.guards.redis_backend import RedisBackend
@@ -35,7 +37,9 @@ def clock() -> FakeClock:
 def redis_url() -> str:
     """A reachable Redis URL, or skip (locally) / fail (CI) the test that asked for it."""
     url = os.environ.get("STREAMER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    client = redis.Redis.from_url(
+        url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
     try:
         client.ping()
     except RedisError as e:

@@ -128,6 +128,10 @@ async def test_bad_arguments_are_refused(backend: StateBackend) -> None:
         await backend.acquire_session("k", "s", 1, 0.0)
     with pytest.raises(ValueError):
         await backend.consume_jti("j", -1.0)
+    with pytest.raises(ValueError):  # Redis scripts read -1 as "unlimited": never let it through
+        await backend.acquire_session("k", "s", -1, TTL)
+    with pytest.raises(ValueError):
+        await backend.charge_audio("k", 1.0, daily_limit=-1.0)
 
 
 async def test_jti_is_single_use(backend: StateBackend) -> None:
@@ -154,7 +158,9 @@ def record(key_id: str, created_at: float, **kw: object) -> KeyRecord:
 
 async def test_key_records_round_trip(backend: StateBackend) -> None:
     plain = record("aaaaaaaa01", 1_700_000_000.25)
-    custom = record("bbbbbbbb02", 1_600_000_000.5, max_sessions=3, audio_seconds_per_day=12.75, tier="unlimited")
+    custom = record(
+        "bbbbbbbb02", 1_600_000_000.5, max_sessions=3, audio_seconds_per_day=12.75, tier="unlimited"
+    )
     await backend.put_key(plain)
     await backend.put_key(custom)
     assert await backend.get_key("aaaaaaaa01") == plain

@@ -57,10 +57,11 @@ def test_closed_allows_and_success_resets_the_count(clock: FakeClock) -> None:
 def test_opens_after_threshold_consecutive_failures(clock: FakeClock) -> None:
     changes = Changes()
     breaker = make(clock, changes)
-    breaker.record_failure()
-    breaker.record_failure()
-    assert breaker.state is BreakerState.CLOSED
-    breaker.record_failure()
+    states = []
+    for _ in range(3):
+        states.append(breaker.state)
+        breaker.record_failure()
+    assert states == [BreakerState.CLOSED] * 3
     assert breaker.state is BreakerState.OPEN
     assert breaker.opened_at == clock()
     assert not breaker.allow()
@@ -210,9 +211,7 @@ async def test_cancelled_probe_frees_the_half_open_slot(clock: FakeClock) -> Non
     assert breaker.allow()
 
 
-@pytest.mark.parametrize(
-    "kw", [{"failure_threshold": 0}, {"reset_timeout_s": -1.0}, {"call_timeout_s": 0.0}]
-)
+@pytest.mark.parametrize("kw", [{"failure_threshold": 0}, {"reset_timeout_s": -1.0}, {"call_timeout_s": 0.0}])
 def test_breaker_rejects_nonsense(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         CircuitBreaker("x", **kw)  # type: ignore[arg-type]

@@ -51,7 +51,9 @@ def test_retry_after_is_infinite_beyond_the_burst() -> None:
     assert not bucket.try_take(3.0)
 
 
-@pytest.mark.parametrize(("rate", "burst"), [(0.0, 1.0), (-1.0, 1.0), (1.0, 0.0), (math.nan, 1.0), (1.0, math.inf)])
+@pytest.mark.parametrize(
+    ("rate", "burst"), [(0.0, 1.0), (-1.0, 1.0), (1.0, 0.0), (math.nan, 1.0), (1.0, math.inf)]
+)
 def test_bucket_rejects_nonsense(rate: float, burst: float) -> None:
     with pytest.raises(ValueError):
         TokenBucket(rate, burst, clock=FakeClock())

@@ -16,6 +16,7 @@ from streamer.guards.redis_backend import RedisBackend, _redact, record_from_fie
 
 from .conftest import RedisFactory
 
+
 @pytest.mark.redis
 async def test_two_instances_share_the_session_quota(redis_backends: RedisFactory) -> None:
     a, b = redis_backends(), redis_backends()
