@@ -30,6 +30,7 @@ from streamer.pipeline.vad import SileroVad, VadModel
 from streamer.services import Services
 from streamer.session import ops, rest, ws
 from streamer.session.edge import SERVICES, edge_middleware
+from streamer.session.resume import release_all
 from streamer.session.tokens import TokenService
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ def create_app(
         try:
             yield
         finally:
+            await release_all(services)
             for task in watchdogs:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -163,6 +165,7 @@ def create_app(
     app.cleanup_ctx.append(lifetime)
     app.on_shutdown.append(ops.drain_sessions)
     app.router.add_post("/v1/sessions", rest.create_session)
+    app.router.add_post("/v1/sessions/{session_id}/resume", rest.resume_session)
     app.router.add_post("/v1/demo/session", rest.demo_session)
     app.router.add_get("/v1/models", rest.list_models)
     app.router.add_get("/v1/stream", ws.stream_handler)

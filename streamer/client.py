@@ -204,6 +204,38 @@ class StreamerClient:
             url = self.base_url.rstrip("/").replace("http", "ws", 1) + url
         return url
 
+    async def resume(self, stream: Stream) -> Stream:
+        """Reconnect a dropped session: the server replays the finals after ``stream.last_seq``.
+
+        Needs the API key the session was started with. Events replayed and new ones arrive on the
+        returned stream; nothing is lost or repeated.
+        """
+        assert self.http is not None, "use 'async with StreamerClient(...)'"
+        base = self.base_url.rstrip("/")
+        url = f"{base}/v1/sessions/{stream.info.session_id}/resume"
+        async with self.http.post(url, headers={"Authorization": f"Bearer {self.api_key}"}) as r:
+            body = await r.json(content_type=None)
+            if r.status != 201:
+                err = body.get("error", {}) if isinstance(body, dict) else {}
+                raise ClientError(r.status, err.get("code", "error"), err.get("message", ""))
+        info = SessionInfo(
+            session_id=body["session_id"],
+            token=body["token"],
+            ws_url=body["ws_url"],
+            config=body["config"],
+            limits=body["limits"],
+            expires_at=body["expires_at"],
+        )
+        ws = await self.http.ws_connect(f"{self.ws_url(info)}?token={info.token}&last_seq={stream.last_seq}")
+        resumed = Stream(ws, info)
+        resumed.last_seq = stream.last_seq
+        first = await resumed.receive(timeout=30)
+        if first is None or first.get("type") != "session.created":
+            await ws.close()
+            raise ClientError(ws.close_code or 0, "no_session", f"unexpected first event: {first}")
+        resumed.created = first
+        return resumed
+
     async def connect(self, config: dict[str, Any] | None = None, *, subprotocol: bool = False) -> Stream:
         """Start a session and open its WebSocket; waits for ``session.created``."""
         assert self.http is not None, "use 'async with StreamerClient(...)'"

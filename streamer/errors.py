@@ -101,6 +101,12 @@ class ModelUnavailableError(StreamerError):
     retryable = True
 
 
+class SessionNotFoundError(StreamerError):
+    code = "session_not_found"
+    status = 404
+    close_code = CloseCode.POLICY
+
+
 class SessionLimitError(StreamerError):
     code = "session_too_long"
     status = 400

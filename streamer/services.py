@@ -24,6 +24,7 @@ from streamer.session.tokens import TokenService
 
 if TYPE_CHECKING:
     from streamer.guards.backend import StateBackend
+    from streamer.session.resume import Parked
     from streamer.session.runtime import StreamSession
     from streamer.session.ws import Connection
 
@@ -68,6 +69,7 @@ class Services:
     translator: Translator | None = None
     sessions: dict[str, StreamSession] = field(default_factory=dict)
     connections: dict[str, Connection] = field(default_factory=dict)
+    parked: dict[str, Parked] = field(default_factory=dict)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     draining: bool = False
     demo_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(rate_per_s=1.0, burst=10.0))

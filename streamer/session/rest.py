@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from streamer.errors import AuthError, ConfigError, ForbiddenError, RateLimitedError
+from streamer.errors import AuthError, ConfigError, ForbiddenError, RateLimitedError, SessionNotFoundError
 from streamer.guards.backend import QuotaDecision
 from streamer.protocol import SessionConfig
 from streamer.services import Services
@@ -101,6 +101,31 @@ async def create_session(request: web.Request) -> web.Response:
     if key is None:
         raise AuthError("unknown API key")
     return await _start_session(request, key.key_id, key.session_limit)
+
+
+async def resume_session(request: web.Request) -> web.Response:
+    """A fresh single-use token for a session whose connection dropped (same key only)."""
+    services = request.app[SERVICES]
+    key = await services.authenticate(bearer(request))
+    if key is None:
+        raise AuthError("unknown API key")
+    session_id = request.match_info["session_id"]
+    session = services.sessions.get(session_id)
+    if session is None and session_id in services.parked:
+        session = services.parked[session_id].session
+    if session is None or session.key_id != key.key_id:
+        raise SessionNotFoundError("no resumable session with this id on this server")
+    token, grant = services.tokens.issue(session_id, key.key_id, session.config, resume=True)
+    body: dict[str, Any] = {
+        "session_id": session_id,
+        "token": token,
+        "expires_at": grant.expires_at,
+        "ws_url": _ws_url(request),
+        "config": session.config.model_dump(),
+        "limits": session_limits(services.settings, session.config.sample_rate).model_dump(),
+        "last_seq": session.seq,
+    }
+    return web.json_response(body, status=201)
 
 
 async def demo_session(request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ from streamer.pipeline.segmenter import Ended, Event, Paused, Segmenter, Started
 from streamer.pipeline.stability import PartialStabilizer
 from streamer.protocol import (
     ErrorEvent,
+    ServerMessage,
     SessionConfig,
     SpeechStarted,
     SpeechStopped,
@@ -75,16 +76,31 @@ class StreamSession:
         self._partial_task: asyncio.Task[None] | None = None
         self._last_lag_warning = 0.0
         self._emitter: asyncio.Task[None] | None = None
+        self._ended_at: dict[int, float] = {}  # segment id -> when its end was detected
         self.on_fatal: Callable[[StreamerError], None] | None = None
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
 
     # ---- lifecycle
 
-    def attach(self, outbox: Outbox) -> None:
-        """Bind to a connection's outbox and start the final emitter."""
+    def attach(self, outbox: Outbox, last_seq: int | None = None) -> list[TranscriptFinal | TranslationFinal]:
+        """Bind to a connection's outbox (first connect or resume) and start the final emitter.
+
+        On resume, returns the finals (and their translations) after ``last_seq`` that the client has not
+        seen; they are taken in the same step as the new outbox is attached, so every later final goes
+        through the new outbox and none is replayed twice.
+        """
         self.outbox = outbox
         if self._emitter is None:
             self._emitter = asyncio.create_task(self._emit_finals(), name=f"finals-{self.session_id}")
+        if last_seq is None:
+            return []
+        return [m for m in self.history if m.seq > last_seq]
+
+    async def detach(self) -> None:
+        """The connection dropped: finalize the open utterance; finals keep accruing in ``history``."""
+        self.outbox = None
+        self.services.asr_batcher.discard_partial(self.session_id)
+        await self.commit("disconnect")
 
     @property
     def audio_ms(self) -> int:
@@ -144,12 +160,16 @@ class StreamSession:
 
     # ---- segmentation events
 
+    async def _send(self, message: ServerMessage) -> None:
+        """Queue a message that must not be dropped (to nobody while detached)."""
+        if self.outbox is not None:
+            await self.outbox.put(message)
+
     async def _on_event(self, event: Event) -> None:
-        assert self.outbox is not None
         if isinstance(event, Started):
             self._stabilizer = PartialStabilizer()
             self._partial_mark = 0
-            await self.outbox.put(
+            await self._send(
                 SpeechStarted(segment_id=event.segment_id, audio_start_ms=_ms(event.start_sample))
             )
         elif isinstance(event, Paused):
@@ -158,15 +178,14 @@ class StreamSession:
                 self._speculation = _Speculation(event.segment_id, event.utterance.end_sample, task)
         elif isinstance(event, Ended):
             self.services.asr_batcher.discard_partial(self.session_id)
-            await self.outbox.put(
-                SpeechStopped(segment_id=event.segment_id, audio_end_ms=_ms(event.end_sample))
-            )
+            await self._send(SpeechStopped(segment_id=event.segment_id, audio_end_ms=_ms(event.end_sample)))
             spec, self._speculation = self._speculation, None
             utt = event.utterance
             if utt is None:
                 if spec is not None:
                     spec.task.cancel()
                 return
+            self._ended_at[event.segment_id] = time.monotonic()
             if spec is not None and spec.segment_id == utt.segment_id and spec.end_sample == utt.end_sample:
                 task = spec.task
             else:
@@ -188,7 +207,7 @@ class StreamSession:
         if not self.config.interim_results or self.segmenter.open_segment_id is None:
             return
         # under load, partials come less often so finals keep their latency
-        load = self.services.asr_batcher.utilization()
+        load = self.services.asr_batcher.utilization() if s.batching else 0.0
         interval_ms = s.partial_interval_ms * (
             1 if load < 0.5 else 2 if load < 0.75 else 4 if load < 0.9 else 8
         )
@@ -248,11 +267,11 @@ class StreamSession:
             if reason is not None:
                 self._log.debug("segment %d yields no final (%s)", utt.segment_id, reason)
                 self.services.metrics.finals_rejected.labels(reason).inc()
+                self._ended_at.pop(utt.segment_id, None)
                 continue
             await self._deliver_final(utt, result)
 
     async def _deliver_final(self, utt: Utterance, result: AsrResult) -> None:
-        assert self.outbox is not None
         self.seq += 1
         final = TranscriptFinal(
             segment_id=utt.segment_id,
@@ -263,7 +282,10 @@ class StreamSession:
             audio_end_ms=_ms(utt.end_sample),
         )
         self.history.append(final)
-        await self.outbox.put(final)
+        metrics = self.services.metrics
+        metrics.finals.inc()
+        metrics.final_latency.observe(time.monotonic() - self._ended_at.pop(utt.segment_id, time.monotonic()))
+        await self._send(final)
         translator = self.services.translator
         if translator is None or not self.config.translate_to:
             return
@@ -273,11 +295,11 @@ class StreamSession:
             )
         except StreamerError as e:
             # the transcript is delivered; say plainly that its translation is not coming
-            await self.outbox.put(
+            await self._send(
                 ErrorEvent(code=e.code, message=f"translation failed: {e.message}", retryable=True)
             )
             return
         for language, text in translations:
             msg = TranslationFinal(segment_id=utt.segment_id, seq=self.seq, language=language, text=text)
             self.history.append(msg)
-            await self.outbox.put(msg)
+            await self._send(msg)

@@ -23,6 +23,7 @@ from streamer.errors import (
     InvalidAudioError,
     RateLimitedError,
     SessionLimitError,
+    SessionNotFoundError,
     StreamerError,
     UnsupportedLanguageError,
 )
@@ -41,6 +42,7 @@ from streamer.protocol import (
     SessionCreated,
     SessionUpdate,
 )
+from streamer.services import Services
 from streamer.session.edge import (
     SERVICES,
     check_origin,
@@ -50,6 +52,7 @@ from streamer.session.edge import (
 )
 from streamer.session.outbox import Outbox, SlowConsumerError
 from streamer.session.quota import AudioQuota
+from streamer.session.resume import park, release, unpark
 from streamer.session.runtime import StreamSession
 from streamer.session.tokens import SessionGrant
 
@@ -57,6 +60,7 @@ log = logging.getLogger(__name__)
 
 # aiohttp refuses (1009) anything beyond this itself; below it we check the session's own limit
 WS_MAX_MSG = 4 << 20
+SLOT_TTL_S = 90.0
 
 
 def _token_from(request: web.Request) -> tuple[str | None, bool]:
@@ -80,8 +84,12 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
             token,
             lambda jti, ttl: services.backend_call(lambda: services.backend.consume_jti(jti, ttl), True),
         )
-        if grant.session_id not in services.sessions:
+        last_seq = _last_seq(request) if grant.resume else None
+        if grant.resume:
+            session = await _take_over(services, grant)
+        else:
             services.check_capacity()
+            session = StreamSession(grant.session_id, grant.key_id, grant.config, services)
     except StreamerError as e:
         services.metrics.refusals.labels(e.code).inc()
         return error_response(e)
@@ -90,19 +98,42 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         max_msg_size=WS_MAX_MSG,
         heartbeat=20.0,
     )
-    await ws.prepare(request)
-    await Connection(request, ws, grant).run()
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        if grant.resume:
+            await park(services, session)
+        raise
+    await Connection(services, ws, session).run(last_seq)
     return ws
+
+
+def _last_seq(request: web.Request) -> int:
+    raw = request.query.get("last_seq", "0")
+    if not raw.isdigit() or len(raw) > 9:
+        raise BadRequestError("last_seq must be a non-negative integer")
+    return int(raw)
+
+
+async def _take_over(services: Services, grant: SessionGrant) -> StreamSession:
+    """The session a resume token names: parked, or still attached to a connection that is going away."""
+    live = services.connections.get(grant.session_id)
+    if live is not None:
+        await live.hand_over()
+    session = unpark(services, grant.session_id)
+    if session is None or session.key_id != grant.key_id:
+        raise SessionNotFoundError("this session can no longer be resumed")
+    return session
 
 
 class Connection:
     """One accepted WebSocket and the session it carries."""
 
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse, grant: SessionGrant) -> None:
-        self.services = request.app[SERVICES]
+    def __init__(self, services: Services, ws: web.WebSocketResponse, session: StreamSession) -> None:
+        self.services = services
         self.ws = ws
-        self.grant = grant
-        self.session = StreamSession(grant.session_id, grant.key_id, grant.config, self.services)
+        self.session = session
+        self.session_id = session.session_id
         self.outbox = Outbox(
             ws.send_str,
             maxsize=self.services.settings.session_out_queue,
@@ -113,41 +144,74 @@ class Connection:
         s = self.services.settings
         self.pacer = AudioPacer(s.max_realtime_factor, s.realtime_burst_s)
         self.messages = TokenBucket(s.max_messages_per_s, s.message_burst)
-        self.quota = AudioQuota(self.services, grant.key_id)
-        self._log = logging.LoggerAdapter(log, {"session_id": grant.session_id})
+        self.quota = AudioQuota(self.services, session.key_id)
+        self._closer: asyncio.Task[bool] | None = None
+        self._ended = False  # the session is over (closed, failed, shut down), not merely disconnected
+        self._finished = asyncio.Event()
+        self._log = logging.LoggerAdapter(log, {"session_id": self.session_id})
 
-    async def run(self) -> None:
+    async def run(self, last_seq: int | None = None) -> None:
+        """Serve the socket; on a drop, park the session for resume instead of ending it."""
         services = self.services
-        services.sessions[self.grant.session_id] = self.session
-        services.connections[self.grant.session_id] = self
+        services.sessions[self.session_id] = self.session
+        services.connections[self.session_id] = self
         services.metrics.active_sessions.inc()
-        services.metrics.sessions_total.inc()
-        self.session.attach(self.outbox)
+        if last_seq is None:
+            services.metrics.sessions_total.inc()
+        replay = self.session.attach(self.outbox, last_seq)
         self.session.on_fatal = self._on_fatal
-        self._writer = writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.grant.session_id}")
+        self._writer = writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.session_id}")
+        writer.add_done_callback(self._writer_done)
+        keepalive = asyncio.create_task(self._hold_slot())
         try:
             await self.outbox.put(
                 SessionCreated(
-                    session_id=self.grant.session_id,
+                    session_id=self.session_id,
                     config=self.session.config,
                     limits=session_limits(services.settings, self.session.config.sample_rate),
+                    resumed=last_seq is not None,
                 )
             )
+            for message in replay:
+                await self.outbox.put(message)
             await self._read_loop()
-        except SlowConsumerError:
-            self._log.warning("closing a client that stopped reading")
         finally:
-            services.sessions.pop(self.grant.session_id, None)
-            services.connections.pop(self.grant.session_id, None)
+            keepalive.cancel()
+            services.connections.pop(self.session_id, None)
+            services.sessions.pop(self.session_id, None)
             services.metrics.active_sessions.dec()
-            await self.session.abort()
             writer.cancel()
             with contextlib.suppress(BaseException):
                 await writer
-            with contextlib.suppress(Exception):
-                await services.backend.release_session(self.grant.key_id, self.grant.session_id)
+            if self._ended or services.draining or services.settings.resume_window_s <= 0:
+                await release(services, self.session)
+            else:
+                await self.session.detach()
+                await park(services, self.session)
             if not self.ws.closed:
                 await self.ws.close(code=CloseCode.GOING_AWAY)
+            self._finished.set()
+
+    async def _hold_slot(self) -> None:
+        """Keep this session's concurrent-session slot alive while connected (slots expire otherwise)."""
+        services, session = self.services, self.session
+        while True:
+            await services.backend_call(
+                lambda: services.backend.refresh_session(session.key_id, session.session_id, SLOT_TTL_S), None
+            )
+            await asyncio.sleep(SLOT_TTL_S / 3)
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and isinstance(task.exception(), SlowConsumerError):
+            self._log.warning("closing a client that stopped reading")
+            self._closer = asyncio.get_running_loop().create_task(
+                self.ws.close(code=CloseCode.POLICY, message=b"slow consumer")
+            )
+
+    async def hand_over(self) -> None:
+        """A resume for this session arrived while this connection still looks alive: let it go."""
+        await self.ws.close(code=CloseCode.GOING_AWAY, message=b"resumed elsewhere")
+        await self._finished.wait()
 
     async def _read_loop(self) -> None:
         limits = self.services.settings
@@ -225,6 +289,7 @@ class Connection:
         await self._finish(e.code, e.close_code)
 
     async def _finish(self, reason: str, code: int) -> None:
+        self._ended = True
         await self.outbox.put(
             SessionClosed(reason=reason, audio_ms=self.session.audio_ms, finals=self.session.seq)
         )
