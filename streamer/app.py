@@ -172,11 +172,11 @@ def create_app(
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
-    demo = WEB_ROOT / "demo"
-    if demo.is_dir():
-        app.router.add_get("/", ops.index)
-        app.router.add_static("/demo/", demo, show_index=False)
-        app.router.add_static("/web/", WEB_ROOT, show_index=False)
+    web_root = Path(settings.web_root) if settings.web_root else WEB_ROOT
+    if (web_root / "demo").is_dir():
+        app.router.add_get("/", ops.index_of(web_root / "demo" / "index.html"))
+        app.router.add_static("/demo/", web_root / "demo", show_index=False)
+        app.router.add_static("/web/", web_root, show_index=False)
     return app
 
 

@@ -75,6 +75,7 @@ class Settings:
     # --- operations
     drain_timeout_s: float = 20.0
     resume_window_s: float = 30.0
+    web_root: str | None = None  # the demo page's files; default: web/ beside the package source
     log_json: bool = False
     log_level: str = "INFO"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -46,10 +48,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def index(request: web.Request) -> web.FileResponse:
-    from streamer.app import WEB_ROOT
+def index_of(page: Path) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
+    """The handler that serves the demo page at ``/``."""
 
-    return web.FileResponse(WEB_ROOT / "demo" / "index.html")
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(page)
+
+    return index
 
 
 async def drain_sessions(app: web.Application) -> None:
