@@ -46,6 +46,7 @@ class RunResult:
     cpu_percent: float = 0.0
     rss_mb: float = 0.0
     errors: list[str] = field(default_factory=list)
+    rss_timeline: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MiB)
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
@@ -55,6 +56,8 @@ class RunResult:
         d["lat_max"] = round(max(lat), 3) if lat else None
         d["first_partial_p50"] = _pct(fp, 50)
         d["errors"] = d["errors"][:3]
+        if len(d["rss_timeline"]) <= 2:
+            d.pop("rss_timeline")
         return d
 
 
@@ -210,11 +213,18 @@ async def _run_n(
     proc = psutil.Process(server.proc.pid if server.proc else os.getpid())
     proc.cpu_percent(None)
     peak = [proc.memory_info().rss]
+    timeline: list[tuple[float, float]] = []
+    t0 = time.monotonic()
 
     async def sample() -> None:
+        last = -1e9
         while True:
             await asyncio.sleep(0.5)
-            peak[0] = max(peak[0], proc.memory_info().rss)
+            rss = proc.memory_info().rss
+            peak[0] = max(peak[0], rss)
+            if time.monotonic() - last >= 10:
+                last = time.monotonic()
+                timeline.append((round(last - t0, 1), round(rss / 2**20, 1)))
 
     sampler = asyncio.create_task(sample())
     async with StreamerClient(server.url, api_key=BENCH_KEY) as client:
@@ -244,6 +254,7 @@ async def _run_n(
         edits += r["edits"]
         words += r["ref_words"]
     res.wer = round(edits / max(1, words), 4)
+    res.rss_timeline = timeline
     return res
 
 
@@ -269,7 +280,25 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
+def run_soak(args: argparse.Namespace) -> int:
+    """N sessions streaming without pause for ``--soak`` minutes: delivery and memory over time."""
+    speech = load_speech()
+    n = max(int(x) for x in args.sessions.split(",") if x)
+    per_utterance_s = sum(len(p) / 32000 for p, _ in speech) / len(speech) + GAP_S
+    utterances = max(1, int(args.soak * 60 / per_utterance_s))
+    with ServerProcess("on", args.model, args.device) as server:
+        result = asyncio.run(_run_n(server, "on", n, utterances, speech)).summary()
+    result["minutes"] = args.soak
+    report = {"machine": machine(), "model": args.model, "device": args.device, "soak": result}
+    print(json.dumps(report), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0 if result["finals"] == result["expected"] else 1
+
+
 def run_bench(args: argparse.Namespace) -> int:
+    if args.soak:
+        return run_soak(args)
     speech = load_speech()
     counts = [int(x) for x in args.sessions.split(",") if x]
     report: dict[str, Any] = {"machine": machine(), "model": args.model, "device": args.device, "runs": []}
@@ -280,8 +309,6 @@ def run_bench(args: argparse.Namespace) -> int:
                 r = asyncio.run(_run_n(server, mode, n, args.utterances, speech)).summary()
                 report["runs"].append(r)
                 print(json.dumps(r), flush=True)
-                if args.soak:
-                    continue
                 if r["lat_p95"] is not None and r["lat_p95"] > 4 * args.bound:
                     break  # far past the bound: larger N only takes longer to say the same
     capacity = {}
