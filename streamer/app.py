@@ -65,8 +65,8 @@ def build_translation(
 ) -> TranslationService:
     breaker = CircuitBreaker(
         "mt",
-        failure_threshold=3,
-        reset_timeout_s=10.0,
+        failure_threshold=settings.breaker_threshold,
+        reset_timeout_s=settings.breaker_reset_s,
         on_change=lambda name, st: metrics.breaker_state.labels(name).set(_breaker_value(st)),
     )
     batcher: MicroBatcher[str, str] = MicroBatcher(
@@ -75,6 +75,7 @@ def build_translation(
         max_batch=32 if settings.batching else 1,
         max_wait_s=settings.batch_wait_ms / 1000 if settings.batching else 0.0,
         max_pending_finals=settings.max_pending_finals,
+        call_timeout_s=settings.model_timeout_s,
         breaker=breaker,
         on_batch=on_batch,
     )
@@ -101,8 +102,8 @@ def create_app(
         state = backend or await create_backend(settings.redis_url)
         breaker = CircuitBreaker(
             "asr",
-            failure_threshold=3,
-            reset_timeout_s=10.0,
+            failure_threshold=settings.breaker_threshold,
+            reset_timeout_s=settings.breaker_reset_s,
             on_change=lambda name, st: metrics.breaker_state.labels(name).set(_breaker_value(st)),
         )
 
@@ -116,6 +117,7 @@ def create_app(
             max_batch=settings.max_batch if settings.batching else 1,
             max_wait_s=settings.batch_wait_ms / 1000 if settings.batching else 0.0,
             max_pending_finals=settings.max_pending_finals,
+            call_timeout_s=settings.model_timeout_s,
             breaker=breaker,
             on_batch=on_batch,
             on_drop=lambda reason: metrics.partials_dropped.labels(reason).inc(),

@@ -58,6 +58,9 @@ class Settings:
     max_batch: int = 16
     batch_wait_ms: int = 10
     max_pending_finals: int = 256
+    model_timeout_s: float = 30.0  # a model call running longer fails its jobs and counts as a failure
+    breaker_threshold: int = 3
+    breaker_reset_s: float = 10.0
     max_sessions: int = 64
     saturation_latency_s: float = 1.2
     session_out_queue: int = 256

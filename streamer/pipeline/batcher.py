@@ -77,6 +77,7 @@ class MicroBatcher(Generic[P, R]):
         self._running: list[Job[P]] = []
         self._running_since: float | None = None
         self._stop = False
+        self.hung = False  # a model call has run past call_timeout_s and not returned yet
         self.latency_ewma_s = 0.0  # queue wait + model time of recent final jobs
         self.busy_s = 0.0
         self.last_batch_at = 0.0
@@ -124,8 +125,13 @@ class MicroBatcher(Generic[P, R]):
                 )
             # allow() may have let a half-open probe through; the batch that runs next is the probe
 
+    def _check_hung(self) -> None:
+        if self.hung:
+            raise ModelUnavailableError(f"the {self.name} model is not responding", retry_after=5.0)
+
     async def submit_final(self, session_id: str, key: Hashable, payload: P) -> R:
         """Queue a job that must not be dropped; waits for a slot when the queue is full."""
+        self._check_hung()
         async with self._final_slots:
             fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
             job: Job[P] = Job(session_id, key, payload, Priority.FINAL, self._clock(), ticket=fut)
@@ -139,6 +145,9 @@ class MicroBatcher(Generic[P, R]):
     ) -> asyncio.Future[R | None]:
         """Queue a droppable job; resolves to None if it is replaced, stale or discarded."""
         fut: asyncio.Future[R | None] = asyncio.get_running_loop().create_future()
+        if self.hung:
+            fut.set_result(None)
+            return fut
         job: Job[P] = Job(
             session_id, key, payload, Priority.PARTIAL, self._clock(), stale_after=stale_after, ticket=fut
         )
@@ -173,6 +182,7 @@ class MicroBatcher(Generic[P, R]):
             with self._cond:
                 self._running = []
                 self._running_since = None
+                self.hung = False
 
     def _next_batch(self) -> Batch[P] | None:
         """Wait (holding the condition) until a batch is due; None on stop."""
@@ -261,10 +271,15 @@ class MicroBatcher(Generic[P, R]):
             if since is None or self._clock() - since <= self.call_timeout_s or flagged is since:
                 continue
             flagged = since
-            log.error("%s model call exceeded %.1fs; failing its batch", self.name, self.call_timeout_s)
+            log.error("%s model call exceeded %.1fs; failing its work", self.name, self.call_timeout_s)
             self._record(success=False)
             err = ModelUnavailableError(f"the {self.name} model timed out", retry_after=5.0)
-            for job in running:
+            # nothing queued can run while the model thread is stuck: fail it all now, and fail new
+            # work at submission until the stuck call returns
+            with self._cond:
+                self.hung = True
+                queued = self._queue.drain()
+            for job in running + queued:
                 _set_exception(job.ticket, err)
 
 

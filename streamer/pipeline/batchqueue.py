@@ -80,6 +80,12 @@ class BatchQueue(Generic[P]):
         """Forget a session's waiting partial (its utterance ended or the session left)."""
         return self._partials.pop(session_id, None)
 
+    def drain(self) -> list[Job[P]]:
+        """Remove and return everything waiting (the model cannot run it)."""
+        jobs = [*self._finals, *self._partials.values()]
+        self._finals, self._partials = [], OrderedDict()
+        return jobs
+
     def _oldest(self) -> float | None:
         times = [j.submitted for j in self._finals[:1]] + [j.submitted for j in self._partials.values()]
         return min(times) if times else None

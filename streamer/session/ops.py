@@ -22,7 +22,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready only when models are loaded, breakers are closed and the state backend answers."""
     services = request.app[SERVICES]
-    checks: dict[str, str] = {"asr_model": "ok"}
+    checks: dict[str, str] = {"asr_model": "not responding" if services.asr_batcher.hung else "ok"}
     for name, breaker in services.breakers.items():
         state = breaker.state.name.lower()
         checks[f"breaker_{name}"] = "ok" if state == "closed" else state
