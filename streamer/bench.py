@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.client import ClientError, Stream, StreamerClient, read_wav
+from streamer.wer import edits, words
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -66,21 +67,6 @@ def _pct(xs: list[float], p: float) -> float | None:
         return None
     s = sorted(xs)
     return round(s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))], 3)
-
-
-def _words(text: str) -> list[str]:
-    import re
-
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split()
-
-
-def _edits(a: list[str], b: list[str]) -> int:
-    d = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        prev, d[0] = d[:], i
-        for j in range(1, len(b) + 1):
-            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
-    return d[-1]
 
 
 def load_speech() -> list[tuple[bytes, str]]:
@@ -146,15 +132,15 @@ def _score(
         ps = [t for t in partials if wall_start <= t <= wall_end + 2]
         if ps:
             first.append(min(ps) - wall_start)
-    ref = [w for _, text in utts for w in _words(text)]
-    hyp = [w for _, e in finals for w in _words(e["text"])]
+    ref = [w for _, text in utts for w in words(text)]
+    hyp = [w for _, e in finals for w in words(e["text"])]
     errors = [f"{e['code']}" for _, e in stream.events if e["type"] in ("error", "warning")]
     return {
         "finals": len(finals),
         "expected": len(spans),
         "lat": lat,
         "first": first,
-        "edits": _edits(ref, hyp),
+        "edits": edits(ref, hyp),
         "ref_words": len(ref),
         "errors": errors,
     }

@@ -178,10 +178,16 @@ class StreamerClient:
             url, headers = f"{base}/v1/sessions", {"Authorization": f"Bearer {self.api_key}"}
         else:
             url, headers = f"{base}/v1/demo/session", {"Origin": base}
-        async with self.http.post(url, json=config or {}, headers=headers) as r:
-            body = await r.json(content_type=None)
+        return await self._post_session(url, headers, config or {})
+
+    async def _post_session(
+        self, url: str, headers: dict[str, str], body: dict[str, Any] | None
+    ) -> SessionInfo:
+        assert self.http is not None
+        async with self.http.post(url, json=body, headers=headers) as r:
+            data = await r.json(content_type=None)
             if r.status != 201:
-                err = body.get("error", {}) if isinstance(body, dict) else {}
+                err = data.get("error", {}) if isinstance(data, dict) else {}
                 retry = r.headers.get("Retry-After")
                 raise ClientError(
                     r.status,
@@ -190,13 +196,25 @@ class StreamerClient:
                     float(retry) if retry else None,
                 )
         return SessionInfo(
-            session_id=body["session_id"],
-            token=body["token"],
-            ws_url=body["ws_url"],
-            config=body["config"],
-            limits=body["limits"],
-            expires_at=body["expires_at"],
+            session_id=data["session_id"],
+            token=data["token"],
+            ws_url=data["ws_url"],
+            config=data["config"],
+            limits=data["limits"],
+            expires_at=data["expires_at"],
         )
+
+    async def _open(self, info: SessionInfo, url: str, protocols: tuple[str, ...] = ()) -> Stream:
+        """Open the WebSocket and wait for ``session.created``."""
+        assert self.http is not None
+        ws = await self.http.ws_connect(url, protocols=protocols)
+        stream = Stream(ws, info)
+        first = await stream.receive(timeout=30)
+        if first is None or first.get("type") != "session.created":
+            await ws.close()
+            raise ClientError(ws.close_code or 0, "no_session", f"unexpected first event: {first}")
+        stream.created = first
+        return stream
 
     def ws_url(self, info: SessionInfo) -> str:
         url = info.ws_url
@@ -213,27 +231,9 @@ class StreamerClient:
         assert self.http is not None, "use 'async with StreamerClient(...)'"
         base = self.base_url.rstrip("/")
         url = f"{base}/v1/sessions/{stream.info.session_id}/resume"
-        async with self.http.post(url, headers={"Authorization": f"Bearer {self.api_key}"}) as r:
-            body = await r.json(content_type=None)
-            if r.status != 201:
-                err = body.get("error", {}) if isinstance(body, dict) else {}
-                raise ClientError(r.status, err.get("code", "error"), err.get("message", ""))
-        info = SessionInfo(
-            session_id=body["session_id"],
-            token=body["token"],
-            ws_url=body["ws_url"],
-            config=body["config"],
-            limits=body["limits"],
-            expires_at=body["expires_at"],
-        )
-        ws = await self.http.ws_connect(f"{self.ws_url(info)}?token={info.token}&last_seq={stream.last_seq}")
-        resumed = Stream(ws, info)
-        resumed.last_seq = stream.last_seq
-        first = await resumed.receive(timeout=30)
-        if first is None or first.get("type") != "session.created":
-            await ws.close()
-            raise ClientError(ws.close_code or 0, "no_session", f"unexpected first event: {first}")
-        resumed.created = first
+        info = await self._post_session(url, {"Authorization": f"Bearer {self.api_key}"}, None)
+        resumed = await self._open(info, f"{self.ws_url(info)}?token={info.token}&last_seq={stream.last_seq}")
+        resumed.last_seq = max(resumed.last_seq, stream.last_seq)
         return resumed
 
     async def connect(self, config: dict[str, Any] | None = None, *, subprotocol: bool = False) -> Stream:
@@ -242,13 +242,5 @@ class StreamerClient:
         info = await self.create_session(config)
         url = self.ws_url(info)
         if subprotocol:
-            ws = await self.http.ws_connect(url, protocols=("streamer.v1", f"token.{info.token}"))
-        else:
-            ws = await self.http.ws_connect(f"{url}?token={info.token}")
-        stream = Stream(ws, info)
-        first = await stream.receive(timeout=30)
-        if first is None or first.get("type") != "session.created":
-            await ws.close()
-            raise ClientError(ws.close_code or 0, "no_session", f"unexpected first event: {first}")
-        stream.created = first
-        return stream
+            return await self._open(info, url, ("streamer.v1", f"token.{info.token}"))
+        return await self._open(info, f"{url}?token={info.token}")

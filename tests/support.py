@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import wave
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import soxr
 from aiohttp.test_utils import TestServer
 
 from streamer.config import Settings
+from streamer.wer import wer as wer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API_KEY = "test-key-0123456789abcdef0123456789abcdef"
@@ -67,22 +67,6 @@ def resample_pcm(samples: np.ndarray, rate: int) -> np.ndarray:
 
 def silence(seconds: float, rate: int = 16000) -> np.ndarray:
     return np.zeros(int(seconds * rate), dtype="<i2")
-
-
-def normalise_words(text: str) -> list[str]:
-    text = text.lower().replace("-", " ")
-    text = re.sub(r"[^a-z0-9' ]", " ", text)
-    return text.split()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = normalise_words(reference), normalise_words(hypothesis)
-    d = list(range(len(hyp) + 1))
-    for i in range(1, len(ref) + 1):
-        prev, d[0] = d[:], i
-        for j in range(1, len(hyp) + 1):
-            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (ref[i - 1] != hyp[j - 1]))
-    return d[-1] / max(1, len(ref))
 
 
 def in_ci() -> bool:
