@@ -123,3 +123,14 @@ async def test_bad_config_is_400(client: StreamerClient) -> None:
         await client.create_session({"translate_to": ["es"]})  # no MT model configured
     assert e.value.status == 400
     assert e.value.code == "unsupported_language"
+
+
+async def test_unknown_route_is_a_json_404(server: TestServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base_url(server)}/no/such/route") as r:
+            body = await r.json()
+        async with http.delete(f"{base_url(server)}/v1/sessions") as r2:
+            body2 = await r2.json()
+    assert r.status == 404 and body["error"]["code"] == "not_found"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r2.status == 405 and body2["error"]["code"] == "method_not_allowed"

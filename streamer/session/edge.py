@@ -56,7 +56,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if e.status < 400:
             raise
         code = e.reason.lower().replace(" ", "_")
-        response = web.json_response(error_body(code, e.reason), status=e.status, headers=e.headers)
+        headers = {k: v for k, v in e.headers.items() if k.lower() != "content-type"}
+        response = web.json_response(error_body(code, e.reason), status=e.status, headers=headers)
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, request_id)
         response = web.json_response(error_body("internal_error", "internal server error"), status=500)
