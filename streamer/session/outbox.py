@@ -61,6 +61,12 @@ class Outbox:
                 return
             self.sent += 1
 
+    def abandon(self) -> None:
+        """The connection is gone: drop what is queued and wake anyone waiting for room."""
+        self.closed = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
     async def finish(self) -> None:
         """Ask the writer to stop after everything queued so far has been sent."""
         if not self.closed:

@@ -183,6 +183,7 @@ class Connection:
             writer.cancel()
             with contextlib.suppress(BaseException):
                 await writer
+            self.outbox.abandon()  # unblocks an emitter waiting for room in a queue nobody drains
             if self._ended or services.draining or services.settings.resume_window_s <= 0:
                 await release(services, self.session)
             else:
