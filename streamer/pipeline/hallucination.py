@@ -50,7 +50,8 @@ QUIET_RMS = 0.01
 
 
 def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z' ]+", " ", text.lower()).split())
+    """Lower-case words (and numbers) of any script, without punctuation."""
+    return " ".join(re.sub(r"[^\w' ]+|_+", " ", text.lower()).split())
 
 
 def rms(audio: Audio) -> float:

@@ -98,7 +98,7 @@ class Segmenter:
     def __init__(self, config: SegmenterConfig) -> None:
         self.config = config
         self.state = State.SILENCE
-        self._pre_roll: deque[Audio] = deque(maxlen=config.windows(config.pre_roll_ms))
+        self._pre_roll: deque[tuple[Audio, float]] = deque(maxlen=config.windows(config.pre_roll_ms))
         self._onset = 0
         self._open: _Open | None = None
         self._next_id = 1
@@ -120,11 +120,12 @@ class Segmenter:
     def _step(self, prob: float, window: Audio) -> list[Event]:
         cfg = self.config
         if self._open is None:
-            self._pre_roll.append(window)
+            self._pre_roll.append((window, prob))
             self._onset = self._onset + 1 if prob >= cfg.start_threshold else 0
             if self._onset < self._start_windows:
                 return []
-            return [self._start(list(self._pre_roll), [prob] * len(self._pre_roll), self._onset)]
+            windows, probs = zip(*self._pre_roll, strict=True)
+            return [self._start(list(windows), list(probs))]
         seg = self._open
         seg.windows.append(window)
         seg.probs.append(prob)
@@ -147,11 +148,14 @@ class Segmenter:
             events.extend(self._force_split())
         return events
 
-    def _start(self, windows: list[Audio], probs: list[float], voiced: int) -> Started:
+    def _start(self, windows: list[Audio], probs: list[float]) -> Started:
+        """Open a segment over ``windows`` (pre-roll, or the remainder of a split) by their own scores."""
         start = self.samples + WINDOW - len(windows) * WINDOW
         seg = _Open(self._next_id, max(0, start), list(windows), list(probs))
-        seg.voiced = voiced
-        seg.last_voiced = len(windows) - 1
+        voiced = [i for i, p in enumerate(probs) if p >= self.config.end_threshold]
+        seg.voiced = len(voiced)
+        seg.last_voiced = voiced[-1] if voiced else -1
+        seg.silence_run = len(probs) - 1 - seg.last_voiced
         self._next_id += 1
         self._open = seg
         self.state = State.SPEECH
@@ -188,7 +192,7 @@ class Segmenter:
         seg.silence_run = 0
         ended = self._end("max_length")
         # the rest continues as a new segment, already inside speech
-        started = self._start(rest_windows, rest_probs, voiced=len(rest_windows))
+        started = self._start(rest_windows, rest_probs)
         return [ended, started]
 
     def open_audio(self) -> Utterance | None:

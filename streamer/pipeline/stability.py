@@ -52,15 +52,16 @@ class PartialStabilizer:
             self._previous = []
             self.resets += 1
             return None
-        agreed = 0
-        for a, b in zip(self._previous, words, strict=False):
-            if _key(a) != _key(b):
-                break
-            agreed += 1
-        if agreed > len(self._stable):
-            self._stable = words[:agreed]
+        stable = self._stable
+        if _prefix_matches(stable, words) and _prefix_matches(stable, self._previous):
+            agreed = len(stable)
+            for a, b in zip(self._previous[agreed:], words[agreed:], strict=False):
+                if _key(a) != _key(b):
+                    break
+                agreed += 1
+            # extend, never rewrite: confirmed words keep the form they were first shown in
+            self._stable = stable + words[len(stable) : agreed]
         self._previous = words
-        # never retract stable words: show them followed by the part of the new hypothesis after them
         if _prefix_matches(self._stable, words):
             tail = words[len(self._stable) :]
         else:
