@@ -100,6 +100,7 @@ async def create_session(request: web.Request) -> web.Response:
     key = await services.authenticate(bearer(request))
     if key is None:
         raise AuthError("unknown API key")
+    services.check_session_rate(key.key_id)
     return await _start_session(request, key.key_id, key.session_limit)
 
 
@@ -133,9 +134,13 @@ async def demo_session(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     if not services.settings.demo_enabled:
         raise ForbiddenError("demo mode is off on this server")
-    if request.headers.get("Origin") is None and request.headers.get("Sec-Fetch-Site") != "same-origin":
-        raise ForbiddenError("demo sessions are for the demo page only")
-    check_origin(request)
+    origin = request.headers.get("Origin")
+    if origin in (None, "null"):
+        # no usable Origin (strict referrer policies send "null"): only a same-origin fetch qualifies
+        if request.headers.get("Sec-Fetch-Site") != "same-origin":
+            raise ForbiddenError("demo sessions are for the demo page only")
+    else:
+        check_origin(request)
     if not services.demo_bucket.try_take():
         raise RateLimitedError(
             "too many demo sessions; try again shortly",
