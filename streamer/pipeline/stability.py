@@ -75,12 +75,16 @@ def _prefix_matches(prefix: list[str], words: list[str]) -> bool:
     return len(words) >= len(prefix) and all(_key(a) == _key(b) for a, b in zip(prefix, words, strict=False))
 
 
-def _after_overlap(stable: list[str], words: list[str]) -> list[str]:
-    """The words of a diverging hypothesis that come after the stable prefix, by best alignment."""
+def _after_overlap(stable: list[str], words: list[str], reach: int = 3) -> list[str]:
+    """The words of a diverging hypothesis after the stable prefix: the last stable word is looked for
+    near where it stands in the stable text (a word further away is a different occurrence)."""
     if not stable:
         return words
-    last = _key(stable[-1])
-    for i in range(len(words) - 1, -1, -1):
-        if _key(words[i]) == last:
-            return words[i + 1 :]
+    last, at = _key(stable[-1]), len(stable) - 1
+    candidates = [
+        i for i in range(max(0, at - reach), min(len(words), at + reach + 1)) if _key(words[i]) == last
+    ]
+    if candidates:
+        nearest = min(candidates, key=lambda i: abs(i - at))
+        return words[nearest + 1 :]
     return words[len(stable) :]

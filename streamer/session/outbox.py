@@ -52,12 +52,15 @@ class Outbox:
             if text is None:
                 return
             try:
-                await asyncio.wait_for(self._send(text), self._send_timeout_s)
+                # not wait_for: on 3.11 it can swallow a cancel that lands as the send completes, and
+                # the writer then waits on the queue forever (its connection's cleanup with it)
+                async with asyncio.timeout(self._send_timeout_s):
+                    await self._send(text)
             except TimeoutError as e:
-                self.closed = True
+                self.abandon()  # wake whoever waits for room: nothing will drain this queue again
                 raise SlowConsumerError(f"client did not read for {self._send_timeout_s:.0f}s") from e
             except ConnectionError:
-                self.closed = True
+                self.abandon()
                 return
             self.sent += 1
 

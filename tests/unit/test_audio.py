@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -19,8 +21,8 @@ def tone(rate: int, seconds: float, hz: float = TONE_HZ, amplitude: float = 0.5)
 def stream(pcm: PcmInput, samples: np.ndarray, chunk_ms: int) -> np.ndarray:
     """Push ``samples`` in ``chunk_ms`` frames; a remainder shorter than a frame joins the last one."""
     step = pcm.sample_rate * chunk_ms // 1000
-    cuts = list(range(0, samples.size - step + 1, step)) + [samples.size]
-    out = [pcm.push(samples[a:b].tobytes()) for a, b in zip(cuts, cuts[1:], strict=False)]
+    cuts = [*range(0, samples.size - step + 1, step), samples.size]
+    out = [pcm.push(samples[a:b].tobytes()) for a, b in pairwise(cuts)]
     out.append(pcm.flush())
     return np.concatenate(out)
 

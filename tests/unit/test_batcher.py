@@ -1,7 +1,8 @@
 """MicroBatcher: real threads and real time, but the model is a recording fake and waits are tiny.
 
 Where order or coalescing matters, the fake model is held on a ``threading.Event`` so that jobs pile up
-behind a running batch deterministically; no test sleeps to "let things settle".
+behind a running batch deterministically, and tests wait for the queue to reach a state (``until``)
+rather than sleeping for it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ class Model:
 Factory = Callable[..., MicroBatcher[Any, str]]
 
 
+async def until(check: Callable[[], bool], timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the batcher never reached the expected state"
+        await asyncio.sleep(0.002)
+
+
 @pytest.fixture
 async def make_batcher() -> AsyncIterator[Factory]:
     made: list[tuple[MicroBatcher[Any, str], Any]] = []
@@ -92,7 +100,7 @@ async def test_results_are_routed_by_job_across_keys(make_batcher: Factory) -> N
     holder = await model.hold(batcher)
     jobs = [(f"s{i}", KEY if i % 2 else ("translate", None), f"job{i}") for i in range(7)]
     tasks = [asyncio.create_task(batcher.submit_final(s, k, p)) for s, k, p in jobs]
-    await asyncio.sleep(0.01)  # every task enqueues behind the held batch
+    await until(lambda: batcher.depth == (7, 0))  # all queued behind the held batch
     model.gate.set()
     assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [f"r:job{i}" for i in range(7)]
     assert await holder == "r:hold"
@@ -106,7 +114,7 @@ async def test_finals_go_before_partials_within_a_call(make_batcher: Factory) ->
     holder = await model.hold(batcher)
     partial = batcher.submit_partial("p", KEY, "partial", stale_after=10.0)
     final = asyncio.create_task(batcher.submit_final("f", KEY, "final"))
-    await asyncio.sleep(0.01)  # let the final task enqueue
+    await until(lambda: batcher.depth == (1, 1))
     model.gate.set()
     assert await asyncio.wait_for(final, 5) == "r:final"
     assert await asyncio.wait_for(partial, 5) == "r:partial"
@@ -140,7 +148,7 @@ async def test_stale_partial_is_dropped_not_run(make_batcher: Factory) -> None:
     model.gate.set()
     assert await asyncio.wait_for(stale, 5) is None
     await holder
-    await asyncio.sleep(0)  # on_drop is delivered through call_soon
+    await until(lambda: bool(drops))  # on_drop is posted by the model thread after the result
     assert drops == ["stale"] and len(model.calls) == 1
 
 
@@ -162,7 +170,8 @@ async def test_pending_finals_are_bounded(make_batcher: Factory) -> None:
     batcher = make_batcher(model, max_batch=2, max_pending_finals=4)
     holder = await model.hold(batcher)  # holds one slot
     tasks = [asyncio.create_task(batcher.submit_final(f"s{i}", KEY, i)) for i in range(10)]
-    await asyncio.sleep(0.05)
+    await until(lambda: batcher.finals_pending == 4)
+    await asyncio.sleep(0.05)  # and it stays there
     assert batcher.finals_pending == 4
     assert batcher.depth[0] == 3  # the rest wait for a slot, outside the queue
     model.gate.set()
@@ -177,7 +186,7 @@ async def test_batch_stats_and_latency_are_reported(make_batcher: Factory) -> No
     batcher = make_batcher(model, on_batch=stats.append)
     assert batcher.latency_ewma_s == 0.0 and batcher.last_batch_at == 0.0
     await asyncio.wait_for(asyncio.gather(*(batcher.submit_final(f"s{i}", KEY, i) for i in range(3))), 5)
-    await asyncio.sleep(0)
+    await until(lambda: sum(s.size for s in stats) == 3)  # posted by the model thread after the results
     assert sum(s.size for s in stats) == 3 and all(s.finals == s.size for s in stats)
     assert all(s.seconds >= 0.02 for s in stats)
     assert batcher.latency_ewma_s >= 0.3 * 0.02
@@ -267,11 +276,7 @@ async def test_watchdog_fails_a_hung_batch(make_batcher: Factory) -> None:
 
         # the stuck call returns at last: the batcher recovers, the breaker stays open (a late success)
         model.gate.set()
-        for _ in range(100):
-            if not batcher.hung:
-                break
-            await asyncio.sleep(0.01)
-        assert not batcher.hung
+        await until(lambda: not batcher.hung)
         assert breaker.state is BreakerState.OPEN
         clock.advance(10.0)
         assert await asyncio.wait_for(batcher.submit_final("s", KEY, "again"), 5) == "r:again"

@@ -98,10 +98,6 @@ def test_known_phrase_inside_a_sentence_is_not_special() -> None:
     ],
 )
 def test_confident_speech_in_any_script_passes(text: str, language: str) -> None:
-    """Digits, and the speaker's own script from a multilingual model (``base``), are not "empty".
-
-    ``normalise`` keeps only ``[a-z' ]``, so a number-only utterance and every word outside the Latin
-    alphabet vanish: a Russian, Japanese, Arabic or Greek final is rejected as ``empty``.
-    """
+    """Digits, and the speaker's own script from a multilingual model (``base``), are not "empty"."""
     confident = AsrResult(text=text, language=language, avg_logprob=-0.2, no_speech_prob=0.01)
     assert rejection_reason(confident, LOUD) is None

@@ -7,6 +7,7 @@ windows it kept (``window_ids``) and any gap, duplicate or reordering shows up a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -222,7 +223,7 @@ def test_segments_are_numbered_and_do_not_overlap() -> None:
     assert [e.segment_id for e in d.of(Started)] == [1, 2, 3] == [e.segment_id for e in ended]
     spans = [(e.utterance.start_sample, e.utterance.end_sample) for e in ended if e.utterance]
     assert len(spans) == 3
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in pairwise(spans))
 
 
 @pytest.mark.parametrize("dip_at", [70, 100, 125])
@@ -257,11 +258,10 @@ def test_max_length_split_loses_and_repeats_nothing(dip_at: int) -> None:
 
 
 def test_a_split_inside_a_pause_does_not_turn_silence_into_speech() -> None:
-    """The remainder of a force split is counted as voiced whatever its probabilities (a bug).
+    """The remainder of a force split is judged by its own probabilities, not counted as voiced.
 
-    ``_force_split`` starts the rest as a new segment with ``voiced=len(rest_windows)``. When the limit
-    is reached during a pause the quietest window is in that pause, so the rest is silence; if speech
-    does not resume, that silence ends as an utterance of its own and is sent to the model.
+    When the limit is reached during a pause the quietest window is in that pause, so the remainder is
+    silence; if speech does not resume, it must not end as an utterance of its own and reach the model.
     """
     config = SegmenterConfig(**{**CONFIG.__dict__, "max_utterance_s": 0.992, "pre_roll_ms": 64})
     assert config.windows(config.max_utterance_s * 1000) == 31
