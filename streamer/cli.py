@@ -1,4 +1,7 @@
-"""Command line: ``streamer serve | stream | bench``. Parse args, build Settings, run; nothing else."""
+"""Command line: ``streamer serve | stream | bench | bench-mt``.
+
+Parse args, build Settings, run; nothing else.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +48,12 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _bench_mt(args: argparse.Namespace) -> int:
+    from streamer.bench_mt import run_bench_mt
+
+    return run_bench_mt(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamer", description="Real-time speech streaming server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--soak", type=float, default=0.0, help="soak: minutes to run the largest N")
     bench.add_argument("--out", help="write the JSON results here")
     bench.set_defaults(func=_bench)
+
+    bench_mt = sub.add_parser(
+        "bench-mt", help="translation throughput through the server's batcher vs. bare CTranslate2"
+    )
+    bench_mt.add_argument(
+        "--model", help="CTranslate2 MT model dir (default: a synthetic random-weight model: overhead only)"
+    )
+    bench_mt.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    bench_mt.add_argument("--source", default="en", help="source language (ISO code)")
+    bench_mt.add_argument("--target", default="es", help="target language (ISO code)")
+    bench_mt.add_argument("--sessions", default="1,4,16,32", help="comma-separated concurrent sessions")
+    bench_mt.add_argument("--per-session", type=int, default=40, help="sentences each session translates")
+    bench_mt.add_argument("--batch-wait-ms", type=int, default=10, help="the batcher's wait (server default)")
+    bench_mt.add_argument("--repeat", type=int, default=3, help="runs per N; the median is reported")
+    bench_mt.add_argument("--out", help="write the JSON results here")
+    bench_mt.set_defaults(func=_bench_mt)
     return parser
 
 

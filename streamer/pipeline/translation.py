@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Hashable, Sequence
 
+from streamer.errors import UnsupportedLanguageError
 from streamer.pipeline.batcher import MicroBatcher
 from streamer.pipeline.languages import normalize
 from streamer.pipeline.mt import TranslationEngine
@@ -49,7 +50,20 @@ class TranslationService:
     async def translate(
         self, session_id: str, text: str, source: str, targets: Sequence[str]
     ) -> list[tuple[str, str]]:
-        """Every target's translation of ``text``, in the order of ``targets``."""
+        """Every target's translation of ``text``, in the order of ``targets``.
+
+        Raises:
+            UnsupportedLanguageError: the model cannot translate from ``source`` (a detected language the
+                session could not be checked against) into one of ``targets``.
+        """
+        # Refused here, not in the model thread: there it would count as a model failure and trip the
+        # breaker, so one speaker of a language the model lacks would stop translation for every session.
+        unsupported = [t for t in targets if not self.supports(source, t)]
+        if unsupported:
+            raise UnsupportedLanguageError(
+                f"translation model {self.engine.name} cannot translate {source!r} into "
+                + ", ".join(repr(t) for t in unsupported)
+            )
         results = await asyncio.gather(*(self._one(session_id, text, source, t) for t in targets))
         return list(zip(targets, results, strict=True))
 

@@ -296,7 +296,7 @@ class StreamSession:
         except StreamerError as e:
             # the transcript is delivered; say plainly that its translation is not coming
             await self._send(
-                ErrorEvent(code=e.code, message=f"translation failed: {e.message}", retryable=True)
+                ErrorEvent(code=e.code, message=f"translation failed: {e.message}", retryable=e.retryable)
             )
             return
         for language, text in translations:
