@@ -16,6 +16,7 @@ from streamer.guards.backend import StateBackend, create_backend
 from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import KeyRing
 from streamer.metrics import Metrics
+from streamer.openapi import openapi_json
 from streamer.pipeline.asr import AsrEngine, AsrRequest, AsrResult, WhisperEngine, resolve_device
 from streamer.pipeline.batcher import BatchStats, MicroBatcher
 from streamer.pipeline.models import resolve_asr_model
@@ -28,7 +29,8 @@ from streamer.pipeline.mt_cache import (
 from streamer.pipeline.translation import TranslationService, run_mt_batch
 from streamer.pipeline.vad import SileroVad, VadModel
 from streamer.services import Services
-from streamer.session import ops, rest, ws
+from streamer.session import admin, ops, rest, ws
+from streamer.session.cors import setup_cors
 from streamer.session.edge import SERVICES, edge_middleware
 from streamer.session.resume import release_all
 from streamer.session.tokens import TokenService
@@ -174,11 +176,15 @@ def create_app(
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
+    app.router.add_get("/openapi.json", openapi_json)
     web_root = Path(settings.web_root) if settings.web_root else WEB_ROOT
     if (web_root / "demo").is_dir():
         app.router.add_get("/", ops.index_of(web_root / "demo" / "index.html"))
         app.router.add_static("/demo/", web_root / "demo", show_index=False)
         app.router.add_static("/web/", web_root, show_index=False)
+    # --- admin API and CORS (session/admin.py, session/cors.py); CORS wraps routes, so it comes last
+    admin.setup_admin(app)
+    setup_cors(app, settings)
     return app
 
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from streamer.config import Settings
-from streamer.errors import OverloadedError
+from streamer.errors import ModelUnavailableError, OverloadedError, RateLimitedError
 from streamer.guards.backend import BackendUnavailableError
-from streamer.guards.breaker import CircuitBreaker
+from streamer.guards.breaker import BreakerState, CircuitBreaker
 from streamer.guards.keys import KeyRecord, KeyRing, hash_key, key_id_of
 from streamer.guards.ratelimit import TokenBucket
 from streamer.metrics import Metrics
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Per-key session-rate buckets kept before full (idle) ones are forgotten; a full bucket equals a new one.
+MAX_RATE_BUCKETS = 10_000
 
 
 class Translator(Protocol):
@@ -73,6 +76,7 @@ class Services:
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     draining: bool = False
     demo_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(rate_per_s=1.0, burst=10.0))
+    session_rates: dict[str, TokenBucket] = field(default_factory=dict)
 
     async def backend_call(self, call: Callable[[], Awaitable[T]], fail_open: T) -> T:
         """Run a state-backend call under the configured outage policy.
@@ -97,10 +101,39 @@ class Services:
         key_id = key_id_of(presented)
         if key_id is None:
             return None
-        stored = await self.backend_call(lambda: self.backend.get_key(key_id), None)
+        try:
+            stored = await self.backend.get_key(key_id)
+        except BackendUnavailableError as e:
+            # no policy makes an unverifiable key valid, and a 401 would tell its owner it is bad
+            self.metrics.refusals.labels("state_backend_down").inc()
+            raise OverloadedError(
+                "API keys cannot be checked right now; try again shortly", retry_after=2.0
+            ) from e
         if stored is None or stored.revoked:
             return None
         return stored if hmac.compare_digest(stored.key_hash, hash_key(presented)) else None
+
+    def check_session_rate(self, key_id: str) -> None:
+        """New sessions per key and minute (``session_rate_per_key_per_min``; 0 = off), per process.
+
+        The bucket holds one minute's allowance, so a client may start that many sessions at once.
+        """
+        per_min = self.settings.session_rate_per_key_per_min
+        if per_min <= 0:
+            return
+        bucket = self.session_rates.get(key_id)
+        if bucket is None:
+            if len(self.session_rates) >= MAX_RATE_BUCKETS:
+                for idle in [k for k, b in self.session_rates.items() if b.tokens >= b.burst]:
+                    del self.session_rates[idle]
+            bucket = self.session_rates[key_id] = TokenBucket(per_min / 60.0, max(1.0, per_min))
+        if not bucket.try_take():
+            self.metrics.refusals.labels("session_rate").inc()
+            raise RateLimitedError(
+                f"this key may start at most {per_min:g} sessions per minute",
+                code="session_rate_exceeded",
+                retry_after=bucket.retry_after(),
+            )
 
     @property
     def segmenter_config(self) -> SegmenterConfig:
@@ -115,6 +148,12 @@ class Services:
             self.metrics.refusals.labels("max_sessions").inc()
             raise OverloadedError("the server is at its session limit", retry_after=5.0)
         batcher = self.asr_batcher
+        breaker = self.breakers.get("asr")
+        # OPEN only: a HALF_OPEN breaker needs a session's audio to probe the model with
+        if batcher.hung or (breaker is not None and breaker.state is BreakerState.OPEN):
+            self.metrics.refusals.labels("model_unavailable").inc()
+            wait = 5.0 if batcher.hung or breaker is None else breaker.retry_after()
+            raise ModelUnavailableError("the transcription model is unavailable", retry_after=max(1.0, wait))
         recent = time.monotonic() - batcher.last_batch_at < 5.0
         if recent and batcher.latency_ewma_s > s.saturation_latency_s:
             self.metrics.refusals.labels("saturated").inc()

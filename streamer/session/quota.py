@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from streamer.errors import RateLimitedError
-from streamer.guards.backend import QuotaDecision
+from streamer.guards.backend import BackendUnavailableError, QuotaDecision
+from streamer.guards.keys import KeyRecord
 from streamer.services import Services
 
+log = logging.getLogger(__name__)
+
 CHARGE_STEP_S = 1.0
+_settling: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
+_UNKNOWN = KeyRecord(key_id="", key_hash="", name="", tier="", created_at=0.0)  # lookup failed open
 
 
 class AudioQuota:
@@ -17,16 +25,16 @@ class AudioQuota:
         self._limit: float | None = None
         self._limit_known = False
 
+    async def _stored_key(self) -> KeyRecord | None:
+        return await self._services.backend.get_key(self._key_id)
+
     async def _daily_limit(self) -> float | None:
         if not self._limit_known:
             static = [r for r in self._services.keys.records if r.key_id == self._key_id]
-            record = (
-                static[0]
-                if static
-                else await self._services.backend_call(
-                    lambda: self._services.backend.get_key(self._key_id), None
-                )
-            )
+            unknown: KeyRecord | None = _UNKNOWN
+            record = static[0] if static else await self._services.backend_call(self._stored_key, unknown)
+            if record is _UNKNOWN:
+                return None  # the backend is down (failing open): look again at the next charge
             self._limit = record.audio_limit_s if record is not None else None
             self._limit_known = True
         return self._limit
@@ -44,8 +52,29 @@ class AudioQuota:
             QuotaDecision(allowed=True, limit=None, remaining=None, reset_s=0.0),
         )
         if not decision.allowed:
+            self._uncharged = amount - seconds  # what came before this frame was accepted: settle() it
             raise RateLimitedError(
                 "this key's daily audio quota is used up",
                 code="audio_quota_exceeded",
                 retry_after=decision.reset_s,
             )
+
+    def settle_soon(self) -> None:
+        """:meth:`settle` in a task of its own, so a cancelled connection handler cannot lose it."""
+        task = asyncio.get_running_loop().create_task(self.settle())
+        _settling.add(task)
+        task.add_done_callback(_settling.discard)
+
+    async def settle(self) -> None:
+        """The connection is over: charge the audio it sent on credit (less than one step).
+
+        That audio was accepted already, so it is recorded even past the limit (the key's next charge is
+        then refused); otherwise every session shorter than a step would be free.
+        """
+        amount, self._uncharged = self._uncharged, 0.0
+        if amount <= 0:
+            return
+        try:
+            await self._services.backend.charge_audio(self._key_id, amount, None)
+        except BackendUnavailableError:
+            log.warning("state backend unavailable; %.2fs of audio not charged", amount)

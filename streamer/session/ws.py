@@ -97,6 +97,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         protocols=(PROTOCOL_SUBPROTOCOL,) if via_subprotocol else (),
         max_msg_size=WS_MAX_MSG,
         heartbeat=20.0,
+        decode_text=False,  # undecodable text is our bad_request, not aiohttp's 1007 close
     )
     try:
         await ws.prepare(request)
@@ -104,7 +105,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         if grant.resume:
             await park(services, session)
         raise
-    await Connection(services, ws, session).run(last_seq)
+    transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
+    await Connection(services, ws, session, transport).run(last_seq)
     return ws
 
 
@@ -129,8 +131,15 @@ async def _take_over(services: Services, grant: SessionGrant) -> StreamSession:
 class Connection:
     """One accepted WebSocket and the session it carries."""
 
-    def __init__(self, services: Services, ws: web.WebSocketResponse, session: StreamSession) -> None:
+    def __init__(
+        self,
+        services: Services,
+        ws: web.WebSocketResponse,
+        session: StreamSession,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.services = services
+        self._transport = transport
         self.ws = ws
         self.session = session
         self.session_id = session.session_id
@@ -145,7 +154,6 @@ class Connection:
         self.pacer = AudioPacer(s.max_realtime_factor, s.realtime_burst_s)
         self.messages = TokenBucket(s.max_messages_per_s, s.message_burst)
         self.quota = AudioQuota(self.services, session.key_id)
-        self._closer: asyncio.Task[bool] | None = None
         self._ended = False  # the session is over (closed, failed, shut down), not merely disconnected
         self._finished = asyncio.Event()
         self._log = logging.LoggerAdapter(log, {"session_id": self.session_id})
@@ -163,6 +171,10 @@ class Connection:
         self._writer = writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.session_id}")
         writer.add_done_callback(self._writer_done)
         keepalive = asyncio.create_task(self._hold_slot())
+        # the limit holds for a client that has gone quiet too (the reader only checks it per message)
+        over_time = asyncio.get_running_loop().call_later(
+            max(0.0, self._deadline - time.monotonic()), self._over_time
+        )
         try:
             await self.outbox.put(
                 SessionCreated(
@@ -177,6 +189,7 @@ class Connection:
             await self._read_loop()
         finally:
             keepalive.cancel()
+            over_time.cancel()
             services.connections.pop(self.session_id, None)
             services.sessions.pop(self.session_id, None)
             services.metrics.active_sessions.dec()
@@ -184,6 +197,7 @@ class Connection:
             with contextlib.suppress(BaseException):
                 await writer
             self.outbox.abandon()  # unblocks an emitter waiting for room in a queue nobody drains
+            self.quota.settle_soon()
             if self._ended or services.draining or services.settings.resume_window_s <= 0:
                 await release(services, self.session)
             else:
@@ -197,17 +211,31 @@ class Connection:
         """Keep this session's concurrent-session slot alive while connected (slots expire otherwise)."""
         services, session = self.services, self.session
         while True:
-            await services.backend_call(
-                lambda: services.backend.refresh_session(session.key_id, session.session_id, SLOT_TTL_S), None
-            )
+            with contextlib.suppress(StreamerError):  # fail_closed while Redis is down: try again later
+                await services.backend_call(
+                    lambda: services.backend.refresh_session(session.key_id, session.session_id, SLOT_TTL_S),
+                    None,
+                )
             await asyncio.sleep(SLOT_TTL_S / 3)
+
+    @property
+    def _deadline(self) -> float:
+        """When the session (not this connection: a resume does not restart the clock) is over time."""
+        return self.session.started_at + self.services.settings.max_session_s
+
+    def _over_time(self) -> None:
+        if self._closing is None:
+            limit = self.services.settings.max_session_s
+            error = SessionLimitError(f"sessions are limited to {limit:.0f}s")
+            self._closing = asyncio.create_task(self.close_with(error))
 
     def _writer_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and isinstance(task.exception(), SlowConsumerError):
             self._log.warning("closing a client that stopped reading")
-            self._closer = asyncio.get_running_loop().create_task(
-                self.ws.close(code=CloseCode.POLICY, message=b"slow consumer")
-            )
+            # a polite close would wait to flush to a client that does not read: cut the connection
+            self.outbox.abandon()
+            if self._transport is not None:
+                self._transport.abort()
 
     async def hand_over(self) -> None:
         """A resume for this session arrived while this connection still looks alive: let it go."""
@@ -216,7 +244,7 @@ class Connection:
 
     async def _read_loop(self) -> None:
         limits = self.services.settings
-        deadline = time.monotonic() + limits.max_session_s
+        deadline = self._deadline
         async for msg in self.ws:
             if self._closing is not None:
                 break
@@ -255,7 +283,7 @@ class Connection:
         await self.quota.charge(seconds)
         await self.session.push_audio(frame)
 
-    async def _on_text(self, data: str) -> bool:
+    async def _on_text(self, data: str | bytes) -> bool:
         """Handle one JSON message; True when the session is over."""
         try:
             message = CLIENT_MESSAGE.validate_json(data)
@@ -266,7 +294,12 @@ class Connection:
         elif isinstance(message, InputAudioCommit):
             await self.session.commit()
         elif isinstance(message, SessionUpdate):
-            config = message.config.apply(self.session.config)
+            try:
+                config = message.config.apply(self.session.config)
+            except ValidationError as e:  # the patch is well-formed but the merged config is not
+                first = e.errors()[0]
+                where = ".".join(str(p) for p in first.get("loc", ()))
+                raise ConfigError(f"invalid session config: {where}: {first.get('msg')}") from e
             check_translation_targets(self.services, config.language, config.translate_to)
             if config.task == "translate" and not self.services.asr.multilingual:
                 raise ConfigError("task 'translate' needs a multilingual ASR model")

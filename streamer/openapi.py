@@ -1,0 +1,287 @@
+"""The OpenAPI 3.1 description of the REST API, served at ``GET /openapi.json``.
+
+Bodies are described by pydantic models: the wire models of :mod:`streamer.protocol` (``SessionConfig``,
+``Limits``) and, below, the shapes the REST handlers answer with. The document is built once per process;
+its schemas come from the same models that validate requests, so the description cannot drift from what
+the server accepts. The WebSocket protocol is not described here (see docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from streamer import __version__
+from streamer.protocol import Limits, SessionConfig
+
+REF = "#/components/schemas/{model}"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionGrantBody(_Body):
+    """``201`` from ``POST /v1/sessions`` and ``POST /v1/demo/session``."""
+
+    session_id: str
+    token: str = Field(description="Single-use JWT for GET /v1/stream (?token= or token.<jwt> subprotocol)")
+    expires_at: float = Field(description="Unix time after which the token can no longer connect")
+    ws_url: str
+    config: SessionConfig
+    limits: Limits
+
+
+class ResumeGrantBody(SessionGrantBody):
+    """``201`` from ``POST /v1/sessions/{session_id}/resume``."""
+
+    last_seq: int = Field(description="The seq of the last final the session has produced")
+
+
+class ErrorDetail(BaseModel):
+    # the contract fixes code and message; an error may carry more (never secrets or stack traces)
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+
+
+class ErrorBody(_Body):
+    error: ErrorDetail
+
+
+class AsrInfo(_Body):
+    name: str
+    multilingual: bool
+    languages: list[str]
+    tasks: list[Literal["transcribe", "translate"]]
+
+
+class ModelsBody(_Body):
+    asr: AsrInfo
+    mt: dict[str, Any] | None
+
+
+class HealthBody(_Body):
+    status: Literal["ok"]
+
+
+class ReadinessBody(_Body):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+
+
+_MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+    (SessionConfig, "validation"),
+    (SessionGrantBody, "serialization"),
+    (ResumeGrantBody, "serialization"),
+    (ErrorBody, "serialization"),
+    (ModelsBody, "serialization"),
+    (HealthBody, "serialization"),
+    (ReadinessBody, "serialization"),
+]
+
+_ERRORS = {
+    400: "Bad session config or request",
+    401: "Missing or unknown API key",
+    403: "Forbidden (origin not allowed, demo mode off)",
+    404: "No such session on this server",
+    429: "Rate or quota limit: retry after Retry-After seconds",
+    503: "Overloaded, model unavailable or shutting down: retry after Retry-After seconds",
+}
+_RETRYABLE = (429, 503)
+
+
+def _json(ref: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": ref}}
+
+
+def _error(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _ERRORS[status],
+        "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}},
+        "content": _json({"$ref": _ref(ErrorBody)}),
+    }
+    if status in _RETRYABLE:
+        response["headers"]["Retry-After"] = {"$ref": "#/components/headers/RetryAfter"}
+    if status == 401:
+        response["headers"]["WWW-Authenticate"] = {"required": True, "schema": {"type": "string"}}
+    return response
+
+
+def _ok(description: str, ref: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}},
+        "content": _json({"$ref": ref}),
+    }
+
+
+def _operation(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    secured: bool = False,
+    body: bool = False,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{"bearer": []}] if secured else [],
+        "parameters": [{"$ref": "#/components/parameters/RequestId"}, *(parameters or [])],
+        "responses": responses,
+    }
+    if body:
+        op["requestBody"] = {
+            "required": False,
+            "description": "The session config; every field is optional (an empty body means defaults).",
+            "content": _json({"$ref": _ref(SessionConfig, "validation")}),
+        }
+    return op
+
+
+@functools.cache
+def _schemas() -> tuple[dict[tuple[type[BaseModel], JsonSchemaMode], str], dict[str, Any]]:
+    """``(model, mode) -> $ref`` and the component schemas, all in one pass (shared ``$defs``)."""
+    refs, top = models_json_schema(_MODELS, ref_template=REF)
+    defs: dict[str, Any] = top.get("$defs", {})
+    return {(m, mode): refs[(m, mode)]["$ref"] for m, mode in _MODELS}, defs
+
+
+def _ref(model: type[BaseModel], mode: JsonSchemaMode = "serialization") -> str:
+    return _schemas()[0][(model, mode)]
+
+
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (a fresh dict: callers may change it)."""
+    grant = _ref(SessionGrantBody)
+    session_errors = {str(s): _error(s) for s in (400, 401, 429, 503)}
+    paths: dict[str, Any] = {
+        "/v1/sessions": {
+            "post": _operation(
+                "Start a session: a short-lived, single-use token for GET /v1/stream",
+                {"201": _ok("Session created", grant), **session_errors},
+                secured=True,
+                body=True,
+            )
+        },
+        "/v1/sessions/{session_id}/resume": {
+            "post": _operation(
+                "A fresh token for a session whose connection dropped (same API key only)",
+                {
+                    "201": _ok("Resume token issued", _ref(ResumeGrantBody)),
+                    **{str(s): _error(s) for s in (401, 404, 503)},
+                },
+                secured=True,
+                parameters=[
+                    {
+                        "name": "session_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1},
+                    }
+                ],
+            )
+        },
+        "/v1/demo/session": {
+            "post": _operation(
+                "Start a session for the demo page (demo mode, same origin only)",
+                {"201": _ok("Session created", grant), **{str(s): _error(s) for s in (400, 403, 429, 503)}},
+                body=True,
+                parameters=[
+                    {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}},
+                    {
+                        "name": "Sec-Fetch-Site",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                ],
+            )
+        },
+        "/v1/models": {
+            "get": _operation(
+                "The loaded models and what they support", {"200": _ok("Models", _ref(ModelsBody))}
+            )
+        },
+        "/healthz": {"get": _operation("Liveness", {"200": _ok("The process is up", _ref(HealthBody))})},
+        "/readyz": {
+            "get": _operation(
+                "Readiness: models loaded, breakers closed, state backend reachable, not draining",
+                {
+                    "200": _ok("Ready", _ref(ReadinessBody)),
+                    "503": _ok("Not ready; the failing checks say why", _ref(ReadinessBody)),
+                },
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics",
+                {
+                    "200": {
+                        "description": "Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            )
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "This document",
+                {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            )
+        },
+    }
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "streamer",
+            "version": __version__,
+            "description": "REST API of the real-time speech streaming server (protocol v1).",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas()[1],
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key"}},
+            "parameters": {
+                "RequestId": {
+                    "name": "X-Request-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "Echoed back when 1-128 printable characters; otherwise one is issued",
+                    "schema": {"type": "string"},
+                }
+            },
+            "headers": {
+                "RequestId": {"required": True, "schema": {"type": "string", "minLength": 1}},
+                "RetryAfter": {
+                    "required": True,
+                    "description": "Whole seconds",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                },
+            },
+        },
+    }
+    # a deep copy, so no caller can change the cached schemas
+    copied: dict[str, Any] = json.loads(json.dumps(doc))
+    return copied
+
+
+@functools.cache
+def _document() -> bytes:
+    return json.dumps(build_openapi()).encode()
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """``GET /openapi.json``."""
+    return web.Response(body=_document(), content_type="application/json")

@@ -1,0 +1,102 @@
+"""A client that stops reading cannot make the server buffer for it: it is cut off and forgotten.
+
+The client asks for a lot (pings whose ids are 256 KiB, so every pong is 256 KiB) and never reads. The
+server's outbox is bounded (``session_out_queue``), its writer gives up after ``send_timeout_s`` without
+progress, and the session is closed and removed; the owed pongs (far more than the bound) are never
+materialized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import psutil
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestServer
+from fakes import FakeAsr
+from support import API_KEY, base_url, make_settings
+
+from faults.streams import eventually
+from streamer.session.edge import SERVICES
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+PONG_BYTES = 256 << 10
+PINGS = 400  # 100 MiB of pongs owed
+
+
+@pytest.mark.timeout(60)
+async def test_a_client_that_stops_reading_is_cut_off_and_removed(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(session_out_queue=8, send_timeout_s=0.5)
+    server = await make_server(settings, asr_engine=FakeAsr())
+    services = server.app[SERVICES]
+    url = base_url(server)
+    process = psutil.Process()
+    ping = json.dumps({"type": "ping", "id": "x" * PONG_BYTES})
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/v1/sessions", headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+            info = await r.json()
+        ws = await http.ws_connect(f"{url.replace('http', 'ws', 1)}/v1/stream?token={info['token']}")
+        session_id = info["session_id"]
+        connection = services.connections[session_id]
+        transport = connection.ws._req.transport  # type: ignore[union-attr]
+        assert transport is not None
+        rss_before = process.memory_info().rss
+        peak = {"rss": 0, "queued": 0, "write_buffer": 0}
+
+        async def flood() -> None:
+            # blocks once the server stops reading (its outbox is full): that is the backpressure
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                for _ in range(PINGS):
+                    await ws.send_str(ping)
+
+        async def watch() -> None:
+            while True:
+                peak["rss"] = max(peak["rss"], process.memory_info().rss - rss_before)
+                peak["queued"] = max(peak["queued"], connection.outbox._queue.qsize())
+                peak["write_buffer"] = max(peak["write_buffer"], transport.get_write_buffer_size())
+                await asyncio.sleep(0.01)
+
+        flooder = asyncio.create_task(flood())
+        watcher = asyncio.create_task(watch())
+        started = time.monotonic()
+        try:
+            await eventually(
+                lambda: session_id not in services.connections and session_id not in services.sessions,
+                "the server to cut the client off and remove its session",
+                timeout=settings.send_timeout_s + 5,
+            )
+            cut_after = time.monotonic() - started
+        finally:
+            watcher.cancel()
+            flooder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flooder
+        print(f"\ncut off after {cut_after:.2f}s; peaks {peak}")
+        # bounded: the outbox holds at most its 8 messages, the socket's write buffer about one message;
+        # the process (client included) grew by far less than the 100 MiB it was asked for
+        assert peak["queued"] <= settings.session_out_queue
+        assert peak["write_buffer"] <= 2 * PONG_BYTES
+        assert peak["rss"] < 40 << 20
+        assert any(
+            "stopped reading" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+        )
+
+        # reading again now: whatever the socket held, then the end of the connection (1008, or a reset
+        # if the close frame could not be written to a peer that was not reading)
+        async with asyncio.timeout(10):
+            while (msg := await ws.receive()).type == WSMsgType.TEXT:
+                assert json.loads(msg.data)["type"] in ("session.created", "pong")
+        assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR), msg
+        if msg.type == WSMsgType.CLOSE:
+            assert msg.data == 1008
+        await ws.close()
+    await eventually(lambda: not services.sessions and not services.connections, "the server to be empty")
