@@ -146,6 +146,15 @@ def create_app(
             translator=translator,
         )
         services.breakers["asr"] = breaker
+        if settings.redis_url:
+            # around Redis: after a few failed calls, stop waiting on timeouts and apply the outage
+            # policy at once; a probe every couple of seconds notices recovery
+            services.breakers["state"] = CircuitBreaker(
+                "state",
+                failure_threshold=3,
+                reset_timeout_s=2.0,
+                on_change=lambda name, st: metrics.breaker_state.labels(name).set(_breaker_value(st)),
+            )
         if translator is not None and translator.batcher.breaker is not None:
             services.breakers["mt"] = translator.batcher.breaker  # type: ignore[assignment]
         app[SERVICES] = services

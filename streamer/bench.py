@@ -266,6 +266,22 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """The sweep as the table BENCHMARKS.md keeps."""
+    rows = [
+        "| batching | sessions | finals / expected | refused | final p50 s | final p95 s | final max s "
+        "| first partial p50 s | WER | server CPU % | server RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["runs"]:
+        rows.append(
+            f"| {r['mode']} | {r['sessions']} | {r['finals']} / {r['expected']} | {r['refused']} "
+            f"| {r['lat_p50']} | {r['lat_p95']} | {r['lat_max']} | {r['first_partial_p50']} | {r['wer']} "
+            f"| {r['cpu_percent']} | {r['rss_mb']} |"
+        )
+    return "\n".join(rows)
+
+
 def run_soak(args: argparse.Namespace) -> int:
     """N sessions streaming without pause for ``--soak`` minutes: delivery and memory over time."""
     speech = load_speech()
@@ -306,6 +322,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if capacity.get("off"):
         report["capacity_ratio"] = round(capacity.get("on", 0) / capacity["off"], 2)
     print(json.dumps({"capacity": capacity, "ratio": report.get("capacity_ratio")}))
+    print(markdown_table(report))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return 0

@@ -84,14 +84,26 @@ class Services:
         ``fail_open``: while the backend is unreachable, limits are not enforced (``fail_open`` is the
         answer) and service continues; ``fail_closed``: the request is refused as retryable (503).
         """
+        breaker = self.breakers.get("state")
+        if breaker is not None and not breaker.allow():
+            # known to be down: apply the policy now instead of waiting on a timeout per request
+            return self._outage(fail_open, None)
         try:
-            return await call()
+            result = await call()
         except BackendUnavailableError as e:
-            self.metrics.refusals.labels("state_backend_down").inc()
-            if self.settings.redis_policy == "fail_open":
-                log.warning("state backend unavailable; failing open")
-                return fail_open
-            raise OverloadedError("shared state is unavailable; try again shortly", retry_after=2.0) from e
+            if breaker is not None:
+                breaker.record_failure()
+            return self._outage(fail_open, e)
+        if breaker is not None:
+            breaker.record_success()
+        return result
+
+    def _outage(self, fail_open: T, cause: BackendUnavailableError | None) -> T:
+        self.metrics.refusals.labels("state_backend_down").inc()
+        if self.settings.redis_policy == "fail_open":
+            log.warning("state backend unavailable; failing open")
+            return fail_open
+        raise OverloadedError("shared state is unavailable; try again shortly", retry_after=2.0) from cause
 
     async def authenticate(self, presented: str) -> KeyRecord | None:
         """The key record for a presented API key: static keys first, then keys made by the admin API."""
