@@ -317,8 +317,10 @@ class Connection:
     async def close_with(self, e: StreamerError) -> None:
         """Finalize what was accepted, then send the error and close with its code."""
         self._log.info("closing session: %s", e.code)
-        with contextlib.suppress(StreamerError):
-            await asyncio.wait_for(self.session.drain(), self.services.settings.drain_timeout_s)
+        # a drain that overruns must not keep the client from hearing why it is being closed
+        with contextlib.suppress(StreamerError, TimeoutError):
+            async with asyncio.timeout(self.services.settings.drain_timeout_s):
+                await self.session.drain()
         await self._send_error(e)
         await self._finish(e.code, e.close_code)
 
@@ -329,8 +331,10 @@ class Connection:
         )
         await self.outbox.finish()
         if self._writer is not None:
+            # asyncio.timeout, not wait_for: see Outbox.run (3.11 can swallow a cancel in wait_for)
             with contextlib.suppress(SlowConsumerError, TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._writer), self.services.settings.send_timeout_s)
+                async with asyncio.timeout(self.services.settings.send_timeout_s):
+                    await asyncio.shield(self._writer)
         await self.ws.close(code=code)
 
     async def shutdown(self) -> None:
