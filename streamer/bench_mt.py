@@ -32,6 +32,7 @@ import json
 import os
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -196,12 +197,27 @@ class _Recorder:
         return self.inner.translate_batch(source, **options)
 
 
+@dataclass(frozen=True)
+class MtCall:
+    source: str
+    target: str
+    texts: list[str]
+    outputs: list[str]
+
+
 @dataclass
-class _TextRecorder:
-    """The engine as the server sees it, recording the texts of every batch."""
+class RecordingEngine:
+    """A ``TranslationEngine`` that runs a real one and records every ``translate_batch`` call.
+
+    The benchmark replays the recorded batches; tests use ``delay`` (a slow model: jobs queue behind it)
+    and ``fail`` (raise instead of translating). Calls arrive on the batcher's thread, hence the lock.
+    """
 
     engine: TranslationEngine
-    batches: list[list[str]] = field(default_factory=list)
+    delay: float = 0.0
+    fail: bool = False
+    calls: list[MtCall] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def name(self) -> str:
@@ -224,8 +240,24 @@ class _TextRecorder:
         beam_size: int = 1,
         max_decoding_length: int = 256,
     ) -> list[str]:
-        self.batches.append(list(texts))
-        return self.engine.translate_batch(texts, source, target, beam_size, max_decoding_length)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("fake translation failure")
+        outputs = self.engine.translate_batch(texts, source, target, beam_size, max_decoding_length)
+        with self._lock:
+            self.calls.append(MtCall(source, target, list(texts), outputs))
+        return outputs
+
+    def translations_of(self, text: str, target: str) -> set[str]:
+        """Every output the model gave for ``text`` into ``target`` (a batch's padding may change it)."""
+        return {
+            out
+            for call in self.calls
+            if call.target == target
+            for t, out in zip(call.texts, call.outputs, strict=True)
+            if t == text
+        }
 
 
 @dataclass
@@ -321,16 +353,17 @@ def bench_once(
     """One N: the server path, then the engine and bare CTranslate2 replays of its exact batches."""
     # The bench stands in for CTranslate2's untyped Translator to see what the engine sends it.
     recorder = _Recorder(engine._translator)
-    texts = _TextRecorder(engine)
+    texts = RecordingEngine(engine)
     engine._translator = recorder
     try:
         server = asyncio.run(_server_path(texts, settings, sessions, per_session, source, target))
     finally:
         engine._translator = recorder.inner
-    sizes = [len(batch) for batch in texts.batches]
+    batches = [call.texts for call in texts.calls]
+    sizes = [len(batch) for batch in batches]
     server.batches = len(sizes)
     via_engine = _replay(
-        "engine", sessions, sizes, lambda i: engine.translate_batch(texts.batches[i], source, target)
+        "engine", sessions, sizes, lambda i: engine.translate_batch(batches[i], source, target)
     )
     direct = _replay(
         "direct",

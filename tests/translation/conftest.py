@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +24,10 @@ from mt import builders
 from redis.exceptions import RedisError
 from support import read_pcm16, silence, to_bytes
 
+from streamer.bench_mt import RecordingEngine
 from streamer.client import Stream
 from streamer.pipeline.asr import AsrRequest, AsrResult
-from streamer.pipeline.mt import CT2Translator, TranslationEngine
+from streamer.pipeline.mt import CT2Translator
 
 RATE = 16000
 FINAL_TYPES = ("transcript.final", "translation.final")
@@ -45,66 +45,7 @@ def nllb(nllb_dir: Path) -> CT2Translator:
     return CT2Translator(nllb_dir, intra_threads=1)
 
 
-@dataclass(frozen=True)
-class MtCall:
-    source: str
-    target: str
-    texts: list[str]
-    outputs: list[str]
-
-
-@dataclass
-class SpyEngine:
-    """A ``TranslationEngine`` that runs the real model and records every ``translate_batch`` call.
-
-    ``delay`` sleeps before each call (a slow model: jobs queue up behind it); ``fail`` raises instead.
-    """
-
-    engine: TranslationEngine
-    delay: float = 0.0
-    fail: bool = False
-    calls: list[MtCall] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def name(self) -> str:
-        return self.engine.name
-
-    def source_languages(self) -> frozenset[str]:
-        return self.engine.source_languages()
-
-    def target_languages(self) -> frozenset[str]:
-        return self.engine.target_languages()
-
-    def supports(self, source: str | None, target: str) -> bool:
-        return self.engine.supports(source, target)
-
-    def translate_batch(
-        self,
-        texts: Sequence[str],
-        source: str,
-        target: str,
-        beam_size: int = 1,
-        max_decoding_length: int = 256,
-    ) -> list[str]:
-        if self.delay:
-            time.sleep(self.delay)
-        if self.fail:
-            raise RuntimeError("fake translation failure")
-        outputs = self.engine.translate_batch(texts, source, target, beam_size, max_decoding_length)
-        with self._lock:
-            self.calls.append(MtCall(source, target, list(texts), outputs))
-        return outputs
-
-    def translations_of(self, text: str, target: str) -> set[str]:
-        """Every output the model gave for ``text`` into ``target`` (a batch's padding may change it)."""
-        return {
-            out
-            for call in self.calls
-            if call.target == target
-            for t, out in zip(call.texts, call.outputs, strict=True)
-            if t == text
-        }
+SpyEngine = RecordingEngine  # the real model, every translate_batch call recorded (delay/fail knobs)
 
 
 @dataclass
