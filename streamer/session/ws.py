@@ -268,6 +268,11 @@ class Connection:
             except StreamerError as e:
                 await self.close_with(e)
                 return
+            except Exception:
+                # a bug, not the client's fault: say so (1011) instead of a bare close
+                self._log.exception("internal error while handling a message")
+                await self.close_with(StreamerError("internal server error"))
+                return
         if self._closing is not None:
             await self._closing
 
