@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from support import API_KEY, base_url, make_settings
+from support import API_KEY, base_url, make_settings, require_redis
 
 from streamer.app import create_app, load_asr_engine
 from streamer.client import StreamerClient
@@ -19,6 +20,14 @@ from streamer.pipeline.vad import SileroVad
 @pytest.fixture(scope="session")
 def tiny_engine() -> AsrEngine:
     return load_asr_engine(Settings(asr_model="tiny.en", device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis (``STREAMER_TEST_REDIS_URL``, default local): skips locally, fails in CI if down."""
+    url = os.environ.get("STREAMER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    require_redis(url)
+    return url
 
 
 @pytest.fixture(scope="session")

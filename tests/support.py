@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+import redis
 import soxr
 from aiohttp.test_utils import TestServer
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from streamer.config import Settings
 from streamer.wer import wer as wer
@@ -67,6 +72,26 @@ def resample_pcm(samples: np.ndarray, rate: int) -> np.ndarray:
 
 def silence(seconds: float, rate: int = 16000) -> np.ndarray:
     return np.zeros(int(seconds * rate), dtype="<i2")
+
+
+def skip_or_fail(what: str) -> None:
+    """Skip locally, fail in CI: a CI run must not pass tests that need a service it lacks."""
+    if in_ci():
+        pytest.fail(f"{what}; CI must run these tests")
+    pytest.skip(what)
+
+
+def require_redis(url: str) -> None:
+    """Return only if a Redis answers at ``url``."""
+    client = redis.Redis.from_url(
+        url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        client.ping()
+    except (RedisError, OSError) as e:
+        skip_or_fail(f"Redis at {url} is unreachable ({e})")
+    finally:
+        client.close()
 
 
 def in_ci() -> bool:

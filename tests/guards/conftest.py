@@ -8,15 +8,11 @@ test gets its own key prefix and its keys are deleted afterwards.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from streamer.guards import FakeClock, MemoryBackend, StateBackend
 from streamer.guards.redis_backend import RedisBackend
@@ -31,25 +27,6 @@ RedisFactory = Callable[[], RedisBackend]
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(EPOCH)
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """A reachable Redis URL, or skip (locally) / fail (CI) the test that asked for it."""
-    url = os.environ.get("STREAMER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = redis.Redis.from_url(
-        url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        client.ping()
-    except RedisError as e:
-        message = f"Redis at {url} is unreachable ({e})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must run the Redis tests")
-        pytest.skip(message)
-    finally:
-        client.close()
-    return url
 
 
 @pytest.fixture

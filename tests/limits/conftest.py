@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import shutil
 import socket
 import subprocess
@@ -21,12 +20,9 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 import pytest
-import redis
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
-from support import make_settings
+from support import make_settings, skip_or_fail
 
 from streamer.client import Stream
 from streamer.guards.redis_backend import RedisBackend
@@ -37,13 +33,6 @@ ADMIN_KEY = make_settings().admin_key
 assert ADMIN_KEY is not None
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 RATE = 16000
-
-
-def need(what: str) -> None:
-    """Skip locally, fail in CI: a CI without Redis must not pass the Redis tests silently."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what}; CI must run the Redis tests")
-    pytest.skip(what)
 
 
 # --- audio without a real VAD: loud windows are speech
@@ -140,21 +129,6 @@ def error_of(events: list[dict[str, Any]]) -> dict[str, Any]:
 # --- Redis
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = os.environ.get("STREAMER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = redis.Redis.from_url(
-        url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        client.ping()
-    except RedisError as e:
-        need(f"Redis at {url} is unreachable ({e})")
-    finally:
-        client.close()
-    return url
-
-
 @pytest.fixture
 async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
     """A fresh key prefix on the shared Redis; its keys are deleted afterwards."""
@@ -230,7 +204,7 @@ class RedisProcess:
 def redis_process() -> Iterator[RedisProcess]:
     binary = shutil.which("redis-server")
     if binary is None:
-        need("redis-server is not installed")
+        skip_or_fail("redis-server is not installed")
     assert binary is not None
     server = RedisProcess(binary)
     yield server

@@ -67,12 +67,6 @@ def marian_multi_model_dir(tmp_path_factory: pytest.TempPathFactory, en_spm: byt
 
 
 @pytest.fixture
-def redis_url() -> str:
-    """The test Redis: ``STREAMER_TEST_REDIS_URL``, else the local default."""
-    return os.environ.get("STREAMER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """A client of the test Redis. Skips when none is reachable, unless ``CI`` is set: then it fails."""
     client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)

@@ -9,7 +9,6 @@ events carry the results back to which session.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis
 from fakes import FakeAsr
 from mt import builders
-from redis.exceptions import RedisError
 from support import read_pcm16, silence, to_bytes
 
 from streamer.bench_mt import RecordingEngine
@@ -118,24 +115,3 @@ async def events_until_closed(stream: Stream, timeout: float = 20.0) -> Events:
 def results_of(events: Events) -> Events:
     """The transcript.final and translation.final events, in the order they arrived."""
     return [e for e in events if e["type"] in FINAL_TYPES]
-
-
-def need_redis(url: str) -> None:
-    """Skip when no Redis answers at ``url``; fail instead when ``CI`` is set (CI must run these)."""
-    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-    try:
-        client.ping()
-    except (RedisError, OSError) as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {url} is not reachable and CI is set: {e}")
-        pytest.skip(f"Redis at {url} is not reachable: {e}")
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def redis_url() -> str:
-    """The test Redis (``STREAMER_TEST_REDIS_URL``, else the local default), known to answer."""
-    url = os.environ.get("STREAMER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    need_redis(url)
-    return url
