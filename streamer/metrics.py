@@ -43,6 +43,19 @@ class Metrics:
         self.finals_rejected = Counter(
             "streamer_finals_rejected", "Utterances that yielded no final, by reason", ["reason"], registry=r
         )
+        self.final_outcomes = Counter(
+            "streamer_final_outcomes",
+            "Ended utterances by outcome: first_try, fallback_rescued, dropped_nonspeech, unrecognized_speech",
+            ["outcome"],
+            registry=r,
+        )
+        self.decode_attempts = Counter(
+            "streamer_decode_attempts",
+            "Final decodes by attempt: greedy, beam, or a sampling temperature",
+            ["attempt"],
+            registry=r,
+        )
+        self.warnings = Counter("streamer_warnings", "warning events sent, by code", ["code"], registry=r)
         self.partials_dropped = Counter(
             "streamer_partials_dropped", "Partial results dropped, by reason", ["reason"], registry=r
         )
