@@ -66,3 +66,18 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter("streamer_errors", "error events sent, by code", ["code"], registry=r)
+        # the operator's view (deploy/grafana, deploy/prometheus): readiness and state-backend health are
+        # set when /metrics is scraped, so every instance reports them whatever its traffic
+        self.ready = Gauge("streamer_ready", "1 while /readyz answers ready, else 0", registry=r)
+        self.state_backend_up = Gauge(
+            "streamer_state_backend_up",
+            "1 while the state backend (redis or memory) answers a ping, else 0",
+            ["backend"],
+            registry=r,
+        )
+        self.first_partial_latency = Histogram(
+            "streamer_first_partial_latency_seconds",
+            "Speech detected (VAD start) to the utterance's first transcript.partial queued",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
