@@ -32,6 +32,7 @@ class Job(Generic[P]):
     submitted: float
     stale_after: float | None = None
     ticket: object = field(default=None, repr=False)  # the caller's handle (e.g. a future)
+    trace: object = field(default=None, repr=False)  # the submitter's span (streamer.tracing.Handle)
 
     def is_stale(self, now: float) -> bool:
         return self.stale_after is not None and now - self.submitted > self.stale_after
