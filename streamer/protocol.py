@@ -159,6 +159,7 @@ class Warning_(_Wire):
     type: Literal["warning"] = "warning"
     code: str
     message: str
+    segment_id: int | None = None  # extension: the utterance a warning is about (unrecognized_speech)
 
 
 class ErrorEvent(_Wire):
@@ -195,8 +196,8 @@ ServerMessage = (
 
 
 def dump(message: ServerMessage) -> str:
-    """Serialize a server message to its JSON text frame."""
-    return message.model_dump_json()
+    """Serialize a server message to its JSON text frame (a warning omits ``segment_id`` it lacks)."""
+    return message.model_dump_json(exclude_none=isinstance(message, Warning_))
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -28,10 +28,40 @@ BUCKETS_S = (5, 10, 15, 20, 30)
 
 
 @dataclass(frozen=True)
+class Decode:
+    """How to decode: greedy on a length bucket (the fast path), or one step of the fallback ladder.
+
+    The ladder follows Whisper's own recipe (and faster-whisper's ``transcribe``): when a decode loops or
+    has low confidence, decode again with beam search, then by sampling at rising temperatures. Fallback
+    steps use the full 30 s window the model was trained on: a short utterance padded to a short window is
+    exactly where greedy decoding loops ("keep your voice down. keep your voice down. ...").
+    """
+
+    label: str = "greedy"
+    beam_size: int = 1
+    temperature: float = 0.0
+    best_of: int = 1
+    full_window: bool = False
+
+
+GREEDY = Decode()
+FALLBACK_LADDER = (
+    Decode("beam5", beam_size=5, full_window=True),
+    *(Decode(f"t{t:.1f}", temperature=t, best_of=5, full_window=True) for t in (0.2, 0.4, 0.6, 0.8, 1.0)),
+)
+
+
+@dataclass(frozen=True)
 class AsrRequest:
     audio: Audio
     task: str = "transcribe"
     language: str | None = None
+    decode: Decode | None = None  # None: the engine's default (greedy, or its configured beam size)
+
+    @property
+    def group(self) -> tuple[str, str | None, str]:
+        """What must be equal inside one model call."""
+        return (self.task, self.language, self.decode.label if self.decode else "default")
 
 
 @dataclass(frozen=True)
@@ -41,6 +71,7 @@ class AsrResult:
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     compression_ratio: float = 1.0
+    decode: str = "greedy"  # which decode produced it (Decode.label)
 
 
 class AsrEngine(Protocol):
@@ -135,12 +166,27 @@ class WhisperEngine:
         return mel.astype(np.float32)
 
     def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
+        """Transcribe ``requests`` in as few model calls as their decode options allow (usually one)."""
+        groups: dict[Decode, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(request.decode or self.default_decode, []).append(i)
+        out: list[AsrResult | None] = [None] * len(requests)
+        for decode, indices in groups.items():
+            for i, result in zip(indices, self._decode([requests[i] for i in indices], decode), strict=True):
+                out[i] = result
+        return [r for r in out if r is not None]
+
+    @property
+    def default_decode(self) -> Decode:
+        return GREEDY if self.beam_size <= 1 else Decode(f"beam{self.beam_size}", beam_size=self.beam_size)
+
+    def _decode(self, requests: Sequence[AsrRequest], decode: Decode) -> list[AsrResult]:
         import ctranslate2
 
         if not requests:
             return []
         longest = max(r.audio.size for r in requests)
-        frames = bucket_frames(min(longest, 30 * MODEL_RATE), self.pad_to_buckets)
+        frames = bucket_frames(min(longest, 30 * MODEL_RATE), self.pad_to_buckets and not decode.full_window)
         batch = np.stack([self.features(r.audio[: 30 * MODEL_RATE], frames) for r in requests])
         encoded = self.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
         languages = self._languages(requests, encoded)
@@ -154,10 +200,14 @@ class WhisperEngine:
             self._suppress = list(get_suppressed_tokens(tok, (-1,)) or [])
         # bounded decoding: ~10 tokens per second of speech is far above natural speech
         max_len = min(448, int(longest / MODEL_RATE * 10) + 24)
+        sampling = decode.temperature > 0
         results = self.model.generate(
             encoded,
             prompts,
-            beam_size=self.beam_size,
+            beam_size=1 if sampling else decode.beam_size,
+            num_hypotheses=decode.best_of if sampling else 1,
+            sampling_temperature=decode.temperature if sampling else 1.0,
+            sampling_topk=0 if sampling else 1,
             max_length=max_len,
             return_scores=True,
             return_no_speech_prob=True,
@@ -167,15 +217,19 @@ class WhisperEngine:
         eot = self._hf_tokenizer.token_to_id("<|endoftext|>")
         out = []
         for result, lang in zip(results, languages, strict=True):
-            tokens = [t for t in result.sequences_ids[0] if t < eot]
+            # scores are length-normalized log-probabilities; of several samples keep the likeliest
+            scores = result.scores or [0.0] * len(result.sequences_ids)
+            best = max(range(len(scores)), key=scores.__getitem__)
+            tokens = [t for t in result.sequences_ids[best] if t < eot]
             text = self._hf_tokenizer.decode(tokens).strip()
             out.append(
                 AsrResult(
                     text=text,
                     language=lang,
-                    avg_logprob=float(result.scores[0]) if result.scores else 0.0,
+                    avg_logprob=float(result.scores[best]) if result.scores else 0.0,
                     no_speech_prob=float(result.no_speech_prob),
                     compression_ratio=compression_ratio(text),
+                    decode=decode.label,
                 )
             )
         return out

@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from streamer.pipeline.asr import AsrResult
-from streamer.pipeline.audio import Audio
+from streamer.pipeline.audio import MODEL_RATE, Audio
 from streamer.pipeline.stability import is_looping
 
 # phrases Whisper is known to produce from silence/noise (normalised: lower case, letters and spaces)
@@ -47,6 +47,15 @@ LOGPROB_THRESHOLD = -1.0
 MIN_LOGPROB = -1.6
 MAX_COMPRESSION_RATIO = 2.4
 QUIET_RMS = 0.01
+# Fast read speech is ~4 words/s and an utterance carries ~0.4 s of pre-roll and tail: more than this many
+# words per second of audio is a decode that repeated itself, not speech.
+MAX_WORDS_PER_S = 5.0
+# A phrase this long said twice back to back is a decoding loop (people repeat "I don't know", not
+# "please keep your voice down"); shorter repeats must occur three times (stability.is_looping).
+MIN_REPEATED_PHRASE = 4
+
+# Reasons that say the decode went wrong (worth decoding again), as opposed to the audio not being speech.
+RETRYABLE = frozenset({"low_confidence", "repetition", "implausible_rate"})
 
 
 def normalise(text: str) -> str:
@@ -58,6 +67,23 @@ def rms(audio: Audio) -> float:
     return float(np.sqrt(np.mean(np.square(audio)))) if audio.size else 0.0
 
 
+def repeats_phrase(words: list[str], min_n: int = MIN_REPEATED_PHRASE) -> bool:
+    """True if a phrase of ``min_n`` or more words is immediately said again."""
+    for n in range(min_n, len(words) // 2 + 1):
+        for start in range(len(words) - 2 * n + 1):
+            if words[start : start + n] == words[start + n : start + 2 * n]:
+                return True
+    return False
+
+
+def needs_fallback(result: AsrResult) -> bool:
+    """Whisper's own test for a failed decode: too repetitive, or too unlikely (unless it is silence)."""
+    if result.compression_ratio > MAX_COMPRESSION_RATIO:
+        return True
+    silent = result.no_speech_prob > NO_SPEECH_THRESHOLD
+    return result.avg_logprob < LOGPROB_THRESHOLD and not silent
+
+
 def rejection_reason(result: AsrResult, audio: Audio) -> str | None:
     """Why this result must not become a final, or None if it is believable speech."""
     words = normalise(result.text)
@@ -65,10 +91,14 @@ def rejection_reason(result: AsrResult, audio: Audio) -> str | None:
         return "empty"
     if result.no_speech_prob > NO_SPEECH_THRESHOLD and result.avg_logprob < LOGPROB_THRESHOLD:
         return "no_speech"
-    if result.avg_logprob < MIN_LOGPROB:
-        return "low_confidence"
     if result.compression_ratio > MAX_COMPRESSION_RATIO or is_looping(words.split()):
         return "repetition"
+    if repeats_phrase(words.split()):
+        return "repetition"
+    if len(words.split()) > 2 + MAX_WORDS_PER_S * audio.size / MODEL_RATE:
+        return "implausible_rate"
+    if result.avg_logprob < MIN_LOGPROB:
+        return "low_confidence"
     if words in KNOWN_PHRASES and (
         result.no_speech_prob > 0.1 or result.avg_logprob < -0.5 or rms(audio) < QUIET_RMS
     ):

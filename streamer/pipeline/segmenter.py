@@ -18,6 +18,7 @@ from streamer.pipeline.audio import MODEL_RATE, Audio
 from streamer.pipeline.vad import WINDOW
 
 WINDOW_MS = WINDOW * 1000 // MODEL_RATE
+CLEAR_SPEECH_PROB = 0.8
 
 
 class State(enum.Enum):
@@ -71,6 +72,7 @@ class Utterance:
     audio: Audio
     start_sample: int
     end_sample: int
+    speech_ms: int = 0  # confidently voiced audio (VAD probability >= CLEAR_SPEECH_PROB) in it
 
     @property
     def duration_s(self) -> float:
@@ -168,7 +170,10 @@ class Segmenter:
             return None
         keep = min(len(seg.windows), seg.last_voiced + 1 + self._tail_windows)
         audio = np.concatenate(seg.windows[:keep])
-        return Utterance(seg.segment_id, audio, seg.start_sample, seg.start_sample + keep * WINDOW)
+        clear = sum(p >= CLEAR_SPEECH_PROB for p in seg.probs[:keep])
+        return Utterance(
+            seg.segment_id, audio, seg.start_sample, seg.start_sample + keep * WINDOW, clear * WINDOW_MS
+        )
 
     def _end(self, reason: str) -> Ended:
         seg = self._open

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from streamer.errors import StreamerError
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.audio import MODEL_RATE, PcmInput
-from streamer.pipeline.hallucination import rejection_reason
+from streamer.pipeline.fallback import Outcome, Verdict, settle
 from streamer.pipeline.segmenter import Ended, Event, Paused, Segmenter, Started, Utterance
 from streamer.pipeline.stability import PartialStabilizer
 from streamer.protocol import (
@@ -194,11 +194,14 @@ class StreamSession:
                 task = asyncio.create_task(self._transcribe(utt))
             await self._finals.put((utt, task))
 
+    def _request(self, utt: Utterance) -> AsrRequest:
+        return AsrRequest(utt.audio, self.config.task, self.config.language)
+
     async def _transcribe(self, utt: Utterance) -> AsrResult:
-        request = AsrRequest(utt.audio, self.config.task, self.config.language)
-        return await self.services.asr_batcher.submit_final(
-            self.session_id, (request.task, request.language), request
-        )
+        return await self._decode(self._request(utt))
+
+    async def _decode(self, request: AsrRequest) -> AsrResult:
+        return await self.services.asr_batcher.submit_final(self.session_id, request.group, request)
 
     # ---- partials
 
@@ -217,7 +220,7 @@ class StreamSession:
         self._partial_mark = utt.audio.size
         request = AsrRequest(utt.audio, self.config.task, self.config.language)
         fut = self.services.asr_batcher.submit_partial(
-            self.session_id, (request.task, request.language), request, stale_after=1.5
+            self.session_id, request.group, request, stale_after=1.5
         )
         self._partial_task = asyncio.create_task(self._deliver_partial(utt.segment_id, fut))
 
@@ -263,13 +266,42 @@ class StreamSession:
                 if self.on_fatal is not None:
                     self.on_fatal(e)
                 return
-            reason = rejection_reason(result, utt.audio)
-            if reason is not None:
-                self._log.debug("segment %d yields no final (%s)", utt.segment_id, reason)
-                self.services.metrics.finals_rejected.labels(reason).inc()
-                self._ended_at.pop(utt.segment_id, None)
+            try:
+                verdict = await settle(result, self._request(utt), utt.audio, utt.speech_ms, self._decode)
+            except StreamerError as e:
+                self._log.warning("fallback decode for segment %d failed: %s", utt.segment_id, e.code)
+                if self.on_fatal is not None:
+                    self.on_fatal(e)
+                return
+            self._count(verdict)
+            if verdict.result is not None:
+                await self._deliver_final(utt, verdict.result)
                 continue
-            await self._deliver_final(utt, result)
+            self._ended_at.pop(utt.segment_id, None)
+            if verdict.outcome is Outcome.UNRECOGNIZED_SPEECH:
+                await self._warn(
+                    Warning_(
+                        code="unrecognized_speech",
+                        message="speech was heard but could not be transcribed",
+                        segment_id=utt.segment_id,
+                    )
+                )
+
+    def _count(self, verdict: Verdict) -> None:
+        metrics = self.services.metrics
+        metrics.final_outcomes.labels(verdict.outcome.value).inc()
+        for attempt in verdict.attempts:
+            metrics.decode_attempts.labels(attempt).inc()
+        if verdict.result is None and verdict.reason is not None:
+            metrics.finals_rejected.labels(verdict.reason).inc()
+        if verdict.outcome is not Outcome.FIRST_TRY:
+            self._log.info(
+                "final %s after %s (%s)", verdict.outcome.value, "+".join(verdict.attempts), verdict.reason
+            )
+
+    async def _warn(self, warning: Warning_) -> None:
+        self.services.metrics.warnings.labels(warning.code).inc()
+        await self._send(warning)
 
     async def _deliver_final(self, utt: Utterance, result: AsrResult) -> None:
         self.seq += 1

@@ -231,7 +231,8 @@ def tiny_receive_window(addr_info: Any) -> socket.socket:
 
 
 # every final and partial carries this (about 25 KB of JSON): a few of them fill the socket buffers
-LONG_TEXT = " ".join(f"word{i}" for i in range(3_000))
+# big events from few words: more words than the audio could hold would be rejected as a decoding loop
+LONG_TEXT = " ".join(f"word{i}" + "o" * 6_000 for i in range(4))
 
 
 async def test_slow_reader_is_cut_off_and_others_are_unaffected(make_server: ServerFactory) -> None:

@@ -9,7 +9,8 @@ from streamer.pipeline.asr import AsrResult
 from streamer.pipeline.hallucination import normalise, rejection_reason, rms
 
 RATE = 16000
-LOUD = (0.2 * np.sin(2 * np.pi * 220 * np.arange(RATE) / RATE)).astype(np.float32)  # rms ~0.14
+# 3 s: long enough to say the test sentences (more words than the audio can hold is itself rejected)
+LOUD = (0.2 * np.sin(2 * np.pi * 220 * np.arange(3 * RATE) / RATE)).astype(np.float32)  # rms ~0.14
 QUIET = np.full(RATE, 0.002, dtype=np.float32)
 
 

@@ -1,0 +1,69 @@
+"""From a first decode to a final: Whisper's temperature fallback, then a verdict on what was heard.
+
+A final is only dropped when every decode failed *and* the audio does not hold clear speech. When clear
+speech yields nothing believable, the session is told (``unrecognized_speech``) instead of silently losing
+a sentence. Each fallback decode goes through the batcher like any other final, so other sessions' finals
+keep their turn between attempts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult
+from streamer.pipeline.audio import Audio
+from streamer.pipeline.hallucination import RETRYABLE, needs_fallback, rejection_reason
+
+# An utterance with at least this much confidently voiced audio (Silero probability >= 0.8) was speech:
+# losing it is worth telling the client about. Breath, clicks and hum stay well below it.
+CLEAR_SPEECH_MS = 500
+
+
+class Outcome(enum.Enum):
+    FIRST_TRY = "first_try"
+    FALLBACK_RESCUED = "fallback_rescued"
+    DROPPED_NONSPEECH = "dropped_nonspeech"
+    UNRECOGNIZED_SPEECH = "unrecognized_speech"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    result: AsrResult | None  # the text to deliver; None when there is no final
+    reason: str | None = None  # why the first decode was not taken as it was
+    attempts: tuple[str, ...] = ()
+
+
+Submit = Callable[[AsrRequest], Awaitable[AsrResult]]
+
+
+async def settle(
+    first: AsrResult, request: AsrRequest, audio: Audio, speech_ms: int, submit: Submit
+) -> Verdict:
+    """Decide what ``first`` (the fast greedy decode of ``request``) becomes, decoding again if needed."""
+    reason = rejection_reason(first, audio)
+    if reason is None and not needs_fallback(first):
+        return Verdict(Outcome.FIRST_TRY, first, attempts=(first.decode,))
+    attempts = [first.decode]
+    candidates = [first]
+    if reason is None or reason in RETRYABLE:
+        for decode in FALLBACK_LADDER:
+            result = await submit(dataclasses.replace(request, decode=decode))
+            attempts.append(decode.label)
+            verdict = rejection_reason(result, audio)
+            if verdict is None and not needs_fallback(result):
+                return Verdict(Outcome.FALLBACK_RESCUED, result, reason, tuple(attempts))
+            if verdict is not None and verdict not in RETRYABLE:
+                break  # the model now calls it non-speech: more sampling will not find words
+            candidates.append(result)
+        # every attempt failed Whisper's test; the likeliest one our guards still believe is kept
+        believable = [c for c in candidates if rejection_reason(c, audio) is None]
+        if believable:
+            best = max(believable, key=lambda c: c.avg_logprob)
+            outcome = Outcome.FIRST_TRY if best is first else Outcome.FALLBACK_RESCUED
+            return Verdict(outcome, best, reason or "low_confidence", tuple(attempts))
+    outcome = Outcome.UNRECOGNIZED_SPEECH if speech_ms >= CLEAR_SPEECH_MS else Outcome.DROPPED_NONSPEECH
+    return Verdict(outcome, None, reason or "low_confidence", tuple(attempts))

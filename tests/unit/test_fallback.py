@@ -1,0 +1,100 @@
+"""The decode fallback: when a final is re-decoded, what it becomes, and when the client is warned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult
+from streamer.pipeline.fallback import CLEAR_SPEECH_MS, Outcome, settle
+from streamer.pipeline.hallucination import rejection_reason, repeats_phrase
+
+AUDIO = np.full(16000 * 2, 0.05, dtype=np.float32)  # 2 s, loud enough not to count as quiet
+REQUEST = AsrRequest(AUDIO)
+GOOD = AsrResult("Please, keep your voice down.", "en", avg_logprob=-0.25)
+LOOP = AsrResult("Please, keep your voice down. " * 3, "en", avg_logprob=-0.2, compression_ratio=1.9)
+STUTTER = AsrResult("The weather to-y-y-y-y-y-y-y-y-y-y-y", "en", avg_logprob=-0.4, compression_ratio=2.9)
+SILENCE = AsrResult("", "en", avg_logprob=-1.5, no_speech_prob=0.9)
+
+
+class Script:
+    """A model that answers each fallback decode from a list, recording what it was asked."""
+
+    def __init__(self, *answers: AsrResult) -> None:
+        self.answers = list(answers)
+        self.asked: list[str] = []
+
+    async def __call__(self, request: AsrRequest) -> AsrResult:
+        assert request.decode is not None
+        self.asked.append(request.decode.label)
+        return self.answers.pop(0)
+
+
+async def test_a_good_first_decode_is_taken_without_decoding_again() -> None:
+    model = Script()
+    verdict = await settle(GOOD, REQUEST, AUDIO, 1500, model)
+    assert verdict.outcome is Outcome.FIRST_TRY and verdict.result is GOOD
+    assert model.asked == []
+
+
+@pytest.mark.parametrize("first", [LOOP, STUTTER], ids=["phrase-loop", "syllable-loop"])
+async def test_a_looping_decode_is_rescued_by_beam_search(first: AsrResult) -> None:
+    model = Script(GOOD)
+    verdict = await settle(first, REQUEST, AUDIO, 1500, model)
+    assert verdict.outcome is Outcome.FALLBACK_RESCUED
+    assert verdict.result is GOOD
+    assert model.asked == ["beam5"]
+    assert verdict.reason == "repetition"
+
+
+async def test_the_ladder_climbs_temperatures_until_one_passes() -> None:
+    model = Script(LOOP, STUTTER, LOOP, GOOD)
+    verdict = await settle(LOOP, REQUEST, AUDIO, 1500, model)
+    assert verdict.result is GOOD
+    assert model.asked == ["beam5", "t0.2", "t0.4", "t0.6"]
+    assert verdict.attempts == ("greedy", "beam5", "t0.2", "t0.4", "t0.6")
+
+
+async def test_when_every_decode_loops_clear_speech_is_reported_not_dropped_silently() -> None:
+    model = Script(*[LOOP] * len(FALLBACK_LADDER))
+    verdict = await settle(LOOP, REQUEST, AUDIO, CLEAR_SPEECH_MS, model)
+    assert verdict.outcome is Outcome.UNRECOGNIZED_SPEECH and verdict.result is None
+    assert len(model.asked) == len(FALLBACK_LADDER)
+
+
+async def test_when_every_decode_loops_on_weak_speech_it_is_dropped_as_non_speech() -> None:
+    model = Script(*[LOOP] * len(FALLBACK_LADDER))
+    verdict = await settle(LOOP, REQUEST, AUDIO, CLEAR_SPEECH_MS - 100, model)
+    assert verdict.outcome is Outcome.DROPPED_NONSPEECH and verdict.result is None
+
+
+async def test_silence_is_not_decoded_again() -> None:
+    model = Script()
+    verdict = await settle(SILENCE, REQUEST, AUDIO, 0, model)
+    assert verdict.outcome is Outcome.DROPPED_NONSPEECH
+    assert model.asked == []
+
+
+async def test_unsure_but_believable_text_is_kept_when_no_decode_passes() -> None:
+    unsure = AsrResult("keep your boys down", "en", avg_logprob=-1.3)
+    unsurer = AsrResult("keep you a boy town", "en", avg_logprob=-1.45)
+    model = Script(unsurer, *[LOOP] * (len(FALLBACK_LADDER) - 1))
+    verdict = await settle(unsure, REQUEST, AUDIO, 1500, model)
+    assert verdict.result is unsure and verdict.outcome is Outcome.FIRST_TRY
+    assert len(model.asked) == len(FALLBACK_LADDER)
+
+
+async def test_a_decode_that_turns_to_non_speech_stops_the_ladder() -> None:
+    model = Script(SILENCE)
+    verdict = await settle(LOOP, REQUEST, AUDIO, 1500, model)
+    assert model.asked == ["beam5"]
+    assert verdict.outcome is Outcome.UNRECOGNIZED_SPEECH
+
+
+def test_phrase_repeats_and_speaking_rate() -> None:
+    assert repeats_phrase(["keep", "your", "voice", "down", "keep", "your", "voice", "down"])
+    assert not repeats_phrase(["i", "don't", "know", "i", "don't", "know"])  # people do say that
+    one_second = AUDIO[:16000]
+    many = AsrResult("one two three four five six seven eight nine ten", "en", avg_logprob=-0.2)
+    assert rejection_reason(many, one_second) == "implausible_rate"
+    assert rejection_reason(many, AUDIO) is None
