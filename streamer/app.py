@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from aiohttp import web
 
@@ -31,8 +32,8 @@ from streamer.pipeline.vad import SileroVad, VadModel
 from streamer.services import Services
 from streamer.session import admin, ops, rest, ws
 from streamer.session.cors import setup_cors
-from streamer.session.edge import SERVICES, edge_middleware
-from streamer.session.resume import release_all
+from streamer.session.edge import REGISTRY, SERVICES, edge_middleware
+from streamer.session.registry import SessionRegistry
 from streamer.session.tokens import TokenService
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,35 @@ def load_mt_engine(settings: Settings) -> TranslationEngine:
     return CT2Translator(settings.mt_model, device=resolve_device(settings.device), intra_threads=1)
 
 
+def make_breaker(
+    name: str, metrics: Metrics, *, failure_threshold: int, reset_timeout_s: float
+) -> CircuitBreaker:
+    """A circuit breaker whose state changes show on the ``breaker_state`` gauge."""
+    return CircuitBreaker(
+        name,
+        failure_threshold=failure_threshold,
+        reset_timeout_s=reset_timeout_s,
+        on_change=lambda n, st: metrics.breaker_state.labels(n).set(_breaker_value(st)),
+    )
+
+
+def batch_observer(metrics: Metrics) -> Callable[[BatchStats], None]:
+    def on_batch(stats: BatchStats) -> None:
+        metrics.batch_size.labels(stats.name).observe(stats.size)
+        metrics.inference_seconds.labels(stats.name).observe(stats.seconds)
+
+    return on_batch
+
+
 def build_translation(
-    settings: Settings, engine: TranslationEngine, metrics: Metrics, on_batch: Callable[[BatchStats], None]
+    settings: Settings,
+    engine: TranslationEngine,
+    metrics: Metrics,
+    on_batch: Callable[[BatchStats], None] | None = None,
 ) -> TranslationService:
-    breaker = CircuitBreaker(
-        "mt",
-        failure_threshold=settings.breaker_threshold,
-        reset_timeout_s=settings.breaker_reset_s,
-        on_change=lambda name, st: metrics.breaker_state.labels(name).set(_breaker_value(st)),
+    """The translation service: its batcher (not started: ``async with service.batcher``) and cache."""
+    breaker = make_breaker(
+        "mt", metrics, failure_threshold=settings.breaker_threshold, reset_timeout_s=settings.breaker_reset_s
     )
     batcher: MicroBatcher[str, str] = MicroBatcher(
         "mt",
@@ -79,12 +101,33 @@ def build_translation(
         max_pending_finals=settings.max_pending_finals,
         call_timeout_s=settings.model_timeout_s,
         breaker=breaker,
-        on_batch=on_batch,
+        on_batch=on_batch or batch_observer(metrics),
     )
     cache: TranslationCache = (
         RedisTranslationCache(settings.redis_url) if settings.redis_url else AsyncMemoryTranslationCache()
     )
     return TranslationService(engine, batcher, cache)
+
+
+@dataclass(frozen=True)
+class _State:
+    metrics: Metrics
+    backend: StateBackend
+    breaker: CircuitBreaker | None  # around Redis; None for the in-process backend
+
+
+@dataclass(frozen=True)
+class _Asr:
+    engine: AsrEngine
+    vad: VadModel
+    batcher: MicroBatcher[AsrRequest, AsrResult]
+    breaker: CircuitBreaker
+
+
+# what one cleanup context hands to the next (private: routes read SERVICES and REGISTRY)
+_STATE: web.AppKey[_State] = web.AppKey("state", _State)
+_ASR: web.AppKey[_Asr] = web.AppKey("asr", _Asr)
+_MT: web.AppKey[TranslationService | None] = web.AppKey("mt", object)  # type: ignore[arg-type]
 
 
 def create_app(
@@ -95,24 +138,40 @@ def create_app(
     mt_engine: TranslationEngine | None = None,
     backend: StateBackend | None = None,
 ) -> web.Application:
-    """Build the server. Engines and the state backend can be injected (tests pass fakes)."""
+    """Build the server. Engines and the state backend can be injected (tests pass fakes).
+
+    Four cleanup contexts, each unwinding only what it started, in reverse order: state (metrics, the
+    backend), ASR (model, VAD, batcher thread and watchdog), MT (model, batcher, cache), sessions
+    (the dependency record and the session registry). A failure while starting one unwinds the ones
+    before it.
+    """
     app = web.Application(middlewares=[edge_middleware], client_max_size=1 << 20)
 
-    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+    async def state_context(app: web.Application) -> AsyncIterator[None]:
         metrics = Metrics()
-        engine = asr_engine if asr_engine is not None else await asyncio.to_thread(load_asr_engine, settings)
         state = backend or await create_backend(settings.redis_url)
-        breaker = CircuitBreaker(
+        breaker = None
+        if settings.redis_url:
+            # around Redis: after a few failed calls, stop waiting on timeouts and apply the outage
+            # policy at once; a probe every couple of seconds notices recovery
+            breaker = make_breaker("state", metrics, failure_threshold=3, reset_timeout_s=2.0)
+        app[_STATE] = _State(metrics, state, breaker)
+        try:
+            yield
+        finally:
+            if backend is None:  # an injected backend belongs to the caller
+                await state.close()
+
+    async def asr_context(app: web.Application) -> AsyncIterator[None]:
+        metrics = app[_STATE].metrics
+        engine = asr_engine if asr_engine is not None else await asyncio.to_thread(load_asr_engine, settings)
+        vad_model = vad if vad is not None else await asyncio.to_thread(SileroVad)
+        breaker = make_breaker(
             "asr",
+            metrics,
             failure_threshold=settings.breaker_threshold,
             reset_timeout_s=settings.breaker_reset_s,
-            on_change=lambda name, st: metrics.breaker_state.labels(name).set(_breaker_value(st)),
         )
-
-        def on_batch(stats: BatchStats) -> None:
-            metrics.batch_size.labels(stats.name).observe(stats.size)
-            metrics.inference_seconds.labels(stats.name).observe(stats.seconds)
-
         batcher: MicroBatcher[AsrRequest, AsrResult] = MicroBatcher(
             "asr",
             lambda _key, requests: engine.transcribe_batch(requests),
@@ -121,61 +180,59 @@ def create_app(
             max_pending_finals=settings.max_pending_finals,
             call_timeout_s=settings.model_timeout_s,
             breaker=breaker,
-            on_batch=on_batch,
+            on_batch=batch_observer(metrics),
             on_drop=lambda reason: metrics.partials_dropped.labels(reason).inc(),
         )
-        batcher.start()
-        watchdogs = [asyncio.create_task(batcher.watchdog())]
-        translator = None
+        async with batcher:
+            app[_ASR] = _Asr(engine, vad_model, batcher, breaker)
+            yield
+
+    async def mt_context(app: web.Application) -> AsyncIterator[None]:
         mt = mt_engine
         if mt is None and settings.mt_model:
             mt = await asyncio.to_thread(load_mt_engine, settings)
-        if mt is not None:
-            translator = build_translation(settings, mt, metrics, on_batch)
-            translator.batcher.start()
-            watchdogs.append(asyncio.create_task(translator.batcher.watchdog()))
+        if mt is None:
+            app[_MT] = None
+            yield
+            return
+        translator = build_translation(settings, mt, app[_STATE].metrics)
+        try:
+            async with translator.batcher:
+                app[_MT] = translator
+                yield
+        finally:
+            if isinstance(translator.cache, RedisTranslationCache):
+                await translator.cache.aclose()
+
+    async def sessions_context(app: web.Application) -> AsyncIterator[None]:
+        state, asr, translator = app[_STATE], app[_ASR], app[_MT]
+        breakers: dict[str, CircuitBreaker] = {"asr": asr.breaker}
+        if state.breaker is not None:
+            breakers["state"] = state.breaker
+        if translator is not None and isinstance(translator.batcher.breaker, CircuitBreaker):
+            breakers["mt"] = translator.batcher.breaker
         services = Services(
             settings=settings,
-            vad=vad if vad is not None else await asyncio.to_thread(SileroVad),
-            asr=engine,
-            asr_batcher=batcher,
+            vad=asr.vad,
+            asr=asr.engine,
+            asr_batcher=asr.batcher,
             tokens=TokenService(settings.jwt_secret, settings.token_ttl_s),
             keys=KeyRing(settings.api_keys, tier=settings.api_key_tier),
-            backend=state,
-            metrics=metrics,
+            backend=state.backend,
+            metrics=state.metrics,
             translator=translator,
+            breakers=MappingProxyType(breakers),
         )
-        services.breakers["asr"] = breaker
-        if settings.redis_url:
-            # around Redis: after a few failed calls, stop waiting on timeouts and apply the outage
-            # policy at once; a probe every couple of seconds notices recovery
-            services.breakers["state"] = CircuitBreaker(
-                "state",
-                failure_threshold=3,
-                reset_timeout_s=2.0,
-                on_change=lambda name, st: metrics.breaker_state.labels(name).set(_breaker_value(st)),
-            )
-        if translator is not None and translator.batcher.breaker is not None:
-            services.breakers["mt"] = translator.batcher.breaker  # type: ignore[assignment]
+        registry = SessionRegistry(services)
         app[SERVICES] = services
-        log.info("ready: model %s on %s, batching %s", engine.name, settings.device, settings.batching)
+        app[REGISTRY] = registry
+        log.info("ready: model %s on %s, batching %s", asr.engine.name, settings.device, settings.batching)
         try:
             yield
         finally:
-            await release_all(services)
-            for task in watchdogs:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await batcher.stop()
-            if translator is not None:
-                await translator.batcher.stop()
-                if isinstance(translator.cache, RedisTranslationCache):
-                    await translator.cache.aclose()
-            if backend is None:
-                await state.close()
+            await registry.close()
 
-    app.cleanup_ctx.append(lifetime)
+    app.cleanup_ctx.extend([state_context, asr_context, mt_context, sessions_context])
     app.on_shutdown.append(ops.drain_sessions)
     app.router.add_post("/v1/sessions", rest.create_session)
     app.router.add_post("/v1/sessions/{session_id}/resume", rest.resume_session)

@@ -1,20 +1,22 @@
-"""The long-lived objects a running server shares between its sessions and routes."""
+"""The long-lived dependencies a running server shares between its sessions and routes: a frozen record.
+
+Nothing here changes while the server runs; mutable state lives with its owner (sessions with
+:class:`streamer.session.registry.SessionRegistry`, rates with :mod:`streamer.guards.admission`).
+"""
 
 from __future__ import annotations
 
 import hmac
 import logging
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from streamer.config import Settings
-from streamer.errors import ModelUnavailableError, OverloadedError, RateLimitedError
-from streamer.guards.backend import BackendUnavailableError
-from streamer.guards.breaker import BreakerState, CircuitBreaker
+from streamer.errors import OverloadedError
+from streamer.guards.backend import BackendUnavailableError, StateBackend
+from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import KeyRecord, KeyRing, hash_key, key_id_of
-from streamer.guards.ratelimit import TokenBucket
 from streamer.metrics import Metrics
 from streamer.pipeline.asr import AsrEngine, AsrRequest, AsrResult
 from streamer.pipeline.batcher import MicroBatcher
@@ -22,17 +24,8 @@ from streamer.pipeline.segmenter import SegmenterConfig
 from streamer.pipeline.vad import VadModel
 from streamer.session.tokens import TokenService
 
-if TYPE_CHECKING:
-    from streamer.guards.backend import StateBackend
-    from streamer.session.resume import Parked
-    from streamer.session.runtime import StreamSession
-    from streamer.session.ws import Connection
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Per-key session-rate buckets kept before full (idle) ones are forgotten; a full bucket equals a new one.
-MAX_RATE_BUCKETS = 10_000
 
 
 class Translator(Protocol):
@@ -59,8 +52,10 @@ def segmenter_config(s: Settings) -> SegmenterConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
+    """What sessions and routes depend on, built once by the app's cleanup contexts."""
+
     settings: Settings
     vad: VadModel
     asr: AsrEngine
@@ -70,13 +65,8 @@ class Services:
     backend: StateBackend
     metrics: Metrics
     translator: Translator | None = None
-    sessions: dict[str, StreamSession] = field(default_factory=dict)
-    connections: dict[str, Connection] = field(default_factory=dict)
-    parked: dict[str, Parked] = field(default_factory=dict)
-    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
-    draining: bool = False
-    demo_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(rate_per_s=1.0, burst=10.0))
-    session_rates: dict[str, TokenBucket] = field(default_factory=dict)
+    # by name ("asr", "state", "mt"): the admin API and /readyz show them, admission reads "asr"
+    breakers: Mapping[str, CircuitBreaker] = field(default_factory=dict)
 
     async def backend_call(self, call: Callable[[], Awaitable[T]], fail_open: T) -> T:
         """Run a state-backend call under the configured outage policy.
@@ -125,51 +115,6 @@ class Services:
             return None
         return stored if hmac.compare_digest(stored.key_hash, hash_key(presented)) else None
 
-    def check_session_rate(self, key_id: str) -> None:
-        """New sessions per key and minute (``session_rate_per_key_per_min``; 0 = off), per process.
-
-        The bucket holds one minute's allowance, so a client may start that many sessions at once.
-        """
-        per_min = self.settings.session_rate_per_key_per_min
-        if per_min <= 0:
-            return
-        bucket = self.session_rates.get(key_id)
-        if bucket is None:
-            if len(self.session_rates) >= MAX_RATE_BUCKETS:
-                for idle in [k for k, b in self.session_rates.items() if b.tokens >= b.burst]:
-                    del self.session_rates[idle]
-            bucket = self.session_rates[key_id] = TokenBucket(per_min / 60.0, max(1.0, per_min))
-        if not bucket.try_take():
-            self.metrics.refusals.labels("session_rate").inc()
-            raise RateLimitedError(
-                f"this key may start at most {per_min:g} sessions per minute",
-                code="session_rate_exceeded",
-                retry_after=bucket.retry_after(),
-            )
-
     @property
     def segmenter_config(self) -> SegmenterConfig:
         return segmenter_config(self.settings)
-
-    def check_capacity(self) -> None:
-        """Admission control: refuse new work rather than make every session slower."""
-        s = self.settings
-        if self.draining:
-            raise OverloadedError("the server is shutting down", retry_after=5.0)
-        if len(self.sessions) >= s.max_sessions:
-            self.metrics.refusals.labels("max_sessions").inc()
-            raise OverloadedError("the server is at its session limit", retry_after=5.0)
-        batcher = self.asr_batcher
-        breaker = self.breakers.get("asr")
-        # OPEN only: a HALF_OPEN breaker needs a session's audio to probe the model with
-        if batcher.hung or (breaker is not None and breaker.state is BreakerState.OPEN):
-            self.metrics.refusals.labels("model_unavailable").inc()
-            wait = 5.0 if batcher.hung or breaker is None else breaker.retry_after()
-            raise ModelUnavailableError("the transcription model is unavailable", retry_after=max(1.0, wait))
-        recent = time.monotonic() - batcher.last_batch_at < 5.0
-        if recent and batcher.latency_ewma_s > s.saturation_latency_s:
-            self.metrics.refusals.labels("saturated").inc()
-            raise OverloadedError("the server is saturated", retry_after=5.0)
-        if batcher.finals_pending > batcher.max_pending_finals // 2:
-            self.metrics.refusals.labels("queue_full").inc()
-            raise OverloadedError("the transcription queue is full", retry_after=5.0)

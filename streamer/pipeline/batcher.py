@@ -16,7 +16,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from types import TracebackType
+from typing import Generic, Protocol, Self, TypeVar
 
 from streamer.errors import ModelUnavailableError
 from streamer.pipeline.batchqueue import Batch, BatchQueue, Job, Priority
@@ -45,7 +46,21 @@ class BatchStats:
     queue_wait_s: float
 
 
+@dataclass(frozen=True)
+class BatcherSnapshot:
+    """A batcher's load as admission control reads it (public numbers, taken in one step)."""
+
+    hung: bool
+    finals_pending: int  # final jobs holding a slot (queued or running)
+    max_pending_finals: int
+    latency_ewma_s: float
+    last_batch_at: float  # the batcher's clock; 0.0 before the first batch
+
+
 class MicroBatcher(Generic[P, R]):
+    """Runs the model on one dedicated thread; an async context manager starts and stops that thread and
+    the watchdog together (``async with MicroBatcher(...) as batcher``)."""
+
     def __init__(
         self,
         name: str,
@@ -65,6 +80,7 @@ class MicroBatcher(Generic[P, R]):
         self._queue: BatchQueue[P] = BatchQueue(max_batch, max_wait_s)
         self._cond = threading.Condition()
         self._final_slots = asyncio.Semaphore(max_pending_finals)
+        self._finals_held = 0
         self.max_pending_finals = max_pending_finals
         self.call_timeout_s = call_timeout_s
         self.breaker = breaker
@@ -77,6 +93,7 @@ class MicroBatcher(Generic[P, R]):
         self._running: list[Job[P]] = []
         self._running_since: float | None = None
         self._stop = False
+        self._watchdog: asyncio.Task[None] | None = None
         self.hung = False  # a model call has run past call_timeout_s and not returned yet
         self.latency_ewma_s = 0.0  # queue wait + model time of recent final jobs
         self.busy_s = 0.0
@@ -85,12 +102,32 @@ class MicroBatcher(Generic[P, R]):
 
     # ---- lifecycle
 
+    async def __aenter__(self) -> Self:
+        self.start()
+        self._watchdog = asyncio.create_task(self.watchdog(), name=f"watchdog-{self.name}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
     def start(self) -> None:
+        """Start the model thread (the context manager also starts the watchdog)."""
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._worker, name=f"batcher-{self.name}", daemon=True)
         self._thread.start()
 
     async def stop(self) -> None:
+        """Stop the watchdog (if started here) and the model thread."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            try:
+                await watchdog
+            except asyncio.CancelledError:
+                if not watchdog.cancelled():  # the cancellation was aimed at us, not the watchdog
+                    raise
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -101,7 +138,18 @@ class MicroBatcher(Generic[P, R]):
 
     @property
     def finals_pending(self) -> int:
-        return self.max_pending_finals - self._final_slots._value
+        """Final jobs holding a slot (queued or running)."""
+        return self._finals_held
+
+    def snapshot(self) -> BatcherSnapshot:
+        """The numbers admission control reads."""
+        return BatcherSnapshot(
+            hung=self.hung,
+            finals_pending=self._finals_held,
+            max_pending_finals=self.max_pending_finals,
+            latency_ewma_s=self.latency_ewma_s,
+            last_batch_at=self.last_batch_at,
+        )
 
     @property
     def depth(self) -> tuple[int, int]:
@@ -133,12 +181,16 @@ class MicroBatcher(Generic[P, R]):
         """Queue a job that must not be dropped; waits for a slot when the queue is full."""
         self._check_hung()
         async with self._final_slots:
-            fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-            job: Job[P] = Job(session_id, key, payload, Priority.FINAL, self._clock(), ticket=fut)
-            with self._cond:
-                self._queue.push(job)
-                self._cond.notify()
-            return await fut
+            self._finals_held += 1
+            try:
+                fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+                job: Job[P] = Job(session_id, key, payload, Priority.FINAL, self._clock(), ticket=fut)
+                with self._cond:
+                    self._queue.push(job)
+                    self._cond.notify()
+                return await fut
+            finally:
+                self._finals_held -= 1
 
     def submit_partial(
         self, session_id: str, key: Hashable, payload: P, stale_after: float

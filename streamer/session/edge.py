@@ -14,10 +14,12 @@ from streamer.errors import AuthError, ForbiddenError, StreamerError, Unsupporte
 from streamer.pipeline.audio import max_frame_bytes
 from streamer.protocol import Limits, error_body
 from streamer.services import Services
+from streamer.session.registry import SessionRegistry
 
 log = logging.getLogger(__name__)
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+REGISTRY: web.AppKey[SessionRegistry] = web.AppKey("registry", SessionRegistry)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

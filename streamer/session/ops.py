@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streamer.session.edge import SERVICES
+from streamer.session.edge import REGISTRY, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ async def readyz(request: web.Request) -> web.Response:
         checks["state_backend"] = "ok"
     except Exception as e:
         checks["state_backend"] = f"unreachable ({type(e).__name__})"
-    if services.draining:
+    if request.app[REGISTRY].draining:
         checks["draining"] = "shutting down"
     # half-open counts as ready: its probe needs a session's audio, which a load balancer would withhold
     ok = all(v in ("ok", "half_open") for v in checks.values())
@@ -60,12 +60,5 @@ def index_of(page: Path) -> Callable[[web.Request], Awaitable[web.FileResponse]]
 
 async def drain_sessions(app: web.Application) -> None:
     """On shutdown: refuse new sessions, finalize every open utterance, deliver, close with 1001."""
-    services = app[SERVICES]
-    services.draining = True
-    connections = list(services.connections.values())
-    if not connections:
-        return
-    log.info("draining %d sessions", len(connections))
-    await asyncio.wait(
-        [asyncio.create_task(c.shutdown()) for c in connections], timeout=services.settings.drain_timeout_s
-    )
+    registry = app[REGISTRY]
+    await registry.drain(registry.services.settings.drain_timeout_s)

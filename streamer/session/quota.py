@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from streamer.errors import RateLimitedError
@@ -13,7 +12,6 @@ from streamer.services import Services
 log = logging.getLogger(__name__)
 
 CHARGE_STEP_S = 1.0
-_settling: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
 _UNKNOWN = KeyRecord(key_id="", key_hash="", name="", tier="", created_at=0.0)  # lookup failed open
 
 
@@ -58,12 +56,6 @@ class AudioQuota:
                 code="audio_quota_exceeded",
                 retry_after=decision.reset_s,
             )
-
-    def settle_soon(self) -> None:
-        """:meth:`settle` in a task of its own, so a cancelled connection handler cannot lose it."""
-        task = asyncio.get_running_loop().create_task(self.settle())
-        _settling.add(task)
-        task.add_done_callback(_settling.discard)
 
     async def settle(self) -> None:
         """The connection is over: charge the audio it sent on credit (less than one step).

@@ -8,11 +8,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from streamer.errors import AuthError, ConfigError, ForbiddenError, RateLimitedError, SessionNotFoundError
+from streamer.errors import AuthError, ConfigError, ForbiddenError, SessionNotFoundError
 from streamer.guards.backend import QuotaDecision
 from streamer.protocol import SessionConfig
 from streamer.services import Services
 from streamer.session.edge import (
+    REGISTRY,
     SERVICES,
     bearer,
     check_origin,
@@ -20,6 +21,7 @@ from streamer.session.edge import (
     error_response,
     session_limits,
 )
+from streamer.session.registry import ConcurrentSessionsError
 
 log = logging.getLogger(__name__)
 
@@ -49,33 +51,27 @@ def _validate_config(services: Services, config: SessionConfig) -> None:
     check_translation_targets(services, config.language, config.translate_to)
 
 
+def _quota_headers(quota: QuotaDecision) -> dict[str, str]:
+    if quota.limit is None:
+        return {}
+    return {
+        "X-RateLimit-Limit": str(quota.limit),
+        "X-RateLimit-Remaining": str(max(0, quota.remaining or 0)),
+        "X-RateLimit-Reset": str(int(quota.reset_s)),
+    }
+
+
 async def _start_session(request: web.Request, key_id: str, max_sessions: int | None) -> web.Response:
-    services = request.app[SERVICES]
+    registry = request.app[REGISTRY]
+    services = registry.services
     config = await _config_from(request)
     _validate_config(services, config)
-    services.check_capacity()
     session_id = services.tokens.new_session_id()
-    open_quota = QuotaDecision(allowed=True, limit=None, remaining=None, reset_s=0.0)
-    quota = await services.backend_call(
-        lambda: services.backend.acquire_session(
-            key_id, session_id, max_sessions, services.tokens.ttl_s + 30
-        ),
-        open_quota,
-    )
-    headers = {}
-    if quota.limit is not None:
-        headers = {
-            "X-RateLimit-Limit": str(quota.limit),
-            "X-RateLimit-Remaining": str(max(0, quota.remaining or 0)),
-            "X-RateLimit-Reset": str(int(quota.reset_s)),
-        }
-    if not quota.allowed:
-        err = RateLimitedError(
-            f"this key already has {quota.limit} concurrent sessions",
-            code="concurrent_sessions_exceeded",
-            retry_after=max(1.0, quota.reset_s),
-        )
-        return error_response(err, headers)
+    try:
+        quota = await registry.reserve(key_id, max_sessions, session_id)
+    except ConcurrentSessionsError as e:
+        return error_response(e, _quota_headers(e.quota))
+    headers = _quota_headers(quota)
     token, grant = services.tokens.issue(session_id, key_id, config)
     body: dict[str, Any] = {
         "session_id": session_id,
@@ -96,24 +92,23 @@ def _ws_url(request: web.Request) -> str:
 
 
 async def create_session(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    key = await services.authenticate(bearer(request))
+    registry = request.app[REGISTRY]
+    key = await registry.services.authenticate(bearer(request))
     if key is None:
         raise AuthError("unknown API key")
-    services.check_session_rate(key.key_id)
+    registry.check_session_rate(key.key_id)
     return await _start_session(request, key.key_id, key.session_limit)
 
 
 async def resume_session(request: web.Request) -> web.Response:
     """A fresh single-use token for a session whose connection dropped (same key only)."""
-    services = request.app[SERVICES]
+    registry = request.app[REGISTRY]
+    services = registry.services
     key = await services.authenticate(bearer(request))
     if key is None:
         raise AuthError("unknown API key")
     session_id = request.match_info["session_id"]
-    session = services.sessions.get(session_id)
-    if session is None and session_id in services.parked:
-        session = services.parked[session_id].session
+    session = registry.find(session_id)
     if session is None or session.key_id != key.key_id:
         raise SessionNotFoundError("no resumable session with this id on this server")
     token, grant = services.tokens.issue(session_id, key.key_id, session.config, resume=True)
@@ -141,12 +136,7 @@ async def demo_session(request: web.Request) -> web.Response:
             raise ForbiddenError("demo sessions are for the demo page only")
     else:
         check_origin(request)
-    if not services.demo_bucket.try_take():
-        raise RateLimitedError(
-            "too many demo sessions; try again shortly",
-            code="demo_rate_limited",
-            retry_after=services.demo_bucket.retry_after(),
-        )
+    request.app[REGISTRY].check_demo_rate()
     return await _start_session(request, DEMO_KEY_ID, services.settings.max_sessions)
 
 

@@ -23,7 +23,6 @@ from streamer.errors import (
     InvalidAudioError,
     RateLimitedError,
     SessionLimitError,
-    SessionNotFoundError,
     StreamerError,
     UnsupportedLanguageError,
 )
@@ -42,9 +41,8 @@ from streamer.protocol import (
     SessionCreated,
     SessionUpdate,
 )
-from streamer.services import Services
 from streamer.session.edge import (
-    SERVICES,
+    REGISTRY,
     check_origin,
     check_translation_targets,
     error_response,
@@ -52,9 +50,8 @@ from streamer.session.edge import (
 )
 from streamer.session.outbox import Outbox, SlowConsumerError
 from streamer.session.quota import AudioQuota
-from streamer.session.resume import park, release, unpark
+from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.tokens import SessionGrant
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +71,8 @@ def _token_from(request: web.Request) -> tuple[str | None, bool]:
 
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
+    registry = request.app[REGISTRY]
+    services = registry.services
     try:
         check_origin(request)
         token, via_subprotocol = _token_from(request)
@@ -86,10 +84,9 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         )
         last_seq = _last_seq(request) if grant.resume else None
         if grant.resume:
-            session = await _take_over(services, grant)
+            session = await registry.resume(grant.session_id, grant.key_id)
         else:
-            services.check_capacity()
-            session = StreamSession(grant.session_id, grant.key_id, grant.config, services)
+            session = registry.open(grant.session_id, grant.key_id, grant.config)
     except StreamerError as e:
         services.metrics.refusals.labels(e.code).inc()
         return error_response(e)
@@ -103,10 +100,10 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
     except BaseException:
         if grant.resume:
-            await park(services, session)
+            await registry.repark(session)
         raise
     transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
-    await Connection(services, ws, session, transport).run(last_seq)
+    await Connection(registry, ws, session, transport).run(last_seq)
     return ws
 
 
@@ -117,28 +114,18 @@ def _last_seq(request: web.Request) -> int:
     return int(raw)
 
 
-async def _take_over(services: Services, grant: SessionGrant) -> StreamSession:
-    """The session a resume token names: parked, or still attached to a connection that is going away."""
-    live = services.connections.get(grant.session_id)
-    if live is not None:
-        await live.hand_over()
-    session = unpark(services, grant.session_id)
-    if session is None or session.key_id != grant.key_id:
-        raise SessionNotFoundError("this session can no longer be resumed")
-    return session
-
-
 class Connection:
     """One accepted WebSocket and the session it carries."""
 
     def __init__(
         self,
-        services: Services,
+        registry: SessionRegistry,
         ws: web.WebSocketResponse,
         session: StreamSession,
         transport: asyncio.Transport | None = None,
     ) -> None:
-        self.services = services
+        self.registry = registry
+        self.services = registry.services
         self._transport = transport
         self.ws = ws
         self.session = session
@@ -160,13 +147,8 @@ class Connection:
 
     async def run(self, last_seq: int | None = None) -> None:
         """Serve the socket; on a drop, park the session for resume instead of ending it."""
-        services = self.services
-        services.sessions[self.session_id] = self.session
-        services.connections[self.session_id] = self
-        services.metrics.active_sessions.inc()
-        if last_seq is None:
-            services.metrics.sessions_total.inc()
-        replay = self.session.attach(self.outbox, last_seq)
+        services, registry = self.services, self.registry
+        replay = registry.attach(self.session, self, self.outbox, last_seq)
         self.session.on_fatal = self._on_fatal
         self._writer = writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.session_id}")
         writer.add_done_callback(self._writer_done)
@@ -190,22 +172,18 @@ class Connection:
         finally:
             keepalive.cancel()
             over_time.cancel()
-            services.connections.pop(self.session_id, None)
-            services.sessions.pop(self.session_id, None)
-            services.metrics.active_sessions.dec()
             writer.cancel()
-            with contextlib.suppress(BaseException):
-                await writer
             self.outbox.abandon()  # unblocks an emitter waiting for room in a queue nobody drains
-            self.quota.settle_soon()
-            if self._ended or services.draining or services.settings.resume_window_s <= 0:
-                await release(services, self.session)
-            else:
-                await self.session.detach()
-                await park(services, self.session)
-            if not self.ws.closed:
-                await self.ws.close(code=CloseCode.GOING_AWAY)
-            self._finished.set()
+            # in a task the registry owns and joins at shutdown, so a cancelled handler cannot lose it
+            registry.spawn(self.quota.settle(), f"settle-{self.session_id}")
+            try:
+                # the session stays findable (live, then parked) throughout: no window for a resume's 404
+                await registry.detach(self.session, self, ended=self._ended)
+                await _join(writer)
+                if not self.ws.closed:
+                    await self.ws.close(code=CloseCode.GOING_AWAY)
+            finally:
+                self._finished.set()
 
     async def _hold_slot(self) -> None:
         """Keep this session's concurrent-session slot alive while connected (slots expire otherwise)."""
@@ -230,12 +208,20 @@ class Connection:
             self._closing = asyncio.create_task(self.close_with(error))
 
     def _writer_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and isinstance(task.exception(), SlowConsumerError):
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        # nobody drains the outbox any more: abandon it, or producers waiting for room block forever
+        self.outbox.abandon()
+        if isinstance(error, SlowConsumerError):
             self._log.warning("closing a client that stopped reading")
-            # a polite close would wait to flush to a client that does not read: cut the connection
-            self.outbox.abandon()
-            if self._transport is not None:
-                self._transport.abort()
+        else:
+            self._log.warning("the connection's writer failed: %s", type(error).__name__)
+        # a polite close would wait to flush to a client that does not read: cut the connection
+        if self._transport is not None:
+            self._transport.abort()
 
     async def hand_over(self) -> None:
         """A resume for this session arrived while this connection still looks alive: let it go."""
@@ -360,6 +346,12 @@ class Connection:
     async def _fatal(self, e: StreamerError) -> None:
         await self._send_error(e)
         await self._finish(e.code, e.close_code)
+
+
+async def _join(task: asyncio.Task[None]) -> None:
+    """Wait for a task we cancelled. Its own outcome is its done callback's business; a cancellation
+    aimed at *us* while we wait still propagates (``asyncio.wait`` never raises the task's error)."""
+    await asyncio.wait({task})
 
 
 def _describe(e: ValidationError) -> StreamerError:

@@ -28,7 +28,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from support import base_url, in_ci, load_transcripts, make_settings, read_pcm16, silence
 
 from streamer.protocol import CloseCode
-from streamer.session.edge import SERVICES
+from streamer.session.edge import REGISTRY
 
 pytestmark = pytest.mark.slow
 
@@ -194,7 +194,7 @@ async def test_demo_page_reconnects_after_a_drop_but_not_after_a_policy_close(
     make_server: ServerFactory,
 ) -> None:
     server = await make_server(make_settings(demo=True), asr_engine=FakeAsr())
-    services = server.app[SERVICES]
+    services = server.app[REGISTRY]
     log = PageLog()
 
     async def drop(code: CloseCode) -> None:

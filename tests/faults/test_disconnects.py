@@ -21,9 +21,9 @@ from support import API_KEY, base_url, make_settings
 
 from faults.streams import eventually, next_event, send_audio, utterance
 from streamer.client import Stream, StreamerClient
-from streamer.services import Services
-from streamer.session.edge import SERVICES
+from streamer.session.edge import REGISTRY, SERVICES
 from streamer.session.outbox import Outbox
+from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 from streamer.session.ws import Connection
 
@@ -36,8 +36,8 @@ def _tasks() -> set[asyncio.Task[object]]:
     return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
 
 
-def _idle(services: Services) -> bool:
-    return not (services.sessions or services.connections or services.parked)
+def _idle(registry: SessionRegistry) -> bool:
+    return not (registry.sessions or registry.connections or registry.parked)
 
 
 def _alive(*kinds: type) -> int:
@@ -60,10 +60,10 @@ async def _drop_mid_utterance(client: StreamerClient, *, abort: bool) -> str:
 
 async def _baseline(server: TestServer) -> set[asyncio.Task[object]]:
     """The server's own tasks once a first session has come and gone (lazy set-up is done)."""
-    services = server.app[SERVICES]
+    registry = server.app[REGISTRY]
     async with StreamerClient(base_url(server), api_key=API_KEY) as client:
         await _drop_mid_utterance(client, abort=False)
-    await eventually(lambda: _idle(services), "the warm-up session to be released")
+    await eventually(lambda: _idle(registry), "the warm-up session to be released")
     await asyncio.sleep(0.1)
     return _tasks()
 
@@ -80,12 +80,12 @@ async def test_disconnect_without_resume_window_releases_everything(
     make_server: ServerFactory, abort: bool
 ) -> None:
     server = await make_server(make_settings(resume_window_s=0.0), asr_engine=FakeAsr())
-    services = server.app[SERVICES]
+    services, registry = server.app[SERVICES], server.app[REGISTRY]
     before = await _baseline(server)
     async with StreamerClient(base_url(server), api_key=API_KEY) as client:
         for _ in range(3):
             await _drop_mid_utterance(client, abort=abort)
-    await eventually(lambda: _idle(services), "the sessions to be released")
+    await eventually(lambda: _idle(registry), "the sessions to be released")
     await _assert_no_leaked_tasks(before)
     assert _alive(StreamSession, Connection) == 0
     assert services.asr_batcher.depth == (0, 0) and services.asr_batcher.finals_pending == 0
@@ -94,18 +94,18 @@ async def test_disconnect_without_resume_window_releases_everything(
 async def test_parked_sessions_are_released_when_the_window_ends(make_server: ServerFactory) -> None:
     window = 0.5
     server = await make_server(make_settings(resume_window_s=window), asr_engine=FakeAsr())
-    services = server.app[SERVICES]
+    registry = server.app[REGISTRY]
     before = await _baseline(server)
     async with StreamerClient(base_url(server), api_key=API_KEY) as client:
         session_id = await _drop_mid_utterance(client, abort=True)
     # parked, resumable, and the open utterance was finalized into its history while parked
-    await eventually(lambda: session_id in services.parked, "the session to be parked")
+    await eventually(lambda: session_id in registry.parked, "the session to be parked")
     await eventually(
-        lambda: services.parked[session_id].session.seq == 1,
+        lambda: registry.parked[session_id].seq == 1,
         "the open utterance to be finalized while parked",
     )
     # then the window ends and it all goes
-    await eventually(lambda: _idle(services), "the parked session to be released", timeout=window + 3)
+    await eventually(lambda: _idle(registry), "the parked session to be released", timeout=window + 3)
     await _assert_no_leaked_tasks(before)
     assert _alive(StreamSession, Connection) == 0
 
@@ -120,14 +120,14 @@ async def test_memory_stays_bounded_over_many_dropped_sessions(make_server: Serv
     the batcher's 256-entry latency window, the single-use token ids (kept until the tokens expire).
     """
     server = await make_server(make_settings(resume_window_s=0.0), asr_engine=FakeAsr())
-    services = server.app[SERVICES]
+    registry = server.app[REGISTRY]
     process = psutil.Process()
 
     async def cycles(n: int) -> None:
         async with StreamerClient(base_url(server), api_key=API_KEY) as client:
             for i in range(n):
                 await _drop_mid_utterance(client, abort=i % 2 == 1)
-        await eventually(lambda: _idle(services), "the sessions to be released")
+        await eventually(lambda: _idle(registry), "the sessions to be released")
 
     await cycles(10)
     gc.collect()

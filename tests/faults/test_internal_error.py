@@ -9,14 +9,14 @@ from fakes import FakeAsr
 from support import API_KEY, base_url
 
 from streamer.client import StreamerClient
-from streamer.session.edge import SERVICES
+from streamer.session.edge import REGISTRY
 
 
 async def test_unexpected_exception_closes_with_1011_after_an_error_event(make_server: Any) -> None:
     server: TestServer = await make_server(asr_engine=FakeAsr())
     async with StreamerClient(base_url(server), api_key=API_KEY) as client:
         stream = await client.connect({})
-        session = server.app[SERVICES].sessions[stream.info.session_id]
+        session = server.app[REGISTRY].sessions[stream.info.session_id]
 
         async def broken(frame: bytes) -> None:
             raise RuntimeError("a bug")

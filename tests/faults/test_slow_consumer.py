@@ -24,7 +24,7 @@ from fakes import FakeAsr
 from support import API_KEY, base_url, make_settings
 
 from faults.streams import eventually
-from streamer.session.edge import SERVICES
+from streamer.session.edge import REGISTRY
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 PONG_BYTES = 256 << 10
@@ -37,7 +37,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_removed(
 ) -> None:
     settings = make_settings(session_out_queue=8, send_timeout_s=0.5)
     server = await make_server(settings, asr_engine=FakeAsr())
-    services = server.app[SERVICES]
+    services = server.app[REGISTRY]
     url = base_url(server)
     process = psutil.Process()
     ping = json.dumps({"type": "ping", "id": "x" * PONG_BYTES})

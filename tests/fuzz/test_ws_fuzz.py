@@ -308,10 +308,10 @@ def test_ws_fuzz_never_breaks_the_contract_or_a_good_session(ws_server: Threaded
     print(f"good session final latency: median {statistics.median(good.latencies):.2f}s")
     # and the server let go of every fuzzing session
     deadline = time.monotonic() + 10
-    while ws_server.services.sessions and time.monotonic() < deadline:
+    while ws_server.registry.sessions and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert ws_server.services.sessions == {}
-    assert ws_server.services.connections == {}
+    assert not ws_server.registry.sessions
+    assert not ws_server.registry.connections
 
 
 def test_text_frame_that_is_not_utf8_gets_the_contracts_answer(ws_server: ThreadedServer) -> None:

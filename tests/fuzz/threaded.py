@@ -18,7 +18,8 @@ from aiohttp import web
 from streamer.app import create_app
 from streamer.config import Settings
 from streamer.services import Services
-from streamer.session.edge import SERVICES
+from streamer.session.edge import REGISTRY, SERVICES
+from streamer.session.registry import SessionRegistry
 
 T = TypeVar("T")
 
@@ -63,6 +64,11 @@ class ThreadedServer:
     def services(self) -> Services:
         assert self._runner is not None
         return self._runner.app[SERVICES]
+
+    @property
+    def registry(self) -> SessionRegistry:
+        assert self._runner is not None
+        return self._runner.app[REGISTRY]
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         self.loop_errors.append(context)

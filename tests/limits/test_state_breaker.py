@@ -38,8 +38,8 @@ def services(policy: str, clock: FakeClock) -> Services:
         keys=none,
         backend=none,
         metrics=Metrics(),
+        breakers={"state": CircuitBreaker("state", failure_threshold=3, reset_timeout_s=2.0, clock=clock)},
     )
-    s.breakers["state"] = CircuitBreaker("state", failure_threshold=3, reset_timeout_s=2.0, clock=clock)
     return s
 
 

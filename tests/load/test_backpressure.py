@@ -24,7 +24,7 @@ from support import API_KEY, base_url, make_settings, read_pcm16, silence, to_by
 
 from streamer.client import ClientError, Stream, StreamerClient
 from streamer.services import Services
-from streamer.session.edge import SERVICES
+from streamer.session.edge import REGISTRY, SERVICES
 from streamer.session.runtime import PENDING_FINALS
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -104,12 +104,11 @@ class Gauge:
 
 async def test_session_limit_refuses_new_sessions_with_503(make_server: ServerFactory) -> None:
     server = await make_server(make_settings(max_sessions=4), asr_engine=FakeAsr())
-    services = server.app[SERVICES]
     async with StreamerClient(base_url(server), api_key=API_KEY) as client:
         assert client.http is not None
         early = await client.create_session()  # minted while there was room; used below
         streams = [await client.connect() for _ in range(4)]
-        assert len(services.sessions) == 4
+        assert len(server.app[REGISTRY].sessions) == 4
 
         async with client.http.post(f"{base_url(server)}/v1/sessions", headers=AUTH, json={}) as r:
             body = await r.json()
@@ -120,12 +119,12 @@ async def test_session_limit_refuses_new_sessions_with_503(make_server: ServerFa
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await client.http.ws_connect(f"{client.ws_url(early)}?token={early.token}")
         assert refused.value.status == 503
-        assert len(services.sessions) == 4
+        assert len(server.app[REGISTRY].sessions) == 4
 
         # one session leaves: there is room again
         await converse(streams[0], b"")
         await streams[0].ws.close()
-        await eventually(lambda: len(services.sessions) == 3, 5, "the closed session to leave")
+        await eventually(lambda: len(server.app[REGISTRY].sessions) == 3, 5, "the closed session to leave")
         async with await client.connect() as again:
             assert again.created is not None
         for stream in streams[1:]:
@@ -137,7 +136,7 @@ async def test_saturated_model_refuses_new_sessions_and_queues_stay_bounded(
 ) -> None:
     """A slow model: latency climbs past ``saturation_latency_s`` and admission control says 503.
 
-    ``Services.check_capacity`` refuses (after the session limit and an open breaker) when the batcher
+    ``SessionRegistry.check_capacity`` refuses (after the session limit and an open breaker) when the batcher
     ran a batch in the last 5 s and its final latency EWMA (queue wait + model time) is above
     ``saturation_latency_s``. Meanwhile nothing grows without bound: each session holds at most
     ``PENDING_FINALS`` queued finals (plus the one its emitter awaits, the one being queued, and a
@@ -238,7 +237,7 @@ LONG_TEXT = " ".join(f"word{i}" + "o" * 6_000 for i in range(4))
 async def test_slow_reader_is_cut_off_and_others_are_unaffected(make_server: ServerFactory) -> None:
     settings = make_settings(session_out_queue=8, send_timeout_s=1.0, partial_interval_ms=200)
     server = await make_server(settings, asr_engine=FakeAsr(text=LONG_TEXT))
-    services = server.app[SERVICES]
+    registry = server.app[REGISTRY]
     url = base_url(server)
     connector = aiohttp.TCPConnector(socket_factory=tiny_receive_window)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -249,7 +248,7 @@ async def test_slow_reader_is_cut_off_and_others_are_unaffected(make_server: Ser
         # aiohttp buffers 64 KiB of messages and then stops reading the socket until receive() is
         # called, which it never is: from here on this client does not read
         ws = await http.ws_connect(f"{url.replace('http', 'ws', 1)}/v1/stream?token={info['token']}")
-        connection = services.connections[slow_id]
+        connection = registry.connections[slow_id]
         outbox = connection.outbox
         queue = outbox._queue  # the bounded queue under test
         sizes: list[int] = []
@@ -284,7 +283,7 @@ async def test_slow_reader_is_cut_off_and_others_are_unaffected(make_server: Ser
             await eventually(lambda: outbox.closed, 20, "the server to give up on the slow reader")
             # ... and then lets the session go instead of holding it (and its slot) forever
             await eventually(
-                lambda: slow_id not in services.sessions and slow_id not in services.connections,
+                lambda: slow_id not in registry.sessions and slow_id not in registry.connections,
                 settings.send_timeout_s + 4,
                 "the slow session to be removed",
             )

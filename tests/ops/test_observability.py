@@ -21,7 +21,7 @@ from support import API_KEY, base_url, make_settings, read_pcm16, silence, to_by
 
 from streamer.client import Stream, StreamerClient
 from streamer.logs import JsonFormatter
-from streamer.session.edge import SERVICES
+from streamer.session.edge import REGISTRY, SERVICES
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 SPOKEN = "zebra quartz nebula"  # what the fake model "hears": must never reach a log line
@@ -157,7 +157,7 @@ async def test_request_id_is_honoured_or_issued(make_server: ServerFactory) -> N
 
 
 # the modules whose log records are about one session
-SESSION_LOGGERS = ("streamer.session.ws", "streamer.session.runtime", "streamer.session.resume")
+SESSION_LOGGERS = ("streamer.session.ws", "streamer.session.runtime", "streamer.session.registry")
 
 
 async def test_logs_name_the_session_and_never_a_secret(
@@ -187,9 +187,9 @@ async def test_logs_name_the_session_and_never_a_secret(
         sessions.append(stream.info.session_id)
         await _speak(stream, close=False)
         await stream.ws.close()
-    services = server.app[SERVICES]
+    registry = server.app[REGISTRY]
     deadline = time.monotonic() + 5
-    while services.parked or services.sessions:
+    while registry.parked or registry.sessions:
         assert time.monotonic() < deadline, "the parked session was not released"
         await asyncio.sleep(0.05)
 

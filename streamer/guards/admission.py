@@ -1,0 +1,117 @@
+"""Admission control: whether a new session may start now. Pure: it reads numbers, never internals.
+
+The capacity check reads a :class:`BatcherSnapshot` (the batcher's public statistics) and the ASR
+breaker's state; the per-key session rate and the demo page's rate are token buckets kept here. Each
+refusal names its reason (the ``refusals`` metric label) and carries the domain error the edge reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamer.errors import ModelUnavailableError, OverloadedError, RateLimitedError, StreamerError
+from streamer.guards.breaker import BreakerState
+from streamer.guards.clock import Clock, monotonic
+from streamer.guards.ratelimit import TokenBucket
+from streamer.pipeline.batcher import BatcherSnapshot
+
+__all__ = ["MAX_RATE_BUCKETS", "Admission", "AdmissionLimits", "Refusal"]
+
+# Per-key session-rate buckets kept before full (idle) ones are forgotten; a full bucket equals a new one.
+MAX_RATE_BUCKETS = 10_000
+# a batcher latency older than this says nothing about the load now
+RECENT_BATCH_S = 5.0
+
+
+class Refusal(Exception):
+    """A new session is refused: ``reason`` labels the metric, ``error`` is what the client is told."""
+
+    def __init__(self, reason: str, error: StreamerError) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    max_sessions: int
+    saturation_latency_s: float
+    session_rate_per_key_per_min: float  # 0 = off
+    demo_rate_per_s: float = 1.0
+    demo_burst: float = 10.0
+
+
+class Admission:
+    """Capacity and rate checks for new sessions, per process."""
+
+    def __init__(self, limits: AdmissionLimits, clock: Clock = monotonic) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._session_rates: dict[str, TokenBucket] = {}
+        self._demo = TokenBucket(limits.demo_rate_per_s, limits.demo_burst, clock)
+
+    def check_capacity(
+        self,
+        *,
+        draining: bool,
+        live_sessions: int,
+        batcher: BatcherSnapshot,
+        breaker_state: BreakerState | None,
+        breaker_retry_after: float = 0.0,
+    ) -> None:
+        """Refuse new work rather than make every session slower; raises :class:`Refusal`."""
+        if draining:
+            raise Refusal("draining", OverloadedError("the server is shutting down", retry_after=5.0))
+        if live_sessions >= self.limits.max_sessions:
+            raise Refusal(
+                "max_sessions", OverloadedError("the server is at its session limit", retry_after=5.0)
+            )
+        # OPEN only: a HALF_OPEN breaker needs a session's audio to probe the model with
+        if batcher.hung or breaker_state is BreakerState.OPEN:
+            wait = 5.0 if batcher.hung or breaker_state is None else breaker_retry_after
+            error = ModelUnavailableError(
+                "the transcription model is unavailable", retry_after=max(1.0, wait)
+            )
+            raise Refusal("model_unavailable", error)
+        recent = self._clock() - batcher.last_batch_at < RECENT_BATCH_S
+        if recent and batcher.latency_ewma_s > self.limits.saturation_latency_s:
+            raise Refusal("saturated", OverloadedError("the server is saturated", retry_after=5.0))
+        if batcher.finals_pending > batcher.max_pending_finals // 2:
+            raise Refusal("queue_full", OverloadedError("the transcription queue is full", retry_after=5.0))
+
+    def check_session_rate(self, key_id: str) -> None:
+        """New sessions per key and minute (``session_rate_per_key_per_min``; 0 = off).
+
+        The bucket holds one minute's allowance, so a client may start that many sessions at once.
+        """
+        per_min = self.limits.session_rate_per_key_per_min
+        if per_min <= 0:
+            return
+        bucket = self._session_rates.get(key_id)
+        if bucket is None:
+            if len(self._session_rates) >= MAX_RATE_BUCKETS:
+                for idle in [k for k, b in self._session_rates.items() if b.tokens >= b.burst]:
+                    del self._session_rates[idle]
+            bucket = TokenBucket(per_min / 60.0, max(1.0, per_min), self._clock)
+            self._session_rates[key_id] = bucket
+        if not bucket.try_take():
+            error = RateLimitedError(
+                f"this key may start at most {per_min:g} sessions per minute",
+                code="session_rate_exceeded",
+                retry_after=bucket.retry_after(),
+            )
+            raise Refusal("session_rate", error)
+
+    def check_demo_rate(self) -> None:
+        """The demo page's sessions, all visitors together."""
+        if not self._demo.try_take():
+            error = RateLimitedError(
+                "too many demo sessions; try again shortly",
+                code="demo_rate_limited",
+                retry_after=self._demo.retry_after(),
+            )
+            raise Refusal("demo_rate", error)
+
+    @property
+    def tracked_keys(self) -> int:
+        return len(self._session_rates)

@@ -1,0 +1,303 @@
+"""The one owner of a session's life: admit, attach, detach (park or release), resume, drain, close.
+
+A session is *live* while a connection carries it and *parked* after its connection dropped without
+``session.close``: it keeps finalizing what it had accepted, and a client that comes back with a resume
+token within ``resume_window_s`` gets it again with the finals it missed. The registry owns the maps, the
+expiry timers and every background task it starts, and joins them in :meth:`close`; it is started and
+stopped by its own cleanup context (``streamer.app``).
+
+A session is never in neither map while it is still resumable: :meth:`detach` moves it from live to
+parked in one step, before it awaits anything, so a resume that arrives while the session is finishing
+its open utterance finds it (and waits for that finishing) instead of a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from streamer.errors import RateLimitedError, SessionNotFoundError, StreamerError
+from streamer.guards.admission import Admission, AdmissionLimits, Refusal
+from streamer.guards.backend import BackendUnavailableError, QuotaDecision
+from streamer.guards.clock import Clock
+from streamer.guards.keys import KeyRecord
+from streamer.protocol import SessionConfig, TranscriptFinal, TranslationFinal
+from streamer.services import Services
+from streamer.session.outbox import Outbox
+from streamer.session.runtime import StreamSession
+
+log = logging.getLogger(__name__)
+
+# a parked session's concurrent-session slot outlives its window by this much (then it expires by itself)
+SLOT_GRACE_S = 30.0
+
+
+class Attachment(Protocol):
+    """What the registry needs from whatever carries a session (the WebSocket connection, an adapter)."""
+
+    async def hand_over(self) -> None:
+        """A resume for this session arrived: let the session go, and return once it has."""
+
+    async def shutdown(self) -> None:
+        """Server shutdown: finalize and deliver what was accepted, then close."""
+
+
+@dataclass
+class _Parked:
+    session: StreamSession
+    settled: asyncio.Event  # set once the detach has finished finalizing the open utterance
+    expiry: asyncio.TimerHandle | None = None
+
+
+class SessionRegistry:
+    """Every session this process holds, attached or parked, and the admission checks for new ones."""
+
+    def __init__(self, services: Services, clock: Clock = time.monotonic) -> None:
+        self.services = services
+        s = services.settings
+        self.admission = Admission(
+            AdmissionLimits(
+                max_sessions=s.max_sessions,
+                saturation_latency_s=s.saturation_latency_s,
+                session_rate_per_key_per_min=s.session_rate_per_key_per_min,
+            ),
+            clock,
+        )
+        self._live: dict[str, StreamSession] = {}
+        self._connections: dict[str, Attachment] = {}
+        self._parked: dict[str, _Parked] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.draining = False
+        self._closed = False
+
+    # ---- what is here (read-only views)
+
+    @property
+    def sessions(self) -> Mapping[str, StreamSession]:
+        """Sessions attached to a connection now."""
+        return MappingProxyType(self._live)
+
+    @property
+    def connections(self) -> Mapping[str, Attachment]:
+        return MappingProxyType(self._connections)
+
+    @property
+    def parked(self) -> Mapping[str, StreamSession]:
+        """Sessions waiting for a resume."""
+        return MappingProxyType({sid: p.session for sid, p in self._parked.items()})
+
+    def find(self, session_id: str) -> StreamSession | None:
+        """A live or parked session."""
+        live = self._live.get(session_id)
+        if live is not None:
+            return live
+        parked = self._parked.get(session_id)
+        return parked.session if parked is not None else None
+
+    # ---- admission
+
+    def _refuse(self, refusal: Refusal) -> StreamerError:
+        self.services.metrics.refusals.labels(refusal.reason).inc()
+        return refusal.error
+
+    def check_capacity(self) -> None:
+        """Raise the domain error that refuses a new session now, if any."""
+        breaker = self.services.breakers.get("asr")
+        try:
+            self.admission.check_capacity(
+                draining=self.draining,
+                live_sessions=len(self._live),
+                batcher=self.services.asr_batcher.snapshot(),
+                breaker_state=breaker.state if breaker is not None else None,
+                breaker_retry_after=breaker.retry_after() if breaker is not None else 0.0,
+            )
+        except Refusal as r:
+            raise self._refuse(r) from None
+
+    def check_session_rate(self, key_id: str) -> None:
+        try:
+            self.admission.check_session_rate(key_id)
+        except Refusal as r:
+            raise self._refuse(r) from None
+
+    def check_demo_rate(self) -> None:
+        try:
+            self.admission.check_demo_rate()
+        except Refusal as r:
+            raise self._refuse(r) from None
+
+    async def reserve(self, key_id: str, max_sessions: int | None, session_id: str) -> QuotaDecision:
+        """Capacity, then the key's concurrent-session slot (kept while the token is unused).
+
+        Raises ``concurrent_sessions_exceeded`` (429) when the key has no slot left; the decision's
+        numbers are on the error as ``quota``.
+        """
+        self.check_capacity()
+        services = self.services
+        open_quota = QuotaDecision(allowed=True, limit=None, remaining=None, reset_s=0.0)
+        quota = await services.backend_call(
+            lambda: services.backend.acquire_session(
+                key_id, session_id, max_sessions, services.tokens.ttl_s + SLOT_GRACE_S
+            ),
+            open_quota,
+        )
+        if not quota.allowed:
+            raise ConcurrentSessionsError(quota)
+        return quota
+
+    def open(self, session_id: str, key_id: str, config: SessionConfig) -> StreamSession:
+        """A new session for a reserved id (its token was just redeemed): capacity is checked again."""
+        self.check_capacity()
+        return StreamSession(session_id, key_id, config, self.services)
+
+    async def admit(self, key: KeyRecord, config: SessionConfig) -> StreamSession:
+        """Rate, capacity and quota for ``key``, then a new session (for surfaces without tokens)."""
+        self.check_session_rate(key.key_id)
+        session_id = self.services.tokens.new_session_id()
+        await self.reserve(key.key_id, key.session_limit, session_id)
+        return StreamSession(session_id, key.key_id, config, self.services)
+
+    # ---- attach, detach, resume
+
+    def attach(
+        self, session: StreamSession, connection: Attachment, outbox: Outbox, last_seq: int | None = None
+    ) -> list[TranscriptFinal | TranslationFinal]:
+        """``connection`` carries ``session`` from now on; returns the finals to replay after ``last_seq``."""
+        sid = session.session_id
+        self._live[sid] = session
+        self._connections[sid] = connection
+        metrics = self.services.metrics
+        metrics.active_sessions.inc()
+        if last_seq is None:
+            metrics.sessions_total.inc()
+        return session.attach(outbox, last_seq)
+
+    async def detach(self, session: StreamSession, connection: Attachment, *, ended: bool) -> None:
+        """``connection`` is gone: park the session, or release it (``ended``, draining, no window).
+
+        The maps change before the first ``await``: the session is resumable from the moment it stops
+        being live.
+        """
+        sid = session.session_id
+        if self._connections.get(sid) is connection:
+            del self._connections[sid]
+        if self._live.pop(sid, None) is not None:
+            self.services.metrics.active_sessions.dec()
+        window = self.services.settings.resume_window_s
+        if ended or self.draining or self._closed or window <= 0:
+            await self.release(session)
+            return
+        parked = self._parked[sid] = _Parked(session, asyncio.Event())
+        log.info("session parked for %.0fs", window, extra={"session_id": sid})
+        try:
+            await session.detach()  # may wait for room in the session's bounded finals queue
+        finally:
+            if self._parked.get(sid) is parked:
+                parked.expiry = asyncio.get_running_loop().call_later(window, self._expire_soon, sid)
+            parked.settled.set()
+        services = self.services
+        await services.backend_call(
+            lambda: services.backend.refresh_session(session.key_id, sid, window + SLOT_GRACE_S), None
+        )
+
+    async def resume(self, session_id: str, key_id: str) -> StreamSession:
+        """Take over the session a resume token names: parked, or still attached to a dying connection."""
+        live = self._connections.get(session_id)
+        if live is not None:
+            await live.hand_over()
+        parked = self._parked.get(session_id)
+        if parked is None or parked.session.key_id != key_id:
+            raise SessionNotFoundError("this session can no longer be resumed")
+        await parked.settled.wait()
+        if self._parked.get(session_id) is not parked:  # expired or taken while we waited
+            raise SessionNotFoundError("this session can no longer be resumed")
+        del self._parked[session_id]
+        if parked.expiry is not None:
+            parked.expiry.cancel()
+        return parked.session
+
+    async def repark(self, session: StreamSession) -> None:
+        """A resume was taken but its socket never opened: keep the session resumable again."""
+        window = self.services.settings.resume_window_s
+        sid = session.session_id
+        parked = self._parked[sid] = _Parked(session, asyncio.Event())
+        parked.expiry = asyncio.get_running_loop().call_later(window, self._expire_soon, sid)
+        parked.settled.set()
+
+    def _expire_soon(self, session_id: str) -> None:
+        self.spawn(self._expire(session_id), f"expire-{session_id}")
+
+    async def _expire(self, session_id: str) -> None:
+        parked = self._parked.pop(session_id, None)
+        if parked is None:
+            return
+        if parked.expiry is not None:
+            parked.expiry.cancel()
+        log.info("resume window over; releasing session", extra={"session_id": session_id})
+        await self.release(parked.session)
+
+    async def release(self, session: StreamSession) -> None:
+        """End a session for good: stop its work and give back its key's concurrent-session slot."""
+        await session.abort()
+        try:
+            await self.services.backend.release_session(session.key_id, session.session_id)
+        except BackendUnavailableError as e:
+            # the slot expires by itself (its TTL); until then it counts against the key
+            log.warning(
+                "could not release the session's slot (%s); it expires on its own",
+                e,
+                extra={"session_id": session.session_id},
+            )
+
+    # ---- background work and shutdown
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task the registry owns: kept referenced, and joined by :meth:`close`."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new sessions; finalize, deliver and close every attached one (1001) within ``timeout_s``."""
+        self.draining = True
+        connections = list(self._connections.values())
+        if not connections:
+            return
+        log.info("draining %d sessions", len(connections))
+        # past the timeout the connections' handlers are cancelled by the server's own shutdown
+        await asyncio.wait([asyncio.create_task(c.shutdown()) for c in connections], timeout=timeout_s)
+
+    async def close(self) -> None:
+        """Release every parked session and join the background tasks (before the backend closes)."""
+        self.draining = True
+        self._closed = True
+        for session_id in list(self._parked):
+            parked = self._parked.get(session_id)
+            if parked is not None:
+                await parked.settled.wait()
+            await self._expire(session_id)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class ConcurrentSessionsError(RateLimitedError):
+    """The key already holds all the concurrent sessions it may; ``quota`` has the numbers."""
+
+    def __init__(self, quota: QuotaDecision) -> None:
+        super().__init__(
+            f"this key already has {quota.limit} concurrent sessions",
+            code="concurrent_sessions_exceeded",
+            retry_after=max(1.0, quota.reset_s),
+        )
+        self.quota = quota
