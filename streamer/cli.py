@@ -42,15 +42,26 @@ def _stream(args: argparse.Namespace) -> int:
     return stream_file(args)
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from streamer.bench import run_bench
+BENCH_MISSING = "the benchmarks are not installed: pip install 'streamer[bench]'"
 
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        from streamer_bench.bench import run_bench
+    except ModuleNotFoundError as e:
+        if e.name is None or not e.name.startswith("streamer_bench"):
+            raise
+        raise StreamerError(BENCH_MISSING) from e
     return run_bench(args)
 
 
 def _bench_mt(args: argparse.Namespace) -> int:
-    from streamer.bench_mt import run_bench_mt
-
+    try:
+        from streamer_bench.bench_mt import run_bench_mt
+    except ModuleNotFoundError as e:
+        if e.name is None or not e.name.startswith("streamer_bench"):
+            raise
+        raise StreamerError(BENCH_MISSING) from e
     return run_bench_mt(args)
 
 

@@ -7,7 +7,7 @@ model may write "seven" or "7", and scoring should not depend on that choice.
 
 from __future__ import annotations
 
-from streamer.wer import words
+from streamer_bench.wer import words
 
 SENTENCES: tuple[str, ...] = (
     "Please, keep your voice down.",
@@ -82,5 +82,5 @@ STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
 def content_words(text: str) -> list[str]:
-    """The words of ``text`` that carry its meaning (as ``streamer.wer.words`` splits them), in order."""
+    """The words of ``text`` that carry its meaning (split as ``wer.words`` does), in order."""
     return [w for w in words(text) if w not in STOPWORDS]

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from streamer.config import Settings
-from streamer.wer import wer as wer
+from streamer_bench.wer import wer as wer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API_KEY = "test-key-0123456789abcdef0123456789abcdef"

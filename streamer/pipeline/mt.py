@@ -159,11 +159,19 @@ def detect_family(model_dir: Path) -> ModelFamily:
     raise ModelLoadError(model_dir, f'cannot tell the model family; set "family" in {SIDECAR}')
 
 
+class BatchTranslator(Protocol):
+    """The part of ``ctranslate2.Translator`` this module calls (untyped upstream)."""
+
+    def translate_batch(self, source: list[list[str]], **options: Any) -> Any: ...
+
+
 class CT2Translator:
     """A CTranslate2 translation model and its SentencePiece tokenizer(s), addressed with ISO 639-1 codes.
 
     Loading is slow and blocking: construct it in a worker thread. ``translate_batch`` is meant to be
     called from one model thread; CTranslate2 parallelism is set with ``inter_threads``/``intra_threads``.
+    ``translator`` replaces the ``ctranslate2.Translator`` the model directory would load (the bench passes
+    one that records the calls, wrapping :attr:`translator` of an engine already loaded).
     """
 
     def __init__(
@@ -174,8 +182,10 @@ class CT2Translator:
         inter_threads: int = 1,
         intra_threads: int = 0,
         family: ModelFamily | None = None,
+        translator: BatchTranslator | None = None,
     ) -> None:
         path = Path(model_dir)
+        self.path = path
         if not (path / "model.bin").is_file():
             raise ModelLoadError(path, "model.bin is missing (expected a CTranslate2 conversion)")
         self.name = path.name
@@ -194,8 +204,11 @@ class CT2Translator:
             table = languages.NLLB_CODES if self.family is ModelFamily.NLLB else languages.M2M100_CODES
             self._sources = {iso: (tok,) for iso, tok in table.items() if tok in source_vocab}
             self._targets = {iso: _Target(prefix=(tok,)) for iso, tok in table.items() if tok in target_vocab}
+        if translator is not None:
+            self.translator: BatchTranslator = translator
+            return
         try:
-            self._translator = ctranslate2.Translator(
+            self.translator = ctranslate2.Translator(
                 str(path),
                 device=device,
                 compute_type=compute_type,
@@ -244,7 +257,7 @@ class CT2Translator:
         head = [*self._targets[tgt].source_tokens, *self._sources[src]]
         prefix = list(self._targets[tgt].prefix)
         pieces: list[list[str]] = self._source_sp.encode([texts[i].strip() for i in todo], out_type=str)
-        outputs = self._translator.translate_batch(
+        outputs = self.translator.translate_batch(
             [[*head, *text_pieces, _EOS] for text_pieces in pieces],
             target_prefix=[prefix] * len(todo) if prefix else None,
             beam_size=beam_size,

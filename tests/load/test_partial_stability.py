@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from support import API_KEY, base_url, read_pcm16, silence, to_bytes
 
 from streamer.client import StreamerClient
-from streamer.wer import edits, words
+from streamer_bench.wer import edits, words
 
 pytestmark = pytest.mark.slow
 

@@ -21,10 +21,11 @@ from fakes import FakeAsr
 from mt import builders
 from support import read_pcm16, silence, to_bytes
 
-from streamer.bench_mt import RecordingEngine
 from streamer.client import Stream
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.mt import CT2Translator
+
+from .spy import SpyEngine as SpyEngine
 
 RATE = 16000
 FINAL_TYPES = ("transcript.final", "translation.final")
@@ -40,9 +41,6 @@ def nllb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def nllb(nllb_dir: Path) -> CT2Translator:
     # one intra-op thread, as the server loads MT models (load_mt_engine)
     return CT2Translator(nllb_dir, intra_threads=1)
-
-
-SpyEngine = RecordingEngine  # the real model, every translate_batch call recorded (delay/fail knobs)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from streamer.app import load_asr_engine
 from streamer.client import ClientError, StreamerClient
 from streamer.config import Settings
 from streamer.pipeline.asr import AsrEngine
-from streamer.wer import words
+from streamer_bench.wer import words
 
 from .conftest import events_until, events_until_closed, send_audio, speech
 

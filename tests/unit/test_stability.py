@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.pipeline.stability import PartialStabilizer, PartialUpdate, is_looping
-from streamer.wer import edits
+from streamer_bench.wer import edits
 
 
 def feed(*hypotheses: str) -> list[PartialUpdate | None]:

@@ -209,13 +209,10 @@ class MtCall:
 class RecordingEngine:
     """A ``TranslationEngine`` that runs a real one and records every ``translate_batch`` call.
 
-    The benchmark replays the recorded batches; tests use ``delay`` (a slow model: jobs queue behind it)
-    and ``fail`` (raise instead of translating). Calls arrive on the batcher's thread, hence the lock.
+    The benchmark replays the recorded batches. Calls arrive on the batcher's thread, hence the lock.
     """
 
     engine: TranslationEngine
-    delay: float = 0.0
-    fail: bool = False
     calls: list[MtCall] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -240,24 +237,10 @@ class RecordingEngine:
         beam_size: int = 1,
         max_decoding_length: int = 256,
     ) -> list[str]:
-        if self.delay:
-            time.sleep(self.delay)
-        if self.fail:
-            raise RuntimeError("fake translation failure")
         outputs = self.engine.translate_batch(texts, source, target, beam_size, max_decoding_length)
         with self._lock:
             self.calls.append(MtCall(source, target, list(texts), outputs))
         return outputs
-
-    def translations_of(self, text: str, target: str) -> set[str]:
-        """Every output the model gave for ``text`` into ``target`` (a batch's padding may change it)."""
-        return {
-            out
-            for call in self.calls
-            if call.target == target
-            for t, out in zip(call.texts, call.outputs, strict=True)
-            if t == text
-        }
 
 
 @dataclass
@@ -315,16 +298,13 @@ async def _server_path(
             await service.translate(f"bench-{index}", text, source, [target])
             latencies.append(time.perf_counter() - start)
 
-    service.batcher.start()
-    try:
+    async with service.batcher:
         start = time.perf_counter()
         async with asyncio.TaskGroup() as group:
             for i in range(sessions):
                 group.create_task(session(i))
         seconds = time.perf_counter() - start
         await asyncio.sleep(0)  # the last batch's stats arrive by call_soon_threadsafe
-    finally:
-        await service.batcher.stop()
     return PathResult("server", sessions, len(latencies), seconds, 0, latencies, sum(model_seconds))
 
 
@@ -351,14 +331,10 @@ def bench_once(
     engine: CT2Translator, settings: Settings, sessions: int, per_session: int, source: str, target: str
 ) -> list[PathResult]:
     """One N: the server path, then the engine and bare CTranslate2 replays of its exact batches."""
-    # The bench stands in for CTranslate2's untyped Translator to see what the engine sends it.
-    recorder = _Recorder(engine._translator)
-    texts = RecordingEngine(engine)
-    engine._translator = recorder
-    try:
-        server = asyncio.run(_server_path(texts, settings, sessions, per_session, source, target))
-    finally:
-        engine._translator = recorder.inner
+    # The same model behind a recorder in CTranslate2's place, to see what the engine sends it.
+    recorder = _Recorder(engine.translator)
+    texts = RecordingEngine(CT2Translator(engine.path, family=engine.family, translator=recorder))
+    server = asyncio.run(_server_path(texts, settings, sessions, per_session, source, target))
     batches = [call.texts for call in texts.calls]
     sizes = [len(batch) for batch in batches]
     server.batches = len(sizes)
@@ -400,7 +376,7 @@ def markdown(results: list[PathResult], header: str) -> str:
 
 
 def run_bench_mt(args: argparse.Namespace) -> int:
-    from streamer.bench import machine
+    from streamer_bench.bench import machine
 
     counts = [int(x) for x in args.sessions.split(",") if x.strip()]
     settings = Settings(device=args.device, batch_wait_ms=args.batch_wait_ms)

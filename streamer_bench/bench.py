@@ -1,7 +1,8 @@
 """``streamer bench``: N concurrent real-time clients against a real server process, batching on vs off.
 
 For every mode the server runs as its own process (so its CPU and RSS are measured apart from the
-clients); for every N, N sessions stream the speech fixtures in real time with pauses between utterances.
+clients); for every N, N sessions stream the bench's speech (``streamer_bench/data``) in real time with
+pauses between utterances.
 Reported per run: final latency (last audio chunk of an utterance sent -> its ``transcript.final``
 received) p50/p95/max, time to first partial (speech start sent -> first partial), finals delivered vs
 expected, WER, server CPU and peak RSS. Capacity = the largest N whose p95 stays within the bound with
@@ -25,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from streamer.client import ClientError, Stream, StreamerClient, read_wav
-from streamer.wer import edits, words
+from streamer_bench.wer import edits, words
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures"
+# shipped with the package (``streamer[bench]``), so the bench runs from an installed wheel or the image
+DATA = Path(__file__).resolve().parent / "data"
+SPEECH = ("en_utt1.wav", "en_utt2.wav", "en_utt3.wav")
 BENCH_KEY = "bench-key-0123456789abcdef0123456789abcdef"
 GAP_S = 1.5
 CHUNK_MS = 100
@@ -69,12 +71,17 @@ def _pct(xs: list[float], p: float) -> float | None:
     return round(s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))], 3)
 
 
-def load_speech() -> list[tuple[bytes, str]]:
-    refs = json.loads((FIXTURES / "transcripts.json").read_text())
+def load_speech(data: Path = DATA) -> list[tuple[bytes, str]]:
+    """The utterances every session speaks, with their reference text: 16 kHz PCM16 and a transcript.
+
+    The one place the bench reads audio, so its input can be switched (e.g. to the realistic corpus).
+    """
+    refs = json.loads((data / "transcripts.json").read_text())
     out = []
-    for name in ("en_utt1.wav", "en_utt2.wav", "en_utt3.wav"):
-        pcm, rate = read_wav(str(FIXTURES / name))
-        assert rate == 16000
+    for name in SPEECH:
+        pcm, rate = read_wav(str(data / name))
+        if rate != 16000:
+            raise ValueError(f"{name}: the bench expects 16 kHz audio, not {rate} Hz")
         out.append((pcm, refs[name]["text"]))
     return out
 
