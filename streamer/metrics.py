@@ -45,7 +45,7 @@ class Metrics:
         )
         self.final_outcomes = Counter(
             "streamer_final_outcomes",
-            "Ended utterances by outcome: first_try, fallback_rescued, dropped_nonspeech, unrecognized_speech",
+            "Utterances by outcome: first_try, fallback_rescued, dropped_nonspeech, unrecognized_speech",
             ["outcome"],
             registry=r,
         )

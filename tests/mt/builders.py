@@ -4,8 +4,9 @@ Each model is a real CTranslate2 Transformer (one encoder and one decoder layer,
 weights and a real SentencePiece model trained on a generated corpus, laid out the way NLLB-200, M2M100 and
 OPUS-MT conversions are. The output text is arbitrary; what the tests check is the wiring around the model.
 
-The Transformer and SentencePiece builders live in :mod:`streamer_bench.bench_mt` (``streamer bench-mt`` builds
-the same synthetic model); this module holds the test vocabularies and each family's directory layout.
+The Transformer and SentencePiece builders live in :mod:`streamer_bench.bench_mt` (``streamer bench-mt``
+builds the same synthetic model); this module holds the test vocabularies and each family's directory
+layout.
 Plain functions, so ``tests/mt`` and ``tests/translation`` build the same models.
 """
 
