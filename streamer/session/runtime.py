@@ -8,7 +8,6 @@ slow model pushes back on the reader (and through TCP on the client) instead of 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -141,20 +140,25 @@ class StreamSession:
             item = self._finals.get_nowait()
             if item is not None:
                 item[1].cancel()
-        for task in (self._emitter, self._partial_task):
-            if task is not None:
-                with contextlib.suppress(BaseException):
-                    await task
+        stopping = {t for t in (self._emitter, self._partial_task) if t is not None}
+        if stopping:
+            # asyncio.wait, not ``await task``: the tasks' own ends (cancelled) are expected and not ours
+            # to raise, while a cancellation aimed at the task calling abort() still propagates
+            done, _ = await asyncio.wait(stopping)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    self._log.warning("task %s ended with %r", task.get_name(), task.exception())
 
-    def update_config(self, config: SessionConfig) -> None:
+    async def update_config(self, config: SessionConfig) -> None:
+        """Apply a validated ``session.update``; a new sample rate flushes the resampler first, and what
+        its tail completes (an utterance's end, say) is handled like any other audio."""
         if config.sample_rate != self.config.sample_rate:
             s = self.services.settings
             tail = self.pcm.flush()
             if tail.size:
                 probs, windows = self.vad.probabilities(tail)
                 for event in self.segmenter.feed(probs, windows):
-                    # events from the tail are rare (a word cut at the boundary); handled on next frame
-                    self._log.debug("tail event on rate change: %s", type(event).__name__)
+                    await self._on_event(event)
             self.pcm = PcmInput(config.sample_rate, min_frame_ms=s.min_frame_ms, max_frame_ms=s.max_frame_ms)
         self.config = config
 

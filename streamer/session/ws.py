@@ -294,7 +294,7 @@ class Connection:
             check_translation_targets(self.services, config.language, config.translate_to)
             if config.task == "translate" and not self.services.asr.multilingual:
                 raise ConfigError("task 'translate' needs a multilingual ASR model")
-            self.session.update_config(config)
+            await self.session.update_config(config)
         elif isinstance(message, SessionClose):
             await self.session.drain()
             await self._finish("client_closed", CloseCode.NORMAL)
