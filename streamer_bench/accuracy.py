@@ -1,0 +1,257 @@
+"""``streamer bench --accuracy``: the realistic corpus streamed through a real server, scored.
+
+For every condition of the corpus (clean, fast and slow speech, 20 and 10 dB SNR, levels, the 8 kHz phone
+band) and every session count, that many sessions stream the condition's audio concurrently in real time
+over protocol v1. Reported per condition: WER of the finals against the reference text, against the same
+model's offline beam-5 transcription of each whole sentence (and that offline WER against the text),
+lost sentences (no final overlaps them), split sentences, stray finals, ``unrecognized_speech`` warnings;
+and finals on the non-speech clips. JSON (``--out``) and a markdown table.
+
+The server runs in this process on a free port unless ``--url`` names one (then ``--api-key`` too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.client import ClientError, StreamerClient
+from streamer_bench import corpus as corpus_mod
+from streamer_bench import signals
+from streamer_bench.corpus import Corpus, CorpusParams, Item
+from streamer_bench.corpus_text import SENTENCES
+from streamer_bench.scoring import Tally, score
+
+BENCH_KEY = "accuracy-key-0123456789abcdef0123456789abcdef"
+CHUNK_MS = 100
+OFFLINE_PAD_S = 0.2  # silence the offline decode gets around each sentence, as a segmenter would leave
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer bench --accuracy", description=__doc__.split("\n")[0])
+    parser.add_argument("--url", help="a running server (default: start one in this process)")
+    parser.add_argument("--api-key", default=os.environ.get("STREAMER_API_KEY"), help="key for --url")
+    parser.add_argument("--model", default="tiny.en", help="ASR model for the in-process server and offline")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--sessions", default="1,16", help="comma-separated concurrent session counts")
+    parser.add_argument("--sentences", type=int, help="only the first N corpus sentences")
+    parser.add_argument("--conditions", help="comma-separated conditions (default: all in the corpus)")
+    parser.add_argument("--corpus", type=Path, help="a corpus directory (default: generated into the cache)")
+    parser.add_argument("--speed", type=float, default=1.0, help="send audio this many times real time")
+    parser.add_argument("--no-offline", action="store_true", help="skip the offline beam-5 reference")
+    parser.add_argument("--out", type=Path, help="write the JSON results here")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run the accuracy bench; 0 when every sentence got a final and no non-speech did."""
+    args = build_parser().parse_args(argv)
+    if args.url and not args.api_key:
+        print("streamer bench --accuracy: --url needs --api-key (or STREAMER_API_KEY)", file=sys.stderr)
+        return 2
+    counts = [int(x) for x in args.sessions.split(",") if x.strip()]
+    if not counts or min(counts) < 1 or args.speed <= 0:
+        print("streamer bench --accuracy: sessions must be positive and --speed > 0", file=sys.stderr)
+        return 2
+    corpus = _corpus(args)
+    wanted = [c.strip() for c in args.conditions.split(",")] if args.conditions else None
+    items = [
+        it for it in corpus.items if wanted is None or it.condition in wanted or it.condition == "nonspeech"
+    ]
+    if wanted and not any(it.sentences for it in items):
+        print(f"streamer bench --accuracy: no such conditions in the corpus: {wanted}", file=sys.stderr)
+        return 2
+    offline = None if args.no_offline else offline_transcripts(corpus, items, args.model, args.device)
+    report = asyncio.run(_run(args, corpus, items, counts, offline))
+    print(markdown_table(report))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    lost = sum(r["lost"] for r in report["runs"]) + sum(r["finals"] for r in report["nonspeech"])
+    return 0 if lost == 0 else 1
+
+
+def _corpus(args: argparse.Namespace) -> Corpus:
+    if args.corpus:
+        return corpus_mod.load(args.corpus)
+    sentences = SENTENCES[: args.sentences] if args.sentences else SENTENCES
+    return corpus_mod.ensure(CorpusParams(sentences=sentences))
+
+
+# --- offline reference
+
+
+def offline_transcripts(
+    corpus: Corpus, items: Sequence[Item], model: str, device: str
+) -> dict[str, list[str]]:
+    """Every sentence of every item decoded whole by the same model, beam 5, a full 30 s window."""
+    from streamer.pipeline.asr import AsrRequest, WhisperEngine
+    from streamer.pipeline.models import resolve_asr_model
+
+    engine = WhisperEngine(resolve_asr_model(model), device=device, beam_size=5, pad_to_buckets=False)
+    out: dict[str, list[str]] = {}
+    for item in items:
+        audio = signals.resample(corpus.pcm(item).astype(np.float32) / 32768.0, item.sample_rate, 16000)
+        pad = int(OFFLINE_PAD_S * 16000)
+        requests = [
+            AsrRequest(audio[max(0, s.start_ms * 16 - pad) : s.end_ms * 16 + pad], language="en")
+            for s in item.sentences
+        ]
+        out[item.id] = [
+            r.text for k in range(0, len(requests), 8) for r in engine.transcribe_batch(requests[k : k + 8])
+        ]
+    return out
+
+
+# --- streaming
+
+
+async def _run(
+    args: argparse.Namespace,
+    corpus: Corpus,
+    items: Sequence[Item],
+    counts: Sequence[int],
+    offline: dict[str, list[str]] | None,
+) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "model": args.model,
+        "device": args.device,
+        "corpus": corpus.key,
+        "speed": args.speed,
+        "offline": "beam 5, 30 s window" if offline else None,
+        "runs": [],
+        "nonspeech": [],
+    }
+    async with _server(args) as (url, key), StreamerClient(url, api_key=key) as client:
+        for n in counts:
+            for item in items:
+                started = time.monotonic()
+                results = await asyncio.gather(
+                    *(_stream_item(client, corpus, item, args.speed, i) for i in range(n))
+                )
+                tally = Tally()
+                for events in results:
+                    tally.add(score(events, item.sentences, offline.get(item.id) if offline else None))
+                row = {"condition": item.condition, "item": item.id, "sessions": n, **tally.summary()}
+                row["seconds"] = round(time.monotonic() - started, 1)
+                report["nonspeech" if not item.sentences else "runs"].append(row)
+                print(json.dumps(row), flush=True)
+    return report
+
+
+@asynccontextmanager
+async def _server(args: argparse.Namespace) -> AsyncIterator[tuple[str, str]]:
+    if args.url:
+        yield args.url, args.api_key
+        return
+    from aiohttp import web
+
+    from streamer.app import create_app
+    from streamer.config import load_settings
+
+    settings = load_settings(
+        env={},
+        api_keys=(BENCH_KEY,),
+        asr_model=args.model,
+        device=args.device,
+        max_sessions=256,
+        saturation_latency_s=1000.0,  # measure accuracy under load, do not refuse
+        max_realtime_factor=max(3.0, args.speed * 2),
+        log_level="WARNING",
+    )
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    try:
+        await web.SockSite(runner, sock).start()
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", BENCH_KEY
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+async def _stream_item(
+    client: StreamerClient, corpus: Corpus, item: Item, speed: float, index: int
+) -> list[dict[str, Any]]:
+    """One session streams the item in (``speed`` times) real time; returns every event it received."""
+    await asyncio.sleep(index * 0.05)  # staggered starts, as users arrive
+    try:
+        stream = await client.connect({"sample_rate": item.sample_rate, "language": "en"})
+    except ClientError as e:
+        return [{"type": "error", "code": f"refused_{e.code}"}]
+    pcm = corpus.pcm(item).tobytes()
+    step = item.sample_rate * 2 * CHUNK_MS // 1000
+    async with stream:
+        reader = asyncio.create_task(_drain(stream))
+        t0 = time.monotonic()
+        for k, i in enumerate(range(0, len(pcm), step)):
+            delay = t0 + k * CHUNK_MS / 1000 / speed - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await stream.ws.send_bytes(pcm[i : i + step])
+        await stream.close_session()
+        try:
+            await asyncio.wait_for(reader, 120)
+        except TimeoutError:
+            return [e for _, e in stream.events] + [{"type": "error", "code": "bench_timeout"}]
+    return [e for _, e in stream.events]
+
+
+async def _drain(stream: Any) -> None:
+    async for _ in stream:
+        pass
+
+
+# --- report
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """Per condition and session count; then the non-speech clips."""
+    rows = [
+        "| condition | sessions | sentences | lost | split | stray finals | unrecognized warnings "
+        "| WER | offline beam-5 WER | WER vs offline |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["runs"]:
+        rows.append(
+            f"| {r['condition']} | {r['sessions']} | {r['sentences']} | {r['lost']} | {r['split']} "
+            f"| {r['stray_finals']} | {r['unrecognized_warnings']} | {_pct(r['wer'])} "
+            f"| {_pct(r['offline_wer'])} | {_pct(r['wer_vs_offline'])} |"
+        )
+    if report["nonspeech"]:
+        rows += ["", "| non-speech clip | sessions | finals |", "|---|---:|---:|"]
+        rows += [f"| {r['item']} | {r['sessions']} | {r['finals']} |" for r in report["nonspeech"]]
+    return "\n".join(rows)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
