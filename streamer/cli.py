@@ -47,11 +47,14 @@ BENCH_MISSING = "the benchmarks are not installed: pip install 'streamer[bench]'
 
 def _bench(args: argparse.Namespace) -> int:
     try:
+        from streamer_bench.accuracy import main as run_accuracy
         from streamer_bench.bench import run_bench
     except ModuleNotFoundError as e:
         if e.name is None or not e.name.startswith("streamer_bench"):
             raise
         raise StreamerError(BENCH_MISSING) from e
+    if args.accuracy is not None:  # the options after --accuracy are the accuracy bench's own
+        return run_accuracy(args.accuracy)
     return run_bench(args)
 
 
@@ -96,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--bound", type=float, default=1.5, help="p95 final-latency bound for capacity (s)")
     bench.add_argument("--soak", type=float, default=0.0, help="soak: minutes to run the largest N")
     bench.add_argument("--out", help="write the JSON results here")
+    bench.add_argument(
+        "--accuracy",
+        nargs=argparse.REMAINDER,
+        metavar="...",
+        help="instead: accuracy on the realistic speech corpus; options after it are its own",
+    )
     bench.set_defaults(func=_bench)
 
     bench_mt = sub.add_parser(
