@@ -55,6 +55,25 @@ class Metrics:
             ["attempt"],
             registry=r,
         )
+        self.model_work = Counter(
+            "streamer_model_work_seconds",
+            "Speech-model time by what it was spent on: final, speculative_used, speculative_wasted, "
+            "partial, fallback",
+            ["kind"],
+            registry=r,
+        )
+        self.model_window = Counter(
+            "streamer_model_window_seconds",
+            "Seconds of model input window by part: audio, or padding added to fill a length bucket",
+            ["part"],
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "streamer_event_loop_lag_seconds",
+            "How late the event loop woke a 100 ms timer (work on the loop delays every session)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
         self.warnings = Counter("streamer_warnings", "warning events sent, by code", ["code"], registry=r)
         self.partials_dropped = Counter(
             "streamer_partials_dropped", "Partial results dropped, by reason", ["reason"], registry=r

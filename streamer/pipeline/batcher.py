@@ -188,7 +188,13 @@ class MicroBatcher(Generic[P, R]):
                 with self._cond:
                     self._queue.push(job)
                     self._cond.notify()
-                return await fut
+                try:
+                    return await fut
+                except asyncio.CancelledError:
+                    # the caller gave up (a speculative final whose speech resumed): do not run it
+                    with self._cond:
+                        self._queue.withdraw(job)
+                    raise
             finally:
                 self._finals_held -= 1
 

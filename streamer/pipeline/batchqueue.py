@@ -77,6 +77,14 @@ class BatchQueue(Generic[P]):
         self._partials[job.session_id] = job
         return replaced
 
+    def withdraw(self, job: Job[P]) -> bool:
+        """Take back a final nobody waits for any more (a cancelled speculation); False if not queued."""
+        for i, queued in enumerate(self._finals):
+            if queued is job:
+                del self._finals[i]
+                return True
+        return False
+
     def discard_partial(self, session_id: str) -> Job[P] | None:
         """Forget a session's waiting partial (its utterance ended or the session left)."""
         return self._partials.pop(session_id, None)

@@ -17,6 +17,8 @@ from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult
 from streamer.pipeline.audio import Audio
 from streamer.pipeline.hallucination import RETRYABLE, needs_fallback, rejection_reason
 
+SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+
 # An utterance with at least this much confidently voiced audio (Silero probability >= 0.8) was speech:
 # losing it is worth telling the client about. Breath, clicks and hum stay well below it.
 CLEAR_SPEECH_MS = 500
@@ -67,3 +69,14 @@ async def settle(
             return Verdict(outcome, best, reason or "low_confidence", tuple(attempts))
     outcome = Outcome.UNRECOGNIZED_SPEECH if speech_ms >= CLEAR_SPEECH_MS else Outcome.DROPPED_NONSPEECH
     return Verdict(outcome, None, reason or "low_confidence", tuple(attempts))
+
+
+def ends_sentence(result: AsrResult, audio: Audio) -> bool:
+    """Whether a decode of the audio so far reads as a finished sentence (believable, final punctuation).
+
+    Whisper punctuates: a clause cut at a comma decodes with a trailing comma or none, or loops. The
+    segmenter holds such a pause longer instead of ending the utterance in the middle of a sentence.
+    """
+    if rejection_reason(result, audio) is not None or needs_fallback(result):
+        return False
+    return result.text.rstrip().endswith(SENTENCE_END)
