@@ -1,0 +1,180 @@
+"""deploy/k8s/*.yaml: valid against the Kubernetes schemas (offline, kubernetes-validate bundles them) and
+consistent with the app, the image and each other: probe paths the app serves, the port it listens on,
+a grace period that covers the drain, settings that exist, selectors that select."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import kubernetes_validate
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+from conftest import ServerFactory
+from fakes import FakeAsr
+
+from streamer.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+# Kubernetes versions the manifests must validate against: an older supported one and the newest bundled
+VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
+# `streamer serve` waits this long past STREAMER_DRAIN_TIMEOUT_S for handlers to finish (streamer/cli.py)
+SHUTDOWN_MARGIN_S = 5
+
+
+def _documents() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                docs.append((path.name, doc))
+    return docs
+
+
+DOCS = _documents()
+
+
+def _one(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for _, d in DOCS if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def _streamer_container() -> dict[str, Any]:
+    containers = _one("Deployment", "streamer")["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "streamer")
+
+
+def _environment() -> dict[str, str]:
+    """What the streamer container sees: its ConfigMap, its Secret, then its own env entries."""
+    container = _streamer_container()
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(_one("ConfigMap", source["configMapRef"]["name"])["data"])
+        if "secretRef" in source:
+            env.update(_one("Secret", source["secretRef"]["name"])["stringData"])
+    env.update({e["name"]: e["value"] for e in container.get("env", [])})
+    return env
+
+
+def _setting_names() -> set[str]:
+    # dataclass today; pydantic-settings keeps the field names (and so the variable names)
+    model_fields: dict[str, Any] | None = getattr(Settings, "model_fields", None)
+    if model_fields is not None:
+        return set(model_fields)
+    return {f.name for f in dataclasses.fields(Settings)}  # type: ignore[arg-type]
+
+
+def test_there_are_manifests() -> None:
+    kinds = {d["kind"] for _, d in DOCS}
+    assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= kinds
+    assert {"ConfigMap", "Secret", "StatefulSet"} <= kinds
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize(("source", "doc"), DOCS, ids=[f"{f}:{d['kind']}" for f, d in DOCS])
+def test_manifest_is_valid_kubernetes(source: str, doc: dict[str, Any], version: str) -> None:
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        pytest.fail(f"{source}: {doc['kind']} {doc['metadata']['name']} is invalid for {version}: {e}")
+
+
+def test_the_validator_rejects_a_broken_manifest() -> None:
+    # the check above can fail: a misspelt field in a copy of the Deployment is refused
+    broken = yaml.safe_load(yaml.safe_dump(_one("Deployment", "streamer")))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, VERSIONS[-1], strict=True)
+
+
+def test_every_streamer_variable_is_a_setting() -> None:
+    names = _setting_names()
+    unknown = [k for k in _environment() if k.startswith("STREAMER_") and k[9:].lower() not in names]
+    assert not unknown, f"not settings of streamer.config: {unknown}"
+
+
+def test_ports_match_the_image_and_the_app() -> None:
+    container = _streamer_container()
+    env = _environment()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    image_port = re.search(r"STREAMER_PORT=(\d+)", dockerfile)
+    assert image_port is not None
+    assert ports["http"] == int(env["STREAMER_PORT"]) == int(image_port.group(1))
+    assert f"EXPOSE {ports['http']}" in dockerfile
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] in (ports["http"], "http"), probe
+    service = _one("Service", "streamer")
+    assert service["spec"]["ports"][0]["targetPort"] in (ports["http"], "http")
+    # the image runs as this user; the pod must not ask for another
+    user = re.search(r"^USER (\d+)", dockerfile, re.MULTILINE)
+    assert user is not None
+    spec = _one("Deployment", "streamer")["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsUser"] == int(user.group(1))
+
+
+async def test_probes_and_autoscaling_metric_are_what_the_app_serves(make_server: ServerFactory) -> None:
+    container = _streamer_container()
+    server: TestServer = await make_server(asr_engine=FakeAsr())
+    async with aiohttp.ClientSession() as http:
+
+        async def status(path: str) -> int:
+            async with http.get(server.make_url(path)) as r:
+                return r.status
+
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert await status(container[probe]["httpGet"]["path"]) == 200, probe
+        async with http.get(server.make_url("/metrics")) as r:
+            exposition = await r.text()
+    hpa = _one("HorizontalPodAutoscaler", "streamer")
+    metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    assert re.search(rf"^# TYPE {metric} gauge$", exposition, re.MULTILINE), metric
+
+
+def test_grace_period_covers_prestop_and_the_drain() -> None:
+    spec = _one("Deployment", "streamer")["spec"]["template"]["spec"]
+    command = _streamer_container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pre_stop = float(command[1])
+    drain = float(_environment()["STREAMER_DRAIN_TIMEOUT_S"])
+    assert spec["terminationGracePeriodSeconds"] >= pre_stop + drain + SHUTDOWN_MARGIN_S
+
+
+def test_sizing_is_consistent() -> None:
+    container = _streamer_container()
+    env = _environment()
+    cpu = container["resources"]["requests"]["cpu"]
+    cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    # one CTranslate2 thread per requested core, not one per core of the node
+    assert int(env["STREAMER_ASR_THREADS"]) == cores
+    hpa = _one("HorizontalPodAutoscaler", "streamer")
+    target = float(hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"])
+    # scale out before admission control starts refusing sessions
+    assert 0 < target < int(env["STREAMER_MAX_SESSIONS"])
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "streamer"
+    assert hpa["spec"]["minReplicas"] >= 2  # one pod draining must leave one serving (the PDB's budget)
+
+
+def test_selectors_select_and_redis_is_reachable() -> None:
+    pod_labels = _one("Deployment", "streamer")["spec"]["template"]["metadata"]["labels"]
+    for kind in ("Service", "PodDisruptionBudget"):
+        doc = _one(kind, "streamer")
+        selector = doc["spec"]["selector"]
+        selector = selector.get("matchLabels", selector)
+        assert selector.items() <= pod_labels.items(), kind
+    redis = urlsplit(_environment()["STREAMER_REDIS_URL"])
+    service = _one("Service", redis.hostname)
+    assert redis.port in [p["port"] for p in service["spec"]["ports"]]
+    redis_labels = _one("StatefulSet", redis.hostname)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= redis_labels.items()
