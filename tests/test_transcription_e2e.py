@@ -20,19 +20,31 @@ from support import (
 )
 
 from streamer.client import StreamerClient
+from streamer_bench.corpus_text import content_words
+from streamer_bench.wer import words
 
 pytestmark = pytest.mark.slow
 
 UTTERANCES = ["en_utt1.wav", "en_utt2.wav", "en_utt3.wav"]
 GAP_S = 1.2
-# espeak-ng's voice through tiny.en int8 with greedy decoding: the fixtures were chosen so each utterance
-# transcribes exactly offline (WER 0). The bound leaves room for one slip per utterance without letting a
-# wrong transcript pass. 8 kHz audio carries nothing above 4 kHz, so sibilants blur ("school" -> "cool"
-# when the same band-limited audio is fed to the model directly): per utterance it gets a wider bound, but
-# across the whole stream it must stay under the same overall bound as wideband audio.
+# Bounds that hold on any machine. tiny.en runs in int8, and int8 matrix products round differently on
+# different CPUs (AVX-512 VNNI/AMX, AVX2, SSE kernels); greedy decoding turns a small score difference into
+# a different word wherever the model is unsure. Measured on 8 runs here (Xeon with AVX-512 VNNI and AMX;
+# default kernels, CTranslate2 forced to AVX2 / AVX / generic code, MKL limited to AVX2 / SSE4.2 /
+# AVX-512 without VNNI), and the report of a fresh 2-core machine:
+# - 16 and 48 kHz: every utterance exact (WER 0) in all 8 runs. MAX_WER leaves one slip per utterance,
+#   MAX_STREAM_WER about five words of the 34 in the stream.
+# - 8 kHz carries nothing above 4 kHz; sibilants blur and the model guesses, differently per kernel:
+#   "school" -> "cool", "football in" -> "for falling", "this weekend" -> "that we can" or "friends in my
+#   visit if we can". Stream WER 0.147 (4 runs) or 0.176 (4 runs) here, 0.206 on the fresh machine (3 of
+#   3 runs): the old bound of 0.15 was one machine's numerics. Exact words are no bound there; content
+#   words are. Per utterance at least 3 of the 5 or 6 content words were heard in every run (recall 0.6);
+#   the bound lets one more go (0.4). The stream bound, 0.35 (12 of 34 words), sits five words above the
+#   worst run seen.
 MAX_WER = 0.2
-MAX_WER_NARROWBAND = 0.35
 MAX_STREAM_WER = 0.15
+MIN_CONTENT_RECALL_NARROWBAND = 0.4
+MAX_STREAM_WER_NARROWBAND = 0.35
 SPEED = 4.0  # real-time-sized chunks (100 ms), sent 4x faster than real time to keep the suite short
 
 
@@ -72,6 +84,13 @@ async def _send_fast(stream: Any, pcm: bytes, rate: int, speed: float) -> None:
     await stream.close_session()
 
 
+def content_recall(reference: str, hypothesis: str) -> float:
+    """The share of the reference's content words (not "the", "are", "in", ...) found in the hypothesis."""
+    wanted = content_words(reference)
+    heard = set(words(hypothesis))
+    return sum(w in heard for w in wanted) / max(1, len(wanted))
+
+
 def finals_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == "transcript.final"]
 
@@ -82,15 +101,18 @@ async def test_utterances_yield_one_final_each(server: TestServer, rate: int) ->
     events = await asyncio.wait_for(run_stream(server, samples, rate), 90)
     finals = finals_of(events)
     assert [f["seq"] for f in finals] == list(range(1, len(spans) + 1)), [f["text"] for f in finals]
-    bound = MAX_WER_NARROWBAND if rate < 16000 else MAX_WER
+    narrowband = rate < 16000
     whole = wer(" ".join(t for _, _, t in spans), " ".join(f["text"] for f in finals))
-    assert whole <= MAX_STREAM_WER, [f["text"] for f in finals]
+    assert whole <= (MAX_STREAM_WER_NARROWBAND if narrowband else MAX_STREAM_WER), [f["text"] for f in finals]
     for final, (start_ms, end_ms, text) in zip(finals, spans, strict=True):
         # the reported audio span brackets the spoken words (VAD pre-roll before, a short tail after)
         assert final["audio_start_ms"] <= start_ms + 150
         assert final["audio_end_ms"] >= end_ms - 150
         assert final["audio_end_ms"] <= end_ms + int(GAP_S * 1000)
-        assert wer(text, final["text"]) <= bound, (text, final["text"])
+        if narrowband:
+            assert content_recall(text, final["text"]) >= MIN_CONTENT_RECALL_NARROWBAND, (text, final["text"])
+        else:
+            assert wer(text, final["text"]) <= MAX_WER, (text, final["text"])
         assert final["language"] == "en"
     types = [e["type"] for e in events]
     assert types.count("speech.started") >= len(spans)
