@@ -26,6 +26,7 @@ from streamer.guards.admission import Admission, AdmissionLimits, Refusal
 from streamer.guards.backend import BackendUnavailableError, QuotaDecision
 from streamer.guards.clock import Clock
 from streamer.guards.keys import KeyRecord
+from streamer.guards.load import PRIOR_SPEECH_SHARE, LoadMeter, expected_load
 from streamer.protocol import SessionConfig, TranscriptFinal, TranslationFinal
 from streamer.services import Services
 from streamer.session.outbox import Outbox
@@ -68,6 +69,7 @@ class SessionRegistry:
             ),
             clock,
         )
+        self.load = LoadMeter(clock)
         self._live: dict[str, StreamSession] = {}
         self._connections: dict[str, Attachment] = {}
         self._parked: dict[str, _Parked] = {}
@@ -115,9 +117,17 @@ class SessionRegistry:
                 batcher=self.services.asr_batcher.snapshot(),
                 breaker_state=breaker.state if breaker is not None else None,
                 breaker_retry_after=breaker.retry_after() if breaker is not None else 0.0,
+                load_with_new=self.expected_load(extra_sessions=1),
             )
         except Refusal as r:
             raise self._refuse(r) from None
+
+    def expected_load(self, extra_sessions: int = 0) -> float | None:
+        """The model's expected busy fraction for the sessions held (live and parked) and ``extra`` new
+        ones; None until the cost of a second of speech has been measured."""
+        sessions = [*self._live.values(), *(p.session for p in self._parked.values())]
+        shares = [s.speech_share for s in sessions] + [PRIOR_SPEECH_SHARE] * extra_sessions
+        return expected_load(shares, self.load.cost_per_speech_s())
 
     def check_session_rate(self, key_id: str) -> None:
         try:
@@ -153,14 +163,14 @@ class SessionRegistry:
     def open(self, session_id: str, key_id: str, config: SessionConfig) -> StreamSession:
         """A new session for a reserved id (its token was just redeemed): capacity is checked again."""
         self.check_capacity()
-        return StreamSession(session_id, key_id, config, self.services)
+        return StreamSession(session_id, key_id, config, self.services, load=self.load)
 
     async def admit(self, key: KeyRecord, config: SessionConfig) -> StreamSession:
         """Rate, capacity and quota for ``key``, then a new session (for surfaces without tokens)."""
         self.check_session_rate(key.key_id)
         session_id = self.services.tokens.new_session_id()
         await self.reserve(key.key_id, key.session_limit, session_id)
-        return StreamSession(session_id, key.key_id, config, self.services)
+        return StreamSession(session_id, key.key_id, config, self.services, load=self.load)
 
     # ---- attach, detach, resume
 
@@ -177,11 +187,13 @@ class SessionRegistry:
             metrics.sessions_total.inc()
         return session.attach(outbox, last_seq)
 
-    async def detach(self, session: StreamSession, connection: Attachment, *, ended: bool) -> None:
+    def detach(self, session: StreamSession, connection: Attachment, *, ended: bool) -> asyncio.Task[None]:
         """``connection`` is gone: park the session, or release it (``ended``, draining, no window).
 
-        The maps change before the first ``await``: the session is resumable from the moment it stops
-        being live.
+        The maps change now, before anything is awaited: the session is resumable from the moment it stops
+        being live. The rest (finalizing the open utterance, which may wait for room in the session's
+        bounded finals queue) runs in a task the registry owns, so a cancelled connection handler cannot
+        cut it short; await the returned task to wait for it.
         """
         sid = session.session_id
         if self._connections.get(sid) is connection:
@@ -190,12 +202,15 @@ class SessionRegistry:
             self.services.metrics.active_sessions.dec()
         window = self.services.settings.resume_window_s
         if ended or self.draining or self._closed or window <= 0:
-            await self.release(session)
-            return
+            return self.spawn(self.release(session), f"release-{sid}")
         parked = self._parked[sid] = _Parked(session, asyncio.Event())
         log.info("session parked for %.0fs", window, extra={"session_id": sid})
+        return self.spawn(self._park(parked, window), f"park-{sid}")
+
+    async def _park(self, parked: _Parked, window: float) -> None:
+        session, sid = parked.session, parked.session.session_id
         try:
-            await session.detach()  # may wait for room in the session's bounded finals queue
+            await session.detach()
         finally:
             if self._parked.get(sid) is parked:
                 parked.expiry = asyncio.get_running_loop().call_later(window, self._expire_soon, sid)

@@ -174,12 +174,13 @@ class Connection:
             over_time.cancel()
             writer.cancel()
             self.outbox.abandon()  # unblocks an emitter waiting for room in a queue nobody drains
-            # in a task the registry owns and joins at shutdown, so a cancelled handler cannot lose it
+            # in tasks the registry owns and joins at shutdown, so a cancelled handler cannot lose them;
+            # the session stays findable (live, then parked) throughout: no window for a resume's 404
             registry.spawn(self.quota.settle(), f"settle-{self.session_id}")
+            detached = registry.detach(self.session, self, ended=self._ended)
             try:
-                # the session stays findable (live, then parked) throughout: no window for a resume's 404
-                await registry.detach(self.session, self, ended=self._ended)
                 await _join(writer)
+                await asyncio.shield(detached)
                 if not self.ws.closed:
                     await self.ws.close(code=CloseCode.GOING_AWAY)
             finally:

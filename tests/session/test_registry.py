@@ -1,0 +1,117 @@
+"""The session registry: resumable from the moment a connection drops, and nothing left running."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp.test_utils import TestServer
+from fakes import FakeAsr
+from faults.streams import CHUNK, eventually, send_audio, utterance
+from support import API_KEY, base_url, make_settings
+
+from streamer.client import Stream, StreamerClient
+from streamer.guards.backend import BackendUnavailableError, MemoryBackend, QuotaDecision
+from streamer.session.edge import REGISTRY
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+async def _count(stream: Stream, kind: str, n: int, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while sum(1 for _, e in stream.events if e["type"] == kind) < n:
+            assert await stream.receive() is not None
+
+
+async def test_a_resume_while_the_dropped_session_finishes_its_utterance_finds_it(
+    make_server: ServerFactory,
+) -> None:
+    """Dropped mid-utterance while the model is stuck: finalizing the open utterance waits for room in
+    the bounded finals queue. A resume in that window used to get 404 (the session was in neither map
+    until the wait ended) and clients then started a fresh session, losing the old one's finals."""
+    asr = FakeAsr(hang=True)
+    server = await make_server(make_settings(resume_window_s=30.0, batching=False), asr_engine=asr)
+    registry = server.app[REGISTRY]
+    try:
+        async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+            stream = await client.connect({"language": "en", "interim_results": False})
+            # five utterances end while the model is stuck on the first: the emitter holds one and the
+            # session's bounded finals queue (4) the others, so it is full
+            for _ in range(5):
+                await send_audio(stream, utterance(), speed=20.0)
+            await _count(stream, "speech.stopped", 5)
+            await send_audio(stream, utterance(tail_s=0.0), speed=20.0)  # an open one
+            await _count(stream, "speech.started", 6)
+            session_id = stream.info.session_id
+            await stream.ws.close()
+            await eventually(lambda: session_id not in registry.sessions, "the connection to go")
+
+            resuming = asyncio.create_task(client.resume(stream))  # its POST answered 404 before
+            await asyncio.sleep(0.3)
+            assert not resuming.done(), "the resume should wait for the session to finish detaching"
+            asr.release()
+            resumed = await asyncio.wait_for(resuming, 10)
+            await _count(resumed, "transcript.final", 6)
+            await resumed.ws.close()
+    finally:
+        asr.release()
+    finals = [e["seq"] for _, e in resumed.events if e["type"] == "transcript.final"]
+    assert finals == [1, 2, 3, 4, 5, 6]
+
+
+class SlowBackend(MemoryBackend):
+    """Charges audio slowly and remembers when it was closed; can fail slot releases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.charged: list[float] = []
+        self.fail_release = False
+
+    async def charge_audio(self, key_id: str, seconds: float, daily_limit: float | None) -> QuotaDecision:
+        await asyncio.sleep(0.5)
+        self.charged.append(seconds)
+        return await super().charge_audio(key_id, seconds, daily_limit)
+
+    async def release_session(self, key_id: str, session_id: str) -> None:
+        if self.fail_release:
+            raise BackendUnavailableError("connection refused")
+        await super().release_session(key_id, session_id)
+
+
+async def _speak_briefly_and_go(server: TestServer) -> str:
+    async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+        stream = await client.connect({"language": "en"})
+        await send_audio(stream, utterance()[: CHUNK * 5], speed=20.0)  # half a second: not charged yet
+        await stream.ws.close()
+    return stream.info.session_id
+
+
+async def test_audio_settled_at_disconnect_is_charged_before_the_server_stops(
+    make_server: ServerFactory,
+) -> None:
+    """The last partial second is charged in a background task; shutdown joins it (a task in a module
+    global used to be left running, past the backend's close)."""
+    backend = SlowBackend()
+    server = await make_server(make_settings(resume_window_s=0.0), asr_engine=FakeAsr(), backend=backend)
+    registry = server.app[REGISTRY]
+    session_id = await _speak_briefly_and_go(server)
+    await eventually(lambda: session_id not in registry.sessions, "the session to end")
+    await server.close()
+    assert backend.charged == [pytest.approx(0.5)]
+
+
+async def test_a_slot_that_cannot_be_released_is_logged(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = SlowBackend()
+    backend.fail_release = True
+    server = await make_server(make_settings(resume_window_s=0.0), asr_engine=FakeAsr(), backend=backend)
+    registry = server.app[REGISTRY]
+    with caplog.at_level(logging.WARNING, logger="streamer.session"):
+        session_id = await _speak_briefly_and_go(server)
+        await eventually(lambda: session_id not in registry.sessions, "the session to end")
+        await server.close()
+    warnings = [r for r in caplog.records if "release" in r.getMessage()]
+    assert warnings and getattr(warnings[0], "session_id", None) == session_id
