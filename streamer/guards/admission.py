@@ -39,6 +39,8 @@ class AdmissionLimits:
     session_rate_per_key_per_min: float  # 0 = off
     demo_rate_per_s: float = 1.0
     demo_burst: float = 10.0
+    # the model's busy fraction that admission plans for: above it, queues grow and latency with them
+    max_model_load: float = 0.85
 
 
 class Admission:
@@ -58,8 +60,14 @@ class Admission:
         batcher: BatcherSnapshot,
         breaker_state: BreakerState | None,
         breaker_retry_after: float = 0.0,
+        load_with_new: float | None = None,
     ) -> None:
-        """Refuse new work rather than make every session slower; raises :class:`Refusal`."""
+        """Refuse new work rather than make every session slower; raises :class:`Refusal`.
+
+        ``load_with_new`` is the model's expected busy fraction with one more session (see
+        ``guards/load.py``), None while the cost of speech has not been measured. An idle server never
+        refuses for load: with no session live, whatever the last sessions left behind is history.
+        """
         if draining:
             raise Refusal("draining", OverloadedError("the server is shutting down", retry_after=5.0))
         if live_sessions >= self.limits.max_sessions:
@@ -73,6 +81,13 @@ class Admission:
                 "the transcription model is unavailable", retry_after=max(1.0, wait)
             )
             raise Refusal("model_unavailable", error)
+        if live_sessions == 0:
+            return
+        if load_with_new is not None and load_with_new > self.limits.max_model_load:
+            raise Refusal(
+                "predicted_overload",
+                OverloadedError("the server has no room for another live session", retry_after=5.0),
+            )
         recent = self._clock() - batcher.last_batch_at < RECENT_BATCH_S
         if recent and batcher.latency_ewma_s > self.limits.saturation_latency_s:
             raise Refusal("saturated", OverloadedError("the server is saturated", retry_after=5.0))

@@ -79,6 +79,7 @@ class AsrResult:
     decode: str = "greedy"  # which decode produced it (Decode.label)
     model_s: float = 0.0  # this request's share of its model call (the call's time split evenly)
     padding_s: float = 0.0  # silence the window added to the audio (work that transcribed nothing)
+    window_s: float = 0.0  # the model input window this result was decoded in
 
 
 class AsrEngine(Protocol):
@@ -252,6 +253,7 @@ class WhisperEngine:
                     decode=decode.label,
                     model_s=share,
                     padding_s=max(0.0, frames / FRAMES_PER_S - request.audio.size / MODEL_RATE),
+                    window_s=frames / FRAMES_PER_S,
                 )
             )
         return out

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamer.errors import StreamerError
+from streamer.guards.load import LoadMeter, speech_share
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.audio import MODEL_RATE, PcmInput
-from streamer.pipeline.fallback import Outcome, Verdict, settle
+from streamer.pipeline.fallback import Outcome, Verdict, ends_sentence, settle
 from streamer.pipeline.segmenter import Ended, Event, Paused, Segmenter, Started, Utterance
 from streamer.pipeline.stability import PartialStabilizer
 from streamer.protocol import (
@@ -49,11 +50,20 @@ class _Speculation:
 
     segment_id: int
     end_sample: int
+    utterance: Utterance
     task: asyncio.Task[AsrResult]
 
 
 class StreamSession:
-    def __init__(self, session_id: str, key_id: str, config: SessionConfig, services: Services) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        key_id: str,
+        config: SessionConfig,
+        services: Services,
+        *,
+        load: LoadMeter | None = None,
+    ) -> None:
         self.session_id = session_id
         self.key_id = key_id
         self.config = config
@@ -61,12 +71,15 @@ class StreamSession:
         s = services.settings
         self.pcm = PcmInput(config.sample_rate, min_frame_ms=s.min_frame_ms, max_frame_ms=s.max_frame_ms)
         self.vad = services.vad.new_stream()
-        self.segmenter = Segmenter(services.segmenter_config)
+        self.segmenter = Segmenter(services.segmenter_config.for_input_rate(config.sample_rate))
         self.outbox: Outbox | None = None
         self.seq = 0
+        self.load = load if load is not None else LoadMeter()
+        self.speech_s = 0.0  # audio of the utterances transcribed so far
         self.history: list[TranscriptFinal | TranslationFinal] = []
         self.started_at = time.monotonic()
-        self._finals: asyncio.Queue[tuple[Utterance, asyncio.Task[AsrResult]] | None] = asyncio.Queue(
+        # (utterance, its first decode, what that decode was: "final" or "speculative_used")
+        self._finals: asyncio.Queue[tuple[Utterance, asyncio.Task[AsrResult], str] | None] = asyncio.Queue(
             PENDING_FINALS
         )
         self._speculation: _Speculation | None = None
@@ -100,6 +113,11 @@ class StreamSession:
         self.outbox = None
         self.services.asr_batcher.discard_partial(self.session_id)
         await self.commit("disconnect")
+
+    @property
+    def speech_share(self) -> float:
+        """The share of this session's audio expected to be speech (admission's load estimate)."""
+        return speech_share(self.speech_s, self.segmenter.samples / MODEL_RATE)
 
     @property
     def audio_ms(self) -> int:
@@ -160,6 +178,7 @@ class StreamSession:
                 for event in self.segmenter.feed(probs, windows):
                     await self._on_event(event)
             self.pcm = PcmInput(config.sample_rate, min_frame_ms=s.min_frame_ms, max_frame_ms=s.max_frame_ms)
+            self.segmenter.config = self.services.segmenter_config.for_input_rate(config.sample_rate)
         self.config = config
 
     # ---- segmentation events
@@ -177,35 +196,70 @@ class StreamSession:
                 SpeechStarted(segment_id=event.segment_id, audio_start_ms=_ms(event.start_sample))
             )
         elif isinstance(event, Paused):
-            if self.services.settings.batching and self._speculation is None:
-                task = asyncio.create_task(self._transcribe(event.utterance))
-                self._speculation = _Speculation(event.segment_id, event.utterance.end_sample, task)
+            if self.services.settings.batching:
+                # a pause after speech resumed: the earlier speculation can no longer be the final
+                self._drop_speculation()
+                self._speculate(event.utterance)
         elif isinstance(event, Ended):
             self.services.asr_batcher.discard_partial(self.session_id)
             await self._send(SpeechStopped(segment_id=event.segment_id, audio_end_ms=_ms(event.end_sample)))
-            spec, self._speculation = self._speculation, None
             utt = event.utterance
+            spec = self._speculation
             if utt is None:
-                if spec is not None:
-                    spec.task.cancel()
+                self._drop_speculation()
                 return
             self._ended_at[event.segment_id] = time.monotonic()
+            self.speech_s += utt.duration_s
+            self.load.record(speech_s=utt.duration_s)
             if spec is not None and spec.segment_id == utt.segment_id and spec.end_sample == utt.end_sample:
-                task = spec.task
+                self._speculation = None
+                await self._finals.put((utt, spec.task, "speculative_used"))
             else:
-                if spec is not None:
-                    spec.task.cancel()
-                task = asyncio.create_task(self._transcribe(utt))
-            await self._finals.put((utt, task))
+                self._drop_speculation()
+                await self._finals.put((utt, self._transcribe(utt), "final"))
+
+    def _speculate(self, utt: Utterance) -> None:
+        spec = _Speculation(utt.segment_id, utt.end_sample, utt, self._transcribe(utt))
+        spec.task.add_done_callback(lambda _: self._on_speculated(spec))
+        self._speculation = spec
+
+    def _drop_speculation(self) -> None:
+        """Forget the speculative final: withdrawn from the model's queue if it has not run yet."""
+        spec, self._speculation = self._speculation, None
+        if spec is None:
+            return
+        if spec.task.done() and not spec.task.cancelled() and spec.task.exception() is None:
+            self._spend("speculative_wasted", spec.task.result())
+        spec.task.cancel()
+
+    def _on_speculated(self, spec: _Speculation) -> None:
+        """A speculative decode is back while its pause lasts: an unfinished sentence holds the pause."""
+        if self._speculation is not spec or spec.task.cancelled() or spec.task.exception() is not None:
+            return
+        if not ends_sentence(spec.task.result(), spec.utterance.audio):
+            self.segmenter.hold(spec.segment_id, spec.end_sample)
+
+    def _spend(self, kind: str, result: AsrResult) -> None:
+        """Account the model time a result cost to what it was for."""
+        self.load.record(model_s=result.model_s)
+        metrics = self.services.metrics
+        metrics.model_work.labels(kind).inc(result.model_s)
+        metrics.model_window.labels("padding").inc(result.padding_s)
+        metrics.model_window.labels("audio").inc(max(0.0, result.window_s - result.padding_s))
 
     def _request(self, utt: Utterance) -> AsrRequest:
         return AsrRequest(utt.audio, self.config.task, self.config.language)
 
-    async def _transcribe(self, utt: Utterance) -> AsrResult:
-        return await self._decode(self._request(utt))
+    def _transcribe(self, utt: Utterance) -> asyncio.Task[AsrResult]:
+        return asyncio.create_task(self._decode(self._request(utt)))
 
     async def _decode(self, request: AsrRequest) -> AsrResult:
         return await self.services.asr_batcher.submit_final(self.session_id, request.group, request)
+
+    async def _fallback(self, request: AsrRequest) -> AsrResult:
+        result = await self._decode(request)
+        self._spend("fallback", result)
+        return result
 
     # ---- partials
 
@@ -236,6 +290,7 @@ class StreamSession:
         if result is None:
             await self._warn_lagging()
             return
+        self._spend("partial", result)
         if self.segmenter.open_segment_id != segment_id or self.outbox is None:
             return
         update = self._stabilizer.update(result.text)
@@ -262,7 +317,7 @@ class StreamSession:
             item = await self._finals.get()
             if item is None:
                 return
-            utt, task = item
+            utt, task, kind = item
             try:
                 result = await task
             except StreamerError as e:
@@ -270,8 +325,9 @@ class StreamSession:
                 if self.on_fatal is not None:
                     self.on_fatal(e)
                 return
+            self._spend(kind, result)
             try:
-                verdict = await settle(result, self._request(utt), utt.audio, utt.speech_ms, self._decode)
+                verdict = await settle(result, self._request(utt), utt.audio, utt.speech_ms, self._fallback)
             except StreamerError as e:
                 self._log.warning("fallback decode for segment %d failed: %s", utt.segment_id, e.code)
                 if self.on_fatal is not None:
