@@ -12,10 +12,12 @@ from types import MappingProxyType
 
 from aiohttp import web
 
+from streamer import tracing
 from streamer.config import Settings
 from streamer.guards.backend import StateBackend, create_backend
 from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import KeyRing
+from streamer.looplag import loop_lag_watched
 from streamer.metrics import Metrics
 from streamer.openapi import openapi_json
 from streamer.pipeline.asr import AsrEngine, AsrRequest, AsrResult, WhisperEngine, resolve_device
@@ -67,6 +69,7 @@ def make_breaker(
     name: str, metrics: Metrics, *, failure_threshold: int, reset_timeout_s: float
 ) -> CircuitBreaker:
     """A circuit breaker whose state changes show on the ``breaker_state`` gauge."""
+    metrics.breaker_state.labels(name).set(0.0)  # closed, and exported from the start for alert rules
     return CircuitBreaker(
         name,
         failure_threshold=failure_threshold,
@@ -148,6 +151,7 @@ def create_app(
     app = web.Application(middlewares=[edge_middleware], client_max_size=1 << 20)
 
     async def state_context(app: web.Application) -> AsyncIterator[None]:
+        tracing.configure_from_env()  # once per process; nothing without OTEL_EXPORTER_OTLP_ENDPOINT
         metrics = Metrics()
         state = backend or await create_backend(settings.redis_url)
         breaker = None
@@ -228,7 +232,8 @@ def create_app(
         app[REGISTRY] = registry
         log.info("ready: model %s on %s, batching %s", asr.engine.name, settings.device, settings.batching)
         try:
-            yield
+            async with loop_lag_watched(state.metrics.loop_lag):
+                yield
         finally:
             await registry.close()
 
