@@ -4,8 +4,8 @@ For every condition of the corpus (clean, fast and slow speech, 20 and 10 dB SNR
 band) and every session count, that many sessions stream the condition's audio concurrently in real time
 over protocol v1. Reported per condition: WER of the finals against the reference text, against the same
 model's offline beam-5 transcription of each whole sentence (and that offline WER against the text),
-lost sentences (no final overlaps them), split sentences, stray finals, ``unrecognized_speech`` warnings;
-and finals on the non-speech clips. JSON (``--out``) and a markdown table.
+lost sentences (no final overlaps them), merged and split sentences, stray finals and
+``unrecognized_speech`` warnings; and finals on the non-speech clips. JSON (``--out``) and a markdown table.
 
 The server runs in this process on a free port unless ``--url`` names one (then ``--api-key`` too).
 """
@@ -25,9 +25,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 
-from streamer.client import ClientError, StreamerClient
+from streamer.client import ClientError, Stream, StreamerClient
 from streamer_bench import corpus as corpus_mod
 from streamer_bench import signals
 from streamer_bench.corpus import Corpus, CorpusParams, Item
@@ -65,7 +66,16 @@ def main(argv: list[str]) -> int:
     if not counts or min(counts) < 1 or args.speed <= 0:
         print("streamer bench --accuracy: sessions must be positive and --speed > 0", file=sys.stderr)
         return 2
-    corpus = _corpus(args)
+    try:
+        corpus = _corpus(args)
+    except ModuleNotFoundError as e:  # generating the corpus needs the voice
+        print(
+            f"streamer bench --accuracy: {e.name} is missing: pip install 'streamer[bench]'", file=sys.stderr
+        )
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"streamer bench --accuracy: no corpus: {e}", file=sys.stderr)
+        return 2
     wanted = [c.strip() for c in args.conditions.split(",")] if args.conditions else None
     items = [
         it for it in corpus.items if wanted is None or it.condition in wanted or it.condition == "nonspeech"
@@ -186,31 +196,44 @@ async def _server(args: argparse.Namespace) -> AsyncIterator[tuple[str, str]]:
 async def _stream_item(
     client: StreamerClient, corpus: Corpus, item: Item, speed: float, index: int
 ) -> list[dict[str, Any]]:
-    """One session streams the item in (``speed`` times) real time; returns every event it received."""
+    """One session streams the item in (``speed`` times) real time; returns every event it received.
+
+    Trouble (a refusal, a socket the server closed, a session that never ends) becomes an ``error`` event
+    in the list, so one failed session is scored as such instead of ending the run.
+    """
     await asyncio.sleep(index * 0.05)  # staggered starts, as users arrive
     try:
         stream = await client.connect({"sample_rate": item.sample_rate, "language": "en"})
     except ClientError as e:
         return [{"type": "error", "code": f"refused_{e.code}"}]
-    pcm = corpus.pcm(item).tobytes()
-    step = item.sample_rate * 2 * CHUNK_MS // 1000
+    except (aiohttp.ClientError, OSError) as e:
+        return [{"type": "error", "code": f"connect_failed_{type(e).__name__}"}]
+    trouble: list[dict[str, Any]] = []
     async with stream:
         reader = asyncio.create_task(_drain(stream))
-        t0 = time.monotonic()
-        for k, i in enumerate(range(0, len(pcm), step)):
-            delay = t0 + k * CHUNK_MS / 1000 / speed - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await stream.ws.send_bytes(pcm[i : i + step])
-        await stream.close_session()
+        try:
+            await _send(stream, corpus.pcm(item).tobytes(), item.sample_rate, speed)
+        except (aiohttp.ClientError, ConnectionError) as e:
+            trouble.append({"type": "error", "code": f"closed_while_sending_{type(e).__name__}"})
         try:
             await asyncio.wait_for(reader, 120)
         except TimeoutError:
-            return [e for _, e in stream.events] + [{"type": "error", "code": "bench_timeout"}]
-    return [e for _, e in stream.events]
+            trouble.append({"type": "error", "code": "bench_timeout"})
+    return [e for _, e in stream.events] + trouble
 
 
-async def _drain(stream: Any) -> None:
+async def _send(stream: Stream, pcm: bytes, rate: int, speed: float) -> None:
+    step = rate * 2 * CHUNK_MS // 1000
+    t0 = time.monotonic()
+    for k, i in enumerate(range(0, len(pcm), step)):
+        delay = t0 + k * CHUNK_MS / 1000 / speed - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await stream.ws.send_bytes(pcm[i : i + step])
+    await stream.close_session()
+
+
+async def _drain(stream: Stream) -> None:
     async for _ in stream:
         pass
 
@@ -233,14 +256,14 @@ def machine() -> str:
 def markdown_table(report: dict[str, Any]) -> str:
     """Per condition and session count; then the non-speech clips."""
     rows = [
-        "| condition | sessions | sentences | lost | split | stray finals | unrecognized warnings "
+        "| condition | sessions | sentences | lost | merged | split | stray finals | unrecognized warnings "
         "| WER | offline beam-5 WER | WER vs offline |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["runs"]:
         rows.append(
-            f"| {r['condition']} | {r['sessions']} | {r['sentences']} | {r['lost']} | {r['split']} "
-            f"| {r['stray_finals']} | {r['unrecognized_warnings']} | {_pct(r['wer'])} "
+            f"| {r['condition']} | {r['sessions']} | {r['sentences']} | {r['lost']} | {r['merged']} "
+            f"| {r['split']} | {r['stray_finals']} | {r['unrecognized_warnings']} | {_pct(r['wer'])} "
             f"| {_pct(r['offline_wer'])} | {_pct(r['wer_vs_offline'])} |"
         )
     if report["nonspeech"]:

@@ -1,8 +1,9 @@
 """Scoring a streamed corpus item: finals matched to reference sentences by audio time, WER, lost sentences.
 
-A final belongs to the sentence it overlaps most in audio time. A sentence no final overlaps is *lost*; one
-that several finals overlap most is *split*; a final that overlaps no sentence is *stray* (on non-speech
-every final is stray).
+A final belongs to the sentence it overlaps most in audio time. A sentence no final overlaps at all is
+*lost*; one that only shares a final with a neighbour (two sentences with a short pause between them heard
+as one utterance) is *merged*; one that several finals overlap most is *split*; a final that overlaps no
+sentence is *stray* (on non-speech every final is stray).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Tally:
 
     sentences: int = 0
     lost: int = 0
+    merged: int = 0
     split: int = 0
     stray: int = 0
     finals: int = 0
@@ -44,6 +46,7 @@ class Tally:
             "sentences": self.sentences,
             "finals": self.finals,
             "lost": self.lost,
+            "merged": self.merged,
             "split": self.split,
             "stray_finals": self.stray,
             "unrecognized_warnings": self.unrecognized,
@@ -85,7 +88,9 @@ def score(
     finals = [e for e in events if e.get("type") == "transcript.final"]
     owned = assign(finals, sentences)
     tally = Tally(sentences=len(sentences), finals=len(finals))
-    tally.lost = sum(1 for o in owned if not o)
+    touched = [any(overlap_ms(f, s) > 0 for f in finals) for s in sentences]
+    tally.lost = sum(1 for t in touched if not t)
+    tally.merged = sum(1 for o, t in zip(owned, touched, strict=True) if t and not o)
     tally.split = sum(1 for o in owned if len(o) > 1)
     tally.stray = len(finals) - sum(len(o) for o in owned)
     tally.unrecognized = sum(

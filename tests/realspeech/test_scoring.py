@@ -33,6 +33,13 @@ def test_a_sentence_no_final_overlaps_is_lost() -> None:
     assert tally.ref_words == 15 and tally.edits_ref == 7  # the lost sentence's seven words are deletions
 
 
+def test_two_sentences_heard_as_one_utterance_are_merged_not_lost() -> None:
+    both = final("Please keep your voice down. The train was late again this morning.", 400, 5100)
+    tally = score([both, final("Good morning, everyone.", 6000, 7000)], SENTENCES)
+    assert (tally.lost, tally.merged, tally.split, tally.stray) == (0, 1, 0, 0)
+    assert tally.edits_ref == 0
+
+
 def test_a_final_belongs_to_the_sentence_it_overlaps_most() -> None:
     # a final that runs past its sentence into the next one's first 200 ms still belongs to the first
     owned = assign(
@@ -42,7 +49,8 @@ def test_a_final_belongs_to_the_sentence_it_overlaps_most() -> None:
     tally = score(
         [final("the train was late again", 2900, 5200), final("this morning", 4800, 6100)], SENTENCES
     )
-    assert (tally.lost, tally.split) == (2, 1)
+    # the first sentence has nothing; the third is touched by the second final only, which the second owns
+    assert (tally.lost, tally.merged, tally.split) == (1, 1, 1)
 
 
 def test_finals_outside_every_sentence_are_stray() -> None:
