@@ -70,7 +70,12 @@ class Stream:
         self.events: list[tuple[float, dict[str, Any]]] = []  # (monotonic time received, event)
         self.created: dict[str, Any] | None = None
         self.close_code: int | None = None
-        self.last_seq = 0
+        self.last_seq = 0  # seq of the last transcript.final received
+        self._targets: set[str] = set(info.config.get("translate_to") or [])
+        self._translated: set[str] = set()  # languages of last_seq's translations received so far
+        # after a resume: what the previous connection already delivered (a replay of it is skipped)
+        self._seen_seq = 0
+        self._seen_translations: set[str] = set()
 
     async def __aenter__(self) -> Stream:
         return self
@@ -83,9 +88,17 @@ class Stream:
         msg = await self.ws.receive(timeout=timeout)
         if msg.type == aiohttp.WSMsgType.TEXT:
             event: dict[str, Any] = json.loads(msg.data)
+            if self._already_seen(event):
+                return await self.receive(timeout)
             self.events.append((time.monotonic(), event))
-            if event.get("type") == "transcript.final":
+            kind = event.get("type")
+            if kind == "transcript.final":
                 self.last_seq = int(event["seq"])
+                self._translated = set()
+            elif kind == "translation.final" and event.get("seq") == self.last_seq:
+                self._translated.add(str(event.get("language")))
+            elif kind == "session.created" and isinstance(event.get("config"), dict):
+                self._targets = set(event["config"].get("translate_to") or [])
             return event
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
             self.close_code = self.ws.close_code
@@ -94,6 +107,30 @@ class Stream:
             self.close_code = self.ws.close_code
             return None
         return await self.receive(timeout)
+
+    def _already_seen(self, event: dict[str, Any]) -> bool:
+        """A final (or translation) the previous connection delivered, replayed by a resume."""
+        seq = event.get("seq")
+        if not isinstance(seq, int) or seq > self._seen_seq:
+            return False
+        if event.get("type") == "translation.final" and seq == self._seen_seq:
+            return event.get("language") in self._seen_translations
+        return event.get("type") in ("transcript.final", "translation.final")
+
+    def carry_on_from(self, previous: Stream) -> None:
+        """This stream resumes ``previous``: what it delivered is not delivered again."""
+        self.last_seq = self._seen_seq = previous.last_seq
+        self._translated = set(previous._translated)
+        self._seen_translations = set(previous._translated)
+        self._targets = set(previous._targets)
+
+    @property
+    def resume_from(self) -> int:
+        """The ``last_seq`` to resume with (docs/protocol.md): one less while the last final's
+        translations have not all arrived, since the server replays only what comes after ``last_seq``."""
+        if self.last_seq > 0 and not self._targets <= self._translated:
+            return self.last_seq - 1
+        return self.last_seq
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()
@@ -118,6 +155,8 @@ class Stream:
 
     async def update(self, **config: Any) -> None:
         await self.send_json({"type": "session.update", "config": config})
+        if "translate_to" in config:  # finals from now on are translated into these
+            self._targets = set(config["translate_to"] or [])
 
     async def send_pcm(
         self,
@@ -204,11 +243,15 @@ class StreamerClient:
             expires_at=data["expires_at"],
         )
 
-    async def _open(self, info: SessionInfo, url: str, protocols: tuple[str, ...] = ()) -> Stream:
-        """Open the WebSocket and wait for ``session.created``."""
+    async def _open(
+        self, info: SessionInfo, url: str, protocols: tuple[str, ...] = (), seen: Stream | None = None
+    ) -> Stream:
+        """Open the WebSocket and wait for ``session.created``; ``seen``: the stream this one resumes."""
         assert self.http is not None
         ws = await self.http.ws_connect(url, protocols=protocols)
         stream = Stream(ws, info)
+        if seen is not None:
+            stream.carry_on_from(seen)
         first = await stream.receive(timeout=30)
         if first is None or first.get("type") != "session.created":
             await ws.close()
@@ -223,17 +266,18 @@ class StreamerClient:
         return url
 
     async def resume(self, stream: Stream) -> Stream:
-        """Reconnect a dropped session: the server replays the finals after ``stream.last_seq``.
+        """Reconnect a dropped session: the server replays the finals after ``stream.resume_from``.
 
         Needs the API key the session was started with. Events replayed and new ones arrive on the
-        returned stream; nothing is lost or repeated.
+        returned stream; nothing is lost or repeated: when the last final's translations were still
+        missing, the server is asked from the final before it, and the repeated final is skipped.
         """
         assert self.http is not None, "use 'async with StreamerClient(...)'"
         base = self.base_url.rstrip("/")
         url = f"{base}/v1/sessions/{stream.info.session_id}/resume"
         info = await self._post_session(url, {"Authorization": f"Bearer {self.api_key}"}, None)
-        resumed = await self._open(info, f"{self.ws_url(info)}?token={info.token}&last_seq={stream.last_seq}")
-        resumed.last_seq = max(resumed.last_seq, stream.last_seq)
+        query = f"?token={info.token}&last_seq={stream.resume_from}"
+        resumed = await self._open(info, self.ws_url(info) + query, seen=stream)
         return resumed
 
     async def connect(self, config: dict[str, Any] | None = None, *, subprotocol: bool = False) -> Stream:

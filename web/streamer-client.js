@@ -32,6 +32,8 @@
  * (auth, rate limit, quota, session length: retrying cannot help) or a 1009 (the client's own bug).
  * With an API key it first tries to resume (`POST /v1/sessions/{id}/resume` + `last_seq`), which keeps
  * the session, its `seq` and its timeline; demo sessions cannot be resumed and start a new session.
+ * While the last final's translations have not all arrived it resumes from the final before it (the
+ * server replays only what follows `last_seq`) and skips the repeated final, as docs/protocol.md says.
  * Audio sent while (re)connecting is buffered up to `maxBufferMs` (oldest dropped first).
  */
 
@@ -230,6 +232,9 @@ export class Session {
     this.sessionId = null;
     this.limits = null;
     this.lastSeq = 0; // seq of the last transcript.final of the current server session
+    this._translated = new Set(); // languages of lastSeq's translation.finals received so far
+    this._seenSeq = 0; // after a resume: finals up to this seq were delivered before (replays are skipped)
+    this._seenTranslations = new Set(); // ...and these translations of final _seenSeq
     this.generation = 0;
     this.offsetMs = 0;
     this.resumed = false;
@@ -411,7 +416,9 @@ export class Session {
           resumed = true;
           this.resumeToken = info.token;
           const u = new URL(this.client.wsUrl(info.ws_url));
-          u.searchParams.set("last_seq", String(this.lastSeq));
+          u.searchParams.set("last_seq", String(this.resumeFrom()));
+          this._seenSeq = this.lastSeq;
+          this._seenTranslations = new Set(this._translated);
           url = u.toString();
         } catch (e) {
           if (e.status !== 404) throw e; // the session is gone (window over): start a new one below
@@ -460,12 +467,16 @@ export class Session {
         console.warn("streamer-client: ignoring a frame that is not JSON");
         return;
       }
+      if (this._alreadySeen(event)) return; // replayed by a resume, delivered before the drop
       if (event.type === "session.created") {
         created = true;
         clearTimeout(timer);
         this._onCreated(event);
       } else if (event.type === "transcript.final") {
         this.lastSeq = event.seq;
+        this._translated = new Set();
+      } else if (event.type === "translation.final" && event.seq === this.lastSeq) {
+        this._translated.add(event.language);
       } else if (event.type === "error") {
         this.lastError = event;
       } else if (event.type === "session.closed") {
@@ -485,6 +496,24 @@ export class Session {
     };
   }
 
+  /**
+   * The `last_seq` to resume with: one less while the last final's translations (one per
+   * `config.translate_to` language) have not all arrived, so the server replays them.
+   */
+  resumeFrom() {
+    const targets = this.config.translate_to ?? [];
+    const missing = targets.some((language) => !this._translated.has(language));
+    return this.lastSeq > 0 && missing ? this.lastSeq - 1 : this.lastSeq;
+  }
+
+  _alreadySeen(event) {
+    if (typeof event.seq !== "number" || event.seq > this._seenSeq) return false;
+    if (event.type === "translation.final" && event.seq === this._seenSeq) {
+      return this._seenTranslations.has(event.language);
+    }
+    return event.type === "transcript.final" || event.type === "translation.final";
+  }
+
   _onCreated(event) {
     const resumed = Boolean(event.resumed) || this._pendingResume;
     if (!resumed) {
@@ -492,6 +521,9 @@ export class Session {
       this.generation += 1;
       this.offsetMs = this._timelineMs;
       this.lastSeq = 0;
+      this._translated = new Set();
+      this._seenSeq = 0;
+      this._seenTranslations = new Set();
       this._sendLog = [];
     }
     this.resumed = resumed;
