@@ -151,10 +151,15 @@ async def _run(
                 results = await asyncio.gather(
                     *(_stream_item(client, corpus, item, args.speed, i) for i in range(n))
                 )
-                tally = Tally()
+                tally, refused = Tally(), 0
                 for events in results:
+                    if events and str(events[0].get("code", "")).startswith("refused_"):
+                        refused += 1  # admission said no: nothing was streamed, so nothing to score
+                        tally.errors.append(str(events[0]["code"]))
+                        continue
                     tally.add(score(events, item.sentences, offline.get(item.id) if offline else None))
-                row = {"condition": item.condition, "item": item.id, "sessions": n, **tally.summary()}
+                row = {"condition": item.condition, "item": item.id, "sessions": n, "refused": refused}
+                row.update(tally.summary())
                 row["seconds"] = round(time.monotonic() - started, 1)
                 report["nonspeech" if not item.sentences else "runs"].append(row)
                 print(json.dumps(row), flush=True)
@@ -253,22 +258,32 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+COLUMNS = (  # (header, key in a row, is a rate)
+    ("condition", "condition", False),
+    ("sessions", "sessions", False),
+    ("refused", "refused", False),
+    ("sentences", "sentences", False),
+    ("lost", "lost", False),
+    ("merged", "merged", False),
+    ("split", "split", False),
+    ("stray finals", "stray_finals", False),
+    ("unrecognized warnings", "unrecognized_warnings", False),
+    ("WER", "wer", True),
+    ("offline beam-5 WER", "offline_wer", True),
+    ("WER vs offline", "wer_vs_offline", True),
+)
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """Per condition and session count; then the non-speech clips."""
-    rows = [
-        "| condition | sessions | sentences | lost | merged | split | stray finals | unrecognized warnings "
-        "| WER | offline beam-5 WER | WER vs offline |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = ["| " + " | ".join(h for h, _, _ in COLUMNS) + " |", "|---" + "|---:" * (len(COLUMNS) - 1) + "|"]
     for r in report["runs"]:
-        rows.append(
-            f"| {r['condition']} | {r['sessions']} | {r['sentences']} | {r['lost']} | {r['merged']} "
-            f"| {r['split']} | {r['stray_finals']} | {r['unrecognized_warnings']} | {_pct(r['wer'])} "
-            f"| {_pct(r['offline_wer'])} | {_pct(r['wer_vs_offline'])} |"
-        )
+        rows.append("| " + " | ".join(_pct(r[k]) if rate else str(r[k]) for _, k, rate in COLUMNS) + " |")
     if report["nonspeech"]:
-        rows += ["", "| non-speech clip | sessions | finals |", "|---|---:|---:|"]
-        rows += [f"| {r['item']} | {r['sessions']} | {r['finals']} |" for r in report["nonspeech"]]
+        rows += ["", "| non-speech clip | sessions | refused | finals |", "|---|---:|---:|---:|"]
+        rows += [
+            f"| {r['item']} | {r['sessions']} | {r['refused']} | {r['finals']} |" for r in report["nonspeech"]
+        ]
     return "\n".join(rows)
 
 

@@ -37,3 +37,13 @@ def test_bad_options_fail_before_any_work(
 def test_unknown_conditions_are_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert accuracy.main(["--corpus", str(CORPUS_DIR), "--conditions", "underwater"]) == 2
     assert "underwater" in capsys.readouterr().err
+
+
+def test_the_table_has_a_row_per_run_and_rates_in_percent() -> None:
+    row = {"condition": "snr20", "sessions": 16, "refused": 2, "sentences": 84, "lost": 1, "merged": 0}
+    row |= {"split": 3, "stray_finals": 0, "unrecognized_warnings": 1}
+    row |= {"wer": 0.0826, "offline_wer": 0.07, "wer_vs_offline": None}
+    clip = {"item": "nonspeech_hum", "sessions": 16, "refused": 0, "finals": 2}
+    lines = accuracy.markdown_table({"runs": [row], "nonspeech": [clip]}).splitlines()
+    assert lines[2] == "| snr20 | 16 | 2 | 84 | 1 | 0 | 3 | 0 | 1 | 8.3 % | 7.0 % | – |"
+    assert lines[-1] == "| nonspeech_hum | 16 | 0 | 2 |"
