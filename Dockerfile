@@ -11,7 +11,7 @@
 #   docker build --build-arg BASE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 --build-arg PYTHON=python3.11 .
 # and run with STREAMER_DEVICE=cuda (CTranslate2's wheels include CUDA support).
 #
-# MODELS=tiny.en leaves out the multilingual `base` model (about 280 MB smaller; no `task: "translate"`).
+# MODELS=tiny.en leaves out the multilingual `base` model (about 300 MB smaller; no `task: "translate"`).
 ARG BASE=python:3.11-slim-bookworm
 
 # ---- build: a virtualenv with the dependencies (cached while pyproject.toml is unchanged), then streamer
