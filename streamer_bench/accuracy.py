@@ -33,7 +33,7 @@ from streamer_bench import corpus as corpus_mod
 from streamer_bench import signals
 from streamer_bench.corpus import Corpus, CorpusParams, Item
 from streamer_bench.corpus_text import SENTENCES
-from streamer_bench.scoring import Tally, score
+from streamer_bench.scoring import Tally, assign, score
 
 BENCH_KEY = "accuracy-key-0123456789abcdef0123456789abcdef"
 CHUNK_MS = 100
@@ -161,9 +161,29 @@ async def _run(
                 row = {"condition": item.condition, "item": item.id, "sessions": n, "refused": refused}
                 row.update(tally.summary())
                 row["seconds"] = round(time.monotonic() - started, 1)
+                if item.sentences:  # what the first session heard, sentence by sentence (JSON only)
+                    row["detail"] = detail(results[0], item, offline.get(item.id) if offline else None)
                 report["nonspeech" if not item.sentences else "runs"].append(row)
-                print(json.dumps(row), flush=True)
+                print(json.dumps({k: v for k, v in row.items() if k != "detail"}), flush=True)
     return report
+
+
+def detail(
+    events: Sequence[dict[str, Any]], item: Item, offline: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """Per sentence: the reference, the finals that belong to it, the offline transcript."""
+    finals = [e for e in events if e.get("type") == "transcript.final"]
+    return [
+        {
+            "id": sentence.id,
+            "text": sentence.text,
+            "finals": [f["text"] for f in owned],
+            "offline": offline[k] if offline else None,
+        }
+        for k, (sentence, owned) in enumerate(
+            zip(item.sentences, assign(finals, item.sentences), strict=True)
+        )
+    ]
 
 
 @asynccontextmanager
