@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamer.errors import AuthError, BadRequestError, OverloadedError, StreamerError
 from streamer.guards.backend import BackendUnavailableError
@@ -29,6 +29,7 @@ from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import DEFAULT_TIER, TIERS, KeyRecord, issue_key
 from streamer.services import Services
 from streamer.session.edge import SERVICES, Handler, bearer
+from streamer.session.validation import parse_model
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +139,7 @@ def breaker_view(breaker: CircuitBreaker) -> dict[str, Any]:
 
 async def _new_key(request: web.Request) -> NewKey:
     raw = await request.read()
-    try:
-        return NewKey.model_validate_json(raw or b"{}")
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise InvalidRequestError(f"invalid key request: {where}: {first.get('msg')}") from e
+    return parse_model(NewKey, raw or b"{}", "key request", InvalidRequestError)
 
 
 @_admin

@@ -1,7 +1,8 @@
 """CORS for the REST API (``aiohttp-cors``), from the ``STREAMER_ALLOWED_ORIGINS`` allowlist.
 
 Only the browser-facing REST resources take part; the WebSocket route checks ``Origin`` itself before
-the upgrade (``edge.check_origin``), and the admin, health and metrics routes are not for browsers.
+the upgrade (``edge.check_origin``; both compare origins normalized by ``session.validation``), and the
+admin, health and metrics routes are not for browsers.
 A preflight from an origin on the list gets 200 with the ``Access-Control-*`` headers; any other origin
 gets 403 (a JSON error, through the edge middleware). ``*`` on the list admits every origin explicitly;
 credentials (cookies) are never allowed, since the API authenticates with bearer keys.
@@ -15,6 +16,7 @@ import aiohttp_cors
 from aiohttp import hdrs, web
 
 from streamer.config import Settings
+from streamer.session.validation import normalize_origin
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +32,6 @@ EXPOSE_HEADERS = (
 PREFLIGHT_MAX_AGE_S = 600
 
 CORS_RESOURCES: web.AppKey[frozenset[web.AbstractResource]] = web.AppKey("cors_resources", frozenset)
-
-
-def normalize_origin(origin: str) -> str:
-    """``https://Example.com/`` -> ``https://example.com`` (browsers send origins in this form)."""
-    origin = origin.strip().rstrip("/")
-    return origin if origin == "*" else origin.lower()
 
 
 def setup_cors(app: web.Application, settings: Settings) -> None:

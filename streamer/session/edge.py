@@ -1,4 +1,4 @@
-"""The one place where domain errors become HTTP answers, plus checks shared by REST and WebSocket."""
+"""The one place where domain errors become HTTP answers; the app keys; auth and origin checks."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from streamer.config import Settings
-from streamer.errors import AuthError, ForbiddenError, StreamerError, UnsupportedLanguageError
+from streamer.errors import AuthError, ForbiddenError, StreamerError
 from streamer.pipeline.audio import max_frame_bytes
 from streamer.protocol import Limits, error_body
 from streamer.services import Services
 from streamer.session.registry import SessionRegistry
+from streamer.session.validation import origin_allowed
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,8 @@ def check_origin(request: web.Request) -> None:
     if origin is None:
         return  # not a browser; the token is the credential
     allowed = request.app[SERVICES].settings.allowed_origins
-    if origin in allowed or "*" in allowed:
-        return
-    host = request.headers.get("Host", "")
-    if origin in (f"http://{host}", f"https://{host}"):
-        return
-    raise ForbiddenError(f"origin {origin} is not allowed")
+    if not origin_allowed(origin, allowed, request.headers.get("Host", "")):
+        raise ForbiddenError(f"origin {origin} is not allowed")
 
 
 def session_limits(s: Settings, sample_rate: int) -> Limits:
@@ -100,17 +97,3 @@ def session_limits(s: Settings, sample_rate: int) -> Limits:
         max_realtime_factor=s.max_realtime_factor,
         max_messages_per_s=s.max_messages_per_s,
     )
-
-
-def check_translation_targets(services: Services, source: str | None, targets: list[str]) -> None:
-    """An unsupported target is refused, never silently ignored."""
-    if not targets:
-        return
-    translator = services.translator
-    if translator is None:
-        raise UnsupportedLanguageError(
-            "translation is not available: the server has no MT model (set STREAMER_MT_MODEL)"
-        )
-    bad = [t for t in targets if not translator.supports(source, t)]
-    if bad:
-        raise UnsupportedLanguageError(f"unsupported translation target(s): {', '.join(bad)}")

@@ -6,22 +6,20 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
-from streamer.errors import AuthError, ConfigError, ForbiddenError, SessionNotFoundError
+from streamer.errors import AuthError, ForbiddenError, SessionNotFoundError
 from streamer.guards.backend import QuotaDecision
 from streamer.protocol import SessionConfig
-from streamer.services import Services
 from streamer.session.edge import (
     REGISTRY,
     SERVICES,
     bearer,
     check_origin,
-    check_translation_targets,
     error_response,
     session_limits,
 )
 from streamer.session.registry import ConcurrentSessionsError
+from streamer.session.validation import check_session_config, parse_session_config
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +29,7 @@ DEMO_KEY_ID = "demo"
 async def _config_from(request: web.Request) -> SessionConfig:
     if not request.can_read_body:
         return SessionConfig()
-    raw = await request.read()
-    if not raw.strip():
-        return SessionConfig()
-    try:
-        return SessionConfig.model_validate_json(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise ConfigError(f"invalid session config: {where}: {first.get('msg')}") from e
-
-
-def _validate_config(services: Services, config: SessionConfig) -> None:
-    asr = services.asr
-    if config.language is not None and config.language not in asr.languages():
-        raise ConfigError(f"language {config.language!r} is not supported by the ASR model {asr.name}")
-    if config.task == "translate" and not asr.multilingual:
-        raise ConfigError(f"task 'translate' needs a multilingual ASR model; {asr.name} is English-only")
-    check_translation_targets(services, config.language, config.translate_to)
+    return parse_session_config(await request.read())
 
 
 def _quota_headers(quota: QuotaDecision) -> dict[str, str]:
@@ -65,7 +46,7 @@ async def _start_session(request: web.Request, key_id: str, max_sessions: int | 
     registry = request.app[REGISTRY]
     services = registry.services
     config = await _config_from(request)
-    _validate_config(services, config)
+    check_session_config(services, config)
     session_id = services.tokens.new_session_id()
     try:
         quota = await registry.reserve(key_id, max_sessions, session_id)

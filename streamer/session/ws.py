@@ -14,7 +14,6 @@ import logging
 import time
 
 from aiohttp import WSMsgType, web
-from pydantic import ValidationError
 
 from streamer.errors import (
     AuthError,
@@ -28,7 +27,6 @@ from streamer.errors import (
 )
 from streamer.guards.ratelimit import AudioPacer, TokenBucket
 from streamer.protocol import (
-    CLIENT_MESSAGE,
     PROTOCOL_SUBPROTOCOL,
     TOKEN_SUBPROTOCOL_PREFIX,
     CloseCode,
@@ -44,7 +42,6 @@ from streamer.protocol import (
 from streamer.session.edge import (
     REGISTRY,
     check_origin,
-    check_translation_targets,
     error_response,
     session_limits,
 )
@@ -52,6 +49,7 @@ from streamer.session.outbox import Outbox, SlowConsumerError
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
+from streamer.session.validation import apply_update, check_session_config, parse_client_message
 
 log = logging.getLogger(__name__)
 
@@ -277,24 +275,14 @@ class Connection:
 
     async def _on_text(self, data: str | bytes) -> bool:
         """Handle one JSON message; True when the session is over."""
-        try:
-            message = CLIENT_MESSAGE.validate_json(data)
-        except ValidationError as e:
-            raise _describe(e) from e
+        message = parse_client_message(data)
         if isinstance(message, Ping):
             await self.outbox.put(Pong(id=message.id))
         elif isinstance(message, InputAudioCommit):
             await self.session.commit()
         elif isinstance(message, SessionUpdate):
-            try:
-                config = message.config.apply(self.session.config)
-            except ValidationError as e:  # the patch is well-formed but the merged config is not
-                first = e.errors()[0]
-                where = ".".join(str(p) for p in first.get("loc", ()))
-                raise ConfigError(f"invalid session config: {where}: {first.get('msg')}") from e
-            check_translation_targets(self.services, config.language, config.translate_to)
-            if config.task == "translate" and not self.services.asr.multilingual:
-                raise ConfigError("task 'translate' needs a multilingual ASR model")
+            config = apply_update(message.config, self.session.config)
+            check_session_config(self.services, config)
             await self.session.update_config(config)
         elif isinstance(message, SessionClose):
             await self.session.drain()
@@ -353,18 +341,3 @@ async def _join(task: asyncio.Task[None]) -> None:
     """Wait for a task we cancelled. Its own outcome is its done callback's business; a cancellation
     aimed at *us* while we wait still propagates (``asyncio.wait`` never raises the task's error)."""
     await asyncio.wait({task})
-
-
-def _describe(e: ValidationError) -> StreamerError:
-    """Turn a pydantic error on a client message into the contract's error."""
-    first = e.errors()[0]
-    kind, loc = first.get("type", ""), ".".join(str(p) for p in first.get("loc", ()))
-    if kind == "json_invalid":
-        return BadRequestError("message is not valid JSON")
-    if kind in ("union_tag_invalid", "union_tag_not_found", "model_type"):
-        err = BadRequestError("unknown or missing message type")
-        err.code = "unknown_message_type"
-        return err
-    if loc.startswith(("session.update.config", "config")) or "config" in loc:
-        return ConfigError(f"invalid session config: {loc}: {first.get('msg')}")
-    return BadRequestError(f"invalid message: {loc}: {first.get('msg')}")
