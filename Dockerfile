@@ -29,10 +29,11 @@ RUN if ls /wheelhouse/*.whl >/dev/null 2>&1; then \
         printf '[global]\nno-index = true\nfind-links = /wheelhouse\n' > /etc/pip.conf; \
     fi \
     && ${PYTHON} -m venv /opt/venv
-COPY pyproject.toml README.md deploy/docker/requirements.py /src/
+COPY pyproject.toml deploy/docker/requirements.py /src/
 # the dependencies alone first, so that a code change does not reinstall them
 RUN /opt/venv/bin/python /src/requirements.py /src/pyproject.toml > /tmp/requirements.txt \
     && /opt/venv/bin/pip install -r /tmp/requirements.txt
+COPY README.md /src/
 COPY streamer /src/streamer
 # the multilingual model is joined once, at build time: start-up stays offline and fast
 RUN /opt/venv/bin/pip install --no-deps /src \
