@@ -2,10 +2,9 @@
 #
 #   docker build -t streamer .
 #
-# Offline (no Docker Hub, or a registry pip cannot verify from inside a container): a Debian base made with
-# debootstrap and a wheelhouse downloaded on the host, then the same build (docs/operations.md):
-#   deploy/docker/build-base.sh && deploy/docker/wheelhouse.sh
-#   docker build --build-arg BASE=streamer-base:bookworm -t streamer .
+# Offline (no Docker Hub, or a registry pip cannot verify from inside a container): the same build from a
+# Debian base made with debootstrap and a wheelhouse downloaded on the host (docs/operations.md):
+#   deploy/docker/build-offline.sh streamer
 #
 # GPU: a CUDA runtime base (Python is installed from its apt sources when the base lacks it), e.g.
 #   docker build --build-arg BASE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 --build-arg PYTHON=python3.11 .
