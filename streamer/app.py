@@ -13,6 +13,7 @@ from types import MappingProxyType
 from aiohttp import web
 
 from streamer import tracing
+from streamer.adapters import setup_adapters
 from streamer.config import Settings
 from streamer.guards.backend import StateBackend, create_backend
 from streamer.guards.breaker import CircuitBreaker
@@ -20,6 +21,7 @@ from streamer.guards.keys import KeyRing
 from streamer.looplag import loop_lag_watched
 from streamer.metrics import Metrics
 from streamer.openapi import openapi_json
+from streamer.pipeline import align
 from streamer.pipeline.asr import AsrEngine, AsrRequest, AsrResult, WhisperEngine, resolve_device
 from streamer.pipeline.batcher import BatchStats, MicroBatcher
 from streamer.pipeline.models import resolve_asr_model
@@ -178,7 +180,7 @@ def create_app(
         )
         batcher: MicroBatcher[AsrRequest, AsrResult] = MicroBatcher(
             "asr",
-            lambda _key, requests: engine.transcribe_batch(requests),
+            lambda _key, requests: align.run_batch(engine, requests),  # transcriptions and word timings
             max_batch=settings.max_batch if settings.batching else 1,
             max_wait_s=settings.batch_wait_ms / 1000 if settings.batching else 0.0,
             max_pending_finals=settings.max_pending_finals,
@@ -253,6 +255,7 @@ def create_app(
         app.router.add_get("/", ops.index_of(web_root / "demo" / "index.html"))
         app.router.add_static("/demo/", web_root / "demo", show_index=False)
         app.router.add_static("/web/", web_root, show_index=False)
+    setup_adapters(app)  # Deepgram- and OpenAI-compatible surfaces (streamer/adapters/)
     # --- admin API and CORS (session/admin.py, session/cors.py); CORS wraps routes, so it comes last
     admin.setup_admin(app)
     setup_cors(app, settings)

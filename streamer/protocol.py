@@ -39,6 +39,7 @@ class SessionConfig(_Wire):
     task: Literal["transcribe", "translate"] = "transcribe"
     translate_to: list[str] = Field(default_factory=list, max_length=8)
     interim_results: bool = True
+    word_timestamps: bool = False  # finals carry ``words`` (a second, alignment pass of the model)
 
     @field_validator("language")
     @classmethod
@@ -66,6 +67,7 @@ class SessionConfigPatch(_Wire):
     task: Literal["transcribe", "translate"] | None = None
     translate_to: list[str] | None = Field(default=None, max_length=8)
     interim_results: bool | None = None
+    word_timestamps: bool | None = None
 
     def apply(self, config: SessionConfig) -> SessionConfig:
         """The config with this patch applied, validated as a whole."""
@@ -137,6 +139,15 @@ class TranscriptPartial(_Wire):
     stable_text: str = ""
 
 
+class Word(_Wire):
+    """One word of a final, on the session's audio clock (``word_timestamps``)."""
+
+    word: str
+    start_ms: int
+    end_ms: int
+    probability: float
+
+
 class TranscriptFinal(_Wire):
     type: Literal["transcript.final"] = "transcript.final"
     segment_id: int
@@ -145,6 +156,7 @@ class TranscriptFinal(_Wire):
     language: str
     audio_start_ms: int
     audio_end_ms: int
+    words: list[Word] | None = None  # only with ``word_timestamps``; left out of the JSON otherwise
 
 
 class TranslationFinal(_Wire):
@@ -196,8 +208,9 @@ ServerMessage = (
 
 
 def dump(message: ServerMessage) -> str:
-    """Serialize a server message to its JSON text frame (a warning omits ``segment_id`` it lacks)."""
-    return message.model_dump_json(exclude_none=isinstance(message, Warning_))
+    """Serialize a server message to its JSON text frame (a warning omits ``segment_id`` it lacks, a final
+    the ``words`` it was not asked for)."""
+    return message.model_dump_json(exclude_none=isinstance(message, Warning_ | TranscriptFinal))
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from streamer.errors import StreamerError
 from streamer.guards.load import LoadMeter, speech_share
+from streamer.pipeline.align import word_timings
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.audio import MODEL_RATE, PcmInput
 from streamer.pipeline.fallback import Outcome, Verdict, ends_sentence, settle
@@ -364,6 +365,16 @@ class StreamSession:
         await self._send(warning)
 
     async def _deliver_final(self, utt: Utterance, result: AsrResult) -> None:
+        words = None
+        if self.config.word_timestamps:  # a second pass of the model, through the same batcher
+            words = await word_timings(
+                self.services.asr_batcher,
+                self.session_id,
+                utt.audio,
+                result.text,
+                result.language,
+                _ms(utt.start_sample),
+            )
         self.seq += 1
         final = TranscriptFinal(
             segment_id=utt.segment_id,
@@ -372,6 +383,7 @@ class StreamSession:
             language=result.language,
             audio_start_ms=_ms(utt.start_sample),
             audio_end_ms=_ms(utt.end_sample),
+            words=words,
         )
         self.history.append(final)
         metrics = self.services.metrics

