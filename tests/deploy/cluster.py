@@ -137,6 +137,17 @@ class Cluster:
         values = await asyncio.gather(*(i.metric(http, "streamer_active_sessions") for i in live))
         return {i.name: int(v) for i, v in zip(live, values, strict=True)}
 
+    async def wait_active(
+        self, http: aiohttp.ClientSession, total: int, timeout: float = 10.0
+    ) -> dict[str, int]:
+        """``active_sessions`` once they add up to ``total`` (the gauges follow the sockets closely)."""
+        deadline = time.monotonic() + timeout
+        while sum((active := await self.active_sessions(http)).values()) != total:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"active sessions {active}, expected {total} in all")
+            await asyncio.sleep(0.1)
+        return active
+
 
 def instance_env(
     port: int, *, api_key: str, jwt_secret: str, redis_url: str, extra: Mapping[str, str]
