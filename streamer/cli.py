@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from streamer.errors import StreamerError
 
@@ -91,12 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     stream.set_defaults(func=_stream)
 
     bench = sub.add_parser("bench", help="benchmark the server with concurrent real-time clients")
-    bench.add_argument("--sessions", default="1,4,8,16,24,32", help="comma-separated session counts")
-    bench.add_argument("--modes", default="on,off", help="batching modes to compare: on, off")
+    bench.add_argument("--sessions", default="1,4,8,12,16,24,32", help="comma-separated session counts")
+    bench.add_argument("--modes", default="on,off", help="techniques (batching etc.) to compare: on, off")
+    bench.add_argument("--starts", default="sync,spread", help="sync (within 0.1 s), spread, or both")
+    bench.add_argument("--spread-s", type=float, default=6.0, help="spread starts over this many seconds")
+    bench.add_argument("--input", choices=["corpus", "espeak"], default="corpus", help="what sessions say")
+    bench.add_argument("--condition", default="clean", help="corpus condition: clean, fast, slow, snr20, ...")
+    bench.add_argument("--corpus", type=Path, help="a corpus directory (default: generated and cached)")
+    bench.add_argument("--sentences", type=int, help="generate the corpus from its first N sentences only")
     bench.add_argument("--model", default="tiny.en")
     bench.add_argument("--device", default="cpu")
-    bench.add_argument("--utterances", type=int, default=4, help="utterances per session")
+    bench.add_argument("--utterances", type=int, default=4, help="sentences per session")
     bench.add_argument("--bound", type=float, default=1.5, help="p95 final-latency bound for capacity (s)")
+    bench.add_argument(
+        "--server-env", action="append", metavar="STREAMER_X=V", help="extra server setting (repeatable)"
+    )
+    bench.add_argument("--idle", type=int, help="instead: N idle sessions (silence, noise) beside 4 speakers")
     bench.add_argument("--soak", type=float, default=0.0, help="soak: minutes to run the largest N")
     bench.add_argument("--out", help="write the JSON results here")
     bench.add_argument(

@@ -106,9 +106,13 @@ def model_time_figure(report: dict[str, Any]) -> Figure | None:
     ax = fig.add_subplot()
     labels = [f"{r['mode']}\n{r['sessions']}" for r in runs]
     bottom = [0.0] * len(runs)
-    for i, kind in enumerate(WORK_KINDS):
+    # older results split batches (final, partial, mixed); newer ones split the work (see server_metrics)
+    kinds = list(dict.fromkeys(k for r in runs for k in r["model"]["busy_s"]))
+    batches = set(kinds) <= set(WORK_KINDS)
+    for i, kind in enumerate(kinds):
         shares = [min(1.0, r["model"]["busy_s"].get(kind, 0.0) / r["model"]["wall_s"]) for r in runs]
-        ax.bar(labels, shares, bottom=bottom, label=f"model: {kind} batches", color=f"C{i}")
+        what = f"{kind} batches" if batches else kind.replace("_", " ")
+        ax.bar(labels, shares, bottom=bottom, label=f"model: {what}", color=f"C{i}")
         bottom = [b + s for b, s in zip(bottom, shares, strict=True)]
     ax.bar(labels, [max(0.0, 1 - b) for b in bottom], bottom=bottom, label="model idle", color="lightgrey")
     ax.set_ylim(0, 1)
@@ -141,6 +145,19 @@ def soak_figure(report: dict[str, Any]) -> Figure | None:
 def write_plots(report: dict[str, Any], outdir: Path, stem: str) -> list[Path]:
     """Write every plot the report has data for as ``outdir/<stem>-<plot>.png``; the paths written."""
     outdir.mkdir(parents=True, exist_ok=True)
+    starts = list(dict.fromkeys(r["starts"] for r in report.get("runs", []) if "starts" in r))
+    if starts:  # a sweep per start pattern (sync, spread): one set of plots each
+        written = []
+        for pattern in starts:
+            runs = [
+                {k: v for k, v in r.items() if k != "starts"}
+                for r in report["runs"]
+                if r["starts"] == pattern
+            ]
+            caps = report.get("capacity", {}).get(pattern, {})
+            sub = {k: v for k, v in report.items() if k != "soak"} | {"runs": runs, "capacity": caps}
+            written += write_plots(sub, outdir, f"{stem}-{pattern}")
+        return written
     figures: dict[str, Figure | None] = {}
     if report.get("runs"):
         figures["latency"] = latency_figure(report)

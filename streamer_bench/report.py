@@ -1,0 +1,143 @@
+"""The bench's verdicts and tables: capacity per start pattern and mode; the markdown BENCHMARKS.md keeps."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from streamer_bench.server_metrics import WORK_KINDS
+
+
+def within_bound(run: dict[str, Any], bound: float) -> bool:
+    """Final p95 within ``bound`` and every sentence's final delivered: none lost, refused or broken off."""
+    return (
+        run["refused"] == 0
+        and run.get("failed", 0) == 0
+        and run.get("lost", 0) == 0
+        and run["lat_p95"] is not None
+        and run["lat_p95"] <= bound
+    )
+
+
+def capacity(runs: Sequence[dict[str, Any]], bound: float) -> dict[str, dict[str, int]]:
+    """``{starts: {mode: N}}``: the largest N that, with every smaller N of its sweep, stayed within bound.
+
+    A failure at some N ends the count there even if a larger N happened to pass: capacity is what the
+    server holds on every load up to it, not its luckiest run.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for starts in dict.fromkeys(r.get("starts", "sync") for r in runs):
+        out[starts] = {}
+        for mode in dict.fromkeys(r["mode"] for r in runs):
+            mine = sorted(
+                (r for r in runs if r["mode"] == mode and r.get("starts", "sync") == starts),
+                key=lambda r: int(r["sessions"]),
+            )
+            if not mine:
+                continue
+            held = 0
+            for r in mine:
+                if not within_bound(r, bound):
+                    break
+                held = int(r["sessions"])
+            out[starts][mode] = held
+    return out
+
+
+def capacity_ratio(caps: dict[str, dict[str, int]]) -> dict[str, float | None]:
+    """Capacity with the techniques on over off, per start pattern (None when off held no session)."""
+    return {
+        starts: round(modes["on"] / modes["off"], 2) if modes.get("off") and "on" in modes else None
+        for starts, modes in caps.items()
+    }
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def _v(x: Any) -> str:
+    return "–" if x is None else str(x)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _counts(d: dict[str, int] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (d or {}).items()) or "–"
+
+
+def runs_table(runs: Sequence[dict[str, Any]]) -> str:
+    rows = [
+        "| techniques | starts | sessions | finals / sentences | lost | split | refused | final p50 s "
+        "| final p95 s | final max s | first partial p50 s | WER | warnings | server CPU % "
+        "| server RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in runs:
+        rows.append(
+            f"| {r['mode']} | {r.get('starts', '–')} | {r['sessions']} | {r['finals']} / {r['sentences']} "
+            f"| {r['lost']} | {r['split_sentences']} | {r['refused']} | {_v(r['lat_p50'])} "
+            f"| {_v(r['lat_p95'])} | {_v(r['lat_max'])} | {_v(r['first_partial_p50'])} | {_pct(r['wer'])} "
+            f"| {_counts(r.get('warnings'))} | {r['cpu_percent']} | {r['rss_mb']} |"
+        )
+    return "\n".join(rows)
+
+
+def work_table(runs: Sequence[dict[str, Any]]) -> str:
+    """Where the model's time went, per run: seconds by kind of work, padding, decodes, loop lag."""
+    rows = [
+        "| techniques | starts | sessions | model busy | "
+        + " | ".join(f"{k.replace('_', ' ')} s" for k in WORK_KINDS)
+        + " | padding share | decode attempts | loop lag p99 ms |",
+        "|---|---|---:|---:|" + "---:|" * len(WORK_KINDS) + "---:|---|---:|",
+    ]
+    for r in runs:
+        w = r.get("work")
+        if not w:
+            continue
+        lag = w["loop_lag_p99_s"]
+        rows.append(
+            f"| {r['mode']} | {r.get('starts', '–')} | {r['sessions']} | {_pct(w['model_busy_share'])} | "
+            + " | ".join(str(w["work_s"].get(k, 0.0)) for k in WORK_KINDS)
+            + f" | {_pct(w['padding_share'])} | {_counts(w['decode_attempts'])} "
+            f"| {'–' if lag is None else round(1000 * lag, 1)} |"
+        )
+    return "\n".join(rows)
+
+
+def capacity_table(report: dict[str, Any]) -> str:
+    caps: dict[str, dict[str, int]] = report.get("capacity", {})
+    ratios = report.get("capacity_ratio", {})
+    modes = list(dict.fromkeys(m for per in caps.values() for m in per))
+    rows = [
+        f"| starts | {' | '.join(f'capacity, techniques {m}' for m in modes)} | on / off |",
+        "|---|" + "---:|" * (len(modes) + 1),
+    ]
+    for starts, per in caps.items():
+        cells = " | ".join(_v(per.get(m)) for m in modes)
+        rows.append(f"| {starts} | {cells} | {_v(ratios.get(starts))} |")
+    return "\n".join(rows)
+
+
+def markdown_tables(report: dict[str, Any]) -> dict[str, str]:
+    """The runs, where the model's time went, and capacity (final p95 <= ``bound_s``, every final)."""
+    return {
+        "runs": runs_table(report["runs"]),
+        "work": work_table(report["runs"]),
+        "capacity": f"capacity: final p95 <= {report['bound_s']} s, every final delivered\n\n"
+        + capacity_table(report),
+    }

@@ -1,0 +1,121 @@
+"""Capacity per start pattern and mode, the sweep's stop, the tables, and the command line's refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streamer.cli import main
+from streamer_bench.bench import stop_here
+from streamer_bench.report import capacity, capacity_ratio, markdown_tables, within_bound
+from streamer_bench.script import FIXTURES
+
+
+def run(mode: str, starts: str, n: int, p95: float | None, **extra: Any) -> dict[str, Any]:
+    row = {
+        "mode": mode,
+        "starts": starts,
+        "sessions": n,
+        "refused": 0,
+        "failed": 0,
+        "lost": 0,
+        "sentences": 4 * n,
+        "finals": 4 * n,
+        "split_sentences": 0,
+        "lat_p50": p95,
+        "lat_p95": p95,
+        "lat_max": p95,
+        "first_partial_p50": 0.5,
+        "wer": 0.02,
+        "warnings": {},
+        "cpu_percent": 150.0,
+        "rss_mb": 400.0,
+    }
+    return row | extra
+
+
+RUNS = [
+    run("on", "sync", 1, 0.6),
+    run("on", "sync", 8, 1.2),
+    run("on", "sync", 16, 1.4, lost=1),  # within the bound, but a sentence lost
+    run("on", "sync", 24, 1.3),  # a lucky run after a failure does not count
+    run("on", "spread", 1, 0.6),
+    run("on", "spread", 8, 1.0),
+    run("on", "spread", 16, 1.3),
+    run("off", "sync", 1, 0.9),
+    run("off", "sync", 8, 3.0),
+    run("off", "spread", 1, 0.9),
+    run("off", "spread", 8, 1.4, refused=1),
+]
+
+
+def test_capacity_is_the_largest_n_that_held_with_every_smaller_n() -> None:
+    caps = capacity(RUNS, bound=1.5)
+    assert caps == {"sync": {"on": 8, "off": 1}, "spread": {"on": 16, "off": 1}}
+    assert capacity_ratio(caps) == {"sync": 8.0, "spread": 16.0}
+
+
+def test_nothing_within_the_bound_is_capacity_zero_and_no_ratio() -> None:
+    caps = capacity([run("on", "sync", 1, 0.6), run("off", "sync", 1, 2.0)], bound=1.5)
+    assert caps == {"sync": {"on": 1, "off": 0}}
+    assert capacity_ratio(caps) == {"sync": None}
+
+
+@pytest.mark.parametrize(
+    ("extra", "ok"),
+    [
+        ({}, True),
+        ({"refused": 1}, False),
+        ({"failed": 1}, False),
+        ({"lost": 2}, False),
+        ({"lat_p95": None}, False),
+    ],
+)
+def test_within_bound_needs_every_final(extra: dict[str, Any], ok: bool) -> None:
+    assert within_bound(run("on", "sync", 4, 1.0) | extra, 1.5) is ok
+
+
+def test_a_sweep_stops_far_past_the_bound_or_when_nothing_arrives() -> None:
+    assert not stop_here(run("on", "sync", 8, 5.9), 1.5)
+    assert stop_here(run("on", "sync", 8, 6.1), 1.5)
+    assert stop_here(run("on", "sync", 8, None), 1.5)
+    assert not stop_here(run("on", "sync", 1, None), 1.5)
+
+
+def test_tables_show_every_run_and_capacity() -> None:
+    work = {
+        "work_s": {"final": 1.0, "partial": 2.5},
+        "model_busy_share": 0.35,
+        "padding_share": None,
+        "decode_attempts": {"greedy": 4},
+        "loop_lag_p99_s": 0.0123,
+    }
+    report: dict[str, Any] = {"bound_s": 1.5, "runs": [*RUNS[:2], RUNS[2] | {"work": work}]}
+    report["capacity"] = capacity(report["runs"], 1.5)
+    tables = markdown_tables(report)
+    assert len(tables["runs"].splitlines()) == 2 + 3
+    assert "| on | sync | 16 | 64 / 64 | 1 |" in tables["runs"]
+    assert "| on | sync | 16 | 35.0 % | 1.0 | 0.0 | 0.0 | 2.5 | 0.0 | – | greedy 4 | 12.3 |" in tables["work"]
+    assert "| sync | 8 | – |" in tables["capacity"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--server-env", "NOT_A_SETTING"],
+        ["--sessions", "0,4"],
+        ["--sessions", "four"],
+        ["--starts", "later"],
+        ["--modes", "fast"],
+        ["--idle", "0"],
+        ["--utterances", "0"],
+        ["--corpus", str(FIXTURES), "--condition", "nonspeech_hum"],
+        ["--corpus", "/nonexistent/corpus"],
+    ],
+)
+def test_bad_options_are_refused_before_any_server_starts(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", *argv]) == 2
+    assert capsys.readouterr().err.startswith("streamer bench: ")
