@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 REGISTRY: web.AppKey[SessionRegistry] = web.AppKey("registry", SessionRegistry)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)  # for traces of what it starts
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -51,6 +52,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request_id = request.headers.get("X-Request-ID", "")
     if not (0 < len(request_id) <= 128 and request_id.isprintable()):
         request_id = uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
     except StreamerError as e:

@@ -21,7 +21,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready only when models are loaded, breakers are closed and the state backend answers."""
-    services = request.app[SERVICES]
+    ok, checks = await _readiness(request.app)
+    return web.json_response(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
+    )
+
+
+async def _readiness(app: web.Application) -> tuple[bool, dict[str, str]]:
+    services = app[SERVICES]
     checks: dict[str, str] = {"asr_model": "not responding" if services.asr_batcher.hung else "ok"}
     for name, breaker in services.breakers.items():
         state = breaker.state.name.lower()
@@ -31,13 +38,10 @@ async def readyz(request: web.Request) -> web.Response:
         checks["state_backend"] = "ok"
     except Exception as e:
         checks["state_backend"] = f"unreachable ({type(e).__name__})"
-    if request.app[REGISTRY].draining:
+    if app[REGISTRY].draining:
         checks["draining"] = "shutting down"
     # half-open counts as ready: its probe needs a session's audio, which a load balancer would withhold
-    ok = all(v in ("ok", "half_open") for v in checks.values())
-    return web.json_response(
-        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
-    )
+    return all(v in ("ok", "half_open") for v in checks.values()), checks
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -45,6 +49,11 @@ async def metrics(request: web.Request) -> web.Response:
     finals, partials = services.asr_batcher.depth
     services.metrics.queue_depth.labels("asr", "final").set(finals)
     services.metrics.queue_depth.labels("asr", "partial").set(partials)
+    # readiness and the state backend at every scrape, so every instance reports them whatever its traffic
+    ready, checks = await _readiness(request.app)
+    services.metrics.ready.set(1.0 if ready else 0.0)
+    backend = "redis" if services.settings.redis_url else "memory"
+    services.metrics.state_backend_up.labels(backend).set(1.0 if checks["state_backend"] == "ok" else 0.0)
     body = generate_latest(services.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
