@@ -139,6 +139,12 @@ def retune(session: StreamSession, turns: Turns) -> None:
     session.segmenter = new
 
 
+def rethreshold(session: StreamSession, turns: Turns) -> None:
+    """Put ``turns``' thresholds back after a sample-rate change reset the segmenter's config."""
+    config = turns.apply(session.services.segmenter_config).for_input_rate(session.config.sample_rate)
+    session.segmenter.config = config
+
+
 class Reframer:
     """Vendor clients send audio in any length: cut it into frames the session's PCM input accepts."""
 
@@ -373,7 +379,7 @@ class AdapterConnection(ABC):
     async def _finish(self, e: StreamerError | None, code: int, reason: str) -> None:
         session = self.session
         if e is not None:
-            await self.report(e)
+            await self.outbox.put(ErrorEvent(code=e.code, message=e.message, retryable=e.retryable))
         summary = SessionClosed(reason=e.code if e else reason, audio_ms=session.audio_ms, finals=session.seq)
         await self.outbox.put(summary)
         await self.outbox.finish()

@@ -1,0 +1,769 @@
+"""OpenAI Realtime, transcription sessions: ``GET /v1/realtime?intent=transcription`` (WebSocket),
+``POST /v1/realtime/client_secrets`` and the older beta ``POST /v1/realtime/transcription_sessions``.
+
+Every utterance the session's VAD finds (or a client commit ends) is one conversation item: its start and
+end become ``input_audio_buffer.speech_started`` / ``speech_stopped`` / ``committed``, the stable prefix
+of its partials becomes append-only ``...input_audio_transcription.delta`` events, its final the
+``.completed`` event. The session shape is the GA one, or the beta one (``transcription_session.*``)
+when the client sends ``OpenAI-Beta: realtime=v1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+import uuid
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streamer.adapters.common import (
+    AdapterConnection,
+    Turns,
+    check_language,
+    issue,
+    key_record,
+    redeem,
+    rethreshold,
+    retune,
+)
+from streamer.errors import AuthError, BadRequestError, ConfigError, FrameTooLargeError, StreamerError
+from streamer.guards.keys import KeyRecord
+from streamer.protocol import (
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    ErrorEvent,
+    ServerMessage,
+    SessionConfig,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+    Warning_,
+)
+from streamer.services import Services
+from streamer.session.edge import REGISTRY, SERVICES
+from streamer.session.registry import SessionRegistry
+from streamer.session.runtime import StreamSession
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RATE = 24000  # OpenAI's PCM rate
+WS_MAX_MSG = 1 << 20  # base64 of the largest append (1 s at 48 kHz) fits many times over
+SECRET_PREFIX = "ek_"
+SECRET_TTL_S = 600
+MAX_SECRET_TTL_S = 7200
+INSECURE_KEY_PREFIX = "openai-insecure-api-key."
+BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
+MIN_COMMIT_MS = 100
+
+
+# ---- wire models (what this server reads; unknown fields are refused, as OpenAI refuses them)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AudioFormat(_In):
+    type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
+    rate: int | None = None
+
+
+class Transcription(_In):
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+    delay: str | None = None
+    keywords: list[str] | None = None
+    languages: list[str] | None = None
+
+
+class TurnDetection(_In):
+    type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    prefix_padding_ms: int | None = Field(default=None, ge=0, le=5000)
+    silence_duration_ms: int | None = Field(default=None, ge=0, le=10_000)
+    create_response: bool | None = None
+    interrupt_response: bool | None = None
+    idle_timeout_ms: int | None = None
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
+
+
+class NoiseReduction(_In):
+    type: str | None = None
+    strength: float | None = None
+
+
+class AudioInput(_In):
+    format: AudioFormat | None = None
+    transcription: Transcription | None = None
+    turn_detection: TurnDetection | None = None
+    noise_reduction: NoiseReduction | None = None
+
+
+class Audio(_In):
+    input: AudioInput | None = None
+
+
+class GaSession(_In):
+    """``session`` of ``session.update`` and of a client secret (GA)."""
+
+    type: Literal["transcription"]
+    audio: Audio | None = None
+    include: list[str] | None = None
+
+
+class ExpiresAt(_In):
+    anchor: Literal["created_at"] = "created_at"
+    seconds: int = Field(default=SECRET_TTL_S, ge=10, le=MAX_SECRET_TTL_S)
+
+
+class BetaClientSecret(_In):
+    expires_at: ExpiresAt | None = None
+
+
+class BetaSession(_In):
+    """``session`` of ``transcription_session.update`` and the body of ``transcription_sessions`` (beta)."""
+
+    input_audio_format: Literal["pcm16", "g711_ulaw", "g711_alaw"] | None = None
+    input_audio_transcription: Transcription | None = None
+    turn_detection: TurnDetection | None = None
+    input_audio_noise_reduction: NoiseReduction | None = None
+    include: list[str] | None = None
+    modalities: list[str] | None = None
+    client_secret: BetaClientSecret | None = None
+
+
+class SecretRequest(_In):
+    expires_after: ExpiresAt | None = None
+    session: dict[str, Any] | None = None
+
+
+class SessionUpdate(_In):
+    type: Literal["session.update"]
+    event_id: str | None = None
+    session: GaSession
+
+
+class BetaSessionUpdate(_In):
+    type: Literal["transcription_session.update"]
+    event_id: str | None = None
+    session: BetaSession
+
+
+class Append(_In):
+    type: Literal["input_audio_buffer.append"]
+    event_id: str | None = None
+    audio: str
+
+
+class BufferEvent(_In):
+    type: Literal["input_audio_buffer.commit", "input_audio_buffer.clear"]
+    event_id: str | None = None
+
+
+CLIENT_EVENTS: dict[str, type[_In]] = {
+    "session.update": SessionUpdate,
+    "transcription_session.update": BetaSessionUpdate,
+    "input_audio_buffer.append": Append,
+    "input_audio_buffer.commit": BufferEvent,
+    "input_audio_buffer.clear": BufferEvent,
+}
+
+
+class ClientEventError(BadRequestError):
+    """A refused client event, with what OpenAI's ``error`` names: ``param`` and the event's id."""
+
+    def __init__(
+        self, message: str, *, code: str, param: str | None = None, event_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.param = param
+        self.event_id = event_id
+
+
+def _invalid(e: ValidationError, event_id: str | None, prefix: str = "") -> ClientEventError:
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    param = f"{prefix}{where}" if prefix and where else (where or prefix or None)
+    kind = "unknown_parameter" if first.get("type") == "extra_forbidden" else "invalid_value"
+    return ClientEventError(f"{first.get('msg')}: {param}", code=kind, param=param, event_id=event_id)
+
+
+# ---- the session's state, in OpenAI's terms
+
+
+class RealtimeState(BaseModel):
+    """What a transcription session is set to (both shapes render from it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rate: int = DEFAULT_RATE
+    transcription: Transcription = Transcription(model="whisper-1")
+    turn_detection: TurnDetection | None = TurnDetection(
+        threshold=0.5, prefix_padding_ms=300, silence_duration_ms=500
+    )
+    noise_reduction: NoiseReduction | None = None
+    include: list[str] = Field(default_factory=list)
+
+    def updated_ga(self, s: GaSession, explicit_turns: bool) -> RealtimeState:
+        data = self.model_dump()
+        audio_in = s.audio.input if s.audio else None
+        if audio_in is not None:
+            if audio_in.format is not None:
+                data["rate"] = _pcm_rate(
+                    audio_in.format.type, audio_in.format.rate, "session.audio.input.format"
+                )
+            if audio_in.transcription is not None:
+                data["transcription"] = audio_in.transcription.model_dump()
+            if explicit_turns:
+                data["turn_detection"] = _turns(audio_in.turn_detection)
+            if "noise_reduction" in audio_in.model_fields_set:
+                data["noise_reduction"] = (
+                    audio_in.noise_reduction.model_dump() if audio_in.noise_reduction else None
+                )
+        if s.include is not None:
+            data["include"] = s.include
+        return RealtimeState.model_validate(data)
+
+    def updated_beta(self, s: BetaSession) -> RealtimeState:
+        data = self.model_dump()
+        if s.input_audio_format is not None:
+            kind = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
+            data["rate"] = _pcm_rate(kind[s.input_audio_format], None, "session.input_audio_format")
+        if s.input_audio_transcription is not None:
+            data["transcription"] = s.input_audio_transcription.model_dump()
+        if "turn_detection" in s.model_fields_set:
+            data["turn_detection"] = _turns(s.turn_detection)
+        if "input_audio_noise_reduction" in s.model_fields_set:
+            nr = s.input_audio_noise_reduction
+            data["noise_reduction"] = nr.model_dump() if nr else None
+        if s.include is not None:
+            data["include"] = s.include
+        return RealtimeState.model_validate(data)
+
+    @property
+    def turns(self) -> Turns:
+        td = self.turn_detection
+        if td is None:
+            return Turns(end_silence_ms=None)
+        return Turns(
+            end_silence_ms=td.silence_duration_ms if td.silence_duration_ms is not None else 500,
+            start_threshold=td.threshold,
+            pre_roll_ms=td.prefix_padding_ms,
+        )
+
+    def config(self, services: Services) -> SessionConfig:
+        return SessionConfig(
+            sample_rate=self.rate,
+            language=check_language(services, self.transcription.language),
+            interim_results=True,
+        )
+
+    def ga(self, session_id: str, expires_at: int) -> dict[str, Any]:
+        return {
+            "type": "transcription",
+            "id": session_id,
+            "object": "realtime.transcription_session",
+            "expires_at": expires_at,
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": self.rate},
+                    "transcription": self.transcription.model_dump(exclude_none=True),
+                    "turn_detection": self._turns_out(),
+                    "noise_reduction": self.noise_reduction.model_dump() if self.noise_reduction else None,
+                }
+            },
+            "include": self.include,
+        }
+
+    def beta(self, session_id: str, expires_at: int) -> dict[str, Any]:
+        return {
+            "id": session_id,
+            "object": "realtime.transcription_session",
+            "expires_at": expires_at,
+            "input_audio_format": "pcm16",
+            "input_audio_transcription": self.transcription.model_dump(exclude_none=True),
+            "turn_detection": self._turns_out(),
+            "input_audio_noise_reduction": self.noise_reduction.model_dump()
+            if self.noise_reduction
+            else None,
+            "include": self.include,
+            "modalities": ["text"],
+        }
+
+    def _turns_out(self) -> dict[str, Any] | None:
+        return self.turn_detection.model_dump(exclude_none=True) if self.turn_detection else None
+
+
+def _pcm_rate(kind: str, rate: int | None, param: str) -> int:
+    if kind != "audio/pcm":
+        raise ClientEventError(
+            f"audio format {kind} is not supported by this server: send audio/pcm (16-bit little-endian)",
+            code="invalid_value",
+            param=f"{param}.type",
+        )
+    rate = DEFAULT_RATE if rate is None else rate
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ClientEventError(
+            f"sample rate {rate} is not supported: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz (OpenAI: 24000)",
+            code="invalid_value",
+            param=f"{param}.rate",
+        )
+    return rate
+
+
+def _turns(td: TurnDetection | None) -> dict[str, Any] | None:
+    if td is None:
+        return None
+    # semantic_vad has no equivalent here: it is served as server_vad with the defaults
+    return {
+        "type": "server_vad",
+        "threshold": td.threshold if td.threshold is not None else 0.5,
+        "prefix_padding_ms": td.prefix_padding_ms if td.prefix_padding_ms is not None else 300,
+        "silence_duration_ms": td.silence_duration_ms if td.silence_duration_ms is not None else 500,
+    }
+
+
+def _state_from_ga(raw: dict[str, Any]) -> RealtimeState:
+    try:
+        session = GaSession.model_validate(raw)
+    except ValidationError as e:
+        raise _invalid(e, None, "session") from e
+    audio_in = session.audio.input if session.audio else None
+    explicit = audio_in is not None and "turn_detection" in audio_in.model_fields_set
+    return RealtimeState().updated_ga(session, explicit)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+# ---- REST: ephemeral secrets
+
+
+def _error_body(message: str, kind: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": code, "param": param}}
+
+
+def _error_response(e: StreamerError) -> web.Response:
+    kind = "invalid_request_error" if e.status < 500 else "server_error"
+    if e.status == 429:
+        kind = "rate_limit_error"
+    param = e.param if isinstance(e, ClientEventError) else None
+    headers = {"Retry-After": str(max(1, round(e.retry_after)))} if e.retry_after is not None else {}
+    return web.json_response(_error_body(e.message, kind, e.code, param), status=e.status, headers=headers)
+
+
+async def _bearer_key(request: web.Request, services: Services) -> KeyRecord:
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise AuthError("missing API key: send Authorization: Bearer <api key>")
+    return await key_record(services, credential.strip())
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read() if request.can_read_body else b""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise ClientEventError("the body is not valid JSON", code="invalid_json") from e
+    if not isinstance(body, dict):
+        raise ClientEventError("the body must be a JSON object", code="invalid_value")
+    return body
+
+
+async def client_secrets(request: web.Request) -> web.Response:
+    """``POST /v1/realtime/client_secrets``: a single-use secret for one transcription session."""
+    services = request.app[SERVICES]
+    try:
+        key = await _bearer_key(request, services)
+        try:
+            body = SecretRequest.model_validate(await _json_body(request))
+        except ValidationError as e:
+            raise _invalid(e, None) from e
+        raw = body.session or {"type": "transcription"}
+        if raw.get("type") != "transcription":
+            raise ClientEventError(
+                "this server offers transcription sessions only (session.type: transcription)",
+                code="invalid_value",
+                param="session.type",
+            )
+        state = _state_from_ga(raw)
+        state.config(services)  # refuse a language the model lacks now, not at connect time
+        ttl = (body.expires_after or ExpiresAt()).seconds
+        token, expires_at = issue(services, key, ttl, {"openai": state.model_dump(), "beta": False})
+    except StreamerError as e:
+        return _error_response(e)
+    session_id = _new_id("sess")
+    return web.json_response(
+        {
+            "value": SECRET_PREFIX + token,
+            "expires_at": int(expires_at),
+            "session": state.ga(session_id, int(expires_at)),
+        }
+    )
+
+
+async def transcription_sessions(request: web.Request) -> web.Response:
+    """``POST /v1/realtime/transcription_sessions`` (beta): the session and its client secret."""
+    services = request.app[SERVICES]
+    try:
+        key = await _bearer_key(request, services)
+        try:
+            body = BetaSession.model_validate(await _json_body(request))
+        except ValidationError as e:
+            raise _invalid(e, None) from e
+        state = RealtimeState().updated_beta(body)
+        state.config(services)
+        ttl = (
+            body.client_secret.expires_at
+            if body.client_secret and body.client_secret.expires_at
+            else ExpiresAt()
+        )
+        token, expires_at = issue(services, key, ttl.seconds, {"openai": state.model_dump(), "beta": True})
+    except StreamerError as e:
+        return _error_response(e)
+    session = state.beta(_new_id("sess"), int(expires_at))
+    session["client_secret"] = {"value": SECRET_PREFIX + token, "expires_at": int(expires_at)}
+    return web.json_response(session)
+
+
+# ---- the socket
+
+
+async def _authenticate(
+    request: web.Request, services: Services
+) -> tuple[KeyRecord, RealtimeState | None, bool]:
+    """The key, the session a client secret carried (if one was used), and whether it was beta's."""
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    credential = next(
+        (p[len(INSECURE_KEY_PREFIX) :] for p in offered if p.startswith(INSECURE_KEY_PREFIX)), None
+    )
+    if credential is None:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            credential = value.strip()
+    if not credential:
+        raise AuthError("send Authorization: Bearer <api key or client secret>")
+    if not credential.startswith(SECRET_PREFIX):
+        return await key_record(services, credential), None, False
+    key, extra = await redeem(services, credential[len(SECRET_PREFIX) :])
+    carried = extra.get("openai")
+    state = RealtimeState.model_validate(carried) if isinstance(carried, dict) else None
+    return key, state, bool(extra.get("beta"))
+
+
+async def realtime(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/realtime?intent=transcription``: a transcription session in OpenAI's Realtime shape."""
+    registry = request.app[REGISTRY]
+    services = registry.services
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "") or BETA_SUBPROTOCOL in offered
+    try:
+        key, state, beta_secret = await _authenticate(request, services)
+        if state is None and request.query.get("intent") != "transcription":
+            raise ClientEventError(
+                "this server serves transcription sessions only: connect with ?intent=transcription",
+                code="invalid_value",
+                param="intent",
+            )
+        state = state or RealtimeState()
+        session = await registry.admit(key, state.config(services))
+    except StreamerError as e:
+        services.metrics.refusals.labels(e.code).inc()
+        return _error_response(e)
+    ws = web.WebSocketResponse(
+        protocols=("realtime",) if "realtime" in offered else (), max_msg_size=WS_MAX_MSG, heartbeat=20.0
+    )
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        await registry.release(session)
+        raise
+    retune(session, state.turns)
+    transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
+    await RealtimeConnection(registry, ws, session, state, beta or beta_secret, transport).run()
+    return ws
+
+
+class _Item:
+    def __init__(self, item_id: str, start_ms: int) -> None:
+        self.item_id = item_id
+        self.start_ms = start_ms
+        self.said = ""  # the deltas sent so far (append-only)
+
+
+class RealtimeConnection(AdapterConnection):
+    surface = "openai"
+
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        ws: web.WebSocketResponse,
+        session: StreamSession,
+        state: RealtimeState,
+        beta: bool,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
+        super().__init__(registry, ws, session, transport)
+        self.state = state
+        self.beta = beta
+        self.openai_session_id = _new_id("sess")
+        self.expires_at = int(time.time() + self.services.settings.max_session_s)
+        self._items: dict[int, _Item] = {}  # segment id -> item
+        self._previous_item: str | None = None
+        self._appended_ms = 0.0  # audio appended since the last commit or clear
+
+    # ---- events out
+
+    def _event(self, kind: str, **fields: Any) -> str:
+        return json.dumps({"type": kind, "event_id": _new_id("event"), **fields})
+
+    def _session_event(self, what: Literal["created", "updated"]) -> str:
+        if self.beta:
+            return self._event(
+                f"transcription_session.{what}",
+                session=self.state.beta(self.openai_session_id, self.expires_at),
+            )
+        return self._event(f"session.{what}", session=self.state.ga(self.openai_session_id, self.expires_at))
+
+    async def on_open(self) -> None:
+        await self.send_json_text(self._session_event("created"))
+
+    async def report(self, e: StreamerError) -> None:
+        param = e.param if isinstance(e, ClientEventError) else None
+        event_id = e.event_id if isinstance(e, ClientEventError) else None
+        kind = "invalid_request_error" if e.status < 500 else "server_error"
+        error = {"type": kind, "code": e.code, "message": e.message, "param": param, "event_id": event_id}
+        await self.send_json_text(self._event("error", error=error))
+
+    def recoverable(self, e: StreamerError) -> bool:
+        return super().recoverable(e) or isinstance(e, FrameTooLargeError)
+
+    def render(self, message: ServerMessage) -> list[str]:
+        vad = self.state.turn_detection is not None
+        if isinstance(message, SpeechStarted):
+            item = self._items[message.segment_id] = _Item(_new_id("item"), message.audio_start_ms)
+            if vad:
+                return [
+                    self._event(
+                        "input_audio_buffer.speech_started",
+                        audio_start_ms=message.audio_start_ms,
+                        item_id=item.item_id,
+                    )
+                ]
+            return []
+        if isinstance(message, SpeechStopped):
+            item = self._item(message.segment_id, message.audio_end_ms)
+            out = []
+            if vad:
+                out.append(
+                    self._event(
+                        "input_audio_buffer.speech_stopped",
+                        audio_end_ms=message.audio_end_ms,
+                        item_id=item.item_id,
+                    )
+                )
+            out.append(self._committed(item.item_id))
+            return out
+        if isinstance(message, TranscriptPartial):
+            growing = self._items.get(message.segment_id)
+            if growing is None or not message.stable_text.startswith(growing.said):
+                return []
+            return self._delta(growing, message.stable_text)
+        if isinstance(message, TranscriptFinal):
+            done = self._items.pop(message.segment_id, None) or _Item(_new_id("item"), message.audio_start_ms)
+            out = self._delta(done, message.text) if message.text.startswith(done.said) else []
+            seconds = round((message.audio_end_ms - message.audio_start_ms) / 1000, 3)
+            out.append(self._completed(done.item_id, message.text, seconds))
+            return out
+        if isinstance(message, Warning_) and message.segment_id is not None:
+            failed = self._items.pop(message.segment_id, None)
+            if failed is None:
+                return []
+            error: dict[str, Any] = {
+                "type": "transcription_error",
+                "code": message.code,
+                "message": message.message,
+            }
+            return [
+                self._event(
+                    "conversation.item.input_audio_transcription.failed",
+                    item_id=failed.item_id,
+                    content_index=0,
+                    error=error,
+                )
+            ]
+        if isinstance(message, ErrorEvent):
+            kind = (
+                "server_error"
+                if message.retryable or message.code == "internal_error"
+                else "invalid_request_error"
+            )
+            server_error: dict[str, Any] = {
+                "type": kind,
+                "code": message.code,
+                "message": message.message,
+                "param": None,
+                "event_id": None,
+            }
+            return [self._event("error", error=server_error)]
+        return []
+
+    def _item(self, segment_id: int, at_ms: int) -> _Item:
+        item = self._items.get(segment_id)
+        if item is None:
+            item = self._items[segment_id] = _Item(_new_id("item"), at_ms)
+        return item
+
+    def _committed(self, item_id: str) -> str:
+        event = self._event(
+            "input_audio_buffer.committed", previous_item_id=self._previous_item, item_id=item_id
+        )
+        self._previous_item = item_id
+        return event
+
+    def _delta(self, item: _Item, text: str) -> list[str]:
+        grown = text[len(item.said) :]
+        if not grown:
+            return []
+        item.said = text
+        return [
+            self._event(
+                "conversation.item.input_audio_transcription.delta",
+                item_id=item.item_id,
+                content_index=0,
+                delta=grown,
+            )
+        ]
+
+    def _completed(self, item_id: str, transcript: str, seconds: float) -> str:
+        return self._event(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item_id,
+            content_index=0,
+            transcript=transcript,
+            usage={"type": "duration", "seconds": seconds},
+        )
+
+    # ---- events in
+
+    async def on_text(self, data: str) -> bool:
+        try:
+            raw = json.loads(data)
+        except ValueError as e:
+            raise ClientEventError("the event is not valid JSON", code="invalid_json") from e
+        if not isinstance(raw, dict):
+            raise ClientEventError("an event must be a JSON object", code="invalid_value")
+        event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+        kind = raw.get("type")
+        model = CLIENT_EVENTS.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            raise ClientEventError(
+                f"unknown or unsupported event type {kind!r} in a transcription session; supported: "
+                + ", ".join(CLIENT_EVENTS),
+                code="invalid_value",
+                param="type",
+                event_id=event_id,
+            )
+        try:
+            event = model.model_validate(raw)
+        except ValidationError as e:
+            raise _invalid(e, event_id) from e
+        if isinstance(event, Append):
+            await self._append(event)
+        elif isinstance(event, BufferEvent) and event.type == "input_audio_buffer.commit":
+            await self._commit(event)
+        elif isinstance(event, BufferEvent):
+            await self._clear()
+        elif isinstance(event, SessionUpdate | BetaSessionUpdate):
+            await self._update(event)
+        return False
+
+    async def _append(self, event: Append) -> None:
+        try:
+            audio = base64.b64decode(event.audio, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ClientEventError(
+                "audio is not valid base64", code="invalid_value", param="audio", event_id=event.event_id
+            ) from e
+        if len(audio) % 2:
+            raise ClientEventError(
+                "audio must be 16-bit PCM: an even number of bytes",
+                code="invalid_value",
+                param="audio",
+                event_id=event.event_id,
+            )
+        try:
+            await self.push_audio(audio)
+        except FrameTooLargeError as e:
+            raise ClientEventError(e.message, code=e.code, param="audio", event_id=event.event_id) from e
+        self._appended_ms += len(audio) / 2 / self.state.rate * 1000
+
+    async def _commit(self, event: BufferEvent) -> None:
+        if self._appended_ms + len(self.reframer) / 2 / self.state.rate * 1000 < MIN_COMMIT_MS:
+            raise ClientEventError(
+                f"buffer too small: at least {MIN_COMMIT_MS} ms of audio must be appended before a commit",
+                code="input_audio_buffer_commit_empty",
+                event_id=event.event_id,
+            )
+        self._appended_ms = 0.0
+        await self.flush_audio()
+        if self.session.segmenter.open_segment_id is not None:
+            await self.session.commit("commit")  # its speech_stopped commits the item
+            return
+        # no speech in the buffer: an item with an empty transcript, as OpenAI answers silence
+        item_id = _new_id("item")
+        await self.send_json_text(self._committed(item_id))
+        await self.send_json_text(self._completed(item_id, "", 0.0))
+
+    async def _clear(self) -> None:
+        """Drop the audio not yet committed: the open utterance is forgotten, not transcribed."""
+        self.reframer.clear()
+        self._appended_ms = 0.0
+        segmenter = self.session.segmenter
+        open_id = segmenter.open_segment_id
+        if open_id is not None:
+            segmenter.finish("cleared")  # the session never sees it end, so nothing transcribes it
+            self.services.asr_batcher.discard_partial(self.session.session_id)
+            self._items.pop(open_id, None)
+        await self.send_json_text(self._event("input_audio_buffer.cleared"))
+
+    async def _update(self, event: SessionUpdate | BetaSessionUpdate) -> None:
+        try:
+            if isinstance(event, SessionUpdate):
+                audio_in = event.session.audio.input if event.session.audio else None
+                explicit = audio_in is not None and "turn_detection" in audio_in.model_fields_set
+                state = self.state.updated_ga(event.session, explicit)
+            else:
+                state = self.state.updated_beta(event.session)
+            config = state.config(self.services)
+            if state.turns != self.state.turns:
+                retune(self.session, state.turns)
+        except ClientEventError as e:
+            e.event_id = event.event_id
+            raise
+        except ConfigError as e:
+            raise ClientEventError(e.message, code=e.code, event_id=event.event_id) from e
+        if config != self.session.config:
+            await self.session.update_config(config)
+            rethreshold(self.session, state.turns)  # a new rate resets the segmenter's thresholds
+        self.state = state
+        await self.send_json_text(self._session_event("updated"))
+
+
+ROUTES = [
+    web.get("/v1/realtime", realtime),
+    web.post("/v1/realtime/client_secrets", client_secrets),
+    web.post("/v1/realtime/transcription_sessions", transcription_sessions),
+]
