@@ -14,6 +14,7 @@ import contextlib
 import csv
 import io
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -31,6 +32,11 @@ ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 SLOTS = 3  # `server` lines in haproxy.cfg, filled from INSTANCE_1..INSTANCE_3
 STARTUP_TIMEOUT_S = 120.0  # three model loads on two shared cores
+# a request line of haproxy.cfg's log-format (a WebSocket is logged when it closes)
+ACCESS_LINE = re.compile(
+    r"(?P<client>[\d.]+:\d+) \[[^]]+\] streamer streamer/(?P<server>\S+) "
+    r'.* "(?P<request>\S+ \S+) HTTP/[\d.]+"$'
+)
 
 
 def free_port() -> int:
@@ -105,6 +111,15 @@ class Cluster:
 
     def diagnostics(self) -> str:
         return "\n".join(tail(p) for p in [self.haproxy_log, *(i.log for i in self.instances)])
+
+    def requests(self) -> list[tuple[str, str, str]]:
+        """HAProxy's log of the ``streamer`` frontend: (client address:port, server, "METHOD path")."""
+        found = []
+        for line in self.haproxy_log.read_text(errors="replace").splitlines():
+            match = ACCESS_LINE.search(line)
+            if match:
+                found.append((match["client"], match["server"], match["request"]))
+        return found
 
     async def server_states(self, http: aiohttp.ClientSession) -> dict[str, str]:
         """HAProxy's view of each server of the ``streamer`` backend: UP, DOWN, ``UP 1/2``..."""

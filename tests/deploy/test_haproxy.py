@@ -45,6 +45,20 @@ async def _connect_all(client: StreamerClient) -> list[Stream]:
     return [await client.connect({"language": "en"}) for _ in range(SESSIONS)]
 
 
+async def _logged_sockets(cluster: Cluster, count: int) -> list[tuple[str, str, str]]:
+    """HAProxy's request log once ``count`` WebSockets are in it (each is logged when it closes)."""
+    deadline = time.monotonic() + 10
+    while True:
+        requests = cluster.requests()
+        if sum(1 for *_, request in requests if request == "GET /v1/stream") >= count:
+            break
+        assert time.monotonic() < deadline, requests
+        await asyncio.sleep(0.1)
+    # the shipped log format leaves query strings, and so tokens, out of the log
+    assert "token=" not in cluster.haproxy_log.read_text()
+    return requests
+
+
 def _check_final(final: dict[str, object], name: str) -> None:
     expected = load_transcripts()[name]["text"]
     assert wer(expected, str(final["text"])) <= 0.25, (name, final["text"])
@@ -73,6 +87,14 @@ async def test_sessions_spread_over_instances_and_every_final_arrives(make_clust
             finally:
                 for stream in streams:
                     await stream.ws.close()
+        requests = await _logged_sockets(cluster, SESSIONS)
+
+    # no stickiness: on some client connection, the session was started on one instance and streamed on
+    # another (aiohttp reuses the POST's connection for the WebSocket)
+    by_client: dict[str, set[str]] = {}
+    for client_address, server, _ in requests:
+        by_client.setdefault(client_address, set()).add(server)
+    assert any(len(servers) > 1 for servers in by_client.values()), requests
 
     for index, events in enumerate(results):
         finals = of_type(events, "transcript.final")
