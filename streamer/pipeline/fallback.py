@@ -13,9 +13,15 @@ import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult
+from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult, compression_ratio
 from streamer.pipeline.audio import Audio
-from streamer.pipeline.hallucination import RETRYABLE, needs_fallback, rejection_reason
+from streamer.pipeline.hallucination import (
+    MIN_REPEATED_PHRASE,
+    RETRYABLE,
+    needs_fallback,
+    normalise,
+    rejection_reason,
+)
 
 SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
 
@@ -24,8 +30,13 @@ SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
 CLEAR_SPEECH_MS = 500
 
 
+# Read speech runs at 2.5-4 words per second of voiced audio; a trimmed loop under this rate left words out.
+MIN_WORDS_PER_VOICED_S = 1.8
+
+
 class Outcome(enum.Enum):
     FIRST_TRY = "first_try"
+    LOOP_TRIMMED = "loop_trimmed"
     FALLBACK_RESCUED = "fallback_rescued"
     DROPPED_NONSPEECH = "dropped_nonspeech"
     UNRECOGNIZED_SPEECH = "unrecognized_speech"
@@ -43,12 +54,15 @@ Submit = Callable[[AsrRequest], Awaitable[AsrResult]]
 
 
 async def settle(
-    first: AsrResult, request: AsrRequest, audio: Audio, speech_ms: int, submit: Submit
+    first: AsrResult, request: AsrRequest, audio: Audio, speech_ms: int, submit: Submit, voiced_ms: int = 0
 ) -> Verdict:
     """Decide what ``first`` (the fast greedy decode of ``request``) becomes, decoding again if needed."""
     reason = rejection_reason(first, audio)
     if reason is None and not needs_fallback(first):
         return Verdict(Outcome.FIRST_TRY, first, attempts=(first.decode,))
+    trimmed = trim_loop(first, voiced_ms)
+    if trimmed is not None and rejection_reason(trimmed, audio) is None:
+        return Verdict(Outcome.LOOP_TRIMMED, trimmed, reason, (first.decode,))
     attempts = [first.decode]
     candidates = [first]
     if reason is None or reason in RETRYABLE:
@@ -80,3 +94,25 @@ def ends_sentence(result: AsrResult, audio: Audio) -> bool:
     if rejection_reason(result, audio) is not None or needs_fallback(result):
         return False
     return result.text.rstrip().endswith(SENTENCE_END)
+
+
+def trim_loop(result: AsrResult, voiced_ms: int) -> AsrResult | None:
+    """The transcript a decode had finished before it started over, if that is all that went wrong.
+
+    With silence after the speech, a greedy decoder that has written the whole utterance often writes it
+    again ("Keep your voice down. Keep your voice down. Keep your voice d"). When the text is one opening
+    phrase repeated from the start (the last copy possibly cut off), the first copy is the transcript: no
+    second decode needed (on the multilingual base model a fallback decode over 30 s costs seconds). Any
+    other repetition returns None and goes down the fallback ladder, and so does a first copy too short
+    for the speech heard (the loop began before the speaker finished: "She opened the window. She opened
+    the window." for a whole sentence).
+    """
+    tokens = result.text.split()
+    keys = [normalise(t) for t in tokens]
+    for n in range(MIN_REPEATED_PHRASE, len(keys) // 2 + 1):
+        if keys[n : 2 * n] == keys[:n] and all(keys[i] == keys[i % n] for i in range(2 * n, len(keys))):
+            if n < MIN_WORDS_PER_VOICED_S * voiced_ms / 1000:
+                return None
+            text = " ".join(tokens[:n])
+            return dataclasses.replace(result, text=text, compression_ratio=compression_ratio(text))
+    return None

@@ -92,6 +92,7 @@ class Utterance:
     start_sample: int
     end_sample: int
     speech_ms: int = 0  # confidently voiced audio (VAD probability >= CLEAR_SPEECH_PROB) in it
+    voiced_ms: int = 0  # audio the VAD scored as speech at all (at or above the end threshold)
 
     @property
     def duration_s(self) -> float:
@@ -213,9 +214,9 @@ class Segmenter:
         keep = min(len(seg.windows), seg.last_voiced + 1 + self._tail_windows)
         audio = seg.audio(keep)
         clear = sum(p >= CLEAR_SPEECH_PROB for p in seg.probs[:keep])
-        return Utterance(
-            seg.segment_id, audio, seg.start_sample, seg.start_sample + keep * WINDOW, clear * WINDOW_MS
-        )
+        voiced = sum(p >= self.config.end_threshold for p in seg.probs[:keep])
+        end = seg.start_sample + keep * WINDOW
+        return Utterance(seg.segment_id, audio, seg.start_sample, end, clear * WINDOW_MS, voiced * WINDOW_MS)
 
     def _end(self, reason: str) -> Ended:
         seg = self._open

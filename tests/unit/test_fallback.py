@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult
-from streamer.pipeline.fallback import CLEAR_SPEECH_MS, Outcome, settle
+from streamer.pipeline.fallback import CLEAR_SPEECH_MS, Outcome, settle, trim_loop
 from streamer.pipeline.hallucination import rejection_reason, repeats_phrase
 
 AUDIO = np.full(16000 * 2, 0.05, dtype=np.float32)  # 2 s, loud enough not to count as quiet
@@ -37,19 +36,34 @@ async def test_a_good_first_decode_is_taken_without_decoding_again() -> None:
     assert model.asked == []
 
 
-@pytest.mark.parametrize("first", [LOOP, STUTTER], ids=["phrase-loop", "syllable-loop"])
-async def test_a_looping_decode_is_rescued_by_beam_search(first: AsrResult) -> None:
+async def test_a_looping_decode_is_rescued_by_beam_search() -> None:
     model = Script(GOOD)
-    verdict = await settle(first, REQUEST, AUDIO, 1500, model)
+    verdict = await settle(STUTTER, REQUEST, AUDIO, 1500, model)
     assert verdict.outcome is Outcome.FALLBACK_RESCUED
     assert verdict.result is GOOD
     assert model.asked == ["beam5"]
     assert verdict.reason == "repetition"
 
 
+async def test_a_sentence_written_again_is_trimmed_to_its_first_copy_without_decoding_again() -> None:
+    model = Script()
+    cut_off = AsrResult(LOOP.text + "Please, keep", "en", avg_logprob=-0.2, compression_ratio=2.0)
+    verdict = await settle(cut_off, REQUEST, AUDIO, 1500, model, voiced_ms=1400)
+    assert verdict.outcome is Outcome.LOOP_TRIMMED
+    assert verdict.result is not None and verdict.result.text == "Please, keep your voice down."
+    assert model.asked == []
+
+
+def test_a_loop_that_began_before_the_speaker_finished_is_not_trimmed() -> None:
+    early = AsrResult("She opened the window. She opened the window. She opened", "en")
+    assert trim_loop(early, voiced_ms=3000) is None  # 4 words for 3 s of speech: words are missing
+    assert trim_loop(early, voiced_ms=1200) is not None
+    assert trim_loop(AsrResult("the the the the the the", "en"), voiced_ms=500) is None  # not a phrase
+
+
 async def test_the_ladder_climbs_temperatures_until_one_passes() -> None:
     model = Script(LOOP, STUTTER, LOOP, GOOD)
-    verdict = await settle(LOOP, REQUEST, AUDIO, 1500, model)
+    verdict = await settle(STUTTER, REQUEST, AUDIO, 1500, model)
     assert verdict.result is GOOD
     assert model.asked == ["beam5", "t0.2", "t0.4", "t0.6"]
     assert verdict.attempts == ("greedy", "beam5", "t0.2", "t0.4", "t0.6")
@@ -57,14 +71,14 @@ async def test_the_ladder_climbs_temperatures_until_one_passes() -> None:
 
 async def test_when_every_decode_loops_clear_speech_is_reported_not_dropped_silently() -> None:
     model = Script(*[LOOP] * len(FALLBACK_LADDER))
-    verdict = await settle(LOOP, REQUEST, AUDIO, CLEAR_SPEECH_MS, model)
+    verdict = await settle(STUTTER, REQUEST, AUDIO, CLEAR_SPEECH_MS, model)
     assert verdict.outcome is Outcome.UNRECOGNIZED_SPEECH and verdict.result is None
     assert len(model.asked) == len(FALLBACK_LADDER)
 
 
 async def test_when_every_decode_loops_on_weak_speech_it_is_dropped_as_non_speech() -> None:
     model = Script(*[LOOP] * len(FALLBACK_LADDER))
-    verdict = await settle(LOOP, REQUEST, AUDIO, CLEAR_SPEECH_MS - 100, model)
+    verdict = await settle(STUTTER, REQUEST, AUDIO, CLEAR_SPEECH_MS - 100, model)
     assert verdict.outcome is Outcome.DROPPED_NONSPEECH and verdict.result is None
 
 
@@ -86,7 +100,7 @@ async def test_unsure_but_believable_text_is_kept_when_no_decode_passes() -> Non
 
 async def test_a_decode_that_turns_to_non_speech_stops_the_ladder() -> None:
     model = Script(SILENCE)
-    verdict = await settle(LOOP, REQUEST, AUDIO, 1500, model)
+    verdict = await settle(STUTTER, REQUEST, AUDIO, 1500, model)
     assert model.asked == ["beam5"]
     assert verdict.outcome is Outcome.UNRECOGNIZED_SPEECH
 
