@@ -1,10 +1,10 @@
 """Several ``streamer serve`` processes on one Redis, behind HAProxy running deploy/haproxy/haproxy.cfg.
 
 The harness for every test of instances behind a real load balancer: the ``start_cluster`` context
-manager (and the ``cluster`` fixture in conftest.py) starts N instances on loopback ports with one API key,
-one JWT secret and one Redis database, then HAProxy with the shipped configuration (addresses through its
-environment variables), and waits until the balancer sees every instance up. Instances can be signalled
-or killed one by one; their output and HAProxy's are kept in files named in assertion messages.
+manager (and the ``make_cluster`` fixture in conftest.py) starts N instances on loopback ports with one
+API key, one JWT secret and one Redis database, then HAProxy with the shipped configuration (addresses
+through its environment variables), and waits until the balancer sees every instance up. Instances can be
+signalled or killed one by one; their output and HAProxy's are kept in files named in assertion messages.
 """
 
 from __future__ import annotations
