@@ -1,86 +1,235 @@
-"""Settings: one frozen, typed object, read from the environment once.
+"""Settings: one frozen, typed object, validated whenever it is made, read from the environment once.
 
-Every field can be set with an environment variable named ``STREAMER_<FIELD>`` (upper case). CLI flags
-override the environment. Durations are seconds unless the name says ``_ms``.
+Every field can be set with an environment variable named ``STREAMER_<FIELD>`` (upper case), read by
+:func:`load_settings` (pydantic-settings); CLI flags override the environment. ``Settings(...)`` takes only
+what it is given (tests build it directly), and ``.replace()`` / ``.model_copy(update=...)`` validate the
+copy. Durations are seconds unless the name says ``_ms``. Values that would break the server quietly (a
+zero-length queue, a final that could never be scheduled) are refused with the variable's name.
+
+The fields come in groups (auth, models, state, audio and segmentation, batching and backpressure,
+limits, demo and origins, operations); :attr:`Settings.groups` lists them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, get_type_hints
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamer.errors import ConfigError
+from streamer.guards.keys import TIERS
 
 PREFIX = "STREAMER_"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Device(StrEnum):
+    CPU = "cpu"
+    CUDA = "cuda"
+    AUTO = "auto"
+
+
+class RedisPolicy(StrEnum):
+    """What limits do while Redis is unreachable."""
+
+    FAIL_OPEN = "fail_open"  # not enforced; service continues
+    FAIL_CLOSED = "fail_closed"  # new sessions are refused (503, retryable)
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+KeyTier = StrEnum("KeyTier", {name.upper(): name for name in TIERS})  # type: ignore[misc]
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Origins = Annotated[tuple[str, ...], NoDecode]  # comma-separated in the environment, not JSON
+
+
+class Settings(BaseSettings):
     """Every knob of the server. Defaults are the embedded single-instance setup."""
 
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        case_sensitive=False,
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+        use_enum_values=False,
+    )
+
+    groups: ClassVar[dict[str, tuple[str, ...]]] = {
+        "auth": ("api_keys", "api_key_tier", "admin_key", "jwt_secret", "token_ttl_s", "public_url"),
+        "models": (
+            "asr_model",
+            "device",
+            "compute_type",
+            "model_cache_dir",
+            "mt_model",
+            "beam_size",
+            "asr_threads",
+        ),
+        "state": ("redis_url", "redis_policy"),
+        "audio": (
+            "max_frame_ms",
+            "min_frame_ms",
+            "vad_start_threshold",
+            "vad_end_threshold",
+            "min_speech_ms",
+            "pre_roll_ms",
+            "end_silence_ms",
+            "pause_ms",
+            "hold_ms",
+            "max_utterance_s",
+            "partial_interval_ms",
+        ),
+        "batching": (
+            "batching",
+            "max_batch",
+            "batch_wait_ms",
+            "max_pending_finals",
+            "model_timeout_s",
+            "breaker_threshold",
+            "breaker_reset_s",
+            "max_sessions",
+            "saturation_latency_s",
+            "session_out_queue",
+            "send_timeout_s",
+        ),
+        "limits": (
+            "max_session_s",
+            "max_realtime_factor",
+            "realtime_burst_s",
+            "max_messages_per_s",
+            "message_burst",
+            "session_rate_per_key_per_min",
+        ),
+        "web": ("demo", "allowed_origins", "web_root"),
+        "operations": ("host", "port", "drain_timeout_s", "resume_window_s", "log_json", "log_level"),
+    }
+
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(default=8080, ge=0, le=65535)
     # --- auth
-    api_keys: tuple[str, ...] = ()
-    api_key_tier: str = "unlimited"  # tier of the keys in STREAMER_API_KEYS (operator-trusted keys)
+    api_keys: Origins = ()
+    api_key_tier: KeyTier = KeyTier("unlimited")  # tier of the keys in STREAMER_API_KEYS (operator-trusted)
     admin_key: str | None = None
-    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    token_ttl_s: float = 60.0
+    jwt_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32), min_length=32)
+    token_ttl_s: Seconds = 60.0
     public_url: str | None = None
     # --- models
-    asr_model: str = "tiny.en"
-    device: str = "auto"
+    asr_model: str = Field(default="tiny.en", min_length=1)
+    device: Device = Device.AUTO
     compute_type: str = "int8"
     model_cache_dir: str | None = None
     mt_model: str | None = None
-    beam_size: int = 1
-    asr_threads: int = 0  # CTranslate2 threads for the ASR model; 0 = one per core
+    beam_size: int = Field(default=1, ge=1, le=16)
+    asr_threads: int = Field(default=0, ge=0)  # CTranslate2 threads for the ASR model; 0 = one per core
     # --- state
     redis_url: str | None = None
-    redis_policy: str = "fail_open"  # or "fail_closed": what limits do while Redis is down
+    redis_policy: RedisPolicy = RedisPolicy.FAIL_OPEN
     # --- audio and segmentation
-    max_frame_ms: int = 1000
-    min_frame_ms: int = 10
+    max_frame_ms: int = Field(default=1000, ge=10, le=10_000)
+    min_frame_ms: int = Field(default=10, ge=1)
     vad_start_threshold: float = 0.5
     vad_end_threshold: float = 0.35
-    min_speech_ms: int = 200
-    pre_roll_ms: int = 300
-    end_silence_ms: int = 400
-    pause_ms: int = 160
-    max_utterance_s: float = 15.0
-    partial_interval_ms: int = 500
+    min_speech_ms: int = Field(default=200, ge=0)
+    pre_roll_ms: int = Field(default=300, ge=0)
+    end_silence_ms: int = Field(default=400, gt=0)
+    pause_ms: int = Field(default=160, gt=0)
+    # extra silence before an utterance ends when its words so far do not end a sentence (0: off)
+    hold_ms: int = Field(default=400, ge=0)
+    max_utterance_s: Seconds = 15.0
+    partial_interval_ms: int = Field(default=500, ge=1)
     # --- batching and backpressure
     batching: bool = True
-    max_batch: int = 16
-    batch_wait_ms: int = 10
-    max_pending_finals: int = 256
-    model_timeout_s: float = 30.0  # a model call running longer fails its jobs and counts as a failure
-    breaker_threshold: int = 3
-    breaker_reset_s: float = 10.0
-    max_sessions: int = 64
-    saturation_latency_s: float = 1.2
-    session_out_queue: int = 256
-    send_timeout_s: float = 10.0
+    max_batch: int = Field(default=16, ge=1)
+    batch_wait_ms: int = Field(default=10, ge=0)
+    # 0 would make every final wait for a slot forever
+    max_pending_finals: int = Field(default=256, ge=1)
+    model_timeout_s: Seconds = 30.0  # a model call running longer fails its jobs and counts as a failure
+    breaker_threshold: int = Field(default=3, ge=1)
+    breaker_reset_s: Seconds = 10.0
+    max_sessions: int = Field(default=64, ge=1)
+    saturation_latency_s: Seconds = 1.2
+    # partials are offered while the queue is under half full: under 2, every partial would be dropped
+    session_out_queue: int = Field(default=256, ge=2)
+    send_timeout_s: Seconds = 10.0
     # --- limits
-    max_session_s: float = 3600.0
-    max_realtime_factor: float = 3.0
-    realtime_burst_s: float = 10.0
-    max_messages_per_s: float = 50.0
-    message_burst: float = 100.0
-    session_rate_per_key_per_min: float = 120.0
+    max_session_s: Seconds = 3600.0
+    max_realtime_factor: Rate = 3.0
+    realtime_burst_s: Seconds = 10.0
+    max_messages_per_s: Rate = 50.0
+    message_burst: Rate = 100.0
+    session_rate_per_key_per_min: float = Field(default=120.0, ge=0, allow_inf_nan=False)  # 0 = off
     # --- demo and origins
     demo: bool | None = None  # None = on when bound to loopback
-    allowed_origins: tuple[str, ...] = ()
+    allowed_origins: Origins = ()
     # --- operations
-    drain_timeout_s: float = 20.0
-    resume_window_s: float = 30.0
+    drain_timeout_s: float = Field(default=20.0, ge=0, allow_inf_nan=False)
+    resume_window_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
     web_root: str | None = None  # the demo page's files; default: web/ beside the package source
     log_json: bool = False
-    log_level: str = "INFO"
+    log_level: LogLevel = LogLevel.INFO
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Settings(...) is exactly what it is given; the environment is read by load_settings()
+        return (init_settings,)
+
+    @field_validator("api_keys", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(part.strip() for part in v.split(",") if part.strip())
+        return v
+
+    @field_validator(
+        "admin_key", "public_url", "model_cache_dir", "mt_model", "redis_url", "web_root", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("demo", mode="before")
+    @classmethod
+    def _auto_is_unset(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and v.strip().lower() in ("", "auto", "none") else v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_upper(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("device", "redis_policy", "api_key_tier", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if not 0 < self.vad_end_threshold <= self.vad_start_threshold < 1:
+            raise ValueError("VAD thresholds must satisfy 0 < end <= start < 1")
+        if self.pause_ms >= self.end_silence_ms:
+            raise ValueError("STREAMER_PAUSE_MS must be shorter than STREAMER_END_SILENCE_MS")
+        if self.min_frame_ms > self.max_frame_ms:
+            raise ValueError("STREAMER_MIN_FRAME_MS must not exceed STREAMER_MAX_FRAME_MS")
+        return self
 
     @property
     def demo_enabled(self) -> bool:
@@ -89,58 +238,60 @@ class Settings:
             return self.demo
         return self.host in ("127.0.0.1", "localhost", "::1")
 
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with some fields changed (validated like the environment)."""
-        return dataclasses.replace(self, **changes)
+    def group(self, name: str) -> dict[str, Any]:
+        """One group's values (see :attr:`groups`), e.g. ``settings.group("limits")``."""
+        return {field: getattr(self, field) for field in self.groups[name]}
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed, validated like a new Settings."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**values, **changes})
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """Like pydantic's, but a copy with changes is validated (pydantic's skips validation)."""
+        if update:
+            return self.replace(**update)
+        return super().model_copy(deep=deep)
 
 
-def _parse(name: str, kind: Any, raw: str) -> Any:
-    text = raw.strip()
-    if kind is bool or kind == (bool | None):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        if kind is not bool and text.lower() in ("", "auto", "none"):
-            return None
-        raise ConfigError(f"{PREFIX}{name.upper()} must be a boolean, got {raw!r}")
-    if kind == tuple[str, ...]:
-        return tuple(part.strip() for part in text.split(",") if part.strip())
-    if kind == (str | None):
-        return text or None
+class _FromEnvironment(Settings):
+    """Settings from ``STREAMER_*`` variables, then explicit values on top."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read ``STREAMER_*`` variables and explicit overrides (e.g. CLI flags; None = not given) into Settings.
+
+    Raises :class:`ConfigError` naming the variable when a value is invalid or dangerous.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-    except ValueError as e:
-        raise ConfigError(f"{PREFIX}{name.upper()} must be a number, got {raw!r}") from e
-    return text
+        loaded = _FromEnvironment(**given)
+    except ValidationError as e:
+        raise ConfigError(_explain(e)) from e
+    return Settings(**{name: getattr(loaded, name) for name in Settings.model_fields})
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Read ``STREAMER_*`` variables (and explicit overrides, e.g. CLI flags) into Settings."""
-    env = os.environ if env is None else env
-    hints = get_type_hints(Settings)
-    values: dict[str, Any] = {}
-    for f in fields(Settings):
-        raw = env.get(PREFIX + f.name.upper())
-        if raw is not None:
-            values[f.name] = _parse(f.name, hints[f.name], raw)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    settings = Settings(**values)
-    _validate(settings)
-    return settings
+_SECRET = frozenset({"api_keys", "admin_key", "jwt_secret", "redis_url"})  # never echoed back
 
 
-def _validate(s: Settings) -> None:
-    if s.device not in ("cpu", "cuda", "auto"):
-        raise ConfigError(f"STREAMER_DEVICE must be cpu, cuda or auto, got {s.device!r}")
-    if s.redis_policy not in ("fail_open", "fail_closed"):
-        raise ConfigError("STREAMER_REDIS_POLICY must be fail_open or fail_closed")
-    if not 0 < s.vad_end_threshold <= s.vad_start_threshold < 1:
-        raise ConfigError("VAD thresholds must satisfy 0 < end <= start < 1")
-    if s.pause_ms >= s.end_silence_ms:
-        raise ConfigError("STREAMER_PAUSE_MS must be shorter than STREAMER_END_SILENCE_MS")
-    if s.max_batch < 1 or s.max_sessions < 1:
-        raise ConfigError("STREAMER_MAX_BATCH and STREAMER_MAX_SESSIONS must be at least 1")
+def _explain(e: ValidationError) -> str:
+    problems = []
+    for error in e.errors():
+        loc = [str(p) for p in error.get("loc", ())]
+        if not loc:
+            problems.append(error["msg"])
+            continue
+        given = "" if loc[0] in _SECRET else f" (got {error.get('input')!r})"
+        problems.append(f"{PREFIX}{loc[0].upper()}: {error['msg']}{given}")
+    return "invalid settings: " + "; ".join(problems)
