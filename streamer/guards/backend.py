@@ -1,5 +1,5 @@
 """Shared state for limits that must hold across server instances: concurrent sessions, daily audio,
-single-use token ids and admin-created keys.
+single-use token ids and admin-created keys; and sessions' durable state (resume on any instance).
 
 :class:`StateBackend` is the interface; :class:`MemoryBackend` serves one process (and tests), and
 ``streamer.guards.redis_backend.RedisBackend`` serves a fleet. Every check-and-update is atomic: the memory
@@ -12,20 +12,21 @@ import heapq
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Literal, Protocol
 
 from streamer.guards.clock import Clock
 from streamer.guards.keys import KeyRecord
-from streamer.guards.retry import retry_async
 
 __all__ = [
     "DAY_S",
     "BackendUnavailableError",
+    "Claim",
     "MemoryBackend",
     "QuotaDecision",
+    "SessionRecord",
     "StateBackend",
-    "create_backend",
     "seconds_to_utc_midnight",
 ]
 
@@ -53,6 +54,26 @@ class QuotaDecision:
     limit: int | float | None
     remaining: int | float | None
     reset_s: float
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A session's durable state as stored: ``state`` and ``messages`` are opaque text to the backend
+    (``streamer.session.durable`` owns their meaning); ``owner`` is the instance holding the session, or
+    ``""`` while it is parked."""
+
+    state: str
+    messages: list[str]
+    owner: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to :meth:`StateBackend.claim_session_state`: ``record`` is set when ``claimed``;
+    ``busy`` means another live instance holds the session."""
+
+    outcome: Literal["claimed", "busy", "missing"]
+    record: SessionRecord | None = None
 
 
 class StateBackend(Protocol):
@@ -84,6 +105,26 @@ class StateBackend(Protocol):
 
     async def revoke_key(self, key_id: str) -> bool: ...
 
+    async def beat(self, instance_id: str, ttl_s: float) -> None: ...
+
+    async def save_session_state(
+        self,
+        session_id: str,
+        owner: str,
+        state: str,
+        append: Sequence[str],
+        keep: int,
+        ttl_s: float,
+        *,
+        release: bool = False,
+    ) -> bool: ...
+
+    async def claim_session_state(self, session_id: str, owner: str, ttl_s: float) -> Claim: ...
+
+    async def load_session_state(self, session_id: str) -> SessionRecord | None: ...
+
+    async def drop_session_state(self, session_id: str, owner: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -106,6 +147,12 @@ def check_charge(seconds: float, daily_limit: float | None) -> None:
         raise ValueError(f"daily_limit must be None (unlimited) or >= 0, not {daily_limit!r}")
 
 
+def check_keep(keep: int) -> None:
+    """Reject a history bound that keeps nothing (a Redis LTRIM with -0 would keep everything)."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, not {keep}")
+
+
 def check_limit(limit: int | None) -> None:
     """Reject negative session limits (None is unlimited; 0 admits nobody)."""
     if limit is not None and limit < 0:
@@ -122,6 +169,8 @@ class MemoryBackend:
         self._jtis: dict[str, float] = {}  # jti -> expires_at
         self._jti_expiry: list[tuple[float, str]] = []  # a heap, so pruning costs only what expired
         self._keys: dict[str, KeyRecord] = {}
+        self._instances: dict[str, float] = {}  # instance id -> heartbeat expires_at
+        self._states: dict[str, tuple[SessionRecord, float]] = {}  # session id -> (record, expires_at)
 
     async def ping(self) -> None:
         """Always reachable."""
@@ -222,31 +271,69 @@ class MemoryBackend:
         self._keys[key_id] = replace(rec, revoked=True)
         return True
 
+    async def beat(self, instance_id: str, ttl_s: float) -> None:
+        """This instance is alive for ``ttl_s`` more seconds (its claims on sessions hold that long)."""
+        check_ttl(ttl_s)
+        self._instances[instance_id] = self._clock() + ttl_s
+
+    def _alive(self, instance_id: str, now: float) -> bool:
+        return self._instances.get(instance_id, 0.0) > now
+
+    def _state(self, session_id: str, now: float) -> SessionRecord | None:
+        stored = self._states.get(session_id)
+        if stored is None or stored[1] <= now:
+            self._states.pop(session_id, None)
+            return None
+        return stored[0]
+
+    async def save_session_state(
+        self,
+        session_id: str,
+        owner: str,
+        state: str,
+        append: Sequence[str],
+        keep: int,
+        ttl_s: float,
+        *,
+        release: bool = False,
+    ) -> bool:
+        """Write ``state`` and append ``append`` (keeping the last ``keep`` messages) if ``owner`` holds the
+        session or it does not exist yet; ``release`` leaves it parked (owner ``""``). False: someone else
+        holds it (this instance lost the session and must not write)."""
+        check_ttl(ttl_s)
+        check_keep(keep)
+        now = self._clock()
+        current = self._state(session_id, now)
+        if current is not None and current.owner != owner:
+            return False
+        messages = [*(current.messages if current else []), *append][-keep:]
+        record = SessionRecord(state, messages, "" if release else owner)
+        self._states[session_id] = (record, now + ttl_s)
+        return True
+
+    async def claim_session_state(self, session_id: str, owner: str, ttl_s: float) -> Claim:
+        """Take the session for ``owner`` if it is parked, already ``owner``'s, or held by an instance
+        whose heartbeat has lapsed (it died); ``ttl_s`` is the record's life from now."""
+        check_ttl(ttl_s)
+        now = self._clock()
+        current = self._state(session_id, now)
+        if current is None:
+            return Claim("missing")
+        if current.owner not in ("", owner) and self._alive(current.owner, now):
+            return Claim("busy")
+        record = replace(current, owner=owner)
+        self._states[session_id] = (record, now + ttl_s)
+        return Claim("claimed", record)
+
+    async def load_session_state(self, session_id: str) -> SessionRecord | None:
+        """The stored record, whoever holds it; None if unknown or expired."""
+        return self._state(session_id, self._clock())
+
+    async def drop_session_state(self, session_id: str, owner: str) -> None:
+        """Forget the session (it ended) unless another instance holds it now (idempotent)."""
+        current = self._state(session_id, self._clock())
+        if current is not None and current.owner in ("", owner):
+            del self._states[session_id]
+
     async def close(self) -> None:
         """Nothing to release."""
-
-
-async def create_backend(
-    redis_url: str | None, *, connect_attempts: int = 3, require: bool = False
-) -> StateBackend:
-    """A :class:`MemoryBackend` without a URL, else a ``RedisBackend`` checked with a few pings.
-
-    If Redis does not answer, the backend is still returned (it reconnects by itself and readiness reports
-    it) unless ``require`` is set, in which case :class:`BackendUnavailableError` propagates.
-    """
-    if not redis_url:
-        log.info("state backend: in-memory (limits are per process)")
-        return MemoryBackend()
-    from streamer.guards.redis_backend import RedisBackend  # redis is only needed with a URL
-
-    backend = RedisBackend(redis_url)
-    try:
-        await retry_async(backend.ping, connect_attempts, 0.2, 2.0, retry_on=(BackendUnavailableError,))
-    except BackendUnavailableError:
-        if require:
-            await backend.close()
-            raise
-        log.warning("state backend: Redis at %s is not answering yet; continuing", backend.safe_url)
-    else:
-        log.info("state backend: Redis at %s", backend.safe_url)
-    return backend

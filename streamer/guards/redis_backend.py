@@ -6,14 +6,16 @@ expires and which UTC day it is. Every script touches only the keys it is passed
 
 Keys (under ``key_prefix``): ``sessions:<key_id>`` a ZSET of session id -> expiry (ms); ``audio:<key_id>``
 a hash {day, used}; ``jti:<jti>`` a string with a TTL; ``key:<key_id>`` a hash per key record and
-``keys`` the set of key ids.
+``keys`` the set of key ids; ``session:<session_id>`` a hash {state, owner} and
+``session:<session_id>:messages`` a list (a session's durable state); ``instance:<id>`` an instance's
+heartbeat (a string with a TTL).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,8 +30,11 @@ from streamer.guards import redis_scripts as scripts
 from streamer.guards.backend import (
     AUDIO_EPSILON,
     BackendUnavailableError,
+    Claim,
     QuotaDecision,
+    SessionRecord,
     check_charge,
+    check_keep,
     check_limit,
     check_ttl,
 )
@@ -122,6 +127,9 @@ class RedisBackend:
         self._charge = self._redis.register_script(scripts.CHARGE)
         self._audio_used = self._redis.register_script(scripts.AUDIO_USED)
         self._revoke = self._redis.register_script(scripts.REVOKE)
+        self._save_state = self._redis.register_script(scripts.SAVE_STATE)
+        self._claim_state = self._redis.register_script(scripts.CLAIM_STATE)
+        self._drop_state = self._redis.register_script(scripts.DROP_STATE)
 
     def _key(self, *parts: str) -> str:
         return self.key_prefix + ":".join(parts)
@@ -209,6 +217,72 @@ class RedisBackend:
         """Mark a key revoked; False if there is no such key."""
         with _unavailable_on_error("revoke_key"):
             return bool(await self._revoke(keys=[self._key("key", key_id)]))
+
+    async def beat(self, instance_id: str, ttl_s: float) -> None:
+        """This instance is alive for ``ttl_s`` more seconds (its claims on sessions hold that long)."""
+        check_ttl(ttl_s)
+        with _unavailable_on_error("beat"):
+            await self._redis.set(self._key("instance", instance_id), "1", px=_ms(ttl_s))
+
+    def _state_keys(self, session_id: str) -> list[str]:
+        return [self._key("session", session_id), self._key("session", session_id, "messages")]
+
+    async def save_session_state(
+        self,
+        session_id: str,
+        owner: str,
+        state: str,
+        append: Sequence[str],
+        keep: int,
+        ttl_s: float,
+        *,
+        release: bool = False,
+    ) -> bool:
+        """Write ``state`` and append ``append`` (keeping the last ``keep`` messages) if ``owner`` holds the
+        session or it does not exist yet; ``release`` leaves it parked. One round trip (a script)."""
+        check_ttl(ttl_s)
+        check_keep(keep)
+        args: list[EncodableT] = [owner, state, _ms(ttl_s), keep, "1" if release else "0", *append]
+        with _unavailable_on_error("save_session_state"):
+            return bool(await self._save_state(keys=self._state_keys(session_id), args=args))
+
+    async def claim_session_state(self, session_id: str, owner: str, ttl_s: float) -> Claim:
+        """Take the session if it is parked, ``owner``'s, or held by an instance whose heartbeat lapsed."""
+        check_ttl(ttl_s)
+        keys = self._state_keys(session_id)
+        with _unavailable_on_error("claim_session_state"):
+            for _ in range(5):  # 'retry': the owner changed between our read and the script
+                held = await self._redis.hget(keys[0], "owner")
+                if held is None:
+                    return Claim("missing")
+                heartbeat = self._key("instance", _text(held) or "-")
+                args: list[EncodableT] = [owner, _text(held), _ms(ttl_s)]
+                reply = await self._claim_state(keys=[*keys, heartbeat], args=args)
+                outcome = _text(reply[0])
+                if outcome == "claimed":
+                    record = SessionRecord(_text(reply[1]), [_text(m) for m in reply[2:]], owner)
+                    return Claim("claimed", record)
+                if outcome in ("busy", "missing"):
+                    return Claim("busy" if outcome == "busy" else "missing")
+        return Claim("busy")
+
+    async def load_session_state(self, session_id: str) -> SessionRecord | None:
+        """The stored record, whoever holds it; None if unknown or expired."""
+        keys = self._state_keys(session_id)
+        with _unavailable_on_error("load_session_state"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(keys[0])
+                pipe.lrange(keys[1], 0, -1)
+                fields, messages = await pipe.execute()
+        if not fields or "state" not in fields:
+            return None
+        owner = _text(fields.get("owner", ""))
+        return SessionRecord(_text(fields["state"]), [_text(m) for m in messages], owner)
+
+    async def drop_session_state(self, session_id: str, owner: str) -> None:
+        """Forget the session (it ended) unless another instance holds it now (idempotent)."""
+        with _unavailable_on_error("drop_session_state"):
+            await self._drop_state(keys=self._state_keys(session_id), args=[owner])
 
     async def close(self) -> None:
         """Close the connection pool."""

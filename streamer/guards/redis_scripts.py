@@ -7,7 +7,17 @@ doubles that Lua and Redis both hold exactly.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "ACTIVE", "AUDIO_USED", "CHARGE", "REFRESH", "REVOKE"]
+__all__ = [
+    "ACQUIRE",
+    "ACTIVE",
+    "AUDIO_USED",
+    "CHARGE",
+    "CLAIM_STATE",
+    "DROP_STATE",
+    "REFRESH",
+    "REVOKE",
+    "SAVE_STATE",
+]
 
 # Shared prelude: server time in whole milliseconds (an integer-valued double, exact in Lua).
 NOW_MS = """
@@ -89,5 +99,46 @@ AUDIO_USED = NOW_MS + AUDIO_DAY + "\nreturn used\n"
 REVOKE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'revoked', '1')
+return 1
+"""
+
+# A session's durable state: KEYS = {hash {state, owner}, list of messages}. Written only by its owner, or
+# created when missing; ARGV = {owner, state, ttl ms, keep, release (1: park, owner ""), messages...}.
+SAVE_STATE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then return 0 end
+local new_owner = ARGV[1]
+if ARGV[5] == '1' then new_owner = '' end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'owner', new_owner)
+if #ARGV >= 6 then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 6))
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return 1
+"""
+
+# Take a session: KEYS = {hash, list, heartbeat key of the owner the caller read}; ARGV = {claimer, the
+# owner the caller read, ttl ms}. The owner is read first (outside) so that every key is passed in KEYS;
+# if it changed meanwhile the caller reads again ('retry'). Returns {outcome, state, messages...}.
+CLAIM_STATE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner then return {'missing'} end
+if owner ~= ARGV[2] then return {'retry'} end
+if owner ~= '' and owner ~= ARGV[1] and redis.call('EXISTS', KEYS[3]) == 1 then return {'busy'} end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+local out = {'claimed', redis.call('HGET', KEYS[1], 'state')}
+for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do out[#out + 1] = m end
+return out
+"""
+
+# Forget an ended session unless another instance holds it now. KEYS = {hash, list}; ARGV = {owner}.
+DROP_STATE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= '' and owner ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 """
