@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from streamer.adapters import deepgram, openai_realtime
+from streamer.adapters import deepgram, openai_realtime, transcriptions
 
 
 def setup_adapters(app: web.Application) -> None:
     """Register the vendor-compatible routes (Deepgram live, OpenAI Realtime and audio transcriptions)."""
     app.router.add_routes(deepgram.ROUTES)
     app.router.add_routes(openai_realtime.ROUTES)
+    app.router.add_routes(transcriptions.ROUTES)

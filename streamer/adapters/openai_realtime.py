@@ -353,7 +353,7 @@ def _error_body(message: str, kind: str, code: str | None, param: str | None = N
     return {"error": {"message": message, "type": kind, "code": code, "param": param}}
 
 
-def _error_response(e: StreamerError) -> web.Response:
+def error_response(e: StreamerError) -> web.Response:
     kind = "invalid_request_error" if e.status < 500 else "server_error"
     if e.status == 429:
         kind = "rate_limit_error"
@@ -362,14 +362,14 @@ def _error_response(e: StreamerError) -> web.Response:
     return web.json_response(_error_body(e.message, kind, e.code, param), status=e.status, headers=headers)
 
 
-async def _bearer_key(request: web.Request, services: Services) -> KeyRecord:
+async def bearer_key(request: web.Request, services: Services) -> KeyRecord:
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         raise AuthError("missing API key: send Authorization: Bearer <api key>")
     return await key_record(services, credential.strip())
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read() if request.can_read_body else b""
     if not raw.strip():
         return {}
@@ -386,9 +386,9 @@ async def client_secrets(request: web.Request) -> web.Response:
     """``POST /v1/realtime/client_secrets``: a single-use secret for one transcription session."""
     services = request.app[SERVICES]
     try:
-        key = await _bearer_key(request, services)
+        key = await bearer_key(request, services)
         try:
-            body = SecretRequest.model_validate(await _json_body(request))
+            body = SecretRequest.model_validate(await json_body(request))
         except ValidationError as e:
             raise _invalid(e, None) from e
         raw = body.session or {"type": "transcription"}
@@ -403,7 +403,7 @@ async def client_secrets(request: web.Request) -> web.Response:
         ttl = (body.expires_after or ExpiresAt()).seconds
         token, expires_at = issue(services, key, ttl, {"openai": state.model_dump(), "beta": False})
     except StreamerError as e:
-        return _error_response(e)
+        return error_response(e)
     session_id = _new_id("sess")
     return web.json_response(
         {
@@ -418,9 +418,9 @@ async def transcription_sessions(request: web.Request) -> web.Response:
     """``POST /v1/realtime/transcription_sessions`` (beta): the session and its client secret."""
     services = request.app[SERVICES]
     try:
-        key = await _bearer_key(request, services)
+        key = await bearer_key(request, services)
         try:
-            body = BetaSession.model_validate(await _json_body(request))
+            body = BetaSession.model_validate(await json_body(request))
         except ValidationError as e:
             raise _invalid(e, None) from e
         state = RealtimeState().updated_beta(body)
@@ -432,7 +432,7 @@ async def transcription_sessions(request: web.Request) -> web.Response:
         )
         token, expires_at = issue(services, key, ttl.seconds, {"openai": state.model_dump(), "beta": True})
     except StreamerError as e:
-        return _error_response(e)
+        return error_response(e)
     session = state.beta(_new_id("sess"), int(expires_at))
     session["client_secret"] = {"value": SECRET_PREFIX + token, "expires_at": int(expires_at)}
     return web.json_response(session)
@@ -481,7 +481,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         session = await registry.admit(key, state.config(services))
     except StreamerError as e:
         services.metrics.refusals.labels(e.code).inc()
-        return _error_response(e)
+        return error_response(e)
     ws = web.WebSocketResponse(
         protocols=("realtime",) if "realtime" in offered else (), max_msg_size=WS_MAX_MSG, heartbeat=20.0
     )
