@@ -9,7 +9,6 @@ from streamer.guards.backend import (
     MemoryBackend,
     QuotaDecision,
     StateBackend,
-    create_backend,
 )
 from streamer.guards.breaker import (
     BreakerError,
@@ -22,6 +21,7 @@ from streamer.guards.clock import Clock, FakeClock, monotonic
 from streamer.guards.keys import TIERS, KeyRecord, KeyRing, Tier, generate_key, hash_key, issue_key, key_id_of
 from streamer.guards.ratelimit import AudioPacer, TokenBucket
 from streamer.guards.retry import backoff_delays, retry_async
+from streamer.guards.state import create_backend
 
 __all__ = [
     "TIERS",
