@@ -15,9 +15,10 @@ from aiohttp import web
 from streamer import tracing
 from streamer.adapters import setup_adapters
 from streamer.config import Settings
-from streamer.guards.backend import StateBackend, create_backend
+from streamer.guards.backend import StateBackend
 from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import KeyRing
+from streamer.guards.state import create_backend
 from streamer.looplag import loop_lag_watched
 from streamer.metrics import Metrics
 from streamer.openapi import openapi_json
