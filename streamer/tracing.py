@@ -19,6 +19,7 @@ The spans, each carrying ``streamer.session_id`` and ``streamer.request_id``:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import time
@@ -102,6 +103,16 @@ def now() -> int:
 def current_parent() -> Handle | None:
     """The span that model work submitted now belongs to (the batcher stores it on the job)."""
     return _parent.get()
+
+
+def context_for(handle: Handle | None) -> contextvars.Context | None:
+    """A copy of the current context in which model work belongs to ``handle``, for
+    ``asyncio.create_task(..., context=...)``; None (the task copies the current one) while off."""
+    if handle is None:
+        return None
+    context = contextvars.copy_context()
+    context.run(_parent.set, handle)
+    return context
 
 
 def enter(handle: Handle | None) -> None:

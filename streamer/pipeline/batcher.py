@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
 
+from streamer import tracing
 from streamer.errors import ModelUnavailableError
 from streamer.pipeline.batchqueue import Batch, BatchQueue, Job, Priority
 
@@ -184,7 +185,15 @@ class MicroBatcher(Generic[P, R]):
             self._finals_held += 1
             try:
                 fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-                job: Job[P] = Job(session_id, key, payload, Priority.FINAL, self._clock(), ticket=fut)
+                job: Job[P] = Job(
+                    session_id,
+                    key,
+                    payload,
+                    Priority.FINAL,
+                    self._clock(),
+                    ticket=fut,
+                    trace=tracing.current_parent(),
+                )
                 with self._cond:
                     self._queue.push(job)
                     self._cond.notify()
@@ -207,7 +216,14 @@ class MicroBatcher(Generic[P, R]):
             fut.set_result(None)
             return fut
         job: Job[P] = Job(
-            session_id, key, payload, Priority.PARTIAL, self._clock(), stale_after=stale_after, ticket=fut
+            session_id,
+            key,
+            payload,
+            Priority.PARTIAL,
+            self._clock(),
+            stale_after=stale_after,
+            ticket=fut,
+            trace=tracing.current_parent(),
         )
         with self._cond:
             replaced = self._queue.push(job)
@@ -280,6 +296,7 @@ class MicroBatcher(Generic[P, R]):
             self.latency_ewma_s = 0.7 * self.latency_ewma_s + 0.3 * worst
         for job, result in zip(batch.jobs, results, strict=True):
             self._resolve(job, result)
+        tracing.model_batch(self.name, batch.jobs, started, elapsed)  # a span, when tracing is on
         if self._on_batch:
             stats = BatchStats(
                 self.name,

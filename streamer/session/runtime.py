@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from streamer import tracing
 from streamer.errors import StreamerError
 from streamer.guards.load import LoadMeter, speech_share
 from streamer.pipeline.align import word_timings
@@ -90,6 +91,8 @@ class StreamSession:
         self._last_lag_warning = 0.0
         self._emitter: asyncio.Task[None] | None = None
         self._ended_at: dict[int, float] = {}  # segment id -> when its end was detected
+        self._speech_at: dict[int, float] = {}  # open segment id -> when its speech was detected
+        self.trace: tracing.SessionTrace = tracing.NOOP  # its spans (set at the upgrade if tracing is on)
         self.on_fatal: Callable[[StreamerError], None] | None = None
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
 
@@ -167,6 +170,7 @@ class StreamSession:
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     self._log.warning("task %s ended with %r", task.get_name(), task.exception())
+        self.trace.close()
 
     async def update_config(self, config: SessionConfig) -> None:
         """Apply a validated ``session.update``; a new sample rate flushes the resampler first, and what
@@ -193,6 +197,7 @@ class StreamSession:
         if isinstance(event, Started):
             self._stabilizer = PartialStabilizer()
             self._partial_mark = 0
+            self._speech_at = {event.segment_id: time.monotonic()}
             await self._send(
                 SpeechStarted(segment_id=event.segment_id, audio_start_ms=_ms(event.start_sample))
             )
@@ -208,8 +213,10 @@ class StreamSession:
             spec = self._speculation
             if utt is None:
                 self._drop_speculation()
+                self.trace.done(event.segment_id, "too_short")
                 return
             self._ended_at[event.segment_id] = time.monotonic()
+            self.trace.vad_end(event.segment_id, _ms(event.end_sample))
             self.speech_s += utt.duration_s
             self.load.record(speech_s=utt.duration_s)
             if spec is not None and spec.segment_id == utt.segment_id and spec.end_sample == utt.end_sample:
@@ -252,7 +259,9 @@ class StreamSession:
         return AsrRequest(utt.audio, self.config.task, self.config.language)
 
     def _transcribe(self, utt: Utterance) -> asyncio.Task[AsrResult]:
-        return asyncio.create_task(self._decode(self._request(utt)))
+        # its model batches belong to the utterance's span (opened here when it is speculative)
+        context = tracing.context_for(self.trace.utterance(utt.segment_id))
+        return asyncio.create_task(self._decode(self._request(utt)), context=context)
 
     async def _decode(self, request: AsrRequest) -> AsrResult:
         return await self.services.asr_batcher.submit_final(self.session_id, request.group, request)
@@ -301,6 +310,8 @@ class StreamSession:
         if not self.outbox.offer(partial):
             self.services.metrics.partials_dropped.labels("outbox").inc()
             await self._warn_lagging()
+        elif (speech_at := self._speech_at.pop(segment_id, None)) is not None:
+            self.services.metrics.first_partial_latency.observe(time.monotonic() - speech_at)
 
     async def _warn_lagging(self) -> None:
         now = time.monotonic()
@@ -319,10 +330,12 @@ class StreamSession:
             if item is None:
                 return
             utt, task, kind = item
+            tracing.enter(self.trace.utterance(utt.segment_id))  # fallbacks, word timings, translations
             try:
                 result = await task
             except StreamerError as e:
                 self._log.warning("final for segment %d failed: %s", utt.segment_id, e.code)
+                self.trace.done(utt.segment_id, "error")
                 if self.on_fatal is not None:
                     self.on_fatal(e)
                 return
@@ -331,13 +344,16 @@ class StreamSession:
                 verdict = await settle(result, self._request(utt), utt.audio, utt.speech_ms, self._fallback)
             except StreamerError as e:
                 self._log.warning("fallback decode for segment %d failed: %s", utt.segment_id, e.code)
+                self.trace.done(utt.segment_id, "error")
                 if self.on_fatal is not None:
                     self.on_fatal(e)
                 return
             self._count(verdict)
             if verdict.result is not None:
                 await self._deliver_final(utt, verdict.result)
+                self.trace.done(utt.segment_id, verdict.outcome.value)
                 continue
+            self.trace.done(utt.segment_id, verdict.outcome.value)
             self._ended_at.pop(utt.segment_id, None)
             if verdict.outcome is Outcome.UNRECOGNIZED_SPEECH:
                 await self._warn(
@@ -388,21 +404,26 @@ class StreamSession:
         self.history.append(final)
         metrics = self.services.metrics
         metrics.finals.inc()
-        metrics.final_latency.observe(time.monotonic() - self._ended_at.pop(utt.segment_id, time.monotonic()))
+        latency = time.monotonic() - self._ended_at.pop(utt.segment_id, time.monotonic())
+        metrics.final_latency.observe(latency)
         await self._send(final)
+        self.trace.final(utt.segment_id, self.seq, latency)
         translator = self.services.translator
         if translator is None or not self.config.translate_to:
             return
+        self.trace.translating(utt.segment_id, self.config.translate_to)
         try:
             translations = await translator.translate(
                 self.session_id, result.text, result.language, self.config.translate_to
             )
         except StreamerError as e:
+            self.trace.translated(utt.segment_id, e.code)
             # the transcript is delivered; say plainly that its translation is not coming
             await self._send(
                 ErrorEvent(code=e.code, message=f"translation failed: {e.message}", retryable=e.retryable)
             )
             return
+        self.trace.translated(utt.segment_id)
         for language, text in translations:
             msg = TranslationFinal(segment_id=utt.segment_id, seq=self.seq, language=language, text=text)
             self.history.append(msg)

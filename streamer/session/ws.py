@@ -15,6 +15,7 @@ import time
 
 from aiohttp import WSMsgType, web
 
+from streamer import tracing
 from streamer.errors import (
     AuthError,
     BadRequestError,
@@ -41,6 +42,7 @@ from streamer.protocol import (
 )
 from streamer.session.edge import (
     REGISTRY,
+    REQUEST_ID,
     check_origin,
     error_response,
     session_limits,
@@ -69,6 +71,7 @@ def _token_from(request: web.Request) -> tuple[str | None, bool]:
 
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:
+    started = tracing.now()  # the session.start span: from here to admission
     registry = request.app[REGISTRY]
     services = registry.services
     try:
@@ -85,6 +88,9 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
             session = await registry.resume(grant.session_id, grant.key_id)
         else:
             session = registry.open(grant.session_id, grant.key_id, grant.config)
+        session.trace = tracing.session_started(
+            session.trace, grant.session_id, request.get(REQUEST_ID, ""), started, resumed=grant.resume
+        )
     except StreamerError as e:
         services.metrics.refusals.labels(e.code).inc()
         return error_response(e)
