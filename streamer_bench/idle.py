@@ -26,24 +26,12 @@ import numpy as np
 from streamer.client import Stream, StreamerClient
 from streamer_bench import server_metrics as sm
 from streamer_bench import signals
-from streamer_bench.bench import (
-    BENCH_KEY,
-    CHUNK_MS,
-    Options,
-    ServerProcess,
-    Watch,
-    connect_session,
-    measure,
-    new_http,
-    read_all,
-    report_header,
-    run_sessions,
-    scrape_text,
-    settle,
-    write,
-)
+from streamer_bench.bench import Options, measure, report_header, write
 from streamer_bench.latency import Score
+from streamer_bench.report import lag_ms
 from streamer_bench.script import Source, start_offsets
+from streamer_bench.server import BENCH_KEY, ServerProcess, Watch, scrape_text, settle
+from streamer_bench.sessions import CHUNK_MS, connect_session, new_http, read_all, run_sessions
 
 SPEAKERS = 4
 BASELINE_S = 5.0
@@ -206,7 +194,6 @@ async def _measure_idle(server: ServerProcess, opts: Options, n: int, source: So
 def idle_table(idle: dict[str, Any]) -> str:
     base, still, talk = idle["baseline"], idle["idle_phase"], idle["speaking_phase"]
     sp = idle["speakers"]
-    lag = (idle.get("work_idle") or {}).get("loop_lag_p99_s")
     rows = [
         "| idle sessions (connected) | server CPU %: alone / idle / +4 speaking | per idle session CPU % "
         "| server RSS MiB: alone / idle | per idle session MiB | bench CPU %: idle / speaking "
@@ -216,6 +203,6 @@ def idle_table(idle: dict[str, Any]) -> str:
         f"{talk['cpu_percent']} | {idle.get('cpu_percent_per_idle_session', '–')} | {base['rss_mb']} / "
         f"{still['rss_mb']} | {idle.get('rss_mb_per_idle_session', '–')} | {still['bench_cpu_percent']} / "
         f"{talk['bench_cpu_percent']} | {sp['finals']} / {sp['sentences']} | {sp['lat_p50']} "
-        f"| {sp['lat_p95']} | {'–' if lag is None else round(1000 * lag, 1)} |",
+        f"| {sp['lat_p95']} | {lag_ms(idle.get('work_idle'))} |",
     ]
     return "\n".join(rows)

@@ -97,6 +97,14 @@ def runs_table(runs: Sequence[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def lag_ms(work: dict[str, Any] | None) -> str:
+    """The event loop's lag p99 in ms ("≥" when it lies past the histogram's last bucket)."""
+    lag = (work or {}).get("loop_lag_p99_s")
+    if lag is None:
+        return "–"
+    return f"{'≥ ' if work and work.get('loop_lag_p99_beyond_top') else ''}{round(1000 * lag, 1)}"
+
+
 def work_table(runs: Sequence[dict[str, Any]]) -> str:
     """Where the model's time went, per run: seconds by kind of work, padding, decodes, loop lag."""
     rows = [
@@ -109,12 +117,11 @@ def work_table(runs: Sequence[dict[str, Any]]) -> str:
         w = r.get("work")
         if not w:
             continue
-        lag = w["loop_lag_p99_s"]
         rows.append(
             f"| {r['mode']} | {r.get('starts', '–')} | {r['sessions']} | {_pct(w['model_busy_share'])} | "
             + " | ".join(str(w["work_s"].get(k, 0.0)) for k in WORK_KINDS)
             + f" | {_pct(w['padding_share'])} | {_counts(w['decode_attempts'])} "
-            f"| {'–' if lag is None else round(1000 * lag, 1)} |"
+            f"| {lag_ms(w)} |"
         )
     return "\n".join(rows)
 

@@ -90,6 +90,13 @@ def histogram_quantile(q: float, buckets: dict[str, float]) -> float | None:
     return None
 
 
+def beyond_top(q: float, buckets: dict[str, float]) -> bool:
+    """Whether the ``q`` quantile lies past the largest finite bucket bound (it is at least that bound)."""
+    finite = [count for le, count in buckets.items() if le != "+Inf"]
+    total = buckets.get("+Inf", 0.0)
+    return bool(finite) and total > 0 and max(finite) < q * total
+
+
 def profile(delta: Samples, wall_s: float) -> dict[str, Any]:
     """Where the model's time went during a run of ``wall_s`` seconds, from the metrics' difference."""
     work = by_label(delta, WORK, "kind")
@@ -112,6 +119,7 @@ def profile(delta: Samples, wall_s: float) -> dict[str, Any]:
         "decode_attempts": {k: int(v) for k, v in sorted(by_label(delta, ATTEMPTS, "attempt").items()) if v},
         "final_outcomes": {k: int(v) for k, v in sorted(by_label(delta, OUTCOMES, "outcome").items()) if v},
         "loop_lag_p99_s": _round(histogram_quantile(0.99, lag)) if lag else None,
+        "loop_lag_p99_beyond_top": beyond_top(0.99, lag),  # then the p99 is at least the value above
     }
 
 

@@ -86,3 +86,14 @@ def test_a_quiet_server_has_no_live_session_and_nothing_queued() -> None:
     m.queue_depth.labels("asr", "final").set(0)
     m.active_sessions.set(1)
     assert not sm.is_quiet(sm.parse(_text(m)))
+
+
+def test_a_p99_past_the_last_bucket_says_so() -> None:
+    m = Metrics()
+    for _ in range(10):
+        m.loop_lag.observe(2.5)  # past the 1 s bucket
+    work = sm.profile(sm.parse(_text(m)), wall_s=1.0)
+    assert work["loop_lag_p99_s"] == 1.0 and work["loop_lag_p99_beyond_top"]
+    m2 = Metrics()
+    m2.loop_lag.observe(0.02)
+    assert not sm.profile(sm.parse(_text(m2)), wall_s=1.0)["loop_lag_p99_beyond_top"]

@@ -1,0 +1,129 @@
+"""The bench's sessions: each connects, streams its script in real time over protocol v1, and is scored.
+
+Synchronized starts wait at a gate until every session has connected (or been refused), then start their
+audio within 0.1 s; spread starts connect and stream at their own offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+import aiohttp
+
+from streamer.client import ClientError, Stream, StreamerClient
+from streamer_bench.latency import Score, score_session
+from streamer_bench.script import Script
+from streamer_bench.server import BENCH_KEY
+
+CHUNK_MS = 100
+DRAIN_TIMEOUT_S = 90.0  # after session.close: the rest of the finals, then session.closed
+
+
+class StartGate:
+    """Synchronized starts: the audio begins once every session has connected or been refused."""
+
+    def __init__(self, sessions: int) -> None:
+        self._left = sessions
+        self._open: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def arrive(self) -> None:
+        self._left -= 1
+        if self._left <= 0 and not self._open.done():
+            self._open.set_result(time.monotonic() + 0.05)
+
+    async def opened(self) -> float:
+        return await asyncio.shield(self._open)
+
+
+def new_http(sessions: int) -> aiohttp.ClientSession:
+    """One HTTP client for every session of a run (aiohttp's default pool stops at 100 connections)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+
+async def connect_session(client: StreamerClient, rate: int) -> Stream | Score:
+    """A live stream, or the Score of a session that never started (refused or failed)."""
+    try:
+        return await client.connect({"sample_rate": rate, "language": "en"})
+    except ClientError as e:
+        return Score(sessions=1, refused=1, errors=Counter([f"refused_{e.code}"]))
+    except aiohttp.WSServerHandshakeError as e:
+        return Score(sessions=1, refused=1, errors=Counter([f"refused_{e.status}"]))
+    except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        return Score(sessions=1, failed=1, errors=Counter([f"connect_{type(e).__name__}"]))
+
+
+async def speak(
+    client: StreamerClient, script: Script, connect_at: float, gate: StartGate | None, offset: float
+) -> Score:
+    """One session: connect at ``connect_at``, stream the script in real time, read every event, score."""
+    await asyncio.sleep(max(0.0, connect_at - time.monotonic()))
+    try:
+        stream = await connect_session(client, script.rate)
+    finally:
+        if gate is not None:
+            gate.arrive()
+    if isinstance(stream, Score):
+        stream.sentences = len(script.lines)
+        return stream
+    begin = (await gate.opened()) + offset if gate is not None else time.monotonic()
+    broke: str | None = None
+    async with stream:
+        reader = asyncio.create_task(read_all(stream))
+        times, broke = await _send(stream, script, begin, reader)
+        try:
+            await asyncio.wait_for(reader, DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            broke = broke or "bench_timeout"
+    score = score_session(script.lines, times, CHUNK_MS, stream.events)
+    if broke is None and not any(e.get("type") == "session.closed" for _, e in stream.events):
+        broke = f"closed_{stream.close_code}"
+    if broke is not None:
+        score.failed = 1
+        score.errors[broke] += 1
+    return score
+
+
+async def _send(
+    stream: Stream, script: Script, begin: float, reader: asyncio.Task[None]
+) -> tuple[list[float], str | None]:
+    """Chunks paced from ``begin``; the times they went, and why sending stopped early (None: it did not)."""
+    step = script.rate * CHUNK_MS // 1000 * 2
+    times: list[float] = []
+    try:
+        for k, i in enumerate(range(0, len(script.pcm), step)):
+            delay = begin + k * CHUNK_MS / 1000 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if reader.done():
+                return times, f"closed_{stream.close_code}"
+            await stream.ws.send_bytes(script.pcm[i : i + step])
+            times.append(time.monotonic())
+        await stream.close_session()
+    except (ConnectionError, aiohttp.ClientError) as e:
+        return times, f"send_{type(e).__name__}"
+    return times, None
+
+
+async def read_all(stream: Stream) -> None:
+    async for _ in stream:
+        pass
+
+
+async def run_sessions(url: str, scripts: Sequence[Script], starts: str, offsets: Sequence[float]) -> Score:
+    """Every script as its own session, started as ``starts`` says; the sum of their scores."""
+    gate = StartGate(len(scripts)) if starts == "sync" else None
+    t0 = time.monotonic() + 0.1
+    async with new_http(len(scripts)) as http, StreamerClient(url, api_key=BENCH_KEY, http=http) as client:
+        scores = await asyncio.gather(
+            *(
+                speak(client, s, t0 if gate else t0 + offsets[i], gate, offsets[i] if gate else 0.0)
+                for i, s in enumerate(scripts)
+            )
+        )
+    total = Score()
+    for score in scores:
+        total.add(score)
+    return total
