@@ -115,3 +115,31 @@ async def test_a_slot_that_cannot_be_released_is_logged(
         await server.close()
     warnings = [r for r in caplog.records if "release" in r.getMessage()]
     assert warnings and getattr(warnings[0], "session_id", None) == session_id
+
+
+async def test_admit_checks_rate_capacity_and_the_keys_slots() -> None:
+    """``admit`` is what token-less surfaces (the adapters) call: rate, capacity, then a concurrent slot."""
+    from session.doubles import services
+    from streamer.errors import OverloadedError, RateLimitedError
+    from streamer.guards.keys import KeyRecord
+    from streamer.protocol import SessionConfig
+    from streamer.session.registry import SessionRegistry
+
+    key = KeyRecord(key_id="k1", key_hash="", name="one", tier="free", created_at=0.0, max_sessions=2)
+    settings = make_settings(session_rate_per_key_per_min=3.0, max_sessions=10)
+    async with services(settings=settings) as svc:
+        registry = SessionRegistry(svc)
+        first = await registry.admit(key, SessionConfig(language="en"))
+        second = await registry.admit(key, SessionConfig(language="en"))
+        assert first.session_id != second.session_id and first.key_id == "k1"
+        assert await svc.backend.active_sessions("k1") == 2
+        with pytest.raises(RateLimitedError) as slot:  # the key's two slots are taken
+            await registry.admit(key, SessionConfig())
+        assert slot.value.code == "concurrent_sessions_exceeded"
+        with pytest.raises(RateLimitedError) as rate:  # three sessions a minute, all used
+            await registry.admit(key, SessionConfig())
+        assert rate.value.code == "session_rate_exceeded"
+        registry.draining = True
+        other = KeyRecord(key_id="k2", key_hash="", name="two", tier="free", created_at=0.0)
+        with pytest.raises(OverloadedError):
+            await registry.admit(other, SessionConfig())
