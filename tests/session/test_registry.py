@@ -12,9 +12,14 @@ from fakes import FakeAsr
 from faults.streams import CHUNK, eventually, send_audio, utterance
 from support import API_KEY, base_url, make_settings
 
+from session.doubles import services
 from streamer.client import Stream, StreamerClient
+from streamer.errors import OverloadedError, RateLimitedError
 from streamer.guards.backend import BackendUnavailableError, MemoryBackend, QuotaDecision
+from streamer.guards.keys import KeyRecord
+from streamer.protocol import SessionConfig
 from streamer.session.edge import REGISTRY
+from streamer.session.registry import SessionRegistry
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -119,12 +124,6 @@ async def test_a_slot_that_cannot_be_released_is_logged(
 
 async def test_admit_checks_rate_capacity_and_the_keys_slots() -> None:
     """``admit`` is what token-less surfaces (the adapters) call: rate, capacity, then a concurrent slot."""
-    from session.doubles import services
-    from streamer.errors import OverloadedError, RateLimitedError
-    from streamer.guards.keys import KeyRecord
-    from streamer.protocol import SessionConfig
-    from streamer.session.registry import SessionRegistry
-
     key = KeyRecord(key_id="k1", key_hash="", name="one", tier="free", created_at=0.0, max_sessions=2)
     settings = make_settings(session_rate_per_key_per_min=3.0, max_sessions=10)
     async with services(settings=settings) as svc:
