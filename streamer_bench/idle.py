@@ -101,13 +101,17 @@ class IdleFleet:
         """End every idle session with session.close and wait for its session.closed (30 s at most)."""
         if self._ticker is not None:
             self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
         for stream, _ in self.streams:
             if not stream.ws.closed:
                 # already closed by the server: its events say why
                 with contextlib.suppress(ConnectionError, aiohttp.ClientError):
                     await stream.close_session()
         if self.readers:
-            await asyncio.wait(self.readers, timeout=30)
+            _, late = await asyncio.wait(self.readers, timeout=30)
+            for reader in late:
+                reader.cancel()
         for stream, _ in self.streams:
             events = [e for _, e in stream.events]
             for e in events:
@@ -146,23 +150,25 @@ async def _measure_idle(server: ServerProcess, opts: Options, n: int, source: So
     await settle(server.url)
     async with Watch(server.process) as baseline:
         await asyncio.sleep(BASELINE_S)
-    async with new_http(n) as http, StreamerClient(server.url, api_key=BENCH_KEY, http=http) as client:
+    async with new_http() as http, StreamerClient(server.url, api_key=BENCH_KEY, http=http) as client:
         fleet = IdleFleet(client, idle_chunks())
-        began = time.monotonic()
-        await fleet.open(n)
-        connect_s = time.monotonic() - began
-        await asyncio.sleep(2.0)  # the last sessions' first frames through VAD
-        t0 = await scrape_text(server.url)
-        async with Watch(server.process) as idle:
-            await asyncio.sleep(IDLE_S)
-        t1 = await scrape_text(server.url)
-        scripts = [source.script(i, SPEAKERS, opts.utterances) for i in range(SPEAKERS)]
-        async with Watch(server.process) as speaking:
-            speakers = await run_sessions(
-                server.url, scripts, starts, start_offsets(SPEAKERS, starts, opts.spread_s)
-            )
-        t2 = await scrape_text(server.url)
-        await fleet.close()
+        try:
+            began = time.monotonic()
+            await fleet.open(n)
+            connect_s = time.monotonic() - began
+            await asyncio.sleep(2.0)  # the last sessions' first frames through VAD
+            t0 = await scrape_text(server.url)
+            async with Watch(server.process) as idle:
+                await asyncio.sleep(IDLE_S)
+            t1 = await scrape_text(server.url)
+            scripts = [source.script(i, SPEAKERS, opts.utterances) for i in range(SPEAKERS)]
+            async with Watch(server.process) as speaking:
+                speakers = await run_sessions(
+                    server.url, scripts, starts, start_offsets(SPEAKERS, starts, opts.spread_s)
+                )
+            t2 = await scrape_text(server.url)
+        finally:
+            await fleet.close()
     server.check_alive()
     connected = len(fleet.streams)
     out: dict[str, Any] = {

@@ -59,8 +59,9 @@ class ServerProcess:
                 **self.extra_env,
             }
         )
+        # the server's own lines go to stderr: the bench's stdout carries results only
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "serve", "--port", str(self.port)], env=env
+            [sys.executable, "-m", "streamer", "serve", "--port", str(self.port)], env=env, stdout=sys.stderr
         )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

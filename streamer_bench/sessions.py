@@ -38,7 +38,7 @@ class StartGate:
         return await asyncio.shield(self._open)
 
 
-def new_http(sessions: int) -> aiohttp.ClientSession:
+def new_http() -> aiohttp.ClientSession:
     """One HTTP client for every session of a run (aiohttp's default pool stops at 100 connections)."""
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
@@ -116,14 +116,21 @@ async def run_sessions(url: str, scripts: Sequence[Script], starts: str, offsets
     """Every script as its own session, started as ``starts`` says; the sum of their scores."""
     gate = StartGate(len(scripts)) if starts == "sync" else None
     t0 = time.monotonic() + 0.1
-    async with new_http(len(scripts)) as http, StreamerClient(url, api_key=BENCH_KEY, http=http) as client:
+    async with new_http() as http, StreamerClient(url, api_key=BENCH_KEY, http=http) as client:
         scores = await asyncio.gather(
             *(
                 speak(client, s, t0 if gate else t0 + offsets[i], gate, offsets[i] if gate else 0.0)
                 for i, s in enumerate(scripts)
-            )
+            ),
+            return_exceptions=True,
         )
     total = Score()
-    for score in scores:
+    for score, script in zip(scores, scripts, strict=True):
+        if isinstance(score, BaseException) and not isinstance(score, Exception):
+            raise score  # cancellation, interrupt
+        if isinstance(score, Exception):  # a bench bug must not pass for a slow server: it is named
+            score = Score(
+                sessions=1, failed=1, sentences=len(script.lines), errors=Counter([repr(score)[:80]])
+            )
         total.add(score)
     return total
