@@ -194,10 +194,10 @@ async def _server(args: argparse.Namespace) -> AsyncIterator[tuple[str, str]]:
     from aiohttp import web
 
     from streamer.app import create_app
-    from streamer.config import load_settings
+    from streamer.config import Settings
 
-    settings = load_settings(
-        env={},
+    # Settings(...) reads no STREAMER_* variables: the bench's server is the same wherever it runs
+    settings = Settings(
         api_keys=(BENCH_KEY,),
         asr_model=args.model,
         device=args.device,

@@ -33,6 +33,7 @@ class Tally:
     offline_words: int = 0
     edits_offline: int = 0  # streaming finals against the offline beam-5 transcripts
     offline_edits_ref: int = 0  # offline beam-5 transcripts against the reference text
+    offline_ref_words: int = 0  # reference words of the sentences that have offline transcripts
 
     def add(self, other: Tally) -> None:
         for name, value in vars(other).items():
@@ -51,7 +52,7 @@ class Tally:
             "stray_finals": self.stray,
             "unrecognized_warnings": self.unrecognized,
             "wer": _ratio(self.edits_ref, self.ref_words),
-            "offline_wer": _ratio(self.offline_edits_ref, self.ref_words),
+            "offline_wer": _ratio(self.offline_edits_ref, self.offline_ref_words),
             "wer_vs_offline": _ratio(self.edits_offline, self.offline_words),
             "errors": sorted(set(self.errors))[:5],
         }
@@ -107,6 +108,7 @@ def score(
         tally.offline_words = len(offline_words)
         tally.edits_offline = edits(offline_words, hypothesis)
         tally.offline_edits_ref = edits(reference, offline_words)
+        tally.offline_ref_words = len(reference)
     return tally
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from realspeech.streaming import CORPUS_DIR
+from realspeech.streaming import CORPUS_DIR, committed
 from streamer.cli import build_parser
 from streamer_bench import accuracy
 
@@ -47,3 +50,20 @@ def test_the_table_has_a_row_per_run_and_rates_in_percent() -> None:
     lines = accuracy.markdown_table({"runs": [row], "nonspeech": [clip]}).splitlines()
     assert lines[2] == "| snr20 | 16 | 2 | 84 | 1 | 0 | 3 | 0 | 1 | 8.3 % | 7.0 % | – |"
     assert lines[-1] == "| nonspeech_hum | 16 | 0 | 2 |"
+
+
+@pytest.mark.slow
+def test_the_bench_streams_a_corpus_through_its_own_server(tmp_path: Path) -> None:
+    out = tmp_path / "accuracy.json"
+    argv = ["--corpus", str(CORPUS_DIR), "--conditions", "snr20", "--sessions", "1", "--speed", "8"]
+    rc = accuracy.main([*argv, "--no-offline", "--out", str(out)])
+    report = json.loads(out.read_text())
+    [run] = report["runs"]
+    assert (run["condition"], run["sessions"], run["refused"], run["sentences"]) == ("snr20", 1, 0, 3)
+    assert run["finals"] >= 1 and run["wer"] is not None and run["offline_wer"] is None
+    assert [d["text"] for d in run["detail"]] == [s.text for s in committed().item("snr20").sentences]
+    assert sorted(r["item"] for r in report["nonspeech"]) == [
+        f"nonspeech_{k}" for k in ("breaths", "hum", "music")
+    ]
+    failed = run["lost"] + sum(r["finals"] for r in report["nonspeech"])
+    assert rc == (1 if failed else 0)

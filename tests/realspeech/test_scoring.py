@@ -31,6 +31,7 @@ def test_a_sentence_no_final_overlaps_is_lost() -> None:
     tally = score(events, SENTENCES)
     assert (tally.lost, tally.split, tally.stray, tally.finals) == (1, 0, 0, 2)
     assert tally.ref_words == 15 and tally.edits_ref == 7  # the lost sentence's seven words are deletions
+    assert tally.summary()["offline_wer"] is None  # no offline transcripts, no offline WER
 
 
 def test_two_sentences_heard_as_one_utterance_are_merged_not_lost() -> None:
