@@ -100,9 +100,3 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.model_seconds = Counter(
-            "streamer_model_seconds",
-            "Time in model calls, by batcher and work: batches of finals, of partials, or mixed",
-            ["batcher", "work"],
-            registry=r,
-        )

@@ -109,18 +109,20 @@ EXPOSITION_BEFORE = """\
 streamer_batch_size_count{batcher="asr"} 10.0
 streamer_batch_size_sum{batcher="asr"} 25.0
 streamer_batch_size_count{batcher="mt"} 99.0
-# TYPE streamer_model_seconds counter
-streamer_model_seconds_total{batcher="asr",work="final"} 1.5
-streamer_model_seconds_total{batcher="asr",work="partial"} 0.5
-streamer_model_seconds_total{batcher="mt",work="final"} 9.0
+# TYPE streamer_model_work_seconds counter
+streamer_model_work_seconds_total{kind="final"} 1.5
+streamer_model_work_seconds_total{kind="partial"} 0.5
 """
-EXPOSITION_AFTER = EXPOSITION_BEFORE.replace("10.0", "30.0").replace("25.0", "85.0").replace(" 1.5", " 4.0")
+EXPOSITION_AFTER = (
+    EXPOSITION_BEFORE.replace("10.0", "30.0").replace("25.0", "85.0").replace(" 1.5", " 4.0")
+    + 'streamer_model_work_seconds_total{kind="fallback"} 0.25\n'
+)
 
 
 def test_model_time_is_the_difference_of_two_scrapes() -> None:
     assert model_time(parse(EXPOSITION_BEFORE), parse(EXPOSITION_AFTER), wall_s=12.0) == {
         "wall_s": 12.0,
-        "busy_s": {"final": 2.5, "partial": 0.0, "mixed": 0.0},
+        "busy_s": {"final": 2.5, "partial": 0.0, "fallback": 0.25},
         "calls": 20,
         "jobs": 60,
         "mean_batch": 3.0,
