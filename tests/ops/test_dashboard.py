@@ -42,6 +42,9 @@ MUST_HAVE_MOVED = {
     "streamer_batch_size_count",
     "streamer_refusals_total",
     "streamer_state_backend_up",
+    "streamer_model_work_seconds_total",
+    "streamer_model_window_seconds_total",
+    "streamer_event_loop_lag_seconds_count",
 }
 
 
@@ -202,6 +205,8 @@ def test_the_dashboard_covers_what_an_operator_asks() -> None:
         "streamer_breaker_open",
         "streamer_state_backend_up",  # Redis health
         "streamer_ready",  # per-instance readiness
+        "streamer_model_work_seconds_total",  # where the model's time went
+        "streamer_event_loop_lag_seconds_bucket",
     }
     assert wanted <= used, wanted - used
 
