@@ -16,6 +16,11 @@ TOKEN_SUBPROTOCOL_PREFIX = "token."
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
+# the longest JSON message the protocol needs is a session.update of a few hundred bytes; anything much
+# longer is refused before it is parsed
+MAX_TEXT_BYTES = 4096
+MAX_PING_ID_CHARS = 64
+MAX_PING_ID = 2**53  # what a JavaScript client can hold exactly
 
 
 class CloseCode(IntEnum):
@@ -100,9 +105,14 @@ class SessionClose(_Wire):
     type: Literal["session.close"]
 
 
+PingId = Annotated[str, Field(max_length=MAX_PING_ID_CHARS)] | Annotated[
+    int, Field(ge=-MAX_PING_ID, le=MAX_PING_ID)
+]
+
+
 class Ping(_Wire):
     type: Literal["ping"]
-    id: str | int | None = None
+    id: PingId | None = None  # echoed in the pong, so bounded
 
 
 ClientMessage = Annotated[SessionUpdate | InputAudioCommit | SessionClose | Ping, Field(discriminator="type")]

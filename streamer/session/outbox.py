@@ -1,8 +1,10 @@
 """A session's outgoing messages: one bounded queue, one writer task.
 
-Overflow policy: droppable messages (partials) are refused once the queue is half full; everything else
-waits for room, which stops the session's reader and so pushes back on the client through TCP. A client
-that stops reading entirely is cut off after ``send_timeout_s`` instead of growing server memory.
+Overflow policy: droppable messages (partials) are refused once the queue is half full (in messages or in
+bytes); everything else waits for room, which stops the session's reader and so pushes back on the client
+through TCP. The queue is bounded in bytes as well as messages, so a client that reads slowly pins at most
+``max_bytes`` (plus one message) of server memory. A client that stops reading entirely is cut off after
+``send_timeout_s``.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ class SlowConsumerError(Exception):
 
 
 class Outbox:
-    def __init__(self, send: Send, *, maxsize: int = 256, send_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, send: Send, *, maxsize: int = 256, max_bytes: int = 1 << 20, send_timeout_s: float = 10.0
+    ) -> None:
         self._send = send
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)
+        self._max_bytes = max_bytes
+        self.queued_bytes = 0  # of messages queued or being sent
+        self._room = asyncio.Event()  # set whenever bytes are released
         self._send_timeout_s = send_timeout_s
         self.dropped = 0
         self.sent = 0
@@ -33,17 +40,29 @@ class Outbox:
 
     def offer(self, message: ServerMessage) -> bool:
         """Queue a droppable message; False (and counted) when the queue is backed up."""
-        if self.closed or self._queue.qsize() * 2 >= self._queue.maxsize:
+        backed_up = self._queue.qsize() * 2 >= self._queue.maxsize or self.queued_bytes * 2 >= self._max_bytes
+        if self.closed or backed_up:
             self.dropped += 1
             return False
-        self._queue.put_nowait(dump(message))
+        text = dump(message)
+        self.queued_bytes += _size(text)
+        self._queue.put_nowait(text)
         return True
 
     async def put(self, message: ServerMessage) -> None:
-        """Queue a message that must be delivered; waits for room."""
+        """Queue a message that must be delivered; waits for room (in messages and in bytes)."""
         if self.closed:
             return
-        await self._queue.put(dump(message))
+        text = dump(message)
+        size = _size(text)
+        # one message always fits an empty outbox, however large
+        while self.queued_bytes and self.queued_bytes + size > self._max_bytes:
+            self._room.clear()
+            await self._room.wait()
+            if self.closed:
+                return
+        self.queued_bytes += size
+        await self._queue.put(text)
 
     async def run(self) -> None:
         """The writer: sends in order until ``finish`` or a send stalls past the timeout."""
@@ -52,26 +71,44 @@ class Outbox:
             if text is None:
                 return
             try:
-                # not wait_for: on 3.11 it can swallow a cancel that lands as the send completes, and
-                # the writer then waits on the queue forever (its connection's cleanup with it)
-                async with asyncio.timeout(self._send_timeout_s):
-                    await self._send(text)
-            except TimeoutError as e:
-                self.abandon()  # wake whoever waits for room: nothing will drain this queue again
-                raise SlowConsumerError(f"client did not read for {self._send_timeout_s:.0f}s") from e
-            except ConnectionError:
-                self.abandon()
+                delivered = await self._send_one(text)
+            finally:
+                self.queued_bytes = max(0, self.queued_bytes - _size(text))
+                self._room.set()
+            if not delivered:
                 return
-            self.sent += 1
+
+    async def _send_one(self, text: str) -> bool:
+        """Send one message; False when the connection is gone."""
+        try:
+            # not wait_for: on 3.11 it can swallow a cancel that lands as the send completes, and
+            # the writer then waits on the queue forever (its connection's cleanup with it)
+            async with asyncio.timeout(self._send_timeout_s):
+                await self._send(text)
+        except TimeoutError as e:
+            self.abandon()  # wake whoever waits for room: nothing will drain this queue again
+            raise SlowConsumerError(f"client did not read for {self._send_timeout_s:.0f}s") from e
+        except ConnectionError:
+            self.abandon()
+            return False
+        self.sent += 1
+        return True
 
     def abandon(self) -> None:
         """The connection is gone: drop what is queued and wake anyone waiting for room."""
         self.closed = True
         while not self._queue.empty():
             self._queue.get_nowait()
+        self.queued_bytes = 0
+        self._room.set()
 
     async def finish(self) -> None:
         """Ask the writer to stop after everything queued so far has been sent."""
         if not self.closed:
             await self._queue.put(None)
             self.closed = True
+
+
+def _size(text: str) -> int:
+    """What a queued message costs in memory (its UTF-8 frame, as sent)."""
+    return len(text.encode())

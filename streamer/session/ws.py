@@ -27,7 +27,10 @@ from streamer.errors import (
     UnsupportedLanguageError,
 )
 from streamer.guards.ratelimit import AudioPacer, TokenBucket
+from streamer.pipeline.audio import max_frame_bytes
 from streamer.protocol import (
+    MAX_SAMPLE_RATE,
+    MAX_TEXT_BYTES,
     PROTOCOL_SUBPROTOCOL,
     TOKEN_SUBPROTOCOL_PREFIX,
     CloseCode,
@@ -55,8 +58,11 @@ from streamer.session.validation import apply_update, check_session_config, pars
 
 log = logging.getLogger(__name__)
 
-# aiohttp refuses (1009) anything beyond this itself; below it we check the session's own limit
-WS_MAX_MSG = 4 << 20
+# The largest legal message is one binary frame of max_frame_ms at 48 kHz (96,000 bytes for 1 s). aiohttp
+# refuses (1009) anything beyond twice that before buffering it; below, the session's own limit answers.
+WS_MAX_MSG = 2 * max_frame_bytes(MAX_SAMPLE_RATE, 1000)
+# the bytes of queued outgoing messages one session may hold (finals wait for room beyond it)
+OUTBOX_MAX_BYTES = 1 << 20
 SLOT_TTL_S = 90.0
 
 
@@ -96,7 +102,9 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         return error_response(e)
     ws = web.WebSocketResponse(
         protocols=(PROTOCOL_SUBPROTOCOL,) if via_subprotocol else (),
-        max_msg_size=WS_MAX_MSG,
+        max_msg_size=max(WS_MAX_MSG, 2 * max_frame_bytes(MAX_SAMPLE_RATE, services.settings.max_frame_ms)),
+        # no permessage-deflate: 4 KiB on the wire would inflate to megabytes of the loop's CPU time
+        compress=False,
         heartbeat=20.0,
         decode_text=False,  # undecodable text is our bad_request, not aiohttp's 1007 close
     )
@@ -137,6 +145,7 @@ class Connection:
         self.outbox = Outbox(
             ws.send_str,
             maxsize=self.services.settings.session_out_queue,
+            max_bytes=OUTBOX_MAX_BYTES,
             send_timeout_s=self.services.settings.send_timeout_s,
         )
         self._closing: asyncio.Task[None] | None = None
@@ -237,6 +246,8 @@ class Connection:
         limits = self.services.settings
         deadline = self._deadline
         async for msg in self.ws:
+            # messages already buffered are returned without suspending: give the other sessions a turn
+            await asyncio.sleep(0)
             if self._closing is not None:
                 break
             try:
@@ -281,6 +292,8 @@ class Connection:
 
     async def _on_text(self, data: str | bytes) -> bool:
         """Handle one JSON message; True when the session is over."""
+        if len(data) > MAX_TEXT_BYTES:
+            raise BadRequestError(f"text message too large: {len(data)} bytes, the limit is {MAX_TEXT_BYTES}")
         message = parse_client_message(data)
         if isinstance(message, Ping):
             await self.outbox.put(Pong(id=message.id))
