@@ -10,6 +10,10 @@
 
 Events are the server's JSON messages as dicts. ``stream.send_pcm`` paces audio in real time (or as fast
 as the server accepts it) and ends with ``session.close``; iteration ends after ``session.closed``.
+
+Resume: every stream keeps the audio it sent after its last final (:class:`AudioBuffer`, bounded), and
+``client.resume(stream)`` sends it again on the new connection, so the sentence that was in flight when a
+connection (or the server instance behind it) died is transcribed on the new one, once.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import asyncio
 import json
 import time
 import wave
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -61,6 +66,41 @@ def read_wav(path: str) -> tuple[bytes, int]:
     return data, rate
 
 
+class AudioBuffer:
+    """The audio sent after the last final, kept to be sent again on resume: at most ``max_ms``.
+
+    Chunks are kept whole (each was a valid frame) with their start in session time (ms, counted from
+    the first sample sent); the oldest go first when the bound is passed.
+    """
+
+    def __init__(self, max_ms: float = 30_000.0) -> None:
+        self.max_ms = max_ms
+        self.end_ms = 0.0  # session time after the last chunk sent (or lost)
+        self._chunks: deque[tuple[float, float, bytes]] = deque()  # (start ms, duration ms, pcm)
+        self._held_ms = 0.0
+
+    def add(self, pcm: bytes, sample_rate: int) -> None:
+        duration = len(pcm) / 2 / sample_rate * 1000
+        self._chunks.append((self.end_ms, duration, pcm))
+        self.end_ms += duration
+        self._held_ms += duration
+        while self._held_ms > self.max_ms and len(self._chunks) > 1:
+            self._held_ms -= self._chunks.popleft()[1]
+
+    def transcribed_until(self, ms: float) -> None:
+        """The server will not need audio before ``ms``: drop the chunks that end at or before it."""
+        while self._chunks and self._chunks[0][0] + self._chunks[0][1] <= ms:
+            self._held_ms -= self._chunks.popleft()[1]
+
+    @property
+    def start_ms(self) -> float:
+        """Where the buffered audio starts (``end_ms`` when nothing is buffered)."""
+        return self._chunks[0][0] if self._chunks else self.end_ms
+
+    def chunks(self) -> Iterator[bytes]:
+        return (pcm for _, _, pcm in list(self._chunks))
+
+
 class Stream:
     """One live WebSocket session."""
 
@@ -76,6 +116,7 @@ class Stream:
         # after a resume: what the previous connection already delivered (a replay of it is skipped)
         self._seen_seq = 0
         self._seen_translations: set[str] = set()
+        self.buffer = AudioBuffer()  # audio after the last final, sent again on resume
 
     async def __aenter__(self) -> Stream:
         return self
@@ -95,6 +136,7 @@ class Stream:
             if kind == "transcript.final":
                 self.last_seq = int(event["seq"])
                 self._translated = set()
+                self.buffer.transcribed_until(float(event["audio_end_ms"]))
             elif kind == "translation.final" and event.get("seq") == self.last_seq:
                 self._translated.add(str(event.get("language")))
             elif kind == "session.created" and isinstance(event.get("config"), dict):
@@ -123,6 +165,7 @@ class Stream:
         self._translated = set(previous._translated)
         self._seen_translations = set(previous._translated)
         self._targets = set(previous._targets)
+        self.buffer = previous.buffer
 
     @property
     def resume_from(self) -> int:
@@ -146,6 +189,12 @@ class Stream:
 
     async def send_json(self, message: dict[str, Any]) -> None:
         await self.ws.send_str(json.dumps(message))
+
+    async def send_audio(self, pcm: bytes, sample_rate: int | None = None) -> None:
+        """Send one frame of PCM16 audio (10 ms .. 1 s), kept in :attr:`buffer` first: a frame whose send
+        fails (``ConnectionError``) is still sent again by :meth:`StreamerClient.resume`."""
+        self.buffer.add(pcm, sample_rate or int(self.info.config.get("sample_rate", 16000)))
+        await self.ws.send_bytes(pcm)
 
     async def commit(self) -> None:
         await self.send_json({"type": "input_audio.commit"})
@@ -179,7 +228,7 @@ class Stream:
                 delay = start + sent_ms / 1000 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await self.ws.send_bytes(chunk)
+            await self.send_audio(chunk, sample_rate)
             last = time.monotonic()
             sent_ms += len(chunk) / 2 / sample_rate * 1000
             if on_chunk is not None:
@@ -222,6 +271,13 @@ class StreamerClient:
     async def _post_session(
         self, url: str, headers: dict[str, str], body: dict[str, Any] | None
     ) -> SessionInfo:
+        info, _ = await self._post(url, headers, body)
+        return info
+
+    async def _post(
+        self, url: str, headers: dict[str, str], body: dict[str, Any] | None
+    ) -> tuple[SessionInfo, dict[str, Any]]:
+        """A session (or resume) request: the session's info, and the whole answer."""
         assert self.http is not None
         async with self.http.post(url, json=body, headers=headers) as r:
             data = await r.json(content_type=None)
@@ -234,7 +290,7 @@ class StreamerClient:
                     err.get("message", ""),
                     float(retry) if retry else None,
                 )
-        return SessionInfo(
+        info = SessionInfo(
             session_id=data["session_id"],
             token=data["token"],
             ws_url=data["ws_url"],
@@ -242,6 +298,7 @@ class StreamerClient:
             limits=data["limits"],
             expires_at=data["expires_at"],
         )
+        return info, data
 
     async def _open(
         self, info: SessionInfo, url: str, protocols: tuple[str, ...] = (), seen: Stream | None = None
@@ -266,18 +323,27 @@ class StreamerClient:
         return url
 
     async def resume(self, stream: Stream) -> Stream:
-        """Reconnect a dropped session: the server replays the finals after ``stream.resume_from``.
+        """Reconnect a dropped session (on whichever server instance the request reaches).
 
-        Needs the API key the session was started with. Events replayed and new ones arrive on the
-        returned stream; nothing is lost or repeated: when the last final's translations were still
-        missing, the server is asked from the final before it, and the repeated final is skipped.
+        The server replays the finals after ``stream.resume_from``, and this client sends again the audio
+        it sent after its last final (``stream.buffer``), from where the server says its transcript ends:
+        the sentence in flight at the drop is transcribed once, on the new connection. Needs the API key
+        the session was started with. Events replayed and new ones arrive on the returned stream; nothing
+        is lost or repeated: when the last final's translations were still missing, the server is asked
+        from the final before it, and the repeated final is skipped.
         """
         assert self.http is not None, "use 'async with StreamerClient(...)'"
         base = self.base_url.rstrip("/")
         url = f"{base}/v1/sessions/{stream.info.session_id}/resume"
-        info = await self._post_session(url, {"Authorization": f"Bearer {self.api_key}"}, None)
+        info, answer = await self._post(url, {"Authorization": f"Bearer {self.api_key}"}, None)
+        buffer = stream.buffer
+        buffer.transcribed_until(float(answer.get("transcribed_until_ms", 0)))
         query = f"?token={info.token}&last_seq={stream.resume_from}"
+        if buffer.end_ms > 0:  # audio went through send_audio (raw ws.send_bytes is not kept)
+            query += f"&audio_from_ms={int(buffer.start_ms)}"
         resumed = await self._open(info, self.ws_url(info) + query, seen=stream)
+        for chunk in buffer.chunks():
+            await resumed.ws.send_bytes(chunk)
         return resumed
 
     async def connect(self, config: dict[str, Any] | None = None, *, subprotocol: bool = False) -> Stream:

@@ -273,6 +273,16 @@ class Segmenter:
         seg.held = True
         return True
 
+    def continue_at(self, samples: int, next_segment_id: int) -> None:
+        """Carry on another instance's clock and segment numbering (a session resumed there).
+
+        Only before any audio: the pre-roll and the open segment belong to the old clock.
+        """
+        if self._open is not None or self._pre_roll:
+            raise RuntimeError("continue_at() is for a segmenter that has not been fed yet")
+        self.samples = samples
+        self._next_id = next_segment_id
+
     @property
     def open_segment_id(self) -> int | None:
         return self._open.segment_id if self._open else None

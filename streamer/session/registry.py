@@ -9,6 +9,10 @@ stopped by its own cleanup context (``streamer.app``).
 A session is never in neither map while it is still resumable: :meth:`detach` moves it from live to
 parked in one step, before it awaits anything, so a resume that arrives while the session is finishing
 its open utterance finds it (and waits for that finishing) instead of a 404.
+
+With shared state (``STREAMER_REDIS_URL``) sessions are also durable (:mod:`streamer.session.durable`):
+written through as they change, parked in Redis rather than here, and resumed on whichever instance the
+resume reaches, including after the serving instance died.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from streamer.guards.keys import KeyRecord
 from streamer.guards.load import PRIOR_SPEECH_SHARE, LoadMeter, expected_load
 from streamer.protocol import SessionConfig, TranscriptFinal, TranslationFinal
 from streamer.services import Services
+from streamer.session.durable import DurableSessions
 from streamer.session.outbox import Outbox
 from streamer.session.runtime import StreamSession
 
@@ -76,6 +81,9 @@ class SessionRegistry:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
         self._closed = False
+        # with shared state: sessions written through and resumable on any instance (session/durable.py)
+        self.durable = DurableSessions(services) if services.settings.redis_url else None
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # ---- what is here (read-only views)
 
@@ -185,7 +193,21 @@ class SessionRegistry:
         metrics.active_sessions.inc()
         if last_seq is None:
             metrics.sessions_total.inc()
+        if self.durable is not None and session.on_result is None:  # a new session (a claimed one has one)
+            self.spawn(self._write_through(self.durable, session), f"durable-{sid}")
         return session.attach(outbox, last_seq)
+
+    async def _write_through(self, durable: DurableSessions, session: StreamSession) -> None:
+        """Start a new session's durable record (this instance beating first, so the claim is valid)."""
+        journal = durable.journal(session)
+        await self._beating(durable)
+        await journal.touch()
+
+    async def _beating(self, durable: DurableSessions) -> None:
+        """This instance's heartbeat is running (the sessions it holds are its own only while it beats)."""
+        if self._heartbeat is None:
+            self._heartbeat = self.spawn(durable.run(), "durable-heartbeat")
+            await durable.beat()
 
     def detach(self, session: StreamSession, connection: Attachment, *, ended: bool) -> asyncio.Task[None]:
         """``connection`` is gone: park the session, or release it (``ended``, draining, no window).
@@ -211,8 +233,14 @@ class SessionRegistry:
         session, sid = parked.session, parked.session.session_id
         try:
             await session.detach()
+            if self.durable is not None:
+                await self._park_durably(self.durable, session, window)
         finally:
-            if self._parked.get(sid) is parked:
+            if self.durable is not None:
+                # parked in the shared state now, for any instance; its slot expires unless resumed
+                if self._parked.get(sid) is parked:
+                    del self._parked[sid]
+            elif self._parked.get(sid) is parked:
                 parked.expiry = asyncio.get_running_loop().call_later(window, self._expire_soon, sid)
             parked.settled.set()
         services = self.services
@@ -220,12 +248,35 @@ class SessionRegistry:
             lambda: services.backend.refresh_session(session.key_id, sid, window + SLOT_GRACE_S), None
         )
 
+    async def _park_durably(self, durable: DurableSessions, session: StreamSession, window: float) -> None:
+        """Finish every final of the session (each written through), then release it to any instance."""
+        finalized = False
+        try:
+            # bounded: a failed model leaves the finals queue undrained; then the audio is not claimed done
+            async with asyncio.timeout(self.services.settings.drain_timeout_s):
+                await session.drain()
+            finalized = True
+        except (StreamerError, TimeoutError) as e:
+            log.warning("parking without finishing: %r", e, extra={"session_id": session.session_id})
+        finally:
+            journal = durable.forget(session)
+            await session.abort()
+        if journal is not None:
+            await journal.park(window, finalized=finalized)
+
     async def resume(self, session_id: str, key_id: str) -> StreamSession:
-        """Take over the session a resume token names: parked, or still attached to a dying connection."""
+        """Take over the session a resume token names: parked, or still attached to a dying connection;
+        with shared state, from any instance (claimed there, or from an instance that died)."""
         live = self._connections.get(session_id)
         if live is not None:
             await live.hand_over()
         parked = self._parked.get(session_id)
+        if self.durable is not None:
+            if parked is not None and parked.session.key_id == key_id:
+                await parked.settled.wait()  # parked here a moment ago: its state is written once settled
+            await self._beating(self.durable)
+            state, history = await self.durable.claim(session_id, key_id)
+            return self.durable.restore(session_id, state, history, self.load)
         if parked is None or parked.session.key_id != key_id:
             raise SessionNotFoundError("this session can no longer be resumed")
         await parked.settled.wait()
@@ -240,6 +291,11 @@ class SessionRegistry:
         """A resume was taken but its socket never opened: keep the session resumable again."""
         window = self.services.settings.resume_window_s
         sid = session.session_id
+        if self.durable is not None:
+            journal = self.durable.forget(session)
+            if journal is not None:
+                await journal.park(window)
+            return
         parked = self._parked[sid] = _Parked(session, asyncio.Event())
         parked.expiry = asyncio.get_running_loop().call_later(window, self._expire_soon, sid)
         parked.settled.set()
@@ -259,6 +315,8 @@ class SessionRegistry:
     async def release(self, session: StreamSession) -> None:
         """End a session for good: stop its work and give back its key's concurrent-session slot."""
         await session.abort()
+        if self.durable is not None:
+            await self.durable.drop(session)
         try:
             await self.services.backend.release_session(session.key_id, session.session_id)
         except BackendUnavailableError as e:
@@ -297,6 +355,8 @@ class SessionRegistry:
         """Release every parked session and join the background tasks (before the backend closes)."""
         self.draining = True
         self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         for session_id in list(self._parked):
             parked = self._parked.get(session_id)
             if parked is not None:

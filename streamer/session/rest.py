@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from streamer.errors import AuthError, ForbiddenError, SessionNotFoundError
-from streamer.guards.backend import QuotaDecision
-from streamer.protocol import SessionConfig
+from streamer.errors import AuthError, ForbiddenError, OverloadedError, SessionNotFoundError
+from streamer.guards.backend import BackendUnavailableError, QuotaDecision
+from streamer.protocol import SessionConfig, TranscriptFinal
 from streamer.session.edge import (
     REGISTRY,
     SERVICES,
@@ -89,18 +89,33 @@ async def resume_session(request: web.Request) -> web.Response:
     if key is None:
         raise AuthError("unknown API key")
     session_id = request.match_info["session_id"]
-    session = registry.find(session_id)
-    if session is None or session.key_id != key.key_id:
-        raise SessionNotFoundError("no resumable session with this id on this server")
-    token, grant = services.tokens.issue(session_id, key.key_id, session.config, resume=True)
+    if registry.durable is not None:
+        # the shared state answers, whichever instance holds the session (or held it and died)
+        try:
+            state = await registry.durable.load(session_id, key.key_id)
+        except BackendUnavailableError as e:
+            raise OverloadedError("sessions cannot be resumed now; try again shortly", retry_after=2.0) from e
+        if state is None:
+            raise SessionNotFoundError("no resumable session with this id")
+        config, last_seq, transcribed_until_ms = state.config, state.seq, state.transcribed_until_ms
+    else:
+        session = registry.find(session_id)
+        if session is None or session.key_id != key.key_id:
+            raise SessionNotFoundError("no resumable session with this id on this server")
+        config, last_seq = session.config, session.seq
+        ends = [m.audio_end_ms for m in session.history if isinstance(m, TranscriptFinal)]
+        transcribed_until_ms = ends[-1] if ends else 0
+    token, grant = services.tokens.issue(session_id, key.key_id, config, resume=True)
     body: dict[str, Any] = {
         "session_id": session_id,
         "token": token,
         "expires_at": grant.expires_at,
         "ws_url": _ws_url(request),
-        "config": session.config.model_dump(),
-        "limits": session_limits(services.settings, session.config.sample_rate).model_dump(),
-        "last_seq": session.seq,
+        "config": config.model_dump(),
+        "limits": session_limits(services.settings, config.sample_rate).model_dump(),
+        "last_seq": last_seq,
+        # audio before this point is transcribed (or was not speech); a client re-sends what follows it
+        "transcribed_until_ms": transcribed_until_ms,
     }
     return web.json_response(body, status=201)
 

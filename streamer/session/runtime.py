@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from streamer import tracing
@@ -94,6 +94,9 @@ class StreamSession:
         self._speech_at: dict[int, float] = {}  # open segment id -> when its speech was detected
         self.trace: tracing.SessionTrace = tracing.NOOP  # its spans (set at the upgrade if tracing is on)
         self.on_fatal: Callable[[StreamerError], None] | None = None
+        # write-through of each final and translation (durable sessions), awaited before it is sent, so a
+        # final a client saw is never lost with its instance
+        self.on_result: Callable[[TranscriptFinal | TranslationFinal], Awaitable[None]] | None = None
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
 
     # ---- lifecycle
@@ -402,6 +405,8 @@ class StreamSession:
             words=words,
         )
         self.history.append(final)
+        if self.on_result is not None:
+            await self.on_result(final)
         metrics = self.services.metrics
         metrics.finals.inc()
         latency = time.monotonic() - self._ended_at.pop(utt.segment_id, time.monotonic())
@@ -427,4 +432,6 @@ class StreamSession:
         for language, text in translations:
             msg = TranslationFinal(segment_id=utt.segment_id, seq=self.seq, language=language, text=text)
             self.history.append(msg)
+            if self.on_result is not None:
+                await self.on_result(msg)
             await self._send(msg)

@@ -43,6 +43,7 @@ from streamer.protocol import (
     SessionCreated,
     SessionUpdate,
 )
+from streamer.session.durable import ResentAudio
 from streamer.session.edge import (
     REGISTRY,
     REQUEST_ID,
@@ -90,6 +91,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
             lambda jti, ttl: services.backend_call(lambda: services.backend.consume_jti(jti, ttl), True),
         )
         last_seq = _last_seq(request) if grant.resume else None
+        audio_from_ms = _audio_from_ms(request) if grant.resume else None
         if grant.resume:
             session = await registry.resume(grant.session_id, grant.key_id)
         else:
@@ -115,7 +117,9 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
             await registry.repark(session)
         raise
     transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
-    await Connection(registry, ws, session, transport).run(last_seq)
+    connection = Connection(registry, ws, session, transport)
+    connection.resent = ResentAudio(session, audio_from_ms)
+    await connection.run(last_seq)
     return ws
 
 
@@ -123,6 +127,16 @@ def _last_seq(request: web.Request) -> int:
     raw = request.query.get("last_seq", "0")
     if not raw.isdigit() or len(raw) > 9:
         raise BadRequestError("last_seq must be a non-negative integer")
+    return int(raw)
+
+
+def _audio_from_ms(request: web.Request) -> int | None:
+    """Where the audio a resuming client sends again starts, in session time (docs/protocol.md)."""
+    raw = request.query.get("audio_from_ms")
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 10:
+        raise BadRequestError("audio_from_ms must be a non-negative integer")
     return int(raw)
 
 
@@ -154,6 +168,7 @@ class Connection:
         self.pacer = AudioPacer(s.max_realtime_factor, s.realtime_burst_s)
         self.messages = TokenBucket(s.max_messages_per_s, s.message_burst)
         self.quota = AudioQuota(self.services, session.key_id)
+        self.resent = ResentAudio(session, None)  # a resume's re-sent audio (set by the handler)
         self._ended = False  # the session is over (closed, failed, shut down), not merely disconnected
         self._finished = asyncio.Event()
         self._log = logging.LoggerAdapter(log, {"session_id": self.session_id})
@@ -282,12 +297,15 @@ class Connection:
         pcm = self.session.pcm
         pcm.validate(frame)
         seconds = len(frame) / 2 / pcm.sample_rate
-        if not self.pacer.admit(seconds):
+        if not self.resent.exempt(seconds) and not self.pacer.admit(seconds):
             raise RateLimitedError(
                 f"audio is arriving faster than {self.services.settings.max_realtime_factor:g}x real time",
                 code="audio_rate_exceeded",
             )
-        await self.quota.charge(seconds)
+        frame = self.resent.trim(frame, pcm.min_frame_bytes)  # what the session transcribed already
+        if not frame:
+            return
+        await self.quota.charge(len(frame) / 2 / pcm.sample_rate)
         await self.session.push_audio(frame)
 
     async def _on_text(self, data: str | bytes) -> bool:
