@@ -76,7 +76,75 @@ class ReadinessBody(_Body):
     checks: dict[str, str]
 
 
+# ---- the vendor-compatible surfaces (streamer/adapters/, docs/api-openai.md, docs/api-deepgram.md)
+
+
+class DeepgramGrantRequest(_Body):
+    ttl_seconds: float | None = Field(default=None, ge=1, le=3600)
+
+
+class DeepgramGrantBody(_Body):
+    """``200`` from ``POST /v1/auth/grant``: a single-use token for one ``GET /v1/listen``."""
+
+    access_token: str
+    expires_in: float
+
+
+class DeepgramErrorBody(_Body):
+    err_code: str
+    err_msg: str
+    request_id: str
+
+
+class OpenAIErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    message: str
+    type: str
+    code: str | None
+    param: str | None = None
+
+
+class OpenAIErrorBody(_Body):
+    error: OpenAIErrorDetail
+
+
+class ClientSecretBody(BaseModel):
+    """``200`` from ``POST /v1/realtime/client_secrets``: a single-use secret for one session."""
+
+    model_config = ConfigDict(extra="allow")
+
+    value: str = Field(description="ek_...: the credential for GET /v1/realtime (Bearer or subprotocol)")
+    expires_at: int
+    session: dict[str, Any]
+
+
+class TranscriptionSessionBody(BaseModel):
+    """``200`` from ``POST /v1/realtime/transcription_sessions`` (the beta shape)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["realtime.transcription_session"]
+    client_secret: dict[str, Any]
+
+
+class TranscriptionBody(BaseModel):
+    """``200`` from ``POST /v1/audio/transcriptions`` (json and verbose_json)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: str
+
+
 _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+    (DeepgramGrantRequest, "validation"),
+    (DeepgramGrantBody, "serialization"),
+    (DeepgramErrorBody, "serialization"),
+    (OpenAIErrorBody, "serialization"),
+    (ClientSecretBody, "serialization"),
+    (TranscriptionSessionBody, "serialization"),
+    (TranscriptionBody, "serialization"),
     (SessionConfig, "validation"),
     (SessionGrantBody, "serialization"),
     (ResumeGrantBody, "serialization"),
@@ -112,6 +180,107 @@ def _error(status: int) -> dict[str, Any]:
     if status == 401:
         response["headers"]["WWW-Authenticate"] = {"required": True, "schema": {"type": "string"}}
     return response
+
+
+def _vendor_error(status: int, ref: str) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _ERRORS[status],
+        "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}},
+        "content": _json({"$ref": ref}),
+    }
+    if status in _RETRYABLE:
+        response["headers"]["Retry-After"] = {"$ref": "#/components/headers/RetryAfter"}
+    return response
+
+
+def _vendor_paths() -> dict[str, Any]:
+    """The Deepgram- and OpenAI-compatible REST routes (their WebSockets are in docs/api-*.md)."""
+    deepgram = {str(s): _vendor_error(s, _ref(DeepgramErrorBody)) for s in (400, 401, 503)}
+    openai = {str(s): _vendor_error(s, _ref(OpenAIErrorBody)) for s in (400, 401, 503)}
+    token_auth = [
+        {
+            "name": "Authorization",
+            "in": "header",
+            "required": False,
+            "description": "Token <api key> (Deepgram's scheme; Bearer works too)",
+            "schema": {"type": "string"},
+        }
+    ]
+    json_body = {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}
+    transcription_form = {
+        "type": "object",
+        "required": ["file", "model"],
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "model": {"type": "string"},
+            "language": {"type": "string"},
+            "prompt": {"type": "string"},
+            "response_format": {"enum": ["json", "text", "srt", "verbose_json", "vtt"]},
+            "timestamp_granularities[]": {"type": "array", "items": {"enum": ["word", "segment"]}},
+            "stream": {"type": "boolean"},
+            "temperature": {"type": "number"},
+        },
+    }
+    return {
+        "/v1/auth/grant": {
+            "post": {
+                **_operation(
+                    "Deepgram: a temporary token (single use) for GET /v1/listen",
+                    {"200": _ok("Token granted", _ref(DeepgramGrantBody)), **deepgram},
+                    parameters=token_auth,
+                ),
+                "requestBody": {
+                    "required": False,
+                    "content": _json({"$ref": _ref(DeepgramGrantRequest, "validation")}),
+                },
+            }
+        },
+        "/v1/realtime/client_secrets": {
+            "post": {
+                **_operation(
+                    "OpenAI Realtime: a single-use client secret for one transcription session",
+                    {"200": _ok("Secret created", _ref(ClientSecretBody)), **openai},
+                    secured=True,
+                ),
+                "requestBody": json_body,
+            }
+        },
+        "/v1/realtime/transcription_sessions": {
+            "post": {
+                **_operation(
+                    "OpenAI Realtime (beta shape): a transcription session and its client secret",
+                    {"200": _ok("Session created", _ref(TranscriptionSessionBody)), **openai},
+                    secured=True,
+                ),
+                "requestBody": json_body,
+            }
+        },
+        "/v1/audio/transcriptions": {
+            "post": {
+                **_operation(
+                    "OpenAI audio transcriptions: a whole file (any length), or events with stream=true",
+                    {
+                        "200": {
+                            "description": "The transcript (JSON, text, SRT, VTT or server-sent events)",
+                            "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}},
+                            "content": {
+                                "application/json": {"schema": {"$ref": _ref(TranscriptionBody)}},
+                                "text/plain": {"schema": {"type": "string"}},
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **openai,
+                        "429": _vendor_error(429, _ref(OpenAIErrorBody)),
+                    },
+                    secured=True,
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": transcription_form}},
+                },
+            }
+        },
+    }
 
 
 def _ok(description: str, ref: str) -> dict[str, Any]:
@@ -230,6 +399,7 @@ def build_openapi() -> dict[str, Any]:
                 },
             )
         },
+        **_vendor_paths(),
         "/openapi.json": {
             "get": _operation(
                 "This document",

@@ -20,6 +20,7 @@ from typing import IO, Any
 import av
 import numpy as np
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from streamer.adapters.common import check_language
 from streamer.adapters.openai_realtime import ClientEventError, bearer_key, error_response
@@ -77,6 +78,10 @@ async def _read_form(request: web.Request) -> Form:
     form = Form()
     try:
         return await _fill(form, request)
+    except (HttpProcessingError, ValueError) as e:  # what aiohttp's multipart parser refuses with
+        if form.file is not None:
+            form.file.close()
+        raise _bad("the multipart body is malformed", code="invalid_request") from e
     except BaseException:
         if form.file is not None:
             form.file.close()
@@ -167,7 +172,7 @@ def decode_audio(source: IO[bytes], max_seconds: float) -> np.ndarray:
                         )
                     chunks.append(samples)
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-    except av.FFmpegError as e:
+    except (av.FFmpegError, ValueError, OSError) as e:  # what FFmpeg and PyAV raise for unreadable input
         raise InvalidAudioError(f"the file could not be decoded as audio ({type(e).__name__})") from e
     if not chunks:
         raise InvalidAudioError("the file holds no audio samples")
