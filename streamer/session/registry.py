@@ -115,17 +115,23 @@ class SessionRegistry:
         self.services.metrics.refusals.labels(refusal.reason).inc()
         return refusal.error
 
-    def check_capacity(self) -> None:
-        """Raise the domain error that refuses a new session now, if any."""
+    def check_capacity(self, resuming: str | None = None) -> None:
+        """Raise the domain error that refuses a new session now, if any.
+
+        Parked sessions count: each may come back at any moment without asking. A resume is admitted
+        like a start; the session it brings back is not counted twice when this instance holds it.
+        """
         breaker = self.services.breakers.get("asr")
+        held = len(self._live) + len(self._parked)
+        adds = 0 if resuming is not None and (resuming in self._live or resuming in self._parked) else 1
         try:
             self.admission.check_capacity(
                 draining=self.draining,
-                live_sessions=len(self._live),
+                live_sessions=held + adds - 1,
                 batcher=self.services.asr_batcher.snapshot(),
                 breaker_state=breaker.state if breaker is not None else None,
                 breaker_retry_after=breaker.retry_after() if breaker is not None else 0.0,
-                load_with_new=self.expected_load(extra_sessions=1),
+                load_with_new=self.expected_load(extra_sessions=adds),
             )
         except Refusal as r:
             raise self._refuse(r) from None
@@ -267,6 +273,7 @@ class SessionRegistry:
     async def resume(self, session_id: str, key_id: str) -> StreamSession:
         """Take over the session a resume token names: parked, or still attached to a dying connection;
         with shared state, from any instance (claimed there, or from an instance that died)."""
+        self.check_capacity(resuming=session_id)
         live = self._connections.get(session_id)
         if live is not None:
             await live.hand_over()
