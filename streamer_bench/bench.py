@@ -28,6 +28,8 @@ from typing import Any
 
 from streamer_bench import model_time
 from streamer_bench import server_metrics as sm
+from streamer_bench.plots import write_plots
+from streamer_bench.progress import RunProgress, expected_seconds
 from streamer_bench.report import capacity, capacity_ratio, markdown_tables
 from streamer_bench.report import machine as machine  # re-exported: bench_mt reads it from here
 from streamer_bench.script import (
@@ -155,13 +157,18 @@ def stop_here(row: dict[str, Any], bound: float) -> bool:
 
 async def _sweep(server: ServerProcess, mode: str, opts: Options, source: Source) -> list[dict[str, Any]]:
     rows = []
+    progress = RunProgress.on_terminal()  # stderr, on a terminal only
     await measure(server, mode, "sync", [source.script(0, 1, 1)], [0.0])  # warm-up: first calls, caches
     for starts in opts.starts:
         for n in opts.counts:
             scripts = [source.script(i, n, opts.utterances) for i in range(n)]
-            row = await measure(server, mode, starts, scripts, start_offsets(n, starts, opts.spread_s))
+            offsets = start_offsets(n, starts, opts.spread_s)
+            label = f"batching {mode}, {starts} starts, {n} sessions"
+            async with progress.running(label, expected_seconds(scripts, offsets)):
+                row = await measure(server, mode, starts, scripts, offsets)
             row.pop("rss_timeline")
             rows.append(row)
+            progress.clear()
             print(json.dumps(row), flush=True)
             if stop_here(row, opts.bound):
                 break
@@ -202,8 +209,12 @@ def run_sweep(opts: Options, source: Source) -> int:
 
 
 def write(report: dict[str, Any], out: str | None) -> None:
+    """The JSON at ``out``, and its plots beside it (``<stem>-*.png``)."""
     if out:
-        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+        path = Path(out)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        for plot in write_plots(report, path.parent, path.stem):
+            print(f"plot: {plot}", file=sys.stderr)
 
 
 def report_header(opts: Options, source: Source) -> dict[str, Any]:
@@ -226,9 +237,15 @@ def run_soak(opts: Options, source: Source) -> int:
     scripts = [source.script(i, n, max(1, int(opts.soak * 60 / piece_s))) for i in range(n)]
     offsets = start_offsets(n, "spread", opts.spread_s)
     with ServerProcess("on", opts.model, opts.device, max(64, n + 4), opts.server_env) as server:
-        result = asyncio.run(measure(server, "on", "spread", scripts, offsets))
+        result = asyncio.run(_soak(server, scripts, offsets))
     result["minutes"] = opts.soak
     report = {**report_header(opts, source), "soak": result}
     print(json.dumps(report), flush=True)
     write(report, opts.out)
     return 0 if result["lost"] == 0 and result["refused"] == 0 and result["failed"] == 0 else 1
+
+
+async def _soak(server: ServerProcess, scripts: Sequence[Script], offsets: Sequence[float]) -> dict[str, Any]:
+    progress = RunProgress.on_terminal()
+    async with progress.running(f"soak, {len(scripts)} sessions", expected_seconds(scripts, offsets)):
+        return await measure(server, "on", "spread", scripts, offsets)

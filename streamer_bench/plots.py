@@ -119,7 +119,7 @@ def model_time_figure(report: dict[str, Any]) -> Figure | None:
     ax.set_ylabel("share of wall time")
     ax.set_xlabel("batching mode / sessions")
     ax.set_title(_title(report, "Where the model's time went"))
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside: bars reach the top
     _footer(fig, report)
     return fig
 

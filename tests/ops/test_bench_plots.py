@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from matplotlib.image import imread
 
-from streamer_bench import plots
+from streamer_bench import bench, plots
 from streamer_bench.model_time import model_time, parse
 
 
@@ -127,3 +127,14 @@ def test_model_time_is_the_difference_of_two_scrapes() -> None:
         "jobs": 60,
         "mean_batch": 3.0,
     }
+
+
+def test_the_bench_writes_its_plots_beside_its_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sweep.json"
+    bench.write(REPORT, str(out))
+    assert json.loads(out.read_text()) == REPORT
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert written == ["sweep-latency.png", "sweep-model-time.png", "sweep-modes.png"]
+    assert capsys.readouterr().err.count("plot: ") == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 from typing import Any
@@ -13,6 +14,8 @@ from support import API_KEY, FIXTURES, base_url, make_settings
 
 from streamer import client_cli
 from streamer.progress import CLEAR, StatusLine, bar
+from streamer_bench import progress as bench_progress
+from streamer_bench.script import Script
 
 
 class Terminal(io.StringIO):
@@ -88,3 +91,25 @@ async def test_stream_shows_progress_only_on_a_terminal(
     else:
         assert "100%    3.3/3.3 s" in text  # the whole file (3.27 s) was sent
         assert text.endswith(CLEAR)  # and the status line is gone at the end
+
+
+def _script(seconds: float, rate: int = 16000) -> Script:
+    return Script(bytes(int(seconds * rate) * 2), rate, ())
+
+
+async def test_bench_progress_shows_the_run_and_clears_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_progress, "TICK_S", 0.01)
+    out = Terminal()
+    progress = bench_progress.RunProgress(StatusLine(out, enabled=True, min_interval_s=0.0))
+    expected = bench_progress.expected_seconds([_script(2.0), _script(3.0, 8000)], [0.0, 1.5])
+    assert expected == 4.5  # the latest start plus the longest script
+    async with progress.running("batching on, sync starts, 2 sessions", expected):
+        await asyncio.sleep(0.05)
+    text = out.getvalue()
+    assert f"{CLEAR}run 1 [" in text and "/4 s  batching on, sync starts, 2 sessio" in text  # 80 columns
+    assert text.endswith(CLEAR)  # gone before the bench prints its row
+
+    quiet = io.StringIO()  # stderr piped to a file: nothing at all
+    async with bench_progress.RunProgress.on_terminal(quiet).running("x", 1.0):
+        await asyncio.sleep(0.02)
+    assert quiet.getvalue() == ""
