@@ -2,7 +2,8 @@
 
 A sentence's **final latency** runs from the wall time the chunk holding its last sample was sent to the
 arrival of the last final that overlaps it in audio time: a sentence split over two finals waits for the
-later one (and counts as split), one merged with the next sentence waits for the merged final. A sentence
+later one (and counts as split), one merged with the next sentence waits for the merged final (and counts
+as merged; ``lat_p95_unmerged`` leaves those out, to tell segmentation from load apart). A sentence
 no final overlaps is **lost**. A final "overlaps" a sentence by at least :data:`MIN_OVERLAP_MS` (or half
 the sentence, if shorter): the segmenter's pre-roll and tail reach a little into the neighbours.
 
@@ -40,7 +41,9 @@ class Score:
     finals: int = 0
     lost: int = 0
     split: int = 0
+    merged: int = 0
     latencies: list[float] = field(default_factory=list)
+    unmerged_latencies: list[float] = field(default_factory=list)  # sentences whose final ends with them
     first_partials: list[float] = field(default_factory=list)
     edits: int = 0
     ref_words: int = 0
@@ -62,9 +65,11 @@ class Score:
             "finals": self.finals,
             "lost": self.lost,
             "split_sentences": self.split,
+            "merged_sentences": self.merged,
             "lat_p50": percentile(lat, 50),
             "lat_p95": percentile(lat, 95),
             "lat_max": round(max(lat), 3) if lat else None,
+            "lat_p95_unmerged": percentile(self.unmerged_latencies, 95),
             "first_partial_p50": percentile(self.first_partials, 50),
             "wer": round(self.edits / self.ref_words, 4) if self.ref_words else None,
             "warnings": dict(sorted(self.warnings.items())),
@@ -108,15 +113,21 @@ def score_session(
     score = Score(sessions=1, sentences=len(lines), finals=len(finals))
     if chunk_times:
         score.start_times.append(chunk_times[0])
-    for line in lines:
+    for k, line in enumerate(lines):
         _, last = chunk_span(line, chunk_ms)
-        mine = [t for t, e in finals if overlaps(e, line)]
+        mine = [(t, e) for t, e in finals if overlaps(e, line)]
         if not mine or last >= len(chunk_times):
             score.lost += 1
             continue
         if len(mine) > 1:
             score.split += 1
-        score.latencies.append(max(mine) - chunk_times[last])
+        arrival, latest = max(mine, key=lambda te: te[0])
+        latency = arrival - chunk_times[last]
+        score.latencies.append(latency)
+        if any(overlaps(latest, later) for later in lines[k + 1 :]):
+            score.merged += 1  # the final also holds a later sentence: this one waited for it
+        else:
+            score.unmerged_latencies.append(latency)
     score.first_partials = _first_partials(lines, chunk_times, chunk_ms, events)
     reference = [w for line in lines for w in words(line.text)]
     hypothesis = [w for _, e in finals for w in words(str(e.get("text", "")))]

@@ -82,17 +82,19 @@ def _counts(d: dict[str, int] | None) -> str:
 
 def runs_table(runs: Sequence[dict[str, Any]]) -> str:
     rows = [
-        "| techniques | starts | sessions | finals / sentences | lost | split | refused | final p50 s "
-        "| final p95 s | final max s | first partial p50 s | WER | warnings | server CPU % "
-        "| server RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| techniques | starts | sessions | finals / sentences | lost | split | merged | refused "
+        "| final p50 s | final p95 s | final max s | p95 unmerged s | first partial p50 s | WER "
+        "| warnings | errors | server CPU % | server RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for r in runs:
         rows.append(
             f"| {r['mode']} | {r.get('starts', '–')} | {r['sessions']} | {r['finals']} / {r['sentences']} "
-            f"| {r['lost']} | {r['split_sentences']} | {r['refused']} | {_v(r['lat_p50'])} "
-            f"| {_v(r['lat_p95'])} | {_v(r['lat_max'])} | {_v(r['first_partial_p50'])} | {_pct(r['wer'])} "
-            f"| {_counts(r.get('warnings'))} | {r['cpu_percent']} | {r['rss_mb']} |"
+            f"| {r['lost']} | {r['split_sentences']} | {_v(r.get('merged_sentences'))} | {r['refused']} "
+            f"| {_v(r['lat_p50'])} | {_v(r['lat_p95'])} | {_v(r['lat_max'])} "
+            f"| {_v(r.get('lat_p95_unmerged'))} | {_v(r['first_partial_p50'])} | {_pct(r['wer'])} "
+            f"| {_counts(r.get('warnings'))} "
+            f"| {_counts(r.get('errors'))} | {r['cpu_percent']} | {r['rss_mb']} |"
         )
     return "\n".join(rows)
 

@@ -35,6 +35,7 @@ ESPEAK_SPEECH = ("en_utt1.wav", "en_utt2.wav", "en_utt3.wav")
 ESPEAK_GAP_S = 1.5
 LEAD_S = 0.5
 MIN_TAIL_S = 1.0  # silence after a script's last sentence, so it ends by a pause, not by session.close
+FRAME_MS = 100  # a script is sent in frames this long, and holds a whole number of them
 
 
 class InputError(ValueError):
@@ -93,7 +94,10 @@ class Source:
             parts.append(piece.audio)
             pos += piece.audio.size
         pause = chosen[-1].audio.size - chosen[-1].speech
-        missing = int(MIN_TAIL_S * self.rate) - pause
+        missing = max(0, int(MIN_TAIL_S * self.rate) - pause)
+        # whole frames: the protocol takes 10 ms to 1 s per frame, so a few-sample remainder is refused
+        frame = self.rate * FRAME_MS // 1000
+        missing += -(pos + missing) % frame
         if missing > 0:
             parts.append(np.resize(self.lead, missing) if self.lead.size else np.zeros(missing, "<i2"))
         return Script(np.concatenate(parts).astype("<i2").tobytes(), self.rate, tuple(lines))

@@ -15,10 +15,10 @@ import aiohttp
 
 from streamer.client import ClientError, Stream, StreamerClient
 from streamer_bench.latency import Score, score_session
-from streamer_bench.script import Script
+from streamer_bench.script import FRAME_MS, Script
 from streamer_bench.server import BENCH_KEY
 
-CHUNK_MS = 100
+CHUNK_MS = FRAME_MS
 DRAIN_TIMEOUT_S = 90.0  # after session.close: the rest of the finals, then session.closed
 
 

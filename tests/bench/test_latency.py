@@ -37,7 +37,7 @@ def test_each_sentence_waits_for_its_final() -> None:
     ]
     score = score_session(LINES, CHUNKS, CHUNK_MS, events)
     assert score.latencies == pytest.approx([0.4, 0.7, 1.2])
-    assert (score.sentences, score.finals, score.lost, score.split) == (3, 3, 0, 0)
+    assert (score.sentences, score.finals, score.lost, score.split, score.merged) == (3, 3, 0, 0, 0)
     assert score.edits == 0 and score.ref_words == 13
 
 
@@ -57,9 +57,10 @@ def test_a_merged_final_makes_the_earlier_sentence_wait_for_the_later() -> None:
     merged_at = sent(LINES[1]) + 0.5
     events = [final(200, 4300, merged_at), final(4700, 6400, sent(LINES[2]) + 0.5)]
     score = score_session(LINES, CHUNKS, CHUNK_MS, events)
-    assert score.lost == 0
+    assert score.lost == 0 and score.merged == 1
     assert score.latencies[0] == pytest.approx(merged_at - sent(LINES[0]))
     assert score.latencies[1] == pytest.approx(0.5)
+    assert score.unmerged_latencies == pytest.approx([0.5, 0.5])  # without the one that waited
 
 
 def test_a_sentence_without_a_final_is_lost_and_a_pre_roll_does_not_save_it() -> None:

@@ -11,6 +11,7 @@ import pytest
 from streamer_bench import corpus as corpus_mod
 from streamer_bench.script import (
     FIXTURES,
+    FRAME_MS,
     MIN_TAIL_S,
     SYNC_WINDOW_S,
     InputError,
@@ -70,8 +71,9 @@ def test_each_session_speaks_its_own_rotation_with_lines_where_the_speech_is() -
             inside = samples[int(line.start_ms) : int(line.end_ms)]
             assert inside.size > 0 and np.all(inside == k)
             assert samples[int(line.end_ms)] == 0  # the pause follows at once
-        # the last sentence is followed by a pause of at least MIN_TAIL_S
+        # the last sentence is followed by a pause of at least MIN_TAIL_S, and the script by nothing partial
         assert samples.size - script.lines[-1].end_ms >= MIN_TAIL_S * RATE
+        assert samples.size % (RATE * FRAME_MS // 1000) == 0
 
 
 def test_more_sessions_than_sentences_reuse_rotations() -> None:
@@ -94,6 +96,8 @@ def test_the_committed_corpus_cuts_into_its_sentences() -> None:
         assert np.abs(piece.audio[: piece.speech].astype(float)).max() > 1000  # speech, not silence
     script = source.script(2, 3, 2)
     assert [line.text for line in script.lines] == [s.text for s in item.sentences[4:6]]
+    for i in range(7):  # every rotation ends on a whole frame: no remainder the server would refuse
+        assert len(source.script(i, 7, 3).pcm) % (2 * 16000 * FRAME_MS // 1000) == 0
     phone = pieces_of(corpus, "tel8k", {})
     assert phone.rate == 8000 and phone.info["sample_rate"] == 8000
 
