@@ -106,6 +106,7 @@ class Settings(BaseSettings):
         ),
         "limits": (
             "max_session_s",
+            "idle_timeout_s",
             "max_realtime_factor",
             "realtime_burst_s",
             "max_messages_per_s",
@@ -165,6 +166,7 @@ class Settings(BaseSettings):
     send_timeout_s: Seconds = 10.0
     # --- limits
     max_session_s: Seconds = 3600.0
+    idle_timeout_s: Seconds = 60.0  # a session with no audio and no message for this long is closed
     max_realtime_factor: Rate = 3.0
     realtime_burst_s: Seconds = 10.0
     max_messages_per_s: Rate = 50.0

@@ -111,3 +111,11 @@ class SessionLimitError(StreamerError):
     code = "session_too_long"
     status = 400
     close_code = CloseCode.POLICY
+
+
+class SessionIdleError(StreamerError):
+    """The client sent no audio and no message for the idle timeout: its slot goes to someone else."""
+
+    code = "session_idle"
+    status = 400
+    close_code = CloseCode.POLICY

@@ -22,6 +22,7 @@ from streamer.errors import (
     ConfigError,
     InvalidAudioError,
     RateLimitedError,
+    SessionIdleError,
     SessionLimitError,
     StreamerError,
     UnsupportedLanguageError,
@@ -170,6 +171,8 @@ class Connection:
         self.quota = AudioQuota(self.services, session.key_id)
         self.resent = ResentAudio(session, None)  # a resume's re-sent audio (set by the handler)
         self._ended = False  # the session is over (closed, failed, shut down), not merely disconnected
+        self._active_at = time.monotonic()  # the client's last audio or message
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
         self._log = logging.LoggerAdapter(log, {"session_id": self.session_id})
 
@@ -185,6 +188,7 @@ class Connection:
         over_time = asyncio.get_running_loop().call_later(
             max(0.0, self._deadline - time.monotonic()), self._over_time
         )
+        self._watch_idle()
         try:
             await self.outbox.put(
                 SessionCreated(
@@ -200,6 +204,8 @@ class Connection:
         finally:
             keepalive.cancel()
             over_time.cancel()
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
             writer.cancel()
             self.outbox.abandon()  # unblocks an emitter waiting for room in a queue nobody drains
             # in tasks the registry owns and joins at shutdown, so a cancelled handler cannot lose them;
@@ -236,6 +242,17 @@ class Connection:
             error = SessionLimitError(f"sessions are limited to {limit:.0f}s")
             self._closing = asyncio.create_task(self.close_with(error))
 
+    def _watch_idle(self) -> None:
+        """Close a session whose client has sent nothing (no audio, no ping) for the idle timeout; a
+        silent socket would otherwise hold its slot until ``max_session_s``."""
+        limit = self.services.settings.idle_timeout_s
+        quiet = time.monotonic() - self._active_at
+        if quiet < limit:
+            self._idle_timer = asyncio.get_running_loop().call_later(limit - quiet, self._watch_idle)
+        elif self._closing is None:
+            error = SessionIdleError(f"no audio and no message for {limit:g}s")
+            self._closing = asyncio.create_task(self.close_with(error))
+
     def _writer_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
@@ -265,6 +282,7 @@ class Connection:
             await asyncio.sleep(0)
             if self._closing is not None:
                 break
+            self._active_at = time.monotonic()
             try:
                 if time.monotonic() > deadline:
                     raise SessionLimitError(f"sessions are limited to {limits.max_session_s:.0f}s")
