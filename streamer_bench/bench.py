@@ -71,7 +71,6 @@ async def measure(
         row["work"] = sm.profile(sm.diff(sm.parse(before), sm.parse(after)), watch.wall_s)
         # what the plots read: model calls and jobs, and busy seconds by kind of work
         row["model"] = model_time.model_time(model_time.parse(before), model_time.parse(after), watch.wall_s)
-        row["model"]["busy_s"] = row["work"]["work_s"]
     return row
 
 
