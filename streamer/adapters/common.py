@@ -256,7 +256,9 @@ class AdapterConnection(ABC):
             self.outbox.abandon()
             registry.spawn(self.quota.settle(), f"settle-{self.session.session_id}")
             try:
-                await registry.detach(self.session, self, ended=True)
+                # shielded: a handler cancelled because its client went away must not cancel the
+                # release (the session's work and its key's concurrent-session slot)
+                await asyncio.shield(registry.detach(self.session, self, ended=True))
                 await asyncio.wait({writer})
                 if not self.ws.closed:
                     await self.ws.close(code=CloseCode.GOING_AWAY)
