@@ -97,8 +97,16 @@ class AudioBuffer:
         """Where the buffered audio starts (``end_ms`` when nothing is buffered)."""
         return self._chunks[0][0] if self._chunks else self.end_ms
 
-    def chunks(self) -> Iterator[bytes]:
-        return (pcm for _, _, pcm in list(self._chunks))
+    def frames(self, max_bytes: int) -> Iterator[bytes]:
+        """The buffered audio as frames of up to ``max_bytes`` (whole chunks joined: fewer messages)."""
+        frame = b""
+        for _, _, pcm in list(self._chunks):
+            if frame and len(frame) + len(pcm) > max_bytes:
+                yield frame
+                frame = b""
+            frame += pcm
+        if frame:
+            yield frame
 
 
 class Stream:
@@ -117,6 +125,8 @@ class Stream:
         self._seen_seq = 0
         self._seen_translations: set[str] = set()
         self.buffer = AudioBuffer()  # audio after the last final, sent again on resume
+        self._sending = asyncio.Lock()  # a resume's re-sent audio goes out before anything newer
+        self._successor: Stream | None = None  # the stream that resumed this one
 
     async def __aenter__(self) -> Stream:
         return self
@@ -188,13 +198,24 @@ class Stream:
                 return
 
     async def send_json(self, message: dict[str, Any]) -> None:
+        if self._successor is not None:
+            await self._successor.send_json(message)
+            return
         await self.ws.send_str(json.dumps(message))
 
     async def send_audio(self, pcm: bytes, sample_rate: int | None = None) -> None:
-        """Send one frame of PCM16 audio (10 ms .. 1 s), kept in :attr:`buffer` first: a frame whose send
-        fails (``ConnectionError``) is still sent again by :meth:`StreamerClient.resume`."""
+        """Send one frame of PCM16 audio (10 ms .. 1 s), kept in :attr:`buffer` first.
+
+        A frame whose send fails (``ConnectionError``: the connection dropped) is kept all the same and
+        sent by :meth:`StreamerClient.resume`; a caller can go on sending through the drop (like a
+        microphone would), and once resumed, this stream forwards to the new one.
+        """
+        if self._successor is not None:
+            await self._successor.send_audio(pcm, sample_rate)
+            return
         self.buffer.add(pcm, sample_rate or int(self.info.config.get("sample_rate", 16000)))
-        await self.ws.send_bytes(pcm)
+        async with self._sending:
+            await self.ws.send_bytes(pcm)
 
     async def commit(self) -> None:
         await self.send_json({"type": "input_audio.commit"})
@@ -280,14 +301,17 @@ class StreamerClient:
         """A session (or resume) request: the session's info, and the whole answer."""
         assert self.http is not None
         async with self.http.post(url, json=body, headers=headers) as r:
-            data = await r.json(content_type=None)
-            if r.status != 201:
+            try:
+                data = await r.json(content_type=None)
+            except ValueError:  # not JSON: a proxy's error page (a 502 while an instance dies)
+                data = None
+            if r.status != 201 or not isinstance(data, dict):
                 err = data.get("error", {}) if isinstance(data, dict) else {}
                 retry = r.headers.get("Retry-After")
                 raise ClientError(
                     r.status,
                     err.get("code", "error"),
-                    err.get("message", ""),
+                    err.get("message", "") or r.reason or "",
                     float(retry) if retry else None,
                 )
         info = SessionInfo(
@@ -342,8 +366,11 @@ class StreamerClient:
         if buffer.end_ms > 0:  # audio went through send_audio (raw ws.send_bytes is not kept)
             query += f"&audio_from_ms={int(buffer.start_ms)}"
         resumed = await self._open(info, self.ws_url(info) + query, seen=stream)
-        for chunk in buffer.chunks():
-            await resumed.ws.send_bytes(chunk)
+        max_bytes = int(info.limits.get("max_frame_bytes", 32_000))
+        async with resumed._sending:
+            stream._successor = resumed  # from now on audio sent to the old stream goes after these
+            for frame in buffer.frames(max_bytes):
+                await resumed.ws.send_bytes(frame)
         return resumed
 
     async def connect(self, config: dict[str, Any] | None = None, *, subprotocol: bool = False) -> Stream:

@@ -35,6 +35,9 @@
  * While the last final's translations have not all arrived it resumes from the final before it (the
  * server replays only what follows `last_seq`) and skips the repeated final, as docs/protocol.md says.
  * Audio sent while (re)connecting is buffered up to `maxBufferMs` (oldest dropped first).
+ * Audio already sent after the last final is kept too (up to `maxResendMs`) and sent again on resume, from
+ * where the server says its transcript ends (`audio_from_ms` on the resumed socket): a sentence in flight
+ * when the connection, or the server instance behind it, died is transcribed once on the new connection.
  */
 
 const SUBPROTOCOL = "streamer.v1";
@@ -95,6 +98,7 @@ const DEFAULTS = Object.freeze({
   backoffBaseMs: 500,
   backoffMaxMs: 15000,
   maxBufferMs: 3000, // audio kept while (re)connecting
+  maxResendMs: 30000, // audio sent after the last final, kept to be sent again on resume
 });
 
 /** "transcript.final" -> "onTranscriptFinal" */
@@ -254,6 +258,8 @@ export class Session {
     this._pendingBytes = 0;
     this._timelineMs = 0; // audio sent (or dropped) since the start, across server sessions
     this._sendLog = []; // [end of the sent audio in the server session's time (ms), performance.now()]
+    this._resend = []; // [start in the server session's time (ms), duration (ms), piece] after the last final
+    this._resendMs = 0;
     this._everLive = false;
     this._closeWaiters = [];
 
@@ -365,9 +371,27 @@ export class Session {
 
   _sendNow(piece) {
     this._ws.send(piece);
-    this._timelineMs += this._msFor(piece.byteLength);
+    const ms = this._msFor(piece.byteLength);
+    this._resend.push([this._timelineMs - this.offsetMs, ms, piece]);
+    this._resendMs += ms;
+    while (this._resendMs > this.options.maxResendMs && this._resend.length > 1) {
+      this._resendMs -= this._resend.shift()[1];
+    }
+    this._timelineMs += ms;
     this._sendLog.push([this._timelineMs - this.offsetMs, performance.now()]);
     if (this._sendLog.length > 1200) this._sendLog.splice(0, 600);
+  }
+
+  /** The server will not need the audio before `ms` (session time): drop the pieces that end by then. */
+  _transcribedUntil(ms) {
+    while (this._resend.length && this._resend[0][0] + this._resend[0][1] <= ms) {
+      this._resendMs -= this._resend.shift()[1];
+    }
+  }
+
+  /** Where the kept audio starts in session time (the end of what was sent when none is kept). */
+  _resendFromMs() {
+    return this._resend.length ? this._resend[0][0] : this._timelineMs - this.offsetMs;
   }
 
   _flushPending() {
@@ -415,8 +439,10 @@ export class Session {
           info = await this.client.resumeSession(this.sessionId);
           resumed = true;
           this.resumeToken = info.token;
+          this._transcribedUntil(Number(info.transcribed_until_ms) || 0);
           const u = new URL(this.client.wsUrl(info.ws_url));
           u.searchParams.set("last_seq", String(this.resumeFrom()));
+          u.searchParams.set("audio_from_ms", String(Math.floor(this._resendFromMs())));
           this._seenSeq = this.lastSeq;
           this._seenTranslations = new Set(this._translated);
           url = u.toString();
@@ -475,6 +501,7 @@ export class Session {
       } else if (event.type === "transcript.final") {
         this.lastSeq = event.seq;
         this._translated = new Set();
+        if (typeof event.audio_end_ms === "number") this._transcribedUntil(event.audio_end_ms);
       } else if (event.type === "translation.final" && event.seq === this.lastSeq) {
         this._translated.add(event.language);
       } else if (event.type === "error") {
@@ -525,6 +552,8 @@ export class Session {
       this._seenSeq = 0;
       this._seenTranslations = new Set();
       this._sendLog = [];
+      this._resend = [];
+      this._resendMs = 0;
     }
     this.resumed = resumed;
     this.sessionId = event.session_id;
@@ -534,6 +563,10 @@ export class Session {
     this._everLive = true;
     this.lastError = null;
     this._setState("live", { sessionId: this.sessionId, resumed, reconnected: wasLive });
+    if (resumed) {
+      // the audio after the last final, again: the server skips what it had transcribed already
+      for (const [, , piece] of this._resend) this._ws.send(piece);
+    }
     this._flushPending();
     this._resolveReady(event);
   }
