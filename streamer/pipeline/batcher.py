@@ -5,6 +5,11 @@ Event-loop side: ``submit_final`` (awaits a bounded slot, then the result) and `
 :class:`BatchQueue` and calls ``run_batch(key, payloads)``. A circuit breaker guards the model: while it
 is open every job fails fast with ``ModelUnavailableError``; a watchdog on the loop fails a batch that
 runs past ``call_timeout_s`` (a hung model) and counts it as a failure.
+
+A request error is not a model failure: ``ValueError``/``KeyError`` from a model call (the tokenizer
+refusing a language, say) fail only the request that caused it (a batch is re-run one job at a time to
+find it; the others are served) and never count toward the breaker. The edge validates configs before
+anything reaches the model, so this is the second line: one client must not open the breaker for all.
 """
 
 from __future__ import annotations
@@ -20,13 +25,20 @@ from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
 
 from streamer import tracing
-from streamer.errors import ModelUnavailableError
+from streamer.errors import ConfigError, ModelUnavailableError
 from streamer.pipeline.batchqueue import Batch, BatchQueue, Job, Priority
 
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
 R = TypeVar("R")
+
+# what a model call raises for a bad request (an unknown language, task or token), not a failed model
+REQUEST_ERRORS = (ValueError, KeyError)
+
+
+class RequestRefusedError(ConfigError):
+    """The model refused one request (its session's config): that request fails, no other."""
 
 
 class Breaker(Protocol):
@@ -277,6 +289,15 @@ class MicroBatcher(Generic[P, R]):
         except ModelUnavailableError as e:
             for job in batch.jobs:
                 self._fail(job, e)
+            return
+        except REQUEST_ERRORS as e:
+            if len(batch.jobs) > 1:
+                for job in batch.jobs:  # find the bad request: the rest are served
+                    self._execute(Batch(batch.key, [job], []))
+                return
+            log.warning("%s refused a request (%s: %s)", self.name, type(e).__name__, e)
+            refused = RequestRefusedError(f"the {self.name} model refused this session's request")
+            self._fail(batch.jobs[0], refused)
             return
         except Exception as e:
             log.exception("%s batch of %d failed", self.name, len(batch.jobs))
