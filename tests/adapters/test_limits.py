@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import wave
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from support import API_KEY, make_settings
 
+from streamer.guards.keys import issue_key
 from streamer.session.edge import SERVICES
 
 from .conftest import http_base, ws_base
@@ -121,3 +123,31 @@ async def test_shutdown_finishes_vendor_sessions_and_closes_with_1001(make_serve
     assert dg.close_code == 1001 and oa.close_code == 1001
     assert json.loads(dg_frames[-1].data)["type"] == "Metadata"
     assert all(json.loads(m.data)["type"] != "error" for m in oa_frames)
+
+
+async def test_the_daily_audio_quota_is_charged_on_every_surface(make_server: ServerFactory) -> None:
+    server = await make_server(asr_engine=FakeAsr())
+    full_key, record = issue_key("quota test", audio_seconds_per_day=1.0)
+    await server.app[SERVICES].backend.put_key(record)
+    async with aiohttp.ClientSession() as http:
+        form = aiohttp.FormData()
+        form.add_field("model", "whisper-1")
+        form.add_field("file", _wav(3.0), filename="a.wav")
+        async with http.post(
+            http_base(server) + "/v1/audio/transcriptions",
+            data=form,
+            headers={"Authorization": f"Bearer {full_key}"},
+        ) as response:
+            assert response.status == 429
+            assert (await response.json())["error"]["code"] == "audio_quota_exceeded"
+        # the day's allowance is spent: a live stream is cut off at its first charge
+        ws = await http.ws_connect(ws_base(server) + DEEPGRAM, headers={"Authorization": f"Token {full_key}"})
+        with contextlib.suppress(ConnectionError):  # the server may close while we still send
+            for _ in range(12):
+                await ws.send_bytes(bytes(3200))
+        frames = []
+        async with asyncio.timeout(10):
+            async for message in ws:
+                frames.append(json.loads(message.data))
+        assert ws.close_code == 1008
+        assert any(f["type"] == "Error" and f["variant"] == "audio_quota_exceeded" for f in frames)
