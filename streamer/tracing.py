@@ -95,6 +95,14 @@ def flush(timeout_s: float = 5.0) -> bool:
     return bool(force_flush(int(timeout_s * 1000))) if force_flush is not None else True
 
 
+def shutdown() -> None:
+    """Export what is buffered and stop the exporter; tracing is off afterwards."""
+    stop = getattr(_provider, "shutdown", None)  # the SDK's provider has it, the API's type does not
+    use(None)
+    if stop is not None:
+        stop()
+
+
 def now() -> int:
     """A span timestamp (ns since the epoch), for :func:`session_started`'s ``started``."""
     return time.time_ns()

@@ -242,8 +242,9 @@ async def test_spans_go_over_otlp_when_the_endpoint_is_set(monkeypatch: pytest.M
         trace.done(1, "final")
         assert await asyncio.to_thread(tracing.flush, 10.0)
     finally:
-        tracing.use(None)
+        await asyncio.to_thread(tracing.shutdown)  # the exporter's thread stops, tracing is off again
         await collector.close()
+    assert not tracing.enabled()
 
     exported = [
         (span.name, {a.key: a.value.string_value for a in span.attributes}, rs.resource)
