@@ -113,6 +113,7 @@ class _Open:
     silence_run: int = 0
     paused: bool = False
     held: bool = False  # this pause waits hold_ms longer before it ends the utterance
+    awaiting: bool = False  # a verdict on this pause (does the sentence end here?) is on its way
     _audio: Audio = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     _copied: int = 0  # windows already copied into _audio
 
@@ -180,9 +181,11 @@ class Segmenter:
             seg.silence_run = 0
             seg.paused = False
             seg.held = False
+            seg.awaiting = False
         else:
             seg.silence_run += 1
-            if seg.silence_run >= self._end_windows + (self._hold_windows if seg.held else 0):
+            waits = seg.held or seg.awaiting  # an unfinished clause, or a verdict still on its way
+            if seg.silence_run >= self._end_windows + (self._hold_windows if waits else 0):
                 return [self._end("silence")]
             if seg.silence_run >= self._pause_windows and not seg.paused:
                 seg.paused = True
@@ -256,6 +259,30 @@ class Segmenter:
             seg.start_sample + len(seg.windows) * WINDOW,
         )
 
+    def _at_pause(self, segment_id: int, end_sample: int) -> _Open | None:
+        """The open segment if it is still in the pause whose utterance ends at ``end_sample``."""
+        seg = self._open
+        if seg is None or seg.segment_id != segment_id or not seg.paused:
+            return None
+        keep = min(len(seg.windows), seg.last_voiced + 1 + self._tail_windows)
+        return seg if seg.start_sample + keep * WINDOW == end_sample else None
+
+    def await_verdict(self, segment_id: int, end_sample: int) -> None:
+        """Do not end this pause at ``end_silence_ms`` before :meth:`release` or :meth:`hold` says
+        whether the sentence ends here (at most ``hold_ms`` longer): the one who decodes the words so far
+        may be slower than the silence."""
+        seg = self._at_pause(segment_id, end_sample)
+        if seg is not None and self._hold_windows:
+            seg.awaiting = True
+
+    def release(self, segment_id: int, end_sample: int) -> Ended | None:
+        """The sentence ends at this pause: the utterance's end, if its silence is already long enough."""
+        seg = self._at_pause(segment_id, end_sample)
+        if seg is None or not seg.awaiting:
+            return None
+        seg.awaiting = False
+        return self._end("silence") if seg.silence_run >= self._end_windows else None
+
     def hold(self, segment_id: int, end_sample: int) -> bool:
         """Let the current pause of ``segment_id`` run ``hold_ms`` longer before the utterance ends.
 
@@ -264,13 +291,10 @@ class Segmenter:
         two finals. Only the pause that ``end_sample`` (the utterance as it stood at the pause) belongs
         to is held; speech resuming clears it. Returns whether the hold was applied.
         """
-        seg = self._open
-        if seg is None or seg.segment_id != segment_id or not seg.paused or self._hold_windows == 0:
+        seg = self._at_pause(segment_id, end_sample)
+        if seg is None or self._hold_windows == 0:
             return False
-        keep = min(len(seg.windows), seg.last_voiced + 1 + self._tail_windows)
-        if seg.start_sample + keep * WINDOW != end_sample:
-            return False
-        seg.held = True
+        seg.held, seg.awaiting = True, False
         return True
 
     def continue_at(self, samples: int, next_segment_id: int) -> None:

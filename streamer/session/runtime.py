@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -85,6 +86,11 @@ class StreamSession:
             PENDING_FINALS
         )
         self._speculation: _Speculation | None = None
+        # segmentation events are handled one batch at a time, in order: the reader's audio, and utterance
+        # ends released when a late speculative decode says the sentence ended at its pause
+        self._events_lock = asyncio.Lock()
+        self._released: deque[Ended] = deque()
+        self._background: set[asyncio.Task[None]] = set()
         self._stabilizer = PartialStabilizer()
         self._partial_mark = 0  # open-segment length (samples) at the last partial request
         self._partial_task: asyncio.Task[None] | None = None
@@ -136,16 +142,20 @@ class StreamSession:
         self.services.metrics.audio_seconds.inc(len(frame) / 2 / self.config.sample_rate)
         if audio.size == 0:
             return
-        probs, windows = self.vad.probabilities(audio)
-        for event in self.segmenter.feed(probs, windows):
-            await self._on_event(event)
+        async with self._events_lock:
+            await self._flush_released()
+            probs, windows = self.vad.probabilities(audio)
+            for event in self.segmenter.feed(probs, windows):
+                await self._on_event(event)
         self._maybe_partial()
 
     async def commit(self, reason: str = "commit") -> None:
         """End the open utterance now (``input_audio.commit``, ``session.close``, shutdown)."""
-        ended = self.segmenter.finish(reason)
-        if ended is not None:
-            await self._on_event(ended)
+        async with self._events_lock:
+            await self._flush_released()
+            ended = self.segmenter.finish(reason)
+            if ended is not None:
+                await self._on_event(ended)
 
     async def drain(self) -> None:
         """Finalize what is buffered and wait until every final (and translation) has been queued out."""
@@ -157,7 +167,7 @@ class StreamSession:
     async def abort(self) -> None:
         """The connection is gone: stop work in flight without delivering it."""
         speculative = self._speculation.task if self._speculation else None
-        for task in (self._emitter, self._partial_task, speculative):
+        for task in (self._emitter, self._partial_task, speculative, *self._background):
             if task is not None and not task.done():
                 task.cancel()
         self.services.asr_batcher.discard_partial(self.session_id)
@@ -182,9 +192,11 @@ class StreamSession:
             s = self.services.settings
             tail = self.pcm.flush()
             if tail.size:
-                probs, windows = self.vad.probabilities(tail)
-                for event in self.segmenter.feed(probs, windows):
-                    await self._on_event(event)
+                async with self._events_lock:
+                    await self._flush_released()
+                    probs, windows = self.vad.probabilities(tail)
+                    for event in self.segmenter.feed(probs, windows):
+                        await self._on_event(event)
             self.pcm = PcmInput(config.sample_rate, min_frame_ms=s.min_frame_ms, max_frame_ms=s.max_frame_ms)
             self.segmenter.config = self.services.segmenter_config.for_input_rate(config.sample_rate)
         self.config = config
@@ -233,6 +245,7 @@ class StreamSession:
         spec = _Speculation(utt.segment_id, utt.end_sample, utt, self._transcribe(utt))
         spec.task.add_done_callback(lambda _: self._on_speculated(spec))
         self._speculation = spec
+        self.segmenter.await_verdict(utt.segment_id, utt.end_sample)
 
     def _drop_speculation(self) -> None:
         """Forget the speculative final: withdrawn from the model's queue if it has not run yet."""
@@ -245,10 +258,29 @@ class StreamSession:
 
     def _on_speculated(self, spec: _Speculation) -> None:
         """A speculative decode is back while its pause lasts: an unfinished sentence holds the pause."""
-        if self._speculation is not spec or spec.task.cancelled() or spec.task.exception() is not None:
+        if self._speculation is not spec:
             return
-        if not ends_sentence(spec.task.result(), spec.utterance.audio):
+        failed = spec.task.cancelled() or spec.task.exception() is not None
+        if not failed and not ends_sentence(spec.task.result(), spec.utterance.audio):
             self.segmenter.hold(spec.segment_id, spec.end_sample)
+            return
+        # the sentence ends here; if its silence already ran out while the decode was on its way, the
+        # utterance ends now, in order with the events of the audio still to come
+        ended = self.segmenter.release(spec.segment_id, spec.end_sample)
+        if ended is not None:
+            self._released.append(ended)
+            task = asyncio.create_task(self._flush_released_locked(), name=f"released-{self.session_id}")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _flush_released_locked(self) -> None:
+        async with self._events_lock:
+            await self._flush_released()
+
+    async def _flush_released(self) -> None:
+        """Handle utterance ends the segmenter released outside of ``feed`` (caller holds the lock)."""
+        while self._released:
+            await self._on_event(self._released.popleft())
 
     def _spend(self, kind: str, result: AsrResult) -> None:
         """Account the model time a result cost to what it was for."""
@@ -344,7 +376,9 @@ class StreamSession:
                 return
             self._spend(kind, result)
             try:
-                verdict = await settle(result, self._request(utt), utt.audio, utt.speech_ms, self._fallback)
+                verdict = await settle(
+                    result, self._request(utt), utt.audio, utt.speech_ms, self._fallback, utt.voiced_ms
+                )
             except StreamerError as e:
                 self._log.warning("fallback decode for segment %d failed: %s", utt.segment_id, e.code)
                 self.trace.done(utt.segment_id, "error")

@@ -84,6 +84,9 @@ def test_narrowband_input_gets_lower_thresholds() -> None:
         ("When the rain stopped,", False),
         ("when the rain stopped", False),
         ("When the rain stopped. When the rain stopped. When the rain stopped.", False),  # a loop
+        ("When the rain stopped.", False),  # Whisper's full stop on a clause cut at its comma
+        ("If you need help with the boxes, just let me know.", True),
+        ("I went to the shop and.", False),
     ],
 )
 def test_ends_sentence(text: str, ends: bool) -> None:
@@ -126,3 +129,22 @@ def test_digital_silence_is_gated_from_the_start_after_the_hangover(silero: Sile
     probs = [stream.probabilities(zeros[i : i + 1600])[0] for i in range(0, zeros.size, 1600)]
     assert all(float(p.max(initial=0.0)) < 0.2 for p in probs)
     assert stream.gated_windows > 0  # type: ignore[attr-defined]
+
+
+def test_a_pause_awaiting_its_verdict_outlasts_the_end_silence_until_released() -> None:
+    seg = Segmenter(CONFIG)
+    pause = next(e for e in feed(seg, [SPEECH] * 20 + [SILENCE] * 5) if isinstance(e, Paused))
+    seg.await_verdict(pause.segment_id, pause.utterance.end_sample)
+    assert not [e for e in feed(seg, [SILENCE] * 7, 25) if isinstance(e, Ended)]  # 12 silent: past the end
+    ended = seg.release(pause.segment_id, pause.utterance.end_sample)
+    assert ended is not None and ended.utterance is not None
+    assert ended.utterance.end_sample == pause.utterance.end_sample  # the same audio the verdict was on
+    assert seg.open_segment_id is None
+
+
+def test_a_verdict_that_never_comes_delays_the_end_by_the_hold_at_most() -> None:
+    seg = Segmenter(CONFIG)
+    pause = next(e for e in feed(seg, [SPEECH] * 20 + [SILENCE] * 5) if isinstance(e, Paused))
+    seg.await_verdict(pause.segment_id, pause.utterance.end_sample)
+    ended = [e for e in feed(seg, [SILENCE] * 15, 25) if isinstance(e, Ended)]  # 20 silent = end + hold
+    assert len(ended) == 1
