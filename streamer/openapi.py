@@ -41,6 +41,10 @@ class ResumeGrantBody(SessionGrantBody):
     """``201`` from ``POST /v1/sessions/{session_id}/resume``."""
 
     last_seq: int = Field(description="The seq of the last final the session has produced")
+    transcribed_until_ms: int = Field(
+        description="Session time before which all audio is in a final or held no speech: a client sends "
+        "again what it kept from there on (GET /v1/stream with audio_from_ms)"
+    )
 
 
 class ErrorDetail(BaseModel):
