@@ -134,8 +134,7 @@ def retune(session: StreamSession, turns: Turns) -> None:
     services = session.services
     config = turns.apply(services.segmenter_config).for_input_rate(session.config.sample_rate)
     new = Segmenter(config)
-    new.samples = old.samples
-    new._next_id = old._next_id
+    new.continue_at(old.samples, old._next_id)  # (the segmenter has no public reader of its next id)
     session.segmenter = new
 
 

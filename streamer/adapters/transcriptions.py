@@ -27,7 +27,7 @@ from streamer.adapters.openai_realtime import ClientEventError, bearer_key, erro
 from streamer.errors import InvalidAudioError, SessionLimitError, StreamerError
 from streamer.pipeline.audio import MODEL_RATE
 from streamer.protocol import SessionConfig, TranscriptFinal, Word
-from streamer.session.edge import REGISTRY
+from streamer.session.edge import REGISTRY, REQUEST_ID
 from streamer.session.outbox import Outbox
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
@@ -284,7 +284,12 @@ async def _stream(
     request: web.Request, registry: SessionRegistry, session: StreamSession, audio: np.ndarray, form: Form
 ) -> web.StreamResponse:
     """``stream=true``: a ``transcript.text.delta`` event per utterance, then ``transcript.text.done``."""
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    headers = {
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "X-Request-ID": request[REQUEST_ID],
+    }
+    response = web.StreamResponse(headers=headers)
     await response.prepare(request)
     texts: list[str] = []
 
