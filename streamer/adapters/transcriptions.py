@@ -23,7 +23,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from streamer.adapters.common import check_language
-from streamer.adapters.openai_realtime import ClientEventError, bearer_key, error_response
+from streamer.adapters.openai_session import ClientEventError, bearer_key, error_response
 from streamer.errors import InvalidAudioError, SessionLimitError, StreamerError
 from streamer.pipeline.audio import MODEL_RATE
 from streamer.protocol import SessionConfig, TranscriptFinal, Word

@@ -1,0 +1,341 @@
+"""OpenAI Realtime transcription sessions in OpenAI's terms: the wire models this server reads (GA and
+beta shapes), the session's settings and how they map onto a protocol v1 session, and OpenAI's error
+shape for the REST routes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streamer.adapters.common import Turns, check_language, key_record
+from streamer.errors import AuthError, BadRequestError, StreamerError
+from streamer.guards.keys import KeyRecord
+from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SessionConfig
+from streamer.services import Services
+
+DEFAULT_RATE = 24000  # OpenAI's PCM rate
+SECRET_TTL_S = 600
+MAX_SECRET_TTL_S = 7200
+
+# ---- wire models (what this server reads; unknown fields are refused, as OpenAI refuses them)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AudioFormat(_In):
+    type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
+    rate: int | None = None
+
+
+class Transcription(_In):
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+    delay: str | None = None
+    keywords: list[str] | None = None
+    languages: list[str] | None = None
+
+
+class TurnDetection(_In):
+    type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    prefix_padding_ms: int | None = Field(default=None, ge=0, le=5000)
+    silence_duration_ms: int | None = Field(default=None, ge=0, le=10_000)
+    create_response: bool | None = None
+    interrupt_response: bool | None = None
+    idle_timeout_ms: int | None = None
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
+
+
+class NoiseReduction(_In):
+    type: str | None = None
+    strength: float | None = None
+
+
+class AudioInput(_In):
+    format: AudioFormat | None = None
+    transcription: Transcription | None = None
+    turn_detection: TurnDetection | None = None
+    noise_reduction: NoiseReduction | None = None
+
+
+class Audio(_In):
+    input: AudioInput | None = None
+
+
+class GaSession(_In):
+    """``session`` of ``session.update`` and of a client secret (GA)."""
+
+    type: Literal["transcription"]
+    audio: Audio | None = None
+    include: list[str] | None = None
+
+
+class ExpiresAt(_In):
+    anchor: Literal["created_at"] = "created_at"
+    seconds: int = Field(default=SECRET_TTL_S, ge=10, le=MAX_SECRET_TTL_S)
+
+
+class BetaClientSecret(_In):
+    expires_at: ExpiresAt | None = None
+
+
+class BetaSession(_In):
+    """``session`` of ``transcription_session.update`` and the body of ``transcription_sessions`` (beta)."""
+
+    input_audio_format: Literal["pcm16", "g711_ulaw", "g711_alaw"] | None = None
+    input_audio_transcription: Transcription | None = None
+    turn_detection: TurnDetection | None = None
+    input_audio_noise_reduction: NoiseReduction | None = None
+    include: list[str] | None = None
+    modalities: list[str] | None = None
+    client_secret: BetaClientSecret | None = None
+
+
+class SecretRequest(_In):
+    expires_after: ExpiresAt | None = None
+    session: dict[str, Any] | None = None
+
+
+class SessionUpdate(_In):
+    type: Literal["session.update"]
+    event_id: str | None = None
+    session: GaSession
+
+
+class BetaSessionUpdate(_In):
+    type: Literal["transcription_session.update"]
+    event_id: str | None = None
+    session: BetaSession
+
+
+class Append(_In):
+    type: Literal["input_audio_buffer.append"]
+    event_id: str | None = None
+    audio: str
+
+
+class BufferEvent(_In):
+    type: Literal["input_audio_buffer.commit", "input_audio_buffer.clear"]
+    event_id: str | None = None
+
+
+CLIENT_EVENTS: dict[str, type[_In]] = {
+    "session.update": SessionUpdate,
+    "transcription_session.update": BetaSessionUpdate,
+    "input_audio_buffer.append": Append,
+    "input_audio_buffer.commit": BufferEvent,
+    "input_audio_buffer.clear": BufferEvent,
+}
+
+
+class ClientEventError(BadRequestError):
+    """A refused client event, with what OpenAI's ``error`` names: ``param`` and the event's id."""
+
+    def __init__(
+        self, message: str, *, code: str, param: str | None = None, event_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.param = param
+        self.event_id = event_id
+
+
+def invalid(e: ValidationError, event_id: str | None, prefix: str = "") -> ClientEventError:
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    param = f"{prefix}{where}" if prefix and where else (where or prefix or None)
+    kind = "unknown_parameter" if first.get("type") == "extra_forbidden" else "invalid_value"
+    return ClientEventError(f"{first.get('msg')}: {param}", code=kind, param=param, event_id=event_id)
+
+
+# ---- the session's state, in OpenAI's terms
+
+
+class RealtimeState(BaseModel):
+    """What a transcription session is set to (both shapes render from it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rate: int = DEFAULT_RATE
+    transcription: Transcription = Transcription(model="whisper-1")
+    turn_detection: TurnDetection | None = TurnDetection(
+        threshold=0.5, prefix_padding_ms=300, silence_duration_ms=500
+    )
+    noise_reduction: NoiseReduction | None = None
+    include: list[str] = Field(default_factory=list)
+
+    def updated_ga(self, s: GaSession, explicit_turns: bool) -> RealtimeState:
+        data = self.model_dump()
+        audio_in = s.audio.input if s.audio else None
+        if audio_in is not None:
+            if audio_in.format is not None:
+                data["rate"] = _pcm_rate(
+                    audio_in.format.type, audio_in.format.rate, "session.audio.input.format"
+                )
+            if audio_in.transcription is not None:
+                data["transcription"] = audio_in.transcription.model_dump()
+            if explicit_turns:
+                data["turn_detection"] = _turns(audio_in.turn_detection)
+            if "noise_reduction" in audio_in.model_fields_set:
+                data["noise_reduction"] = (
+                    audio_in.noise_reduction.model_dump() if audio_in.noise_reduction else None
+                )
+        if s.include is not None:
+            data["include"] = s.include
+        return RealtimeState.model_validate(data)
+
+    def updated_beta(self, s: BetaSession) -> RealtimeState:
+        data = self.model_dump()
+        if s.input_audio_format is not None:
+            kind = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
+            data["rate"] = _pcm_rate(kind[s.input_audio_format], None, "session.input_audio_format")
+        if s.input_audio_transcription is not None:
+            data["transcription"] = s.input_audio_transcription.model_dump()
+        if "turn_detection" in s.model_fields_set:
+            data["turn_detection"] = _turns(s.turn_detection)
+        if "input_audio_noise_reduction" in s.model_fields_set:
+            nr = s.input_audio_noise_reduction
+            data["noise_reduction"] = nr.model_dump() if nr else None
+        if s.include is not None:
+            data["include"] = s.include
+        return RealtimeState.model_validate(data)
+
+    @property
+    def turns(self) -> Turns:
+        td = self.turn_detection
+        if td is None:
+            return Turns(end_silence_ms=None)
+        return Turns(
+            end_silence_ms=td.silence_duration_ms if td.silence_duration_ms is not None else 500,
+            start_threshold=td.threshold,
+            pre_roll_ms=td.prefix_padding_ms,
+        )
+
+    def config(self, services: Services) -> SessionConfig:
+        return SessionConfig(
+            sample_rate=self.rate,
+            language=check_language(services, self.transcription.language),
+            interim_results=True,
+        )
+
+    def ga(self, session_id: str, expires_at: int) -> dict[str, Any]:
+        return {
+            "type": "transcription",
+            "id": session_id,
+            "object": "realtime.transcription_session",
+            "expires_at": expires_at,
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": self.rate},
+                    "transcription": self.transcription.model_dump(exclude_none=True),
+                    "turn_detection": self._turns_out(),
+                    "noise_reduction": self.noise_reduction.model_dump() if self.noise_reduction else None,
+                }
+            },
+            "include": self.include,
+        }
+
+    def beta(self, session_id: str, expires_at: int) -> dict[str, Any]:
+        return {
+            "id": session_id,
+            "object": "realtime.transcription_session",
+            "expires_at": expires_at,
+            "input_audio_format": "pcm16",
+            "input_audio_transcription": self.transcription.model_dump(exclude_none=True),
+            "turn_detection": self._turns_out(),
+            "input_audio_noise_reduction": self.noise_reduction.model_dump()
+            if self.noise_reduction
+            else None,
+            "include": self.include,
+            "modalities": ["text"],
+        }
+
+    def _turns_out(self) -> dict[str, Any] | None:
+        return self.turn_detection.model_dump(exclude_none=True) if self.turn_detection else None
+
+
+def _pcm_rate(kind: str, rate: int | None, param: str) -> int:
+    if kind != "audio/pcm":
+        raise ClientEventError(
+            f"audio format {kind} is not supported by this server: send audio/pcm (16-bit little-endian)",
+            code="invalid_value",
+            param=f"{param}.type",
+        )
+    rate = DEFAULT_RATE if rate is None else rate
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ClientEventError(
+            f"sample rate {rate} is not supported: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz (OpenAI: 24000)",
+            code="invalid_value",
+            param=f"{param}.rate",
+        )
+    return rate
+
+
+def _turns(td: TurnDetection | None) -> dict[str, Any] | None:
+    if td is None:
+        return None
+    # semantic_vad has no equivalent here: it is served as server_vad with the defaults
+    return {
+        "type": "server_vad",
+        "threshold": td.threshold if td.threshold is not None else 0.5,
+        "prefix_padding_ms": td.prefix_padding_ms if td.prefix_padding_ms is not None else 300,
+        "silence_duration_ms": td.silence_duration_ms if td.silence_duration_ms is not None else 500,
+    }
+
+
+def state_from_ga(raw: dict[str, Any]) -> RealtimeState:
+    try:
+        session = GaSession.model_validate(raw)
+    except ValidationError as e:
+        raise invalid(e, None, "session") from e
+    audio_in = session.audio.input if session.audio else None
+    explicit = audio_in is not None and "turn_detection" in audio_in.model_fields_set
+    return RealtimeState().updated_ga(session, explicit)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+# ---- OpenAI's error shape, for the REST routes
+
+
+def _error_body(message: str, kind: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": code, "param": param}}
+
+
+def error_response(e: StreamerError) -> web.Response:
+    kind = "invalid_request_error" if e.status < 500 else "server_error"
+    if e.status == 429:
+        kind = "rate_limit_error"
+    param = e.param if isinstance(e, ClientEventError) else None
+    headers = {"Retry-After": str(max(1, round(e.retry_after)))} if e.retry_after is not None else {}
+    return web.json_response(_error_body(e.message, kind, e.code, param), status=e.status, headers=headers)
+
+
+async def bearer_key(request: web.Request, services: Services) -> KeyRecord:
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise AuthError("missing API key: send Authorization: Bearer <api key>")
+    return await key_record(services, credential.strip())
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read() if request.can_read_body else b""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise ClientEventError("the body is not valid JSON", code="invalid_json") from e
+    if not isinstance(body, dict):
+        raise ClientEventError("the body must be a JSON object", code="invalid_value")
+    return body
