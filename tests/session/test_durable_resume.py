@@ -165,6 +165,11 @@ async def test_a_session_held_by_a_live_instance_is_not_taken(
         async with http.get(f"{base_url(b)}/v1/stream?token={token}&last_seq=0") as r:
             assert r.status == 409
             assert (await r.json())["error"]["code"] == "session_busy"
+        async with http.post(f"{base_url(b)}/v1/sessions/{session_id}/resume", headers=AUTH) as r:
+            token = (await r.json())["token"]
+        async with http.get(f"{base_url(b)}/v1/stream?token={token}&last_seq=0&audio_from_ms=-5") as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["code"] == "bad_request"
         # the session goes on where it is
         await _speak(stream, _sentence("en_utt1.wav"))
         final = await next_event(stream, "transcript.final", timeout=30)
