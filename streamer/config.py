@@ -12,6 +12,7 @@ limits, demo and origins, operations); :attr:`Settings.groups` lists them.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections.abc import Mapping
 from enum import StrEnum
@@ -113,7 +114,15 @@ class Settings(BaseSettings):
             "message_burst",
             "session_rate_per_key_per_min",
         ),
-        "web": ("demo", "allowed_origins", "web_root"),
+        "web": ("allowed_origins", "web_root", "trusted_proxies"),
+        "demo": (
+            "demo",
+            "demo_max_sessions",
+            "demo_audio_s_per_day",
+            "demo_max_session_s",
+            "demo_idle_timeout_s",
+            "demo_sessions_per_min",
+        ),
         "operations": ("host", "port", "drain_timeout_s", "resume_window_s", "log_json", "log_level"),
     }
 
@@ -173,8 +182,16 @@ class Settings(BaseSettings):
     message_burst: Rate = 100.0
     session_rate_per_key_per_min: float = Field(default=120.0, ge=0, allow_inf_nan=False)  # 0 = off
     # --- demo and origins
-    demo: bool | None = None  # None = on when bound to loopback
     allowed_origins: Origins = ()
+    # proxies (addresses or networks) whose X-Forwarded-For names the client; nobody else's is read
+    trusted_proxies: Origins = ()
+    # --- the keyless demo route: off unless asked for, and capped apart from the keys' sessions
+    demo: bool = False
+    demo_max_sessions: int = Field(default=2, ge=1)  # all demo visitors together
+    demo_audio_s_per_day: Seconds = 3600.0  # all demo visitors together
+    demo_max_session_s: Seconds = 300.0
+    demo_idle_timeout_s: Seconds = 20.0
+    demo_sessions_per_min: Rate = 6.0  # per client address
     # --- operations
     drain_timeout_s: float = Field(default=20.0, ge=0, allow_inf_nan=False)
     resume_window_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
@@ -194,7 +211,7 @@ class Settings(BaseSettings):
         # Settings(...) is exactly what it is given; the environment is read by load_settings()
         return (init_settings,)
 
-    @field_validator("api_keys", "allowed_origins", mode="before")
+    @field_validator("api_keys", "allowed_origins", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, v: Any) -> Any:
         if isinstance(v, str):
@@ -210,8 +227,17 @@ class Settings(BaseSettings):
 
     @field_validator("demo", mode="before")
     @classmethod
-    def _auto_is_unset(cls, v: Any) -> Any:
-        return None if isinstance(v, str) and v.strip().lower() in ("", "auto", "none") else v
+    def _demo_is_explicit(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in ("auto", "none"):
+            raise ValueError("demo mode is never inferred: set it to true or false")
+        return False if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in v:
+            ipaddress.ip_network(proxy, strict=False)  # ValueError names the bad one
+        return v
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -235,10 +261,8 @@ class Settings(BaseSettings):
 
     @property
     def demo_enabled(self) -> bool:
-        """Demo mode is on by default only for a server bound to a loopback interface."""
-        if self.demo is not None:
-            return self.demo
-        return self.host in ("127.0.0.1", "localhost", "::1")
+        """Whether the keyless demo route is on: only when ``STREAMER_DEMO=true``, never inferred."""
+        return self.demo
 
     def group(self, name: str) -> dict[str, Any]:
         """One group's values (see :attr:`groups`), e.g. ``settings.group("limits")``."""

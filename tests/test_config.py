@@ -63,7 +63,7 @@ def test_every_documented_variable_form_still_parses(monkeypatch: pytest.MonkeyP
         "STREAMER_JWT_SECRET": SECRET,
         "STREAMER_BATCHING": "off",
         "STREAMER_MAX_SESSIONS": "8",
-        "STREAMER_DEMO": "auto",
+        "STREAMER_DEMO": "true",
         "STREAMER_ALLOWED_ORIGINS": "https://App.example.com/,https://b.example.com",
         "STREAMER_LOG_LEVEL": "debug",
         "STREAMER_RESUME_WINDOW_S": "0",
@@ -72,7 +72,7 @@ def test_every_documented_variable_form_still_parses(monkeypatch: pytest.MonkeyP
         monkeypatch.setenv(name, value)
     s = load_settings(port=9000, host=None)  # None: a CLI flag that was not given
     assert s.api_keys == ("key-one", "key-two")
-    assert s.admin_key is None and s.mt_model is None and s.demo is None
+    assert s.admin_key is None and s.mt_model is None and s.demo is True
     assert s.asr_model == "base" and s.device is Device.CPU and s.redis_policy is RedisPolicy.FAIL_CLOSED
     assert s.jwt_secret == SECRET and s.batching is False and s.max_sessions == 8
     assert s.allowed_origins == ("https://App.example.com/", "https://b.example.com")

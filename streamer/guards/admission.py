@@ -1,7 +1,8 @@
 """Admission control: whether a new session may start now. Pure: it reads numbers, never internals.
 
 The capacity check reads a :class:`BatcherSnapshot` (the batcher's public statistics) and the ASR
-breaker's state; the per-key session rate and the demo page's rate are token buckets kept here. Each
+breaker's state; the per-key session rate and the demo page's rate per client address are token buckets
+kept here (a bounded number of them: full, idle buckets are forgotten first). Each
 refusal names its reason (the ``refusals`` metric label) and carries the domain error the edge reports.
 """
 
@@ -37,8 +38,7 @@ class AdmissionLimits:
     max_sessions: int
     saturation_latency_s: float
     session_rate_per_key_per_min: float  # 0 = off
-    demo_rate_per_s: float = 1.0
-    demo_burst: float = 10.0
+    demo_sessions_per_min: float = 6.0  # per client address
     # the model's busy fraction that admission plans for: above it, queues grow and latency with them
     max_model_load: float = 0.85
 
@@ -50,7 +50,7 @@ class Admission:
         self.limits = limits
         self._clock = clock
         self._session_rates: dict[str, TokenBucket] = {}
-        self._demo = TokenBucket(limits.demo_rate_per_s, limits.demo_burst, clock)
+        self._demo_rates: dict[str, TokenBucket] = {}
 
     def check_capacity(
         self,
@@ -102,13 +102,7 @@ class Admission:
         per_min = self.limits.session_rate_per_key_per_min
         if per_min <= 0:
             return
-        bucket = self._session_rates.get(key_id)
-        if bucket is None:
-            if len(self._session_rates) >= MAX_RATE_BUCKETS:
-                for idle in [k for k, b in self._session_rates.items() if b.tokens >= b.burst]:
-                    del self._session_rates[idle]
-            bucket = TokenBucket(per_min / 60.0, max(1.0, per_min), self._clock)
-            self._session_rates[key_id] = bucket
+        bucket = self._bucket(self._session_rates, key_id, per_min)
         if not bucket.try_take():
             error = RateLimitedError(
                 f"this key may start at most {per_min:g} sessions per minute",
@@ -117,15 +111,28 @@ class Admission:
             )
             raise Refusal("session_rate", error)
 
-    def check_demo_rate(self) -> None:
-        """The demo page's sessions, all visitors together."""
-        if not self._demo.try_take():
+    def check_demo_rate(self, address: str) -> None:
+        """The demo page's sessions per client address (``demo_sessions_per_min``)."""
+        bucket = self._bucket(self._demo_rates, address, self.limits.demo_sessions_per_min)
+        if not bucket.try_take():
             error = RateLimitedError(
-                "too many demo sessions; try again shortly",
+                "too many demo sessions from this address; try again shortly",
                 code="demo_rate_limited",
-                retry_after=self._demo.retry_after(),
+                retry_after=bucket.retry_after(),
             )
             raise Refusal("demo_rate", error)
+
+    def _bucket(self, table: dict[str, TokenBucket], name: str, per_min: float) -> TokenBucket:
+        """``name``'s bucket (one minute's allowance); a full table forgets its full (idle) buckets."""
+        bucket = table.get(name)
+        if bucket is None:
+            if len(table) >= MAX_RATE_BUCKETS:
+                for idle in [k for k, b in table.items() if b.tokens >= b.burst]:
+                    del table[idle]
+            while len(table) >= MAX_RATE_BUCKETS:  # all busy (many addresses): forget the oldest
+                del table[next(iter(table))]
+            bucket = table[name] = TokenBucket(per_min / 60.0, max(1.0, per_min), self._clock)
+        return bucket
 
     @property
     def tracked_keys(self) -> int:

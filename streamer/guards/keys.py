@@ -19,6 +19,7 @@ from types import MappingProxyType
 from streamer.guards.clock import Clock
 
 __all__ = [
+    "DEMO_KEY_ID",
     "TIERS",
     "KeyRecord",
     "KeyRing",
@@ -53,6 +54,8 @@ TIERS: Mapping[str, Tier] = MappingProxyType(
     }
 )
 DEFAULT_TIER = "standard"
+# what demo sessions (no key) are counted under: shorter than any key id, so never one of them
+DEMO_KEY_ID = "demo"
 # A record naming a tier this server does not know gets the most restrictive one, never "unlimited".
 _FALLBACK_TIER = "free"
 

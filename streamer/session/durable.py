@@ -111,19 +111,28 @@ class Journal:
             if self.lost:
                 return
             self.state = self.state.model_copy(update={"config": self.session.config})
+            services, state = self._durable.services, self.state.model_dump_json()
             try:
-                ok = await self._durable.services.backend.save_session_state(
-                    self.session.session_id,
-                    self._durable.instance_id,
-                    self.state.model_dump_json(),
-                    append,
-                    HISTORY_KEEP,
-                    ttl_s,
-                    release=release,
+                # through the state breaker: while Redis is known to be down, a final is not held up
+                ok = await services.backend_call(
+                    lambda: services.backend.save_session_state(
+                        self.session.session_id,
+                        self._durable.instance_id,
+                        state,
+                        append,
+                        HISTORY_KEEP,
+                        ttl_s,
+                        release=release,
+                    ),
+                    None,
                 )
-            except BackendUnavailableError as e:
-                # the session goes on; only a resume elsewhere after a crash would miss this write
-                self._log.warning("could not write the session's durable state: %s", e)
+            except StreamerError as e:  # fail_closed: the policy refuses; the session goes on all the same
+                ok, reason = None, e.message
+            else:
+                reason = "shared state unreachable"
+            if ok is None:
+                # only a resume elsewhere after a crash would miss this write
+                self._log.warning("the session's durable state was not written: %s", reason)
                 return
             if not ok:
                 self.lost = True

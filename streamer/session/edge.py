@@ -11,6 +11,7 @@ from aiohttp import web
 
 from streamer.config import Settings
 from streamer.errors import AuthError, ForbiddenError, StreamerError
+from streamer.guards.keys import DEMO_KEY_ID
 from streamer.pipeline.audio import max_frame_bytes
 from streamer.protocol import Limits, error_body
 from streamer.services import Services
@@ -91,11 +92,21 @@ def check_origin(request: web.Request) -> None:
         raise ForbiddenError(f"origin {origin} is not allowed")
 
 
-def session_limits(s: Settings, sample_rate: int) -> Limits:
+def max_session_s(s: Settings, key_id: str) -> float:
+    """How long a session may last: demo sessions (no key) have a shorter limit of their own."""
+    return s.demo_max_session_s if key_id == DEMO_KEY_ID else s.max_session_s
+
+
+def idle_timeout_s(s: Settings, key_id: str) -> float:
+    """How long a session may send nothing before it is closed (demo sessions: shorter)."""
+    return s.demo_idle_timeout_s if key_id == DEMO_KEY_ID else s.idle_timeout_s
+
+
+def session_limits(s: Settings, sample_rate: int, key_id: str = "") -> Limits:
     return Limits(
         max_frame_bytes=max_frame_bytes(sample_rate, s.max_frame_ms),
         max_frame_ms=s.max_frame_ms,
-        max_session_s=s.max_session_s,
+        max_session_s=max_session_s(s, key_id),
         max_realtime_factor=s.max_realtime_factor,
         max_messages_per_s=s.max_messages_per_s,
     )

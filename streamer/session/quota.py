@@ -6,7 +6,7 @@ import logging
 
 from streamer.errors import RateLimitedError
 from streamer.guards.backend import BackendUnavailableError, QuotaDecision
-from streamer.guards.keys import KeyRecord
+from streamer.guards.keys import DEMO_KEY_ID, KeyRecord
 from streamer.services import Services
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ class AudioQuota:
         return await self._services.backend.get_key(self._key_id)
 
     async def _daily_limit(self) -> float | None:
+        if self._key_id == DEMO_KEY_ID:  # all demo visitors together
+            return self._services.settings.demo_audio_s_per_day
         if not self._limit_known:
             static = [r for r in self._services.keys.records if r.key_id == self._key_id]
             unknown: KeyRecord | None = _UNKNOWN

@@ -71,6 +71,7 @@ class SessionRegistry:
                 max_sessions=s.max_sessions,
                 saturation_latency_s=s.saturation_latency_s,
                 session_rate_per_key_per_min=s.session_rate_per_key_per_min,
+                demo_sessions_per_min=s.demo_sessions_per_min,
             ),
             clock,
         )
@@ -149,9 +150,9 @@ class SessionRegistry:
         except Refusal as r:
             raise self._refuse(r) from None
 
-    def check_demo_rate(self) -> None:
+    def check_demo_rate(self, address: str) -> None:
         try:
-            self.admission.check_demo_rate()
+            self.admission.check_demo_rate(address)
         except Refusal as r:
             raise self._refuse(r) from None
 

@@ -9,7 +9,9 @@ from aiohttp import web
 
 from streamer.errors import AuthError, ForbiddenError, OverloadedError, SessionNotFoundError
 from streamer.guards.backend import BackendUnavailableError, QuotaDecision
+from streamer.guards.keys import DEMO_KEY_ID
 from streamer.protocol import SessionConfig, TranscriptFinal
+from streamer.session.clients import client_address, networks, rate_key
 from streamer.session.edge import (
     REGISTRY,
     SERVICES,
@@ -22,8 +24,6 @@ from streamer.session.registry import ConcurrentSessionsError
 from streamer.session.validation import check_session_config, parse_session_config
 
 log = logging.getLogger(__name__)
-
-DEMO_KEY_ID = "demo"
 
 
 async def _config_from(request: web.Request) -> SessionConfig:
@@ -42,11 +42,14 @@ def _quota_headers(quota: QuotaDecision) -> dict[str, str]:
     }
 
 
-async def _start_session(request: web.Request, key_id: str, max_sessions: int | None) -> web.Response:
+async def _start_session(
+    request: web.Request, key_id: str, max_sessions: int | None, config: SessionConfig | None = None
+) -> web.Response:
     registry = request.app[REGISTRY]
     services = registry.services
-    config = await _config_from(request)
-    check_session_config(services, config)
+    if config is None:
+        config = await _config_from(request)
+        check_session_config(services, config)
     session_id = services.tokens.new_session_id()
     try:
         quota = await registry.reserve(key_id, max_sessions, session_id)
@@ -60,7 +63,7 @@ async def _start_session(request: web.Request, key_id: str, max_sessions: int | 
         "expires_at": grant.expires_at,
         "ws_url": _ws_url(request),
         "config": config.model_dump(),
-        "limits": session_limits(services.settings, config.sample_rate).model_dump(),
+        "limits": session_limits(services.settings, config.sample_rate, key_id).model_dump(),
     }
     return web.json_response(body, status=201, headers=headers)
 
@@ -122,9 +125,17 @@ async def resume_session(request: web.Request) -> web.Response:
 
 
 async def demo_session(request: web.Request) -> web.Response:
-    """Mint a session for the demo page: same-origin only, only when demo mode is on."""
+    """Mint a keyless session for the demo page, when ``STREAMER_DEMO=true``.
+
+    The Origin checks keep other sites' pages from using their visitors' browsers; they are not
+    authentication (any client can send those headers). What protects everyone else is that demo
+    sessions have caps of their own: ``demo_max_sessions`` at once and ``demo_audio_s_per_day`` for all
+    visitors together, a shorter duration and idle timeout, and ``demo_sessions_per_min`` per client
+    address (behind a trusted proxy only, its forwarded address).
+    """
     services = request.app[SERVICES]
-    if not services.settings.demo_enabled:
+    settings = services.settings
+    if not settings.demo_enabled:
         raise ForbiddenError("demo mode is off on this server")
     origin = request.headers.get("Origin")
     if origin in (None, "null"):
@@ -133,8 +144,11 @@ async def demo_session(request: web.Request) -> web.Response:
             raise ForbiddenError("demo sessions are for the demo page only")
     else:
         check_origin(request)
-    request.app[REGISTRY].check_demo_rate()
-    return await _start_session(request, DEMO_KEY_ID, services.settings.max_sessions)
+    config = await _config_from(request)
+    check_session_config(services, config)
+    address = client_address(request, networks(settings.trusted_proxies))
+    request.app[REGISTRY].check_demo_rate(rate_key(address))
+    return await _start_session(request, DEMO_KEY_ID, settings.demo_max_sessions, config)
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -50,6 +50,8 @@ from streamer.session.edge import (
     REQUEST_ID,
     check_origin,
     error_response,
+    idle_timeout_s,
+    max_session_s,
     session_limits,
 )
 from streamer.session.outbox import Outbox, SlowConsumerError
@@ -194,7 +196,9 @@ class Connection:
                 SessionCreated(
                     session_id=self.session_id,
                     config=self.session.config,
-                    limits=session_limits(services.settings, self.session.config.sample_rate),
+                    limits=session_limits(
+                        services.settings, self.session.config.sample_rate, self.session.key_id
+                    ),
                     resumed=last_seq is not None,
                 )
             )
@@ -234,18 +238,22 @@ class Connection:
     @property
     def _deadline(self) -> float:
         """When the session (not this connection: a resume does not restart the clock) is over time."""
-        return self.session.started_at + self.services.settings.max_session_s
+        return self.session.started_at + self._max_session_s
+
+    @property
+    def _max_session_s(self) -> float:
+        return max_session_s(self.services.settings, self.session.key_id)
 
     def _over_time(self) -> None:
         if self._closing is None:
-            limit = self.services.settings.max_session_s
+            limit = self._max_session_s
             error = SessionLimitError(f"sessions are limited to {limit:.0f}s")
             self._closing = asyncio.create_task(self.close_with(error))
 
     def _watch_idle(self) -> None:
         """Close a session whose client has sent nothing (no audio, no ping) for the idle timeout; a
         silent socket would otherwise hold its slot until ``max_session_s``."""
-        limit = self.services.settings.idle_timeout_s
+        limit = idle_timeout_s(self.services.settings, self.session.key_id)
         quiet = time.monotonic() - self._active_at
         if quiet < limit:
             self._idle_timer = asyncio.get_running_loop().call_later(limit - quiet, self._watch_idle)
@@ -285,7 +293,7 @@ class Connection:
             self._active_at = time.monotonic()
             try:
                 if time.monotonic() > deadline:
-                    raise SessionLimitError(f"sessions are limited to {limits.max_session_s:.0f}s")
+                    raise SessionLimitError(f"sessions are limited to {self._max_session_s:.0f}s")
                 if not self.messages.try_take():
                     raise RateLimitedError(
                         f"more than {limits.max_messages_per_s:g} messages per second",
