@@ -11,7 +11,13 @@ where the model's time went and the event loop's lag.
 
 Capacity, per start pattern and mode: the largest N such that it and every smaller N of the sweep kept
 final p95 within ``--bound`` with every sentence's final delivered (none lost, no session refused or
-broken off). A mode's sweep for a start pattern stops once p95 passes 4x the bound.
+broken off). A mode's sweep for a start pattern stops once p95 passes 4x the bound or most sessions are
+refused (:func:`stop_here`).
+
+The server runs with its own admission as shipped (refusals are part of the answer); ``--server-env
+STREAMER_X=V`` changes a setting, e.g. ``STREAMER_SATURATION_LATENCY_S=1000`` to measure latency past the
+point where it would refuse. ``--idle N`` measures idle sessions instead (:mod:`streamer_bench.idle`),
+``--soak M`` the largest N for M minutes.
 """
 
 from __future__ import annotations
@@ -147,10 +153,17 @@ def load_source(args: argparse.Namespace) -> Source:
 
 
 def stop_here(row: dict[str, Any], bound: float) -> bool:
-    """Past 4x the bound (or nothing delivered at all), a larger N only takes longer to say the same."""
-    p95: float | None = row["lat_p95"]
+    """Whether a larger N would only take longer to say the same: the load is far past what is served.
+
+    Far past: p95 over 4x the bound (counting the sentences that did not wait for a later one, so that
+    a merge at small N does not hide the curve), most sessions refused, or nothing delivered at all.
+    """
+    sessions = int(row["sessions"])
+    if 2 * int(row["refused"]) > sessions:
+        return True
+    p95: float | None = row.get("lat_p95_unmerged", row["lat_p95"])
     if p95 is None:
-        return int(row["sessions"]) > 1
+        return sessions > 1
     return p95 > STOP_FACTOR * bound
 
 

@@ -83,6 +83,14 @@ def test_a_sweep_stops_far_past_the_bound_or_when_nothing_arrives() -> None:
     assert stop_here(run("on", "sync", 8, 6.1), 1.5)
     assert stop_here(run("on", "sync", 8, None), 1.5)
     assert not stop_here(run("on", "sync", 1, None), 1.5)
+    # a merge at small N (a sentence that waited for the next) is segmentation, not load: go on
+    assert not stop_here(run("on", "sync", 4, 7.0, lat_p95_unmerged=0.9), 1.5)
+    assert stop_here(run("on", "sync", 4, 7.0, lat_p95_unmerged=6.5), 1.5)
+
+
+def test_a_sweep_stops_once_most_sessions_are_refused() -> None:
+    assert not stop_here(run("on", "sync", 8, 1.0, refused=4), 1.5)
+    assert stop_here(run("on", "sync", 8, 1.0, refused=5), 1.5)
 
 
 def test_tables_show_every_run_and_capacity() -> None:
