@@ -209,3 +209,25 @@ async def test_the_beta_transcription_session_shape(make_server: ServerFactory) 
         updated = json.loads((await ws.receive()).data)
         assert updated["type"] == "transcription_session.updated"
         assert updated["session"]["turn_detection"] is None
+
+
+async def test_clear_forgets_the_open_utterance(make_server: ServerFactory, sentence: Sentence) -> None:
+    server = await make_server()
+    audio = resample_pcm(sentence.samples, RATE)
+    half = int((sentence.start_s + 0.8) * RATE)  # into the sentence: its utterance is open
+    seen: list[Any] = []
+    async with _client(server) as client, client.realtime.connect(extra_query=TRANSCRIPTION) as connection:
+        await connection.session.update(
+            session={"type": "transcription", "audio": {"input": {"turn_detection": None}}}
+        )
+        await _until(connection, "session.updated", seen)
+        await _append_all(connection, audio[:half])
+        await connection.input_audio_buffer.clear()
+        await _until(connection, "input_audio_buffer.cleared", seen)
+        await _append_all(connection, audio)
+        await connection.input_audio_buffer.commit()
+        completed = await _until(connection, "conversation.item.input_audio_transcription.completed", seen)
+    # one item: the sentence, its audio without the cleared half (pre-roll and tail only around it)
+    assert sum(e.type == "input_audio_buffer.committed" for e in seen) == 1
+    assert set(sentence.content_words) <= set(normalized_words(completed.transcript))
+    assert completed.usage.seconds < sentence.end_s - sentence.start_s + 1.0
