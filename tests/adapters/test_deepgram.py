@@ -194,3 +194,26 @@ async def test_bad_input_gets_deepgram_shaped_errors(make_server: ServerFactory)
     assert ws.close_code == 1009 and "frame_too_large" in reason
     assert frames[-1]["type"] == "Metadata"
     await session.close()
+
+
+async def test_without_endpointing_finalize_ends_the_utterance(
+    make_server: ServerFactory, sentence: Sentence
+) -> None:
+    server = await make_server()
+    async with (
+        _client(server, api_key=API_KEY) as client,
+        client.listen.v1.connect(
+            model="nova-3", encoding="linear16", sample_rate=16000, endpointing="false", punctuate="false"
+        ) as socket,
+    ):
+        receiving = asyncio.create_task(_collect(socket))
+        await _stream(socket, sentence.samples)
+        await socket.send_finalize()
+        await socket.send_close_stream()
+        messages = await receiving
+    finals = [m for m in messages if m.type == "Results" and m.is_final]
+    # the silence after the sentence did not end it; the Finalize did
+    assert len(finals) == 1 and finals[0].from_finalize is True and finals[0].speech_final is False
+    alternative = finals[0].channel.alternatives[0]
+    assert alternative.transcript == alternative.transcript.lower() and "," not in alternative.transcript
+    assert set(sentence.content_words) <= {w.punctuated_word for w in alternative.words}
