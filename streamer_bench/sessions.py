@@ -49,8 +49,8 @@ async def connect_session(client: StreamerClient, rate: int) -> Stream | Score:
         return await client.connect({"sample_rate": rate, "language": "en"})
     except ClientError as e:
         return Score(sessions=1, refused=1, errors=Counter([f"refused_{e.code}"]))
-    except aiohttp.WSServerHandshakeError as e:
-        return Score(sessions=1, refused=1, errors=Counter([f"refused_{e.status}"]))
+    except aiohttp.WSServerHandshakeError as e:  # refused at the upgrade: only the HTTP status is known
+        return Score(sessions=1, refused=1, errors=Counter([f"refused_upgrade_{e.status}"]))
     except (aiohttp.ClientError, OSError, TimeoutError) as e:
         return Score(sessions=1, failed=1, errors=Counter([f"connect_{type(e).__name__}"]))
 
