@@ -17,7 +17,7 @@ from streamer.adapters import setup_adapters
 from streamer.config import Settings
 from streamer.guards.backend import StateBackend
 from streamer.guards.breaker import CircuitBreaker
-from streamer.guards.keys import KeyRing
+from streamer.guards.keys import KeyRing, static_key_pepper
 from streamer.guards.state import create_backend
 from streamer.looplag import loop_lag_watched
 from streamer.metrics import Metrics
@@ -224,7 +224,9 @@ def create_app(
             asr=asr.engine,
             asr_batcher=asr.batcher,
             tokens=TokenService(settings.jwt_secret, settings.token_ttl_s),
-            keys=KeyRing(settings.api_keys, tier=settings.api_key_tier),
+            keys=KeyRing(
+                settings.api_keys, tier=settings.api_key_tier, pepper=static_key_pepper(settings.jwt_secret)
+            ),
             backend=state.backend,
             metrics=state.metrics,
             translator=translator,

@@ -25,6 +25,8 @@ from streamer.errors import ConfigError
 from streamer.guards.keys import TIERS
 
 PREFIX = "STREAMER_"
+# static and admin keys shorter than this are refused at start-up: a short key can be guessed online
+MIN_KEY_CHARS = 16
 
 
 class Device(StrEnum):
@@ -113,6 +115,7 @@ class Settings(BaseSettings):
             "max_messages_per_s",
             "message_burst",
             "session_rate_per_key_per_min",
+            "auth_failures_per_min",
         ),
         "web": ("allowed_origins", "web_root", "trusted_proxies"),
         "demo": (
@@ -181,6 +184,8 @@ class Settings(BaseSettings):
     max_messages_per_s: Rate = 50.0
     message_burst: Rate = 100.0
     session_rate_per_key_per_min: float = Field(default=120.0, ge=0, allow_inf_nan=False)  # 0 = off
+    # failed authentications (401s) per client address and minute before it is refused (429); 0 = off
+    auth_failures_per_min: float = Field(default=10.0, ge=0, allow_inf_nan=False)
     # --- demo and origins
     allowed_origins: Origins = ()
     # proxies (addresses or networks) whose X-Forwarded-For names the client; nobody else's is read
@@ -216,6 +221,20 @@ class Settings(BaseSettings):
     def _comma_separated(cls, v: Any) -> Any:
         if isinstance(v, str):
             return tuple(part.strip() for part in v.split(",") if part.strip())
+        return v
+
+    @field_validator("api_keys")
+    @classmethod
+    def _long_api_keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(len(key) < MIN_KEY_CHARS for key in v):
+            raise ValueError(f"every key must be at least {MIN_KEY_CHARS} characters (a random one)")
+        return v
+
+    @field_validator("admin_key")
+    @classmethod
+    def _long_admin_key(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < MIN_KEY_CHARS:
+            raise ValueError(f"the admin key must be at least {MIN_KEY_CHARS} characters (a random one)")
         return v
 
     @field_validator(

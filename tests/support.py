@@ -36,6 +36,8 @@ def make_settings(**overrides: Any) -> Settings:
         "max_messages_per_s": 1000.0,
         "message_burst": 1000.0,
         "demo": True,
+        # every test client is 127.0.0.1: tests of refusals would throttle each other (tests/hostile: on)
+        "auth_failures_per_min": 0.0,
     }
     base.update(overrides)
     return Settings(**base)

@@ -53,7 +53,7 @@ def test_dangerous_or_invalid_values_are_refused_everywhere(
 
 def test_every_documented_variable_form_still_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {
-        "STREAMER_API_KEYS": "key-one, key-two",
+        "STREAMER_API_KEYS": "key-one-0123456789, key-two-0123456789",
         "STREAMER_ADMIN_KEY": "",
         "STREAMER_ASR_MODEL": "base",
         "STREAMER_DEVICE": "CPU",
@@ -71,7 +71,7 @@ def test_every_documented_variable_form_still_parses(monkeypatch: pytest.MonkeyP
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     s = load_settings(port=9000, host=None)  # None: a CLI flag that was not given
-    assert s.api_keys == ("key-one", "key-two")
+    assert s.api_keys == ("key-one-0123456789", "key-two-0123456789")
     assert s.admin_key is None and s.mt_model is None and s.demo is True
     assert s.asr_model == "base" and s.device is Device.CPU and s.redis_policy is RedisPolicy.FAIL_CLOSED
     assert s.jwt_secret == SECRET and s.batching is False and s.max_sessions == 8

@@ -39,6 +39,7 @@ class AdmissionLimits:
     saturation_latency_s: float
     session_rate_per_key_per_min: float  # 0 = off
     demo_sessions_per_min: float = 6.0  # per client address
+    auth_failures_per_min: float = 10.0  # per client address; 0 = off
     # the model's busy fraction that admission plans for: above it, queues grow and latency with them
     max_model_load: float = 0.85
 
@@ -51,6 +52,7 @@ class Admission:
         self._clock = clock
         self._session_rates: dict[str, TokenBucket] = {}
         self._demo_rates: dict[str, TokenBucket] = {}
+        self._auth_failures: dict[str, TokenBucket] = {}
 
     def check_capacity(
         self,
@@ -121,6 +123,25 @@ class Admission:
                 retry_after=bucket.retry_after(),
             )
             raise Refusal("demo_rate", error)
+
+    def check_auth_failures(self, address: str) -> None:
+        """Refuse an address that has failed authentication ``auth_failures_per_min`` times within about
+        a minute: guessing keys or tokens online gets a few tries a minute, not thousands."""
+        per_min = self.limits.auth_failures_per_min
+        bucket = self._auth_failures.get(address)
+        if per_min <= 0 or bucket is None or bucket.tokens >= 1.0:
+            return
+        error = RateLimitedError(
+            "too many failed authentications from this address; try again later",
+            code="auth_rate_limited",
+            retry_after=bucket.retry_after(),
+        )
+        raise Refusal("auth_failures", error)
+
+    def record_auth_failure(self, address: str) -> None:
+        per_min = self.limits.auth_failures_per_min
+        if per_min > 0:
+            self._bucket(self._auth_failures, address, per_min).try_take()
 
     def _bucket(self, table: dict[str, TokenBucket], name: str, per_min: float) -> TokenBucket:
         """``name``'s bucket (one minute's allowance); a full table forgets its full (idle) buckets."""

@@ -28,6 +28,7 @@ __all__ = [
     "hash_key",
     "issue_key",
     "key_id_of",
+    "static_key_pepper",
 ]
 
 KEY_ID_LENGTH = 10
@@ -157,11 +158,19 @@ def issue_key(
     return full_key, record
 
 
+def static_key_pepper(secret: str) -> bytes:
+    """The pepper for static keys, derived from the token signing secret: instances that share the
+    secret agree on key ids (quotas are kept per id), and nobody without it can relate an id to a key."""
+    return hmac.new(secret.encode(), b"streamer static key ids", hashlib.sha256).digest()
+
+
 class KeyRing:
     """The static keys from configuration, held only as hashes, verified in constant time.
 
     Static keys may have any format. Each gets ``key_id`` = the first 8 hex characters of its hash and the
-    given tier; its record carries that tier's limits explicitly.
+    given tier; its record carries that tier's limits explicitly. The server peppers the hash with
+    :func:`static_key_pepper` of its token secret: key ids appear in tokens, and an unpeppered one would
+    let anyone holding a token test guesses of the key offline.
     """
 
     def __init__(

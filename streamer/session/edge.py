@@ -15,6 +15,7 @@ from streamer.guards.keys import DEMO_KEY_ID
 from streamer.pipeline.audio import max_frame_bytes
 from streamer.protocol import Limits, error_body
 from streamer.services import Services
+from streamer.session.clients import client_address, networks, rate_key
 from streamer.session.registry import SessionRegistry
 from streamer.session.validation import origin_allowed
 
@@ -49,12 +50,20 @@ def error_response(e: StreamerError, headers: dict[str, str] | None = None) -> w
 
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request ids, security headers, and JSON errors without stack traces or secrets."""
+    """Request ids, security headers, JSON errors without stack traces or secrets, and a throttle on
+    addresses that keep failing authentication (every surface: keys, admin key, tokens)."""
     request_id = request.headers.get("X-Request-ID", "")
     if not (0 < len(request_id) <= 128 and request_id.isprintable()):
         request_id = uuid.uuid4().hex
     request[REQUEST_ID] = request_id
+    registry = request.app.get(REGISTRY)
+    address = ""
+    if registry is not None:
+        trusted = networks(registry.services.settings.trusted_proxies)
+        address = rate_key(client_address(request, trusted))
     try:
+        if registry is not None:
+            registry.check_auth_failures(address)
         response = await handler(request)
     except StreamerError as e:
         response = error_response(e)
@@ -67,6 +76,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, request_id)
         response = web.json_response(error_body("internal_error", "internal server error"), status=500)
+    if registry is not None and response.status == 401:
+        registry.record_auth_failure(address)
     if not response.prepared:
         response.headers["X-Request-ID"] = request_id
         for name, value in SECURITY_HEADERS.items():

@@ -72,6 +72,7 @@ class SessionRegistry:
                 saturation_latency_s=s.saturation_latency_s,
                 session_rate_per_key_per_min=s.session_rate_per_key_per_min,
                 demo_sessions_per_min=s.demo_sessions_per_min,
+                auth_failures_per_min=s.auth_failures_per_min,
             ),
             clock,
         )
@@ -149,6 +150,15 @@ class SessionRegistry:
             self.admission.check_session_rate(key_id)
         except Refusal as r:
             raise self._refuse(r) from None
+
+    def check_auth_failures(self, address: str) -> None:
+        try:
+            self.admission.check_auth_failures(address)
+        except Refusal as r:
+            raise self._refuse(r) from None
+
+    def record_auth_failure(self, address: str) -> None:
+        self.admission.record_auth_failure(address)
 
     def check_demo_rate(self, address: str) -> None:
         try:

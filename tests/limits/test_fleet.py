@@ -4,7 +4,6 @@ single-use tokens across instances."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import secrets
 import subprocess
@@ -20,6 +19,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from support import JWT_SECRET
+
+from streamer.guards.keys import hash_key, static_key_pepper
 
 from .conftest import ADMIN, ADMIN_KEY, create_key, free_port, post_session, upgrade
 
@@ -114,7 +115,7 @@ async def fleet(redis_url: str) -> AsyncIterator[Fleet]:
             inst.log.close()
         stop_s = time.monotonic() - stopping
         # only this test's keys: its key ids are random and its static key is new (token ids expire alone)
-        static_id = hashlib.sha256(static_key.encode()).hexdigest()[:8]
+        static_id = hash_key(static_key, static_key_pepper(JWT_SECRET))[:8]
         keys = [f"streamer:sessions:{static_id}"]
         keys += [f"streamer:{kind}:{key_id}" for key_id in made for kind in ("key", "sessions", "audio")]
         client = aioredis.Redis.from_url(redis_url)
