@@ -48,7 +48,7 @@ from streamer_bench.script import (
     espeak_source,
     start_offsets,
 )
-from streamer_bench.server import ServerProcess, Watch, scrape_text, settle
+from streamer_bench.server import ServerError, ServerProcess, Watch, scrape_text, settle
 from streamer_bench.sessions import run_sessions
 
 DATA = ESPEAK_DATA  # the espeak clips shipped with the package (``--input espeak``)
@@ -167,8 +167,10 @@ def stop_here(row: dict[str, Any], bound: float) -> bool:
     return p95 > STOP_FACTOR * bound
 
 
-async def _sweep(server: ServerProcess, mode: str, opts: Options, source: Source) -> list[dict[str, Any]]:
-    rows = []
+async def _sweep(
+    server: ServerProcess, mode: str, opts: Options, source: Source, rows: list[dict[str, Any]]
+) -> None:
+    """Every start pattern and N for one mode; each run's row is appended as soon as it is measured."""
     progress = RunProgress.on_terminal()  # stderr, on a terminal only
     await measure(server, mode, "sync", [source.script(0, 1, 1)], [0.0])  # warm-up: first calls, caches
     for starts in opts.starts:
@@ -184,7 +186,6 @@ async def _sweep(server: ServerProcess, mode: str, opts: Options, source: Source
             print(json.dumps(row), flush=True)
             if stop_here(row, opts.bound):
                 break
-    return rows
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -202,22 +203,29 @@ def run_bench(args: argparse.Namespace) -> int:
     except InputError as e:
         print(f"streamer bench: {e}", file=sys.stderr)
         return 2
+    except ServerError as e:  # idle and soak: one server, nothing measured without it
+        print(f"streamer bench: {e}", file=sys.stderr)
+        return 1
 
 
 def run_sweep(opts: Options, source: Source) -> int:
     report = report_header(opts, source)
     report.update({"starts": opts.starts, "spread_s": opts.spread_s, "runs": []})
-    for mode in opts.modes:
-        sessions = max(64, opts.counts[-1] + 4)
-        with ServerProcess(mode, opts.model, opts.device, sessions, opts.server_env) as server:
-            report["runs"] += asyncio.run(_sweep(server, mode, opts, source))
+    try:
+        for mode in opts.modes:
+            sessions = max(64, opts.counts[-1] + 4)
+            with ServerProcess(mode, opts.model, opts.device, sessions, opts.server_env) as server:
+                asyncio.run(_sweep(server, mode, opts, source, report["runs"]))
+    except ServerError as e:  # report what was measured, and say why the rest is missing
+        report["aborted"] = str(e)
+        print(f"streamer bench: {e}", file=sys.stderr)
     report["capacity"] = capacity(report["runs"], opts.bound)
     report["capacity_ratio"] = capacity_ratio(report["capacity"])
     report["tables"] = markdown_tables(report)
-    for table in report["tables"].values():
+    for table in report["tables"].values() if report["runs"] else ():
         print(table, end="\n\n")
     write(report, opts.out)
-    return 0
+    return 1 if "aborted" in report else 0
 
 
 def write(report: dict[str, Any], out: str | None) -> None:

@@ -23,6 +23,10 @@ BENCH_KEY = "bench-key-0123456789abcdef0123456789abcdef"
 SETTLE_TIMEOUT_S = 30.0  # between runs: until no session is live and no batcher queue holds work
 
 
+class ServerError(RuntimeError):
+    """The server under test did not start or exited: the runs so far stand, the rest cannot be had."""
+
+
 class ServerProcess:
     """``streamer serve`` in a child process on a free port, with the bench's key and settings."""
 
@@ -41,7 +45,7 @@ class ServerProcess:
     @property
     def process(self) -> psutil.Process:
         if self.proc is None:
-            raise RuntimeError("the server is not running")
+            raise ServerError("the server is not running")
         return psutil.Process(self.proc.pid)
 
     def __enter__(self) -> ServerProcess:
@@ -66,14 +70,14 @@ class ServerProcess:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with code {self.proc.returncode} while starting")
+                raise ServerError(f"the server exited with code {self.proc.returncode} while starting")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self
             except OSError:
                 time.sleep(0.3)
         self.__exit__()
-        raise RuntimeError("the server did not start within 180 s")
+        raise ServerError("the server did not start within 180 s")
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -86,7 +90,7 @@ class ServerProcess:
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {self.proc.returncode} during the bench")
+            raise ServerError(f"the server exited with code {self.proc.returncode} during the bench")
 
 
 class Watch:
