@@ -63,9 +63,9 @@ class ServerProcess:
                 **self.extra_env,
             }
         )
-        # the server's own lines go to stderr: the bench's stdout carries results only
+        # the server's own lines go to stderr (fd 2, whatever sys.stderr is now): stdout carries results only
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "serve", "--port", str(self.port)], env=env, stdout=sys.stderr
+            [sys.executable, "-m", "streamer", "serve", "--port", str(self.port)], env=env, stdout=2
         )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,15 @@ def test_plots_draw_each_start_pattern_with_its_own_capacity(tmp_path: Path) -> 
     }
     _, bars = plots.modes_figure(sync).axes
     assert [p.get_height() for p in bars.patches] == [8, 1]  # type: ignore[attr-defined]
+
+
+def test_a_server_that_will_not_start_ends_the_bench_with_what_was_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.json"
+    argv = ["--sessions", "1", "--modes", "on", "--starts", "sync", "--corpus", str(FIXTURES)]
+    assert main(["bench", *argv, "--model", str(tmp_path / "no-model"), "--out", str(out)]) == 1
+    assert "the server exited" in capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["runs"] == [] and "exited" in report["aborted"]
+    assert report["input"]["source"] == str(FIXTURES)
