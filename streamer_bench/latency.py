@@ -42,6 +42,7 @@ class Score:
     lost: int = 0
     split: int = 0
     merged: int = 0
+    stray: int = 0  # finals that overlap no sentence: words where nobody spoke
     latencies: list[float] = field(default_factory=list)
     unmerged_latencies: list[float] = field(default_factory=list)  # sentences whose final ends with them
     first_partials: list[float] = field(default_factory=list)
@@ -66,6 +67,7 @@ class Score:
             "lost": self.lost,
             "split_sentences": self.split,
             "merged_sentences": self.merged,
+            "stray_finals": self.stray,
             "lat_p50": percentile(lat, 50),
             "lat_p95": percentile(lat, 95),
             "lat_max": round(max(lat), 3) if lat else None,
@@ -128,6 +130,7 @@ def score_session(
             score.merged += 1  # the final also holds a later sentence: this one waited for it
         else:
             score.unmerged_latencies.append(latency)
+    score.stray = sum(1 for _, e in finals if not any(overlaps(e, line) for line in lines))
     score.first_partials = _first_partials(lines, chunk_times, chunk_ms, events)
     reference = [w for line in lines for w in words(line.text)]
     hypothesis = [w for _, e in finals for w in words(str(e.get("text", "")))]

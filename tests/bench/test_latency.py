@@ -67,8 +67,14 @@ def test_a_sentence_without_a_final_is_lost_and_a_pre_roll_does_not_save_it() ->
     # the third sentence's final reaches 150 ms back into the second: the segmenter's pre-roll, not a final
     events = [final(200, 2100, sent(LINES[0]) + 0.4), final(4050, 6400, sent(LINES[2]) + 0.6)]
     score = score_session(LINES, CHUNKS, CHUNK_MS, events)
-    assert score.lost == 1
+    assert score.lost == 1 and score.stray == 0
     assert score.latencies == pytest.approx([0.4, 0.6])
+
+
+def test_a_final_where_nobody_spoke_is_stray() -> None:
+    events = [final(200, 2100, sent(LINES[0]) + 0.4), final(6500, 7800, T0 + 7.9, "thank you")]
+    score = score_session(LINES, CHUNKS, CHUNK_MS, events)
+    assert score.stray == 1 and score.lost == 2
 
 
 def test_sentences_never_sent_are_lost() -> None:
