@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,26 +15,25 @@ from streamer.errors import StreamerError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from streamer.app import create_app
     from streamer.config import load_settings
+    from streamer.listen import serve
     from streamer.logs import setup_logging
     from streamer.pipeline.models import resolve_asr_model
 
     settings = load_settings(host=args.host, port=args.port, asr_model=args.model, device=args.device)
     setup_logging(settings.log_level, settings.log_json)
     resolve_asr_model(settings.asr_model, settings.model_cache_dir)  # fail early, with what to install
+    log = logging.getLogger("streamer")
     if not settings.api_keys and not settings.demo_enabled:
-        logging.getLogger("streamer").warning("no STREAMER_API_KEYS and demo mode off: nobody can connect")
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.drain_timeout_s + 5,
-        access_log=None,
-        print=lambda msg: print(f"streamer listening on http://{settings.host}:{settings.port}", flush=True),
-    )
+        log.warning("no STREAMER_API_KEYS and demo mode off: nobody can connect")
+    if settings.redis_url is None and os.environ.get("STREAMER_JWT_SECRET"):
+        log.warning(
+            "STREAMER_JWT_SECRET is fixed but used token ids are kept in memory (no STREAMER_REDIS_URL): "
+            "a token used in the %.0fs before a restart can be used once more after it",
+            settings.token_ttl_s + 60,
+        )
+    serve(create_app(settings), settings)
     return 0
 
 

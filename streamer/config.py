@@ -127,6 +127,13 @@ class Settings(BaseSettings):
             "demo_sessions_per_min",
         ),
         "operations": ("host", "port", "drain_timeout_s", "resume_window_s", "log_json", "log_level"),
+        "connections": (
+            "header_timeout_s",
+            "body_timeout_s",
+            "max_connections_per_address",
+            "admin_host",
+            "admin_port",
+        ),
     }
 
     host: str = "127.0.0.1"
@@ -203,6 +210,12 @@ class Settings(BaseSettings):
     web_root: str | None = None  # the demo page's files; default: web/ beside the package source
     log_json: bool = False
     log_level: LogLevel = LogLevel.INFO
+    # --- connections (streamer serve's listeners, streamer/listen.py)
+    header_timeout_s: Seconds = 10.0  # a request head must arrive within this
+    body_timeout_s: Seconds = 30.0  # and its body within this
+    max_connections_per_address: int = Field(default=32, ge=0)  # 0 = off; trusted proxies are exempt
+    admin_host: str = "127.0.0.1"
+    admin_port: int | None = Field(default=None, ge=0, le=65535)  # set: /v1/admin/* only on this listener
 
     @classmethod
     def settings_customise_sources(

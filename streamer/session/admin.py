@@ -85,11 +85,22 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
 
 
+def _on_admin_listener(request: web.Request, admin_port: int | None) -> bool:
+    """With ``STREAMER_ADMIN_PORT`` set, the admin API answers only on that listener (which can be bound
+    to a private interface), never on the public one."""
+    if admin_port is None:
+        return True
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    return isinstance(sockname, tuple) and len(sockname) >= 2 and sockname[1] == admin_port
+
+
 def _authorize(request: web.Request) -> Services:
     services = request.app[SERVICES]
     admin_key = services.settings.admin_key
     if not admin_key:
         raise AdminDisabledError("the admin API is off on this server (STREAMER_ADMIN_KEY is not set)")
+    if not _on_admin_listener(request, services.settings.admin_port):
+        raise AdminDisabledError("the admin API is not served on this listener")
     # hashes first: compare_digest on equal-length inputs does not leak the key's length either
     if not hmac.compare_digest(_digest(bearer(request)), _digest(admin_key)):
         raise AuthError("invalid admin key")

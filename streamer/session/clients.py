@@ -20,24 +20,25 @@ def networks(proxies: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
 
 
-def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+def trusted(address: str, proxies: tuple[Network, ...]) -> bool:
+    """Whether ``address`` is one of the trusted proxies."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in net for net in trusted)
+    return any(ip in net for net in proxies)
 
 
-def client_address(request: web.Request, trusted: tuple[Network, ...]) -> str:
+def client_address(request: web.Request, proxies: tuple[Network, ...]) -> str:
     """The client's address: the peer's, unless the peer is a trusted proxy; then the nearest address in
     ``X-Forwarded-For`` that is not itself a trusted proxy (read right to left: the left part is the
     client's own claim)."""
     peer = request.remote or ""
-    if not trusted or not _trusted(peer, trusted):
+    if not proxies or not trusted(peer, proxies):
         return peer
     hops = [hop.strip() for line in request.headers.getall("X-Forwarded-For", []) for hop in line.split(",")]
     for hop in reversed([h for h in hops if h]):
-        if not _trusted(hop, trusted):
+        if not trusted(hop, proxies):
             return hop
     return peer
 
