@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from support import base_url, make_settings
 
 from streamer.app import create_app
+from streamer.client import StreamerClient
 from streamer.pipeline.vad import SileroVad
 from streamer_bench import corpus as corpus_mod
+from streamer_bench.idle import NOISE_DBFS, IdleFleet, idle_chunks
 from streamer_bench.script import FIXTURES, Source, pieces_of, start_offsets
 from streamer_bench.server import BENCH_KEY
-from streamer_bench.sessions import run_sessions
+from streamer_bench.sessions import new_http, run_sessions
 
 Start = Callable[..., Awaitable[str]]
 
@@ -66,3 +70,28 @@ async def test_a_session_over_the_limit_is_counted_refused_not_lost(start: Start
     assert (score.sessions, score.refused, score.lost, score.sentences) == (3, 1, 0, 3)
     assert sum(n for code, n in score.errors.items() if code.startswith("refused_")) == 1
     assert len(score.latencies) == 2
+
+
+def test_idle_chunks_are_one_frame_of_near_silence_and_of_low_noise() -> None:
+    chunks = idle_chunks()
+    assert set(chunks) == {"silence", "noise"}
+    for chunk in chunks.values():
+        assert len(chunk) == 2 * 16000 // 10  # 100 ms of PCM16 at 16 kHz
+    silence = np.frombuffer(chunks["silence"], "<i2")
+    noise = np.frombuffer(chunks["noise"], "<i2").astype(float) / 32768
+    assert np.abs(silence).max() <= 8  # a dither of a few LSB: under -70 dBFS
+    assert NOISE_DBFS - 2 < 20 * np.log10(np.sqrt(np.mean(noise**2))) < NOISE_DBFS + 2
+
+
+async def test_an_idle_fleet_streams_in_real_time_and_closes_every_session(start: Start) -> None:
+    url = await start()
+    async with new_http() as http, StreamerClient(url, api_key=BENCH_KEY, http=http) as client:
+        fleet = IdleFleet(client, idle_chunks())
+        await fleet.open(6)
+        await asyncio.sleep(0.6)
+        await fleet.close()
+    assert fleet.kinds == {"silence": 3, "noise": 3}
+    assert (fleet.outcomes.refused, fleet.outcomes.failed) == (0, 0)
+    for stream, _ in fleet.streams:
+        closed = [e for _, e in stream.events if e["type"] == "session.closed"]
+        assert len(closed) == 1 and closed[0]["audio_ms"] >= 300  # its chunks arrived while it idled
