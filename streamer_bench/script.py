@@ -126,7 +126,7 @@ def start_offsets(sessions: int, starts: str, spread_s: float) -> list[float]:
 
 def corpus_source(condition: str = "clean", sentences: int | None = None, root: Path | None = None) -> Source:
     """Pieces of one condition of the corpus: ``root``, else the cache (piper), else the fixtures."""
-    info: dict[str, Any] = {"input": "corpus", "condition": condition}
+    info: dict[str, Any] = {"kind": "corpus", "condition": condition}
     if root is not None:
         corpus = _load(root)
         info["source"] = str(root)
@@ -188,5 +188,5 @@ def espeak_source(data: Path = ESPEAK_DATA) -> Source:
         gap = np.zeros(int(ESPEAK_GAP_S * rate), dtype="<i2")
         pieces.append(Piece(np.concatenate([speech, gap]), speech.size, refs[name]["text"]))
     lead = np.zeros(int(LEAD_S * 16000), dtype="<i2")
-    info = {"input": "espeak", "source": "streamer_bench/data", "sentences": len(pieces)}
+    info = {"kind": "espeak", "source": "streamer_bench/data", "sentences": len(pieces)}
     return Source(16000, lead, tuple(pieces), info)

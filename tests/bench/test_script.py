@@ -110,7 +110,7 @@ def test_an_unknown_condition_names_the_ones_there_are() -> None:
 
 def test_the_espeak_input_is_still_there() -> None:
     source = espeak_source()
-    assert source.info["input"] == "espeak" and len(source.pieces) == 3
+    assert source.info["kind"] == "espeak" and len(source.pieces) == 3
     script = source.script(0, 1, 3)
     assert len(script.lines) == 3 and script.duration_s > 10
 
