@@ -362,10 +362,10 @@ class StreamerClient:
         info, answer = await self._post(url, {"Authorization": f"Bearer {self.api_key}"}, None)
         buffer = stream.buffer
         buffer.transcribed_until(float(answer.get("transcribed_until_ms", 0)))
-        query = f"?token={info.token}&last_seq={stream.resume_from}"
+        query = f"?last_seq={stream.resume_from}"
         if buffer.end_ms > 0:  # audio went through send_audio (raw ws.send_bytes is not kept)
             query += f"&audio_from_ms={int(buffer.start_ms)}"
-        resumed = await self._open(info, self.ws_url(info) + query, seen=stream)
+        resumed = await self._open(info, self.ws_url(info) + query, _token_protocols(info), seen=stream)
         max_bytes = int(info.limits.get("max_frame_bytes", 32_000))
         async with resumed._sending:
             stream._successor = resumed  # from now on audio sent to the old stream goes after these
@@ -373,11 +373,20 @@ class StreamerClient:
                 await resumed.ws.send_bytes(frame)
         return resumed
 
-    async def connect(self, config: dict[str, Any] | None = None, *, subprotocol: bool = False) -> Stream:
-        """Start a session and open its WebSocket; waits for ``session.created``."""
+    async def connect(self, config: dict[str, Any] | None = None, *, subprotocol: bool = True) -> Stream:
+        """Start a session and open its WebSocket; waits for ``session.created``.
+
+        The token travels in the ``token.<jwt>`` subprotocol, not in the URL, which proxies and servers
+        log; ``subprotocol=False`` sends it as ``?token=`` for servers that predate subprotocols.
+        """
         assert self.http is not None, "use 'async with StreamerClient(...)'"
         info = await self.create_session(config)
         url = self.ws_url(info)
         if subprotocol:
-            return await self._open(info, url, ("streamer.v1", f"token.{info.token}"))
+            return await self._open(info, url, _token_protocols(info))
         return await self._open(info, f"{url}?token={info.token}")
+
+
+def _token_protocols(info: SessionInfo) -> tuple[str, str]:
+    """The subprotocols that carry a session token (the server selects ``streamer.v1``)."""
+    return ("streamer.v1", f"token.{info.token}")
