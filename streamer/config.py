@@ -117,7 +117,7 @@ class Settings(BaseSettings):
             "session_rate_per_key_per_min",
             "auth_failures_per_min",
         ),
-        "web": ("allowed_origins", "web_root", "trusted_proxies"),
+        "web": ("allowed_origins", "socket_origins", "web_root", "trusted_proxies"),
         "demo": (
             "demo",
             "demo_max_sessions",
@@ -194,7 +194,10 @@ class Settings(BaseSettings):
     # failed authentications (401s) per client address and minute before it is refused (429); 0 = off
     auth_failures_per_min: float = Field(default=10.0, ge=0, allow_inf_nan=False)
     # --- demo and origins
-    allowed_origins: Origins = ()
+    allowed_origins: Origins = ()  # CORS for the REST routes; "*" is allowed here and only here
+    # browser origins that may open the WebSocket and use the demo route, besides the server's own; unset:
+    # the origins listed in allowed_origins (never "*": CORS is about reading answers, this is acting)
+    socket_origins: Origins = ()
     # proxies (addresses or networks) whose X-Forwarded-For names the client; nobody else's is read
     trusted_proxies: Origins = ()
     # --- the keyless demo route: off unless asked for, and capped apart from the keys' sessions
@@ -229,7 +232,7 @@ class Settings(BaseSettings):
         # Settings(...) is exactly what it is given; the environment is read by load_settings()
         return (init_settings,)
 
-    @field_validator("api_keys", "allowed_origins", "trusted_proxies", mode="before")
+    @field_validator("api_keys", "allowed_origins", "socket_origins", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, v: Any) -> Any:
         if isinstance(v, str):
@@ -290,6 +293,18 @@ class Settings(BaseSettings):
         if self.min_frame_ms > self.max_frame_ms:
             raise ValueError("STREAMER_MIN_FRAME_MS must not exceed STREAMER_MAX_FRAME_MS")
         return self
+
+    @field_validator("socket_origins")
+    @classmethod
+    def _no_wildcard(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if "*" in v:
+            raise ValueError("'*' would let every site's pages open sessions; list the origins")
+        return v
+
+    @property
+    def websocket_origins(self) -> tuple[str, ...]:
+        """The origins the WebSocket upgrade and the demo route accept (besides the server's own)."""
+        return self.socket_origins or tuple(o for o in self.allowed_origins if o.strip() != "*")
 
     @property
     def demo_enabled(self) -> bool:

@@ -98,7 +98,7 @@ def check_origin(request: web.Request) -> None:
     origin = request.headers.get("Origin")
     if origin is None:
         return  # not a browser; the token is the credential
-    allowed = request.app[SERVICES].settings.allowed_origins
+    allowed = request.app[SERVICES].settings.websocket_origins  # never the CORS wildcard
     if not origin_allowed(origin, allowed, request.headers.get("Host", "")):
         raise ForbiddenError(f"origin {origin} is not allowed")
 
