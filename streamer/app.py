@@ -37,7 +37,7 @@ from streamer.pipeline.vad import SileroVad, VadModel
 from streamer.services import Services
 from streamer.session import admin, ops, rest, ws
 from streamer.session.cors import setup_cors
-from streamer.session.edge import REGISTRY, SERVICES, edge_middleware
+from streamer.session.edge import REGISTRY, SERVICES, edge_middleware, stamp_response
 from streamer.session.registry import SessionRegistry
 from streamer.session.tokens import TokenService
 
@@ -244,6 +244,7 @@ def create_app(
 
     app.cleanup_ctx.extend([state_context, asr_context, mt_context, sessions_context])
     app.on_shutdown.append(ops.drain_sessions)
+    app.on_response_prepare.append(stamp_response)
     app.router.add_post("/v1/sessions", rest.create_session)
     app.router.add_post("/v1/sessions/{session_id}/resume", rest.resume_session)
     app.router.add_post("/v1/demo/session", rest.demo_session)

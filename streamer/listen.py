@@ -33,7 +33,7 @@ from aiohttp.web_request import BaseRequest
 from streamer.config import Settings
 from streamer.protocol import error_body
 from streamer.session.clients import Network, networks, trusted
-from streamer.session.edge import SECURITY_HEADERS
+from streamer.session.edge import SECURITY_HEADERS, SERVER_NAME
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,8 @@ class EdgeRequestHandler(web.RequestHandler):
         code, text = ("bad_request", "malformed HTTP request")
         if status >= 500:
             code, text = "internal_error", "internal server error"
-        response = web.json_response(error_body(code, text), status=status, headers=SECURITY_HEADERS)
+        headers = {**SECURITY_HEADERS, "Server": SERVER_NAME}
+        response = web.json_response(error_body(code, text), status=status, headers=headers)
         response.force_close()
         return response
 

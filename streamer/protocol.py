@@ -105,9 +105,10 @@ class SessionClose(_Wire):
     type: Literal["session.close"]
 
 
-PingId = Annotated[str, Field(max_length=MAX_PING_ID_CHARS)] | Annotated[
-    int, Field(ge=-MAX_PING_ID, le=MAX_PING_ID)
-]
+PingId = (
+    Annotated[str, Field(max_length=MAX_PING_ID_CHARS)]
+    | Annotated[int, Field(ge=-MAX_PING_ID, le=MAX_PING_ID)]
+)
 
 
 class Ping(_Wire):

@@ -6,6 +6,7 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -32,11 +33,35 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
+    # 'self' covers ws:// and wss:// to this host (CSP 3); the demo page talks to nothing else
     "Content-Security-Policy": (
-        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
         "style-src 'self'; script-src 'self'; frame-ancestors 'none'"
     ),
+    "Permissions-Policy": "microphone=(self), camera=(), geolocation=()",
 }
+SERVER_NAME = "streamer"  # not aiohttp's Server header, which names its and Python's versions
+
+
+def content_security_policy(public_url: str | None) -> str:
+    """The CSP: with ``STREAMER_PUBLIC_URL`` the demo page's socket goes there, so that origin is allowed."""
+    policy = SECURITY_HEADERS["Content-Security-Policy"]
+    if not public_url:
+        return policy
+    origin = urlsplit(public_url)
+    socket = origin._replace(scheme=origin.scheme.replace("http", "ws", 1), path="", query="", fragment="")
+    return policy.replace("connect-src 'self'", f"connect-src 'self' {socket.geturl()}")
+
+
+async def stamp_response(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response, including WebSocket upgrades and static files: the security headers and a Server
+    header that names no versions (``app.on_response_prepare``)."""
+    response.headers["Server"] = SERVER_NAME
+    settings = request.app[SERVICES].settings if SERVICES in request.app else None
+    for name, value in SECURITY_HEADERS.items():
+        if name == "Content-Security-Policy" and settings is not None:
+            value = content_security_policy(settings.public_url)
+        response.headers.setdefault(name, value)
 
 
 def error_response(e: StreamerError, headers: dict[str, str] | None = None) -> web.Response:

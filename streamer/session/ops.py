@@ -37,7 +37,9 @@ async def _readiness(app: web.Application) -> tuple[bool, dict[str, str]]:
         await asyncio.wait_for(services.backend.ping(), 1.0)
         checks["state_backend"] = "ok"
     except Exception as e:
-        checks["state_backend"] = f"unreachable ({type(e).__name__})"
+        # the reason goes to the log, not to whoever asks /readyz
+        log.debug("state backend unreachable: %s", type(e).__name__)
+        checks["state_backend"] = "unreachable"
     if app[REGISTRY].draining:
         checks["draining"] = "shutting down"
     # half-open counts as ready: its probe needs a session's audio, which a load balancer would withhold
