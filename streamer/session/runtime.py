@@ -283,8 +283,14 @@ class StreamSession:
             await self._on_event(self._released.popleft())
 
     def _spend(self, kind: str, result: AsrResult) -> None:
-        """Account the model time a result cost to what it was for."""
-        self.load.record(model_s=result.model_s)
+        """Account the model time a result cost to what it was for.
+
+        Admission's load estimate counts the work a session cannot do without (finals, speculative and
+        fallback decodes), not partials: they are dropped and spaced out as load grows, so at low load they
+        would make the model look several times busier per second of speech than it is at high load.
+        """
+        if kind != "partial":
+            self.load.record(model_s=result.model_s)
         metrics = self.services.metrics
         metrics.model_work.labels(kind).inc(result.model_s)
         metrics.model_window.labels("padding").inc(result.padding_s)
