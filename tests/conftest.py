@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from support import API_KEY, base_url, make_settings, require_redis
+from support import API_KEY, ServerFactory, base_url, make_settings, require_redis
 
 from streamer.app import create_app, load_asr_engine
 from streamer.client import StreamerClient
@@ -33,9 +33,6 @@ def redis_url() -> str:
 @pytest.fixture(scope="session")
 def silero() -> SileroVad:
     return SileroVad()
-
-
-ServerFactory = Callable[..., Awaitable[TestServer]]
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import wave
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from redis.retry import Retry
 
 from streamer.config import Settings
 from streamer_bench.wer import wer as wer
+
+# what the ``make_server`` fixture (tests/conftest.py) returns
+ServerFactory = Callable[..., Awaitable[TestServer]]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API_KEY = "test-key-0123456789abcdef0123456789abcdef"

@@ -15,8 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from aiohttp.test_utils import TestServer
-from conftest import ServerFactory
 from fakes import FakeAsr
+from support import ServerFactory
 
 from streamer.config import Settings
 

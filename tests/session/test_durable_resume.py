@@ -14,9 +14,18 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import ServerFactory
 from faults.streams import CHUNK, events_until_closed, next_event, of_type
-from support import API_KEY, base_url, load_transcripts, make_settings, read_pcm16, silence, to_bytes, wer
+from support import (
+    API_KEY,
+    ServerFactory,
+    base_url,
+    load_transcripts,
+    make_settings,
+    read_pcm16,
+    silence,
+    to_bytes,
+    wer,
+)
 
 from streamer.client import SessionInfo, Stream, StreamerClient
 from streamer.protocol import SessionConfig, TranscriptFinal
