@@ -36,6 +36,7 @@ from streamer.services import Services
 from streamer.session.durable import DurableSessions
 from streamer.session.outbox import Outbox
 from streamer.session.runtime import StreamSession
+from streamer.session.validation import check_session_config
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,9 @@ class SessionRegistry:
         return StreamSession(session_id, key_id, config, self.services, load=self.load)
 
     async def admit(self, key: KeyRecord, config: SessionConfig) -> StreamSession:
-        """Rate, capacity and quota for ``key``, then a new session (for surfaces without tokens)."""
+        """The config against the models, rate, capacity and quota for ``key``, then a new session (for
+        surfaces without tokens: every adapter's config passes the same check as REST's)."""
+        check_session_config(self.services, config)
         self.check_session_rate(key.key_id)
         session_id = self.services.tokens.new_session_id()
         await self.reserve(key.key_id, key.session_limit, session_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,7 @@ from streamer.config import Settings
 from . import rawws
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+HERE = Path(__file__).parent
 
 
 def hostile_settings(**overrides: Any) -> Settings:
@@ -72,3 +74,13 @@ async def raw_sockets() -> AsyncIterator[RawSockets]:
     yield sockets
     for sock in sockets.opened:
         await sock.close()
+
+
+# the suite runs in CI beside the fuzzers: every test here is short, and a hang must name its test quickly
+HOSTILE_TIMEOUT_S = 30
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(HOSTILE_TIMEOUT_S))

@@ -17,10 +17,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from limits.conftest import EnergyVad
+from session.doubles import services
 
 from streamer.errors import ConfigError, ModelUnavailableError
 from streamer.guards.breaker import BreakerState, CircuitBreaker
+from streamer.guards.keys import KeyRecord
 from streamer.pipeline.batcher import MicroBatcher
+from streamer.protocol import SessionConfig
+from streamer.session.registry import SessionRegistry
 
 from .conftest import AUTH, hostile_settings, start_session
 
@@ -90,3 +94,15 @@ async def test_session_update_with_an_unknown_language_is_refused_at_the_edge(ma
         await ws.close()
         async with http.post(server.make_url("/v1/sessions"), json={"language": "zz"}, headers=AUTH) as r:
             assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_config"
+
+
+async def test_every_surface_without_tokens_gets_the_same_config_check() -> None:
+    """The adapters start sessions through ``SessionRegistry.admit``: it validates like POST does."""
+    key = KeyRecord(key_id="k1", key_hash="", name="one", tier="standard", created_at=0.0)
+    async with services(asr=Multilingual(multilingual=True)) as svc:
+        registry = SessionRegistry(svc)
+        with pytest.raises(ConfigError, match="'zz'"):
+            await registry.admit(key, SessionConfig(language="zz"))
+        assert await svc.backend.active_sessions("k1") == 0  # refused before a slot was taken
+        session = await registry.admit(key, SessionConfig(language="de"))
+        assert session.config.language == "de"
