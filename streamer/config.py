@@ -216,7 +216,8 @@ class Settings(BaseSettings):
     # --- connections (streamer serve's listeners, streamer/listen.py)
     header_timeout_s: Seconds = 10.0  # a request head must arrive within this
     body_timeout_s: Seconds = 30.0  # and its body within this
-    max_connections_per_address: int = Field(default=32, ge=0)  # 0 = off; trusted proxies are exempt
+    # 0 = off; trusted proxies are exempt (behind one that is not declared, it caps the whole service)
+    max_connections_per_address: int = Field(default=64, ge=0)
     admin_host: str = "127.0.0.1"
     admin_port: int | None = Field(default=None, ge=0, le=65535)  # set: /v1/admin/* only on this listener
 

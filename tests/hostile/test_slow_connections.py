@@ -174,4 +174,4 @@ def test_the_request_watch_follows_heads_bodies_and_upgrades() -> None:
 
 def test_settings_have_the_connection_limits() -> None:
     s = Settings()
-    assert (s.header_timeout_s, s.body_timeout_s, s.max_connections_per_address) == (10.0, 30.0, 32)
+    assert (s.header_timeout_s, s.body_timeout_s, s.max_connections_per_address) == (10.0, 30.0, 64)
