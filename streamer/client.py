@@ -152,7 +152,12 @@ class Stream:
             elif kind == "session.created" and isinstance(event.get("config"), dict):
                 self._targets = set(event["config"].get("translate_to") or [])
             return event
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+        if msg.type == aiohttp.WSMsgType.CLOSE:
+            # the code the server closed with; aiohttp's own close reply may fail on a transport the server
+            # already closed, and it then overwrites ws.close_code with 1006
+            self.close_code = int(msg.data)
+            return None
+        if msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
             self.close_code = self.ws.close_code
             return None
         if msg.type == aiohttp.WSMsgType.ERROR:
