@@ -81,7 +81,9 @@ def _from_domain(e: StreamerError) -> DeepgramRequestError:
 
 
 def _error_response(e: DeepgramRequestError, request_id: str) -> web.Response:
-    headers = {"dg-request-id": request_id, "dg-error": e.message[:200]}
+    # the message may quote the client's input: a header value must not carry its control characters
+    printable = "".join(c if c.isprintable() else " " for c in e.message[:200])
+    headers = {"dg-request-id": request_id, "dg-error": printable}
     if e.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(e.retry_after)))
     body = {"err_code": e.err_code, "err_msg": e.message, "request_id": request_id}
