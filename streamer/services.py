@@ -48,6 +48,7 @@ def segmenter_config(s: Settings) -> SegmenterConfig:
         pre_roll_ms=s.pre_roll_ms,
         end_silence_ms=s.end_silence_ms,
         pause_ms=s.pause_ms,
+        hold_ms=s.hold_ms,
         max_utterance_s=s.max_utterance_s,
     )
 
