@@ -180,6 +180,8 @@ def instance_env(
             "STREAMER_DEVICE": "cpu",
             "STREAMER_ASR_THREADS": "1",  # N instances share the machine's cores
             "STREAMER_DEMO": "false",
+            # HAProxy forwards from loopback with X-Forwarded-For: limits per address apply to clients
+            "STREAMER_TRUSTED_PROXIES": "127.0.0.1",
             "STREAMER_DRAIN_TIMEOUT_S": "10",
             # the tests send faster than real time, on a machine shared with other test runs
             "STREAMER_MAX_REALTIME_FACTOR": "20",
