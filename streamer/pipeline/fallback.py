@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult, compression_ratio
 from streamer.pipeline.audio import Audio
 from streamer.pipeline.hallucination import (
-    MIN_REPEATED_PHRASE,
     RETRYABLE,
     needs_fallback,
     normalise,
     rejection_reason,
+    restart_period,
 )
 
 SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
@@ -85,14 +85,19 @@ async def settle(
     return Verdict(outcome, None, reason or "low_confidence", tuple(attempts))
 
 
-def ends_sentence(result: AsrResult, audio: Audio) -> bool:
+def ends_sentence(result: AsrResult, audio: Audio, voiced_ms: int = 0) -> bool:
     """Whether a decode of the audio so far reads as a finished sentence (believable, final punctuation).
 
     Whisper punctuates: a clause cut at a comma decodes with a trailing comma or none, or loops. The
-    segmenter holds such a pause longer instead of ending the utterance in the middle of a sentence.
+    segmenter holds such a pause longer instead of ending the utterance in the middle of a sentence. A
+    decode that wrote the whole sentence and started over is judged by its first copy, as the final will
+    be: on the piper corpus such loops made finished sentences wait and merge with the next one.
     """
     if rejection_reason(result, audio) is not None or needs_fallback(result):
-        return False
+        trimmed = trim_loop(result, voiced_ms)
+        if trimmed is None or rejection_reason(trimmed, audio) is not None:
+            return False
+        result = trimmed
     text = result.text.rstrip()
     if not text.endswith(SENTENCE_END):
         return False
@@ -132,11 +137,8 @@ def trim_loop(result: AsrResult, voiced_ms: int) -> AsrResult | None:
     the window." for a whole sentence).
     """
     tokens = result.text.split()
-    keys = [normalise(t) for t in tokens]
-    for n in range(MIN_REPEATED_PHRASE, len(keys) // 2 + 1):
-        if keys[n : 2 * n] == keys[:n] and all(keys[i] == keys[i % n] for i in range(2 * n, len(keys))):
-            if n < MIN_WORDS_PER_VOICED_S * voiced_ms / 1000:
-                return None
-            text = " ".join(tokens[:n])
-            return dataclasses.replace(result, text=text, compression_ratio=compression_ratio(text))
-    return None
+    n = restart_period([normalise(t) for t in tokens])
+    if n is None or n < MIN_WORDS_PER_VOICED_S * voiced_ms / 1000:
+        return None
+    text = " ".join(tokens[:n])
+    return dataclasses.replace(result, text=text, compression_ratio=compression_ratio(text))

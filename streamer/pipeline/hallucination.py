@@ -68,12 +68,24 @@ def rms(audio: Audio) -> float:
 
 
 def repeats_phrase(words: list[str], min_n: int = MIN_REPEATED_PHRASE) -> bool:
-    """True if a phrase of ``min_n`` or more words is immediately said again."""
+    """True if a phrase of ``min_n`` or more words is immediately said again, or the text starts over."""
     for n in range(min_n, len(words) // 2 + 1):
         for start in range(len(words) - 2 * n + 1):
             if words[start : start + n] == words[start + n : start + 2 * n]:
                 return True
-    return False
+    return restart_period(words) is not None
+
+
+def restart_period(words: list[str], min_n: int = MIN_REPEATED_PHRASE) -> int | None:
+    """The length of the opening a text repeats from its start, if it does so for ``min_n`` words or more.
+
+    "the meeting starts at noon so bring your notes the meeting starts at noon so bring" is a decoder
+    that finished the sentence and started over (the second copy cut off where the token budget ended).
+    """
+    for n in range(min_n, len(words) - min_n + 1):
+        if all(words[i] == words[i - n] for i in range(n, len(words))):
+            return n
+    return None
 
 
 def needs_fallback(result: AsrResult) -> bool:

@@ -148,3 +148,15 @@ def test_a_verdict_that_never_comes_delays_the_end_by_the_hold_at_most() -> None
     seg.await_verdict(pause.segment_id, pause.utterance.end_sample)
     ended = [e for e in feed(seg, [SILENCE] * 15, 25) if isinstance(e, Ended)]  # 20 silent = end + hold
     assert len(ended) == 1
+
+
+def test_a_sentence_decoded_twice_over_still_ends_the_sentence() -> None:
+    audio = np.full(16000 * 3, 0.05, dtype=np.float32)
+    looped = AsrResult(
+        "The meeting starts at noon, so bring your notes. The meeting starts at noon, so bring",
+        "en",
+        avg_logprob=-0.2,
+        compression_ratio=1.9,
+    )
+    assert ends_sentence(looped, audio, voiced_ms=2500)
+    assert not ends_sentence(looped, audio, voiced_ms=6000)  # the loop began before the speaker finished
