@@ -220,8 +220,11 @@ class WhisperEngine:
             from faster_whisper.transcribe import get_suppressed_tokens
 
             self._suppress = list(get_suppressed_tokens(tok, (-1,)) or [])
-        # bounded decoding: ~10 tokens per second of speech is far above natural speech
-        max_len = min(448, int(longest / MODEL_RATE * 10) + 24)
+        # Bounded decoding. A batch decodes until its longest hypothesis stops, so one looping partial holds
+        # every job in its batch for the whole budget: on the corpus bench (24 sessions) model calls
+        # averaged 311 ms for 4 jobs. Fast speech is ~4 words (~6 tokens with punctuation) per second, and
+        # more words than 5 per second are rejected anyway (hallucination.MAX_WORDS_PER_S).
+        max_len = min(448, int(longest / MODEL_RATE * 8) + 12)
         sampling = decode.temperature > 0
         results = self.model.generate(
             encoded,
