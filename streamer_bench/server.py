@@ -59,6 +59,9 @@ class ServerProcess:
                 "STREAMER_MAX_SESSIONS": str(self.max_sessions),
                 # one key stands for every user here: the per-key start rate is abuse control, not capacity
                 "STREAMER_SESSION_RATE_PER_KEY_PER_MIN": "0",
+                # every client here is 127.0.0.1: the per-address connection cap (abuse control, 64) would
+                # otherwise measure itself, not the server's capacity
+                "STREAMER_MAX_CONNECTIONS_PER_ADDRESS": str(max(64, 2 * self.max_sessions)),
                 "STREAMER_LOG_LEVEL": "WARNING",
                 **self.extra_env,
             }
