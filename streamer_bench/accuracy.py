@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import sys
 import time
@@ -33,6 +32,7 @@ from streamer_bench import corpus as corpus_mod
 from streamer_bench import signals
 from streamer_bench.corpus import Corpus, CorpusParams, Item
 from streamer_bench.corpus_text import SENTENCES
+from streamer_bench.report import machine
 from streamer_bench.scoring import Tally, assign, score
 
 BENCH_KEY = "accuracy-key-0123456789abcdef0123456789abcdef"
@@ -264,18 +264,6 @@ async def _drain(stream: Stream) -> None:
 
 
 # --- report
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 COLUMNS = (  # (header, key in a row, is a rate)
