@@ -103,11 +103,10 @@ def rejection_reason(result: AsrResult, audio: Audio) -> str | None:
         return "empty"
     if result.no_speech_prob > NO_SPEECH_THRESHOLD and result.avg_logprob < LOGPROB_THRESHOLD:
         return "no_speech"
-    if result.compression_ratio > MAX_COMPRESSION_RATIO or is_looping(words.split()):
+    tokens = words.split()
+    if result.compression_ratio > MAX_COMPRESSION_RATIO or is_looping(tokens) or repeats_phrase(tokens):
         return "repetition"
-    if repeats_phrase(words.split()):
-        return "repetition"
-    if len(words.split()) > 2 + MAX_WORDS_PER_S * audio.size / MODEL_RATE:
+    if len(tokens) > 2 + MAX_WORDS_PER_S * audio.size / MODEL_RATE:
         return "implausible_rate"
     if result.avg_logprob < MIN_LOGPROB:
         return "low_confidence"
