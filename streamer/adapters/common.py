@@ -3,9 +3,10 @@
 An adapter is a translator, not a second pipeline. Its connection admits a :class:`StreamSession` through
 the :class:`SessionRegistry` (rate, capacity, the key's concurrent-session quota), attaches it with an
 :class:`Outbox` whose writer renders each protocol v1 message in the vendor's shape, and feeds it audio
-under the same guards as ``/v1/stream``: frame size, real-time pacing, the message rate, the key's daily
-audio quota and the session length. Vendor client events become session calls (``commit``, ``drain``,
-``update_config``).
+under the same guards as ``/v1/stream``: frame size, real-time pacing, the message rate, the text size, the
+key's daily audio quota, the idle timeout and the session length. Vendor client events become session calls
+(``commit``, ``drain``, ``update_config``). The upgrade itself is checked like ``/v1/stream``'s
+(:func:`socket_response`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from streamer.errors import (
     FrameTooLargeError,
     InvalidAudioError,
     RateLimitedError,
+    SessionIdleError,
     SessionLimitError,
     StreamerError,
     UnsupportedLanguageError,
@@ -35,9 +37,17 @@ from streamer.errors import (
 from streamer.guards.keys import KeyRecord
 from streamer.guards.ratelimit import AudioPacer, TokenBucket
 from streamer.pipeline.segmenter import Segmenter, SegmenterConfig
-from streamer.protocol import CloseCode, ErrorEvent, ServerMessage, SessionClosed, SessionConfig
+from streamer.protocol import (
+    MAX_TEXT_BYTES,
+    CloseCode,
+    ErrorEvent,
+    ServerMessage,
+    SessionClosed,
+    SessionConfig,
+)
 from streamer.services import Services
-from streamer.session.outbox import Outbox, SlowConsumerError
+from streamer.session.edge import idle_timeout_s
+from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, SlowConsumerError
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
@@ -88,6 +98,14 @@ def issue(services: Services, key: KeyRecord, ttl_s: float, extra: dict[str, obj
         "", key.key_id, SessionConfig(), audience=ADAPTER_AUDIENCE, ttl_s=ttl_s, extra=extra
     )
     return token, grant.expires_at
+
+
+def socket_response(protocols: tuple[str, ...], max_msg_size: int) -> web.WebSocketResponse:
+    """A vendor socket, set up like ``/v1/stream``'s: no permessage-deflate (a few KiB on the wire would
+    inflate to megabytes of the loop's CPU time) and aiohttp's ping every 20 s (a vanished peer is seen)."""
+    return web.WebSocketResponse(
+        protocols=protocols, max_msg_size=max_msg_size, compress=False, heartbeat=20.0
+    )
 
 
 def check_language(services: Services, language: str | None) -> str | None:
@@ -185,7 +203,12 @@ class AdapterConnection(ABC):
         self.ws = ws
         self.session = session
         s = self.services.settings
-        self.outbox = Outbox(self._deliver, maxsize=s.session_out_queue, send_timeout_s=s.send_timeout_s)
+        self.outbox = Outbox(
+            self._deliver,
+            maxsize=s.session_out_queue,
+            max_bytes=OUTBOX_MAX_BYTES,
+            send_timeout_s=s.send_timeout_s,
+        )
         self.pacer = AudioPacer(s.max_realtime_factor, s.realtime_burst_s)
         self.messages = TokenBucket(s.max_messages_per_s, s.message_burst)
         self.quota = AudioQuota(self.services, session.key_id)
@@ -193,9 +216,15 @@ class AdapterConnection(ABC):
         self._closing: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._finished = asyncio.Event()
+        self._active_at = time.monotonic()  # the client's last message of any kind
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._log = logging.LoggerAdapter(log, {"session_id": session.session_id})
 
     # ---- what a surface provides
+
+    def max_text_bytes(self) -> int:
+        """The largest text message a client may send (a surface that carries audio as text allows more)."""
+        return MAX_TEXT_BYTES
 
     @abstractmethod
     def render(self, message: ServerMessage) -> list[str]:
@@ -245,12 +274,15 @@ class AdapterConnection(ABC):
         over_time = asyncio.get_running_loop().call_later(
             max(0.0, self._deadline - time.monotonic()), self._over_time
         )
+        self._watch_idle()
         try:
             await self.on_open()
             await self._read_loop()
         finally:
             keepalive.cancel()
             over_time.cancel()
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
             writer.cancel()
             self.outbox.abandon()
             registry.spawn(self.quota.settle(), f"settle-{self.session.session_id}")
@@ -274,6 +306,17 @@ class AdapterConnection(ABC):
             self._closing = asyncio.create_task(
                 self.close_with(SessionLimitError(f"sessions are limited to {limit:.0f}s"))
             )
+
+    def _watch_idle(self) -> None:
+        """Close a session whose client has sent nothing (no audio, no message, not even a keep-alive) for
+        the idle timeout, as ``/v1/stream`` does: a silent socket must not hold its slot for an hour."""
+        limit = idle_timeout_s(self.services.settings, self.session.key_id)
+        quiet = time.monotonic() - self._active_at
+        if quiet < limit:
+            self._idle_timer = asyncio.get_running_loop().call_later(limit - quiet, self._watch_idle)
+        elif self._closing is None:
+            error = SessionIdleError(f"no audio and no message for {limit:g}s")
+            self._closing = asyncio.create_task(self.close_with(error))
 
     async def _hold_slot(self) -> None:
         services, session = self.services, self.session
@@ -300,8 +343,11 @@ class AdapterConnection(ABC):
     async def _read_loop(self) -> None:
         settings = self.services.settings
         async for msg in self.ws:
+            # messages already buffered are returned without suspending: give the other sessions a turn
+            await asyncio.sleep(0)
             if self._closing is not None:
                 break
+            self._active_at = time.monotonic()
             try:
                 if time.monotonic() > self._deadline:
                     raise SessionLimitError(f"sessions are limited to {settings.max_session_s:.0f}s")
@@ -313,6 +359,10 @@ class AdapterConnection(ABC):
                 if msg.type == WSMsgType.BINARY:
                     await self.on_binary(msg.data)
                 elif msg.type == WSMsgType.TEXT:
+                    if len(msg.data) > (limit := self.max_text_bytes()):
+                        raise BadRequestError(
+                            f"text message too large: {len(msg.data)} characters, the limit is {limit}"
+                        )
                     if await self.on_text(msg.data):
                         return
                 elif msg.type == WSMsgType.ERROR:

@@ -29,8 +29,9 @@ from streamer.adapters.common import (
     key_record,
     redeem,
     retune,
+    socket_response,
 )
-from streamer.errors import AuthError, BadRequestError, ConfigError, StreamerError
+from streamer.errors import AuthError, BadRequestError, ConfigError, SessionIdleError, StreamerError
 from streamer.guards.keys import KeyRecord
 from streamer.pipeline.align import supports_word_timestamps
 from streamer.protocol import (
@@ -50,7 +51,7 @@ from streamer.protocol import (
     Word,
 )
 from streamer.services import Services
-from streamer.session.edge import REGISTRY, SERVICES
+from streamer.session.edge import REGISTRY, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 
@@ -217,6 +218,7 @@ async def listen(request: web.Request) -> web.StreamResponse:
     services = registry.services
     request_id = str(uuid.uuid4())
     try:
+        check_origin(request)
         key, answer = await _authenticate(request, services)
     except StreamerError as e:
         services.metrics.refusals.labels(e.code).inc()
@@ -240,11 +242,7 @@ async def listen(request: web.Request) -> web.StreamResponse:
         except StreamerError as e:
             services.metrics.refusals.labels(e.code).inc()
             return _error_response(_from_domain(e), request_id)
-    ws = web.WebSocketResponse(
-        protocols=(answer,) if answer else (),
-        max_msg_size=WS_MAX_MSG,
-        heartbeat=20.0,
-    )
+    ws = socket_response((answer,) if answer else (), WS_MAX_MSG)
     ws.headers["dg-request-id"] = request_id
     try:
         await ws.prepare(request)
@@ -450,7 +448,9 @@ class DeepgramConnection(AdapterConnection):
         }
 
     def close_reason(self, e: StreamerError) -> str:
-        prefix = "NET-0001" if e.close_code == CloseCode.TRY_AGAIN_LATER else "DATA-0000"
+        # NET-0001 is Deepgram's "no audio within the timeout window", and what it says when it cannot serve
+        idle = isinstance(e, SessionIdleError)
+        prefix = "NET-0001" if idle or e.close_code == CloseCode.TRY_AGAIN_LATER else "DATA-0000"
         return f"{prefix}: {e.code}: {e.message}"
 
 

@@ -28,6 +28,7 @@ from streamer.adapters.common import (
     redeem,
     rethreshold,
     retune,
+    socket_response,
 )
 from streamer.adapters.openai_session import (
     CLIENT_EVENTS,
@@ -49,7 +50,10 @@ from streamer.adapters.openai_session import (
 )
 from streamer.errors import AuthError, ConfigError, FrameTooLargeError, StreamerError
 from streamer.guards.keys import KeyRecord
+from streamer.pipeline.audio import max_frame_bytes
 from streamer.protocol import (
+    MAX_SAMPLE_RATE,
+    MAX_TEXT_BYTES,
     ErrorEvent,
     ServerMessage,
     SpeechStarted,
@@ -59,7 +63,7 @@ from streamer.protocol import (
     Warning_,
 )
 from streamer.services import Services
-from streamer.session.edge import REGISTRY, SERVICES
+from streamer.session.edge import REGISTRY, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 
@@ -160,6 +164,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "") or BETA_SUBPROTOCOL in offered
     try:
+        check_origin(request)
         key, state, beta_secret = await _authenticate(request, services)
         if state is None and request.query.get("intent") != "transcription":
             raise ClientEventError(
@@ -172,9 +177,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     except StreamerError as e:
         services.metrics.refusals.labels(e.code).inc()
         return error_response(e)
-    ws = web.WebSocketResponse(
-        protocols=("realtime",) if "realtime" in offered else (), max_msg_size=WS_MAX_MSG, heartbeat=20.0
-    )
+    ws = socket_response(("realtime",) if "realtime" in offered else (), WS_MAX_MSG)
     try:
         await ws.prepare(request)
     except BaseException:
@@ -239,6 +242,11 @@ class RealtimeConnection(AdapterConnection):
 
     def recoverable(self, e: StreamerError) -> bool:
         return super().recoverable(e) or isinstance(e, FrameTooLargeError)
+
+    def max_text_bytes(self) -> int:
+        """An append carries audio as base64: room for the largest frame at any rate, and the event."""
+        largest = max_frame_bytes(MAX_SAMPLE_RATE, self.services.settings.max_frame_ms)
+        return 4 * -(-largest // 3) + MAX_TEXT_BYTES
 
     def render(self, message: ServerMessage) -> list[str]:
         vad = self.state.turn_detection is not None

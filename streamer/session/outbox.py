@@ -18,6 +18,8 @@ from streamer.protocol import ServerMessage, dump
 log = logging.getLogger(__name__)
 
 Send = Callable[[str], Awaitable[None]]
+# the bytes of queued outgoing messages one session may hold (finals wait for room beyond it)
+OUTBOX_MAX_BYTES = 1 << 20
 
 
 class SlowConsumerError(Exception):
@@ -26,7 +28,12 @@ class SlowConsumerError(Exception):
 
 class Outbox:
     def __init__(
-        self, send: Send, *, maxsize: int = 256, max_bytes: int = 1 << 20, send_timeout_s: float = 10.0
+        self,
+        send: Send,
+        *,
+        maxsize: int = 256,
+        max_bytes: int = OUTBOX_MAX_BYTES,
+        send_timeout_s: float = 10.0,
     ) -> None:
         self._send = send
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)

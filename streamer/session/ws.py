@@ -54,7 +54,7 @@ from streamer.session.edge import (
     max_session_s,
     session_limits,
 )
-from streamer.session.outbox import Outbox, SlowConsumerError
+from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, SlowConsumerError
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
@@ -65,8 +65,6 @@ log = logging.getLogger(__name__)
 # The largest legal message is one binary frame of max_frame_ms at 48 kHz (96,000 bytes for 1 s). aiohttp
 # refuses (1009) anything beyond twice that before buffering it; below, the session's own limit answers.
 WS_MAX_MSG = 2 * max_frame_bytes(MAX_SAMPLE_RATE, 1000)
-# the bytes of queued outgoing messages one session may hold (finals wait for room beyond it)
-OUTBOX_MAX_BYTES = 1 << 20
 SLOT_TTL_S = 90.0
 
 
