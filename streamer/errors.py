@@ -16,6 +16,9 @@ class StreamerError(Exception):
     status = 500
     close_code = CloseCode.INTERNAL_ERROR
     retryable = False
+    # set where a refusal is counted under a reason finer than ``code`` (admission, the state backend), so
+    # that the edge which answers it does not count it a second time (Metrics.refused)
+    counted = False
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from streamer.errors import StreamerError
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 
@@ -100,3 +102,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+    def refused(self, e: StreamerError) -> None:
+        """Count a refused session or request once, at the edge that answers it: by its code, unless
+        admission or the state backend counted it already under a finer reason."""
+        if not e.counted:
+            self.refusals.labels(e.code).inc()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from streamer.config import Settings
-from streamer.errors import OverloadedError
+from streamer.errors import OverloadedError, StreamerError
 from streamer.guards.backend import BackendUnavailableError, StateBackend
 from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import KeyRecord, KeyRing, hash_key, key_id_of
@@ -90,11 +90,17 @@ class Services:
         return result
 
     def _outage(self, fail_open: T, cause: BackendUnavailableError | None) -> T:
-        self.metrics.refusals.labels("state_backend_down").inc()
         if self.settings.redis_policy == "fail_open":
             log.warning("state backend unavailable; failing open")
             return fail_open
-        raise OverloadedError("shared state is unavailable; try again shortly", retry_after=2.0) from cause
+        raise self._refuse_for_backend(
+            OverloadedError("shared state is unavailable; try again shortly", retry_after=2.0)
+        ) from cause
+
+    def _refuse_for_backend(self, error: StreamerError) -> StreamerError:
+        self.metrics.refusals.labels("state_backend_down").inc()
+        error.counted = True
+        return error
 
     async def authenticate(self, presented: str) -> KeyRecord | None:
         """The key record for a presented API key: static keys first, then keys made by the admin API."""
@@ -108,9 +114,8 @@ class Services:
             stored = await self.backend.get_key(key_id)
         except BackendUnavailableError as e:
             # no policy makes an unverifiable key valid, and a 401 would tell its owner it is bad
-            self.metrics.refusals.labels("state_backend_down").inc()
-            raise OverloadedError(
-                "API keys cannot be checked right now; try again shortly", retry_after=2.0
+            raise self._refuse_for_backend(
+                OverloadedError("API keys cannot be checked right now; try again shortly", retry_after=2.0)
             ) from e
         if stored is None or stored.revoked:
             return None

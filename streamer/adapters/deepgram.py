@@ -221,7 +221,7 @@ async def listen(request: web.Request) -> web.StreamResponse:
         check_origin(request)
         key, answer = await _authenticate(request, services)
     except StreamerError as e:
-        services.metrics.refusals.labels(e.code).inc()
+        services.metrics.refused(e)
         return _error_response(_from_domain(e), request_id)
     options: ListenOptions | None = None
     problem: StreamerError | None = None
@@ -240,7 +240,7 @@ async def listen(request: web.Request) -> web.StreamResponse:
         try:
             session = await registry.admit(key, config)
         except StreamerError as e:
-            services.metrics.refusals.labels(e.code).inc()
+            services.metrics.refused(e)
             return _error_response(_from_domain(e), request_id)
     ws = socket_response((answer,) if answer else (), WS_MAX_MSG)
     ws.headers["dg-request-id"] = request_id

@@ -175,7 +175,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         state = state or RealtimeState()
         session = await registry.admit(key, state.config(services))
     except StreamerError as e:
-        services.metrics.refusals.labels(e.code).inc()
+        services.metrics.refused(e)
         return error_response(e)
     ws = socket_response(("realtime",) if "realtime" in offered else (), WS_MAX_MSG)
     try:

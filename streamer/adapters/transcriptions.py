@@ -212,7 +212,7 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
         )
         session = await registry.admit(key, config)
     except StreamerError as e:
-        services.metrics.refusals.labels(e.code).inc()
+        services.metrics.refused(e)
         return error_response(e)
     if form.stream:
         return await _stream(request, registry, session, audio, form)

@@ -116,6 +116,7 @@ class SessionRegistry:
 
     def _refuse(self, refusal: Refusal) -> StreamerError:
         self.services.metrics.refusals.labels(refusal.reason).inc()
+        refusal.error.counted = True
         return refusal.error
 
     def check_capacity(self, resuming: str | None = None) -> None:

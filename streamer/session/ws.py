@@ -101,7 +101,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
             session.trace, grant.session_id, request.get(REQUEST_ID, ""), started, resumed=grant.resume
         )
     except StreamerError as e:
-        services.metrics.refusals.labels(e.code).inc()
+        services.metrics.refused(e)
         return error_response(e)
     ws = web.WebSocketResponse(
         protocols=(PROTOCOL_SUBPROTOCOL,) if via_subprotocol else (),

@@ -143,6 +143,23 @@ async def test_metrics_move_with_traffic(make_server: ServerFactory) -> None:
     assert after[("streamer_refusals_total", (("reason", "unauthorized"),))] == 1
 
 
+async def test_each_refusal_is_counted_once_by_its_finest_reason(make_server: ServerFactory) -> None:
+    server = await make_server(make_settings(max_sessions=1), asr_engine=FakeAsr())
+    async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+        # both starts are admitted (nothing is live yet); the second socket finds the one slot taken
+        first, second = await client.create_session(), await client.create_session()
+        http = client.http
+        assert http is not None
+        held = await http.ws_connect(f"{base_url(server)}/v1/stream?token={first.token}")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(f"{base_url(server)}/v1/stream?token={second.token}")
+        assert refused.value.status == 503
+        await held.close()
+    _, text, _ = await _get(server, "/metrics")
+    refusals = {k[1]: v for k, v in _samples(text).items() if k[0] == "streamer_refusals_total"}
+    assert refusals == {(("reason", "max_sessions"),): 1}, refusals
+
+
 async def test_request_id_is_honoured_or_issued(make_server: ServerFactory) -> None:
     server = await make_server(make_settings(), asr_engine=FakeAsr())
     for path in ("/healthz", "/v1/models", "/openapi.json"):
