@@ -301,7 +301,7 @@ class DeepgramConnection(AdapterConnection):
             raise BadRequestError("an empty binary message is the old CloseStream; send CloseStream")
         await self.push_audio(data)
 
-    async def on_text(self, data: str) -> bool:
+    async def on_text(self, data: str | bytes) -> bool:
         try:
             message = json.loads(data)
         except ValueError as e:

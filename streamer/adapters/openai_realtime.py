@@ -356,7 +356,7 @@ class RealtimeConnection(AdapterConnection):
 
     # ---- events in
 
-    async def on_text(self, data: str) -> bool:
+    async def on_text(self, data: str | bytes) -> bool:
         try:
             raw = json.loads(data)
         except ValueError as e:

@@ -174,7 +174,7 @@ async def test_request_id_is_honoured_or_issued(make_server: ServerFactory) -> N
 
 
 # the modules whose log records are about one session
-SESSION_LOGGERS = ("streamer.session.ws", "streamer.session.runtime", "streamer.session.registry")
+SESSION_LOGGERS = ("streamer.session.socket", "streamer.session.runtime", "streamer.session.registry")
 
 
 async def test_logs_name_the_session_and_never_a_secret(
