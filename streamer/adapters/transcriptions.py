@@ -266,7 +266,7 @@ async def _transcribe(
         await asyncio.wait({feeding, fatal, writer})
         outbox.abandon()
         registry.spawn(quota.settle(), f"settle-{session.session_id}")
-        await asyncio.shield(registry.detach(session, upload, ended=True))  # see AdapterConnection.run
+        await asyncio.shield(registry.detach(session, upload, ended=True))  # see SessionSocket.run
 
 
 async def _feed(session: StreamSession, quota: AudioQuota, audio: np.ndarray) -> None:
