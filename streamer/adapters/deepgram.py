@@ -21,6 +21,7 @@ from aiohttp import web
 from multidict import MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streamer import tracing
 from streamer.adapters.common import (
     AdapterConnection,
     Turns,
@@ -51,7 +52,7 @@ from streamer.protocol import (
     Word,
 )
 from streamer.services import Services
-from streamer.session.edge import REGISTRY, SERVICES, check_origin
+from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 
@@ -214,6 +215,7 @@ class GrantRequest(BaseModel):
 
 async def listen(request: web.Request) -> web.StreamResponse:
     """``GET /v1/listen``: a live session rendered as Deepgram's streaming API."""
+    started = tracing.now()  # the session.start span: from here to admission
     registry = request.app[REGISTRY]
     services = registry.services
     request_id = str(uuid.uuid4())
@@ -242,6 +244,14 @@ async def listen(request: web.Request) -> web.StreamResponse:
         except StreamerError as e:
             services.metrics.refused(e)
             return _error_response(_from_domain(e), request_id)
+        session.trace = tracing.session_started(
+            session.trace,
+            session.session_id,
+            request.get(REQUEST_ID, ""),
+            started,
+            surface="deepgram",
+            deepgram_request_id=request_id,
+        )
     ws = socket_response((answer,) if answer else (), WS_MAX_MSG)
     ws.headers["dg-request-id"] = request_id
     try:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import ValidationError
 
+from streamer import tracing
 from streamer.adapters.common import (
     AdapterConnection,
     issue,
@@ -63,7 +64,7 @@ from streamer.protocol import (
     Warning_,
 )
 from streamer.services import Services
-from streamer.session.edge import REGISTRY, SERVICES, check_origin
+from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 
@@ -159,6 +160,7 @@ async def _authenticate(
 
 async def realtime(request: web.Request) -> web.StreamResponse:
     """``GET /v1/realtime?intent=transcription``: a transcription session in OpenAI's Realtime shape."""
+    started = tracing.now()  # the session.start span: from here to admission
     registry = request.app[REGISTRY]
     services = registry.services
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
@@ -177,6 +179,9 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     except StreamerError as e:
         services.metrics.refused(e)
         return error_response(e)
+    session.trace = tracing.session_started(
+        session.trace, session.session_id, request.get(REQUEST_ID, ""), started, surface="openai"
+    )
     ws = socket_response(("realtime",) if "realtime" in offered else (), WS_MAX_MSG)
     try:
         await ws.prepare(request)

@@ -22,6 +22,7 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from streamer import tracing
 from streamer.adapters.common import check_language
 from streamer.adapters.openai_session import ClientEventError, bearer_key, error_response
 from streamer.errors import InvalidAudioError, SessionLimitError, StreamerError
@@ -196,6 +197,7 @@ class _Upload:
 
 async def transcriptions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/audio/transcriptions``."""
+    started = tracing.now()  # the session.start span: from here to admission
     registry = request.app[REGISTRY]
     services = registry.services
     try:
@@ -214,6 +216,9 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
     except StreamerError as e:
         services.metrics.refused(e)
         return error_response(e)
+    session.trace = tracing.session_started(
+        session.trace, session.session_id, request[REQUEST_ID], started, surface="transcriptions"
+    )
     if form.stream:
         return await _stream(request, registry, session, audio, form)
     try:

@@ -4,12 +4,17 @@ spans shared by sessions, real OTLP export when the endpoint is set, and nothing
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
+import json
 import os
 import subprocess
 import sys
+import wave
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
@@ -120,6 +125,64 @@ async def test_one_utterance_yields_its_span_tree(make_server: Any, spans: InMem
     assert {_attr(s, tracing.SESSION_ID) for s in tree} == {stream.info.session_id}
     request_ids = {_attr(s, tracing.REQUEST_ID) for s in tree}
     assert len(request_ids) == 1 and len(request_ids.pop()) == 32
+
+
+async def _speak_to(surface: str, server: TestServer, pcm16k: bytes) -> None:
+    """One utterance through a vendor surface, to its end."""
+    base = base_url(server)
+    async with aiohttp.ClientSession() as http:
+        if surface == "transcriptions":
+            out = io.BytesIO()
+            with wave.open(out, "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(16000)
+                w.writeframes(pcm16k)
+            form = aiohttp.FormData()
+            form.add_field("model", "whisper-1")
+            form.add_field("file", out.getvalue(), filename="a.wav")
+            headers = {"Authorization": f"Bearer {API_KEY}"}
+            async with http.post(f"{base}/v1/audio/transcriptions", data=form, headers=headers) as r:
+                assert r.status == 200 and (await r.json())["text"] == SPOKEN
+            return
+        if surface == "deepgram":
+            headers = {"Authorization": f"Token {API_KEY}"}
+            ws = await http.ws_connect(
+                f"{base}/v1/listen?encoding=linear16&sample_rate=16000", headers=headers
+            )
+            for i in range(0, len(pcm16k), 3200):
+                await ws.send_bytes(pcm16k[i : i + 3200])
+            await ws.send_str(json.dumps({"type": "CloseStream"}))
+        else:
+            headers = {"Authorization": f"Bearer {API_KEY}"}
+            ws = await http.ws_connect(f"{base}/v1/realtime?intent=transcription", headers=headers)
+            for i in range(0, len(pcm16k), 4800):  # heard at 24 kHz: faster, still speech to the VAD
+                audio = base64.b64encode(pcm16k[i : i + 4800]).decode()
+                await ws.send_str(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+            await ws.send_str(json.dumps({"type": "input_audio_buffer.commit"}))
+        async with asyncio.timeout(20):
+            async for message in ws:
+                if surface == "openai" and SPOKEN in message.data and "completed" in message.data:
+                    await ws.close()
+        assert ws.close_code in (1000, 1001, None)
+
+
+@pytest.mark.parametrize("surface", ["deepgram", "openai", "transcriptions"])
+async def test_vendor_sessions_are_traced_like_stream_sessions(
+    make_server: Any, spans: InMemorySpanExporter, surface: str
+) -> None:
+    server = await make_server(make_settings(), asr_engine=FakeAsr(text=SPOKEN))
+    pcm = to_bytes(silence(0.3)) + to_bytes(read_pcm16("en_utt1.wav")) + to_bytes(silence(1.0))
+    await _speak_to(surface, server, pcm)
+    finished = list(spans.get_finished_spans())
+    (start,) = [s for s in finished if s.name == "session.start"]
+    assert _attr(start, "streamer.surface") == surface
+    utterances = [s for s in finished if s.name == "utterance"]
+    assert utterances, [s.name for s in finished]
+    for utterance in utterances:
+        assert [link.context.span_id for link in utterance.links] == [start.get_span_context().span_id]  # type: ignore[union-attr]
+        assert _attr(utterance, tracing.SESSION_ID) == _attr(start, tracing.SESSION_ID)
+    assert any(s.name == "model.batch" for s in _children(utterances[0], finished))
 
 
 def _job(
