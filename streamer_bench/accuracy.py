@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -161,29 +162,41 @@ async def _run(
                 row = {"condition": item.condition, "item": item.id, "sessions": n, "refused": refused}
                 row.update(tally.summary())
                 row["seconds"] = round(time.monotonic() - started, 1)
-                if item.sentences:  # what the first session heard, sentence by sentence (JSON only)
-                    row["detail"] = detail(results[0], item, offline.get(item.id) if offline else None)
+                if item.sentences:  # what the sessions heard, sentence by sentence (JSON only)
+                    heard = [
+                        e for e in results if not (e and str(e[0].get("code", "")).startswith("refused_"))
+                    ]
+                    row["detail"] = detail(
+                        heard or results[:1], item, offline.get(item.id) if offline else None
+                    )
                 report["nonspeech" if not item.sentences else "runs"].append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "detail"}), flush=True)
     return report
 
 
 def detail(
-    events: Sequence[dict[str, Any]], item: Item, offline: Sequence[str] | None
+    sessions: Sequence[Sequence[dict[str, Any]]], item: Item, offline: Sequence[str] | None
 ) -> list[dict[str, Any]]:
-    """Per sentence: the reference, the finals that belong to it, the offline transcript."""
-    finals = [e for e in events if e.get("type") == "transcript.final"]
-    return [
-        {
+    """Per sentence: the reference, the finals the first session got for it, the offline transcript, and
+    (several sessions) how many sessions got each different result: the same audio streamed at once should
+    come back the same, so a variant names what load changed."""
+    owned_by_session = [
+        assign([e for e in events if e.get("type") == "transcript.final"], item.sentences)
+        for events in sessions
+    ]
+    rows = []
+    for k, sentence in enumerate(item.sentences):
+        heard = [[f["text"] for f in owned[k]] for owned in owned_by_session]
+        row: dict[str, Any] = {
             "id": sentence.id,
             "text": sentence.text,
-            "finals": [f["text"] for f in owned],
+            "finals": heard[0],
             "offline": offline[k] if offline else None,
         }
-        for k, (sentence, owned) in enumerate(
-            zip(item.sentences, assign(finals, item.sentences), strict=True)
-        )
-    ]
+        if len(heard) > 1:
+            row["variants"] = dict(Counter(" | ".join(h) for h in heard).most_common())
+        rows.append(row)
+    return rows
 
 
 @asynccontextmanager

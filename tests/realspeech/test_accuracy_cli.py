@@ -67,3 +67,22 @@ def test_the_bench_streams_a_corpus_through_its_own_server(tmp_path: Path) -> No
     ]
     failed = run["lost"] + sum(r["finals"] for r in report["nonspeech"])
     assert rc == (1 if failed else 0)
+
+
+def test_the_detail_counts_what_each_session_heard() -> None:
+    item = committed().item("snr20")
+
+    def heard(texts: list[str]) -> list[dict[str, object]]:
+        return [
+            {"type": "transcript.final", "text": t, "audio_start_ms": s.start_ms, "audio_end_ms": s.end_ms}
+            for t, s in zip(texts, item.sentences, strict=True)
+        ]
+
+    right = [s.text for s in item.sentences]
+    wrong = [right[0], "something else", right[2]]
+    rows = accuracy.detail([heard(right), heard(wrong), heard(right)], item, None)
+    assert [r["finals"] for r in rows] == [[t] for t in right]  # the first session's
+    assert rows[0]["variants"] == {right[0]: 3}
+    assert rows[1]["variants"] == {right[1]: 2, "something else": 1}
+    # one session: no variants to count
+    assert "variants" not in accuracy.detail([heard(right)], item, None)[0]
