@@ -147,6 +147,7 @@ class DurableSessions:
         self.instance_id = instance_id or uuid.uuid4().hex
         self._journals: dict[str, Journal] = {}
         self._last_touch = time.monotonic()
+        self._stopped = False
 
     @property
     def live_ttl_s(self) -> float:
@@ -165,10 +166,20 @@ class DurableSessions:
                 await journal.touch()
 
     async def run(self) -> None:
-        """Beat until cancelled (a task the registry owns)."""
-        while True:
+        """Beat until :meth:`stop` (a task the registry owns, which it also cancels).
+
+        The flag, not the cancel alone, ends the loop: a cancel that lands inside a client library's call
+        can come out as that library's connection error, which :meth:`beat` logs and survives; a shutdown
+        in CI once waited two minutes on a heartbeat that beat on against a stopped Redis.
+        """
+        while not self._stopped:
             await self.beat()
-            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            if not self._stopped:
+                await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+    def stop(self) -> None:
+        """End :meth:`run` after the beat in progress, if any."""
+        self._stopped = True
 
     # ---- sessions of this instance
 

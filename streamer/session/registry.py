@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # a parked session's concurrent-session slot outlives its window by this much (then it expires by itself)
 SLOT_GRACE_S = 30.0
+# how long closing waits for the registry's background tasks (settlements, releases, finalizations)
+CLOSE_TIMEOUT_S = 10.0
 
 
 class Attachment(Protocol):
@@ -377,6 +379,8 @@ class SessionRegistry:
         """Release every parked session and join the background tasks (before the backend closes)."""
         self.draining = True
         self._closed = True
+        if self.durable is not None:
+            self.durable.stop()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         for session_id in list(self._parked):
@@ -384,8 +388,17 @@ class SessionRegistry:
             if parked is not None:
                 await parked.settled.wait()
             await self._expire(session_id)
+        # bounded: a task that outlives its cancel (a library that swallows one) must not hold shutdown
+        deadline = asyncio.get_running_loop().time() + CLOSE_TIMEOUT_S
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            left = deadline - asyncio.get_running_loop().time()
+            _, pending = await asyncio.wait(list(self._tasks), timeout=max(0.0, left))
+            if pending and left <= 0:
+                names = sorted(t.get_name() for t in pending)
+                log.error("%d background tasks still running at shutdown, abandoned: %s", len(pending), names)
+                for task in pending:
+                    task.cancel()
+                return
 
 
 class ConcurrentSessionsError(RateLimitedError):

@@ -85,6 +85,7 @@ class SessionSocket(ABC):
         self._active_at = time.monotonic()  # the client's last audio or message
         self._idle_timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
+        self._serving = False  # the slot is refreshed while this is true (not only until a cancel lands)
         self._log = logging.LoggerAdapter(log, {"session_id": self.session_id})
 
     # ---- what a surface provides
@@ -126,6 +127,7 @@ class SessionSocket(ABC):
         self.session.on_fatal = self._on_fatal
         self._writer = writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.session_id}")
         writer.add_done_callback(self._writer_done)
+        self._serving = True
         keepalive = asyncio.create_task(self._hold_slot())
         # the limit holds for a client that has gone quiet too (the reader only checks it per message)
         over_time = asyncio.get_running_loop().call_later(
@@ -136,6 +138,7 @@ class SessionSocket(ABC):
             await self.opening(replay, resumed=last_seq is not None)
             await self._read_loop()
         finally:
+            self._serving = False
             keepalive.cancel()
             over_time.cancel()
             if self._idle_timer is not None:
@@ -155,9 +158,13 @@ class SessionSocket(ABC):
                 self._finished.set()
 
     async def _hold_slot(self) -> None:
-        """Keep this session's concurrent-session slot alive while connected (slots expire otherwise)."""
+        """Keep this session's concurrent-session slot alive while connected (slots expire otherwise).
+
+        Ends on the flag as well as the cancel: a cancel swallowed inside the Redis client would otherwise
+        leave a task that keeps an ended session's slot taken forever (see ``DurableSessions.run``).
+        """
         services, session = self.services, self.session
-        while True:
+        while self._serving:
             with contextlib.suppress(StreamerError):  # fail_closed while Redis is down: try again later
                 await services.backend_call(
                     lambda: services.backend.refresh_session(session.key_id, session.session_id, SLOT_TTL_S),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +20,7 @@ from streamer.guards.backend import BackendUnavailableError, MemoryBackend, Quot
 from streamer.guards.keys import KeyRecord
 from streamer.protocol import SessionConfig
 from streamer.session.edge import REGISTRY
+from streamer.session.outbox import Outbox
 from streamer.session.registry import SessionRegistry
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -142,3 +144,50 @@ async def test_admit_checks_rate_capacity_and_the_keys_slots() -> None:
         other = KeyRecord(key_id="k2", key_hash="", name="two", tier="free", created_at=0.0)
         with pytest.raises(OverloadedError):
             await registry.admit(other, SessionConfig())
+
+
+class CancelSwallowingBackend(MemoryBackend):
+    """A heartbeat whose client library turns a cancel that lands inside its call into its own connection
+    error (what a CI shutdown looked like: the heartbeat beat on against a stopped Redis for two minutes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.beats = 0
+
+    async def beat(self, instance_id: str, ttl_s: float) -> None:
+        self.beats += 1
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            raise BackendUnavailableError("connection closed while cancelled") from None
+
+
+async def test_closing_stops_a_heartbeat_whose_backend_swallows_the_cancel() -> None:
+    # a Redis URL turns durable sessions (and so the heartbeat) on; the backend itself is injected
+    settings = make_settings(redis_url="redis://127.0.0.1:1/0")
+    async with services(settings=settings) as svc:
+        backend = CancelSwallowingBackend()
+        svc = dataclasses.replace(svc, backend=backend)
+        registry = SessionRegistry(svc)
+        session = registry.open("sess_heartbeat", "key", SessionConfig())
+        registry.attach(session, Holder(), Outbox(_discard))
+        await eventually(lambda: backend.beats >= 1, "the heartbeat to start")
+        await asyncio.sleep(0.02)  # the next close lands inside a beat
+        await asyncio.wait_for(registry.close(), timeout=5)
+        beats = backend.beats
+        await asyncio.sleep(1.5)  # HEARTBEAT_EVERY_S: no beat after close
+        assert backend.beats == beats
+
+
+class Holder:
+    """The registry's Attachment, for a session no socket carries."""
+
+    async def hand_over(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
+async def _discard(text: str) -> None:
+    return None
