@@ -17,13 +17,13 @@ from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult, compre
 from streamer.pipeline.audio import Audio
 from streamer.pipeline.hallucination import (
     RETRYABLE,
+    SENTENCE_END,
+    cut_restart,
     needs_fallback,
     normalise,
     rejection_reason,
     restart_period,
 )
-
-SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
 
 # An utterance with at least this much confidently voiced audio (Silero probability >= 0.8) was speech:
 # losing it is worth telling the client about. Breath, clicks and hum stay well below it.
@@ -130,14 +130,15 @@ def trim_loop(result: AsrResult, voiced_ms: int) -> AsrResult | None:
 
     With silence after the speech, a greedy decoder that has written the whole utterance often writes it
     again ("Keep your voice down. Keep your voice down. Keep your voice d"). When the text is one opening
-    phrase repeated from the start (the last copy possibly cut off), the first copy is the transcript: no
+    phrase repeated from the start (the last copy possibly cut off, maybe after only a few words: see
+    :func:`~streamer.pipeline.hallucination.cut_restart`), the first copy is the transcript: no
     second decode needed (on the multilingual base model a fallback decode over 30 s costs seconds). Any
     other repetition returns None and goes down the fallback ladder, and so does a first copy too short
     for the speech heard (the loop began before the speaker finished: "She opened the window. She opened
     the window." for a whole sentence).
     """
     tokens = result.text.split()
-    n = restart_period([normalise(t) for t in tokens])
+    n = restart_period([normalise(t) for t in tokens]) or cut_restart(tokens)
     if n is None or n < MIN_WORDS_PER_VOICED_S * voiced_ms / 1000:
         return None
     text = " ".join(tokens[:n])

@@ -58,6 +58,9 @@ MIN_REPEATED_PHRASE = 4
 RETRYABLE = frozenset({"low_confidence", "repetition", "implausible_rate"})
 
 
+SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+
+
 def normalise(text: str) -> str:
     """Lower-case words (and numbers) of any script, without punctuation."""
     return " ".join(re.sub(r"[^\w' ]+|_+", " ", text.lower()).split())
@@ -74,6 +77,25 @@ def repeats_phrase(words: list[str], min_n: int = MIN_REPEATED_PHRASE) -> bool:
             if words[start : start + n] == words[start + n : start + 2 * n]:
                 return True
     return restart_period(words) is not None
+
+
+def cut_restart(tokens: list[str]) -> int | None:
+    """The words before a restart too short for :func:`restart_period`, if the text ends in one.
+
+    A decoder that finished the sentence and began it again, cut off by the token budget after a few
+    words: "If you need help with the boxes, just let me know. If you need". Seen at 16 concurrent
+    sessions on the piper corpus (batched numerics differ from a batch of one), where every session got
+    that final. The text after the last sentence end must repeat the opening, be at least two words and
+    shorter than the first copy, and be unfinished (no sentence end of its own).
+    """
+    if len(tokens) < 3 or tokens[-1].endswith(SENTENCE_END):
+        return None
+    for k in range(len(tokens) - 2, 0, -1):
+        if tokens[k].rstrip("\"')»”").endswith(SENTENCE_END):
+            tail = [normalise(t) for t in tokens[k + 1 :]]
+            opening = [normalise(t) for t in tokens[: len(tail)]]
+            return k + 1 if 2 <= len(tail) <= k and tail == opening else None
+    return None
 
 
 def restart_period(words: list[str], min_n: int = MIN_REPEATED_PHRASE) -> int | None:
@@ -104,7 +126,8 @@ def rejection_reason(result: AsrResult, audio: Audio) -> str | None:
     if result.no_speech_prob > NO_SPEECH_THRESHOLD and result.avg_logprob < LOGPROB_THRESHOLD:
         return "no_speech"
     tokens = words.split()
-    if result.compression_ratio > MAX_COMPRESSION_RATIO or is_looping(tokens) or repeats_phrase(tokens):
+    looping = is_looping(tokens) or repeats_phrase(tokens) or cut_restart(result.text.split()) is not None
+    if result.compression_ratio > MAX_COMPRESSION_RATIO or looping:
         return "repetition"
     if len(tokens) > 2 + MAX_WORDS_PER_S * audio.size / MODEL_RATE:
         return "implausible_rate"

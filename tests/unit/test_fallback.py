@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult
-from streamer.pipeline.fallback import CLEAR_SPEECH_MS, Outcome, settle, trim_loop
+from streamer.pipeline.fallback import CLEAR_SPEECH_MS, Outcome, ends_sentence, settle, trim_loop
 from streamer.pipeline.hallucination import rejection_reason, repeats_phrase
 
 AUDIO = np.full(16000 * 2, 0.05, dtype=np.float32)  # 2 s, loud enough not to count as quiet
@@ -54,11 +54,40 @@ async def test_a_sentence_written_again_is_trimmed_to_its_first_copy_without_dec
     assert model.asked == []
 
 
+async def test_a_sentence_begun_again_and_cut_off_after_a_few_words_is_trimmed() -> None:
+    # what 16 concurrent sessions all got on the piper corpus (a batch's numerics differ from one alone)
+    model = Script()
+    text = "If you need help with the boxes, just let me know. If you need"
+    verdict = await settle(
+        AsrResult(text, "en", avg_logprob=-0.2), REQUEST, AUDIO, 2600, model, voiced_ms=2600
+    )
+    assert verdict.outcome is Outcome.LOOP_TRIMMED
+    assert (
+        verdict.result is not None
+        and verdict.result.text == "If you need help with the boxes, just let me know."
+    )
+    assert model.asked == []
+    # and the pause that ended it reads as the end of a sentence (not a clause to hold for)
+    assert ends_sentence(AsrResult(text, "en", avg_logprob=-0.2), AUDIO, voiced_ms=2600)
+
+
+def test_what_is_not_a_restart_cut_off() -> None:
+    for text in (
+        "I know. I know what you mean",  # the second sentence goes further than the first
+        "Wait. Wait a",  # a restart longer than the first copy
+        "Come here. Come",  # one word
+        "The train was late again this morning.",  # no second sentence
+        "Hello. Hello.",  # finished: a sentence said twice (restart_period's business when long)
+    ):
+        assert rejection_reason(AsrResult(text, "en", avg_logprob=-0.2), AUDIO) is None, text
+
+
 def test_a_loop_that_began_before_the_speaker_finished_is_not_trimmed() -> None:
     early = AsrResult("She opened the window. She opened the window. She opened", "en")
     assert trim_loop(early, voiced_ms=3000) is None  # 4 words for 3 s of speech: words are missing
     assert trim_loop(early, voiced_ms=1200) is not None
     assert trim_loop(AsrResult("the the the the the the", "en"), voiced_ms=500) is None  # not a phrase
+    assert trim_loop(AsrResult("She opened the window. She opened", "en"), voiced_ms=3000) is None
 
 
 async def test_the_ladder_climbs_temperatures_until_one_passes() -> None:
