@@ -55,6 +55,7 @@ from streamer.services import Services
 from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
+from streamer.session.socket import close_reason_bytes
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ async def listen(request: web.Request) -> web.StreamResponse:
         raise
     if session is None or options is None:
         assert problem is not None
-        await ws.close(code=CloseCode.POLICY, message=f"DATA-0000: {problem.message}".encode()[:123])
+        await ws.close(code=CloseCode.POLICY, message=close_reason_bytes(f"DATA-0000: {problem.message}"))
         return ws
     retune(session, Turns(end_silence_ms=options.endpointing_ms))
     transport = request.transport if isinstance(request.transport, asyncio.Transport) else None

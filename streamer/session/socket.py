@@ -282,8 +282,7 @@ class SessionSocket(ABC):
             with contextlib.suppress(SlowConsumerError, TimeoutError):
                 async with asyncio.timeout(self.services.settings.send_timeout_s):
                     await asyncio.shield(self._writer)
-        # a close reason is at most 123 bytes
-        await self.ws.close(code=code, message=self.close_message(reason, error).encode()[:123])
+        await self.ws.close(code=code, message=close_reason_bytes(self.close_message(reason, error)))
 
     # ---- the registry's Attachment
 
@@ -310,6 +309,11 @@ class SessionSocket(ABC):
     async def _fatal(self, e: StreamerError) -> None:
         self.services.metrics.errors.labels(e.code).inc()
         await self._finish(e.code, e.close_code, e)
+
+
+def close_reason_bytes(text: str) -> bytes:
+    """A close frame's reason: at most 123 bytes, and still UTF-8 (a cut never splits a character)."""
+    return text.encode()[:123].decode("utf-8", "ignore").encode()
 
 
 async def _join(task: asyncio.Task[None]) -> None:

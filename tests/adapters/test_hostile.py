@@ -18,6 +18,7 @@ from fakes import FakeAsr
 from support import API_KEY, make_settings
 
 from streamer.protocol import MAX_TEXT_BYTES
+from streamer.session.socket import close_reason_bytes
 
 from .conftest import ws_base
 
@@ -151,3 +152,21 @@ async def test_openai_appends_as_large_as_a_frame_pass_the_text_limit(make_serve
         assert [e["code"] for e in errors] == ["bad_request"], frames
         assert "too large" in errors[0]["message"]
         await ws.close()
+
+
+def test_a_close_reason_is_cut_to_123_bytes_without_splitting_a_character() -> None:
+    reason = close_reason_bytes("DATA-0000: " + "é" * 100)  # "é" is two bytes; 11 + 112 leaves one over
+    assert len(reason) <= 123
+    assert reason.decode("utf-8").startswith("DATA-0000: é")
+
+
+async def test_a_deepgram_option_in_any_script_is_refused_with_a_readable_reason(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server(make_settings(), asr_engine=FakeAsr())
+    async with aiohttp.ClientSession() as http:
+        url = ws_base(server) + DEEPGRAM + "&language=x" + "é" * 60  # the 123-byte cut falls inside an é
+        ws = await http.ws_connect(url, headers={"Authorization": f"Token {API_KEY}"})
+        msg = await ws.receive(timeout=5)
+        assert msg.type == WSMsgType.CLOSE and ws.close_code == 1008, msg
+        assert msg.extra.startswith("DATA-0000:"), msg.extra
