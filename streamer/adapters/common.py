@@ -6,7 +6,7 @@ the :class:`SessionRegistry` (rate, capacity, the key's concurrent-session quota
 under the same guards as ``/v1/stream`` (the connection is a :class:`SessionSocket`, like its): frame size,
 real-time pacing, the message rate, the text size, the key's daily audio quota, the idle timeout and the
 session length. Vendor client events become session calls (``commit``, ``drain``, ``update_config``). The
-upgrade itself is checked like ``/v1/stream``'s (:func:`socket_response`).
+upgrade itself is checked like ``/v1/stream``'s (``streamer.session.socket.socket_response``).
 """
 
 from __future__ import annotations
@@ -84,14 +84,6 @@ def issue(services: Services, key: KeyRecord, ttl_s: float, extra: dict[str, obj
         "", key.key_id, SessionConfig(), audience=ADAPTER_AUDIENCE, ttl_s=ttl_s, extra=extra
     )
     return token, grant.expires_at
-
-
-def socket_response(protocols: tuple[str, ...], max_msg_size: int) -> web.WebSocketResponse:
-    """A vendor socket, set up like ``/v1/stream``'s: no permessage-deflate (a few KiB on the wire would
-    inflate to megabytes of the loop's CPU time) and aiohttp's ping every 20 s (a vanished peer is seen)."""
-    return web.WebSocketResponse(
-        protocols=protocols, max_msg_size=max_msg_size, compress=False, heartbeat=20.0
-    )
 
 
 def check_language(services: Services, language: str | None) -> str | None:

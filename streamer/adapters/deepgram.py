@@ -30,7 +30,6 @@ from streamer.adapters.common import (
     key_record,
     redeem,
     retune,
-    socket_response,
 )
 from streamer.errors import AuthError, BadRequestError, ConfigError, SessionIdleError, StreamerError
 from streamer.guards.keys import KeyRecord
@@ -55,7 +54,7 @@ from streamer.services import Services
 from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.socket import close_reason_bytes
+from streamer.session.socket import close_reason_bytes, socket_response
 
 log = logging.getLogger(__name__)
 

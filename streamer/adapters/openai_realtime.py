@@ -29,7 +29,6 @@ from streamer.adapters.common import (
     redeem,
     rethreshold,
     retune,
-    socket_response,
 )
 from streamer.adapters.openai_session import (
     CLIENT_EVENTS,
@@ -67,6 +66,7 @@ from streamer.services import Services
 from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
+from streamer.session.socket import socket_response
 
 log = logging.getLogger(__name__)
 

@@ -49,6 +49,20 @@ log = logging.getLogger(__name__)
 SLOT_TTL_S = 90.0  # a connected session's concurrent-session slot is refreshed every third of this
 
 
+def socket_response(
+    protocols: tuple[str, ...], max_msg_size: int, *, decode_text: bool = True
+) -> web.WebSocketResponse:
+    """The upgrade every surface answers with: no permessage-deflate (4 KiB on the wire would inflate to
+    megabytes of the loop's CPU time) and aiohttp's ping every 20 s (a vanished peer is seen)."""
+    return web.WebSocketResponse(
+        protocols=protocols,
+        max_msg_size=max_msg_size,
+        compress=False,
+        heartbeat=20.0,
+        decode_text=decode_text,
+    )
+
+
 class SessionSocket(ABC):
     """One accepted WebSocket and the session it carries (the registry's ``Attachment``)."""
 

@@ -34,7 +34,7 @@ from streamer.session.durable import ResentAudio
 from streamer.session.edge import REGISTRY, REQUEST_ID, check_origin, error_response, session_limits
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.socket import SessionSocket
+from streamer.session.socket import SessionSocket, socket_response
 from streamer.session.validation import apply_update, check_session_config, parse_client_message
 
 # The largest legal message is one binary frame of max_frame_ms at 48 kHz (96,000 bytes for 1 s). aiohttp
@@ -77,12 +77,9 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     except StreamerError as e:
         services.metrics.refused(e)
         return error_response(e)
-    ws = web.WebSocketResponse(
-        protocols=(PROTOCOL_SUBPROTOCOL,) if via_subprotocol else (),
-        max_msg_size=max(WS_MAX_MSG, 2 * max_frame_bytes(MAX_SAMPLE_RATE, services.settings.max_frame_ms)),
-        # no permessage-deflate: 4 KiB on the wire would inflate to megabytes of the loop's CPU time
-        compress=False,
-        heartbeat=20.0,
+    ws = socket_response(
+        (PROTOCOL_SUBPROTOCOL,) if via_subprotocol else (),
+        max(WS_MAX_MSG, 2 * max_frame_bytes(MAX_SAMPLE_RATE, services.settings.max_frame_ms)),
         decode_text=False,  # undecodable text is our bad_request, not aiohttp's 1007 close
     )
     try:
