@@ -45,6 +45,7 @@ from streamer.adapters.openai_session import (
     error_response,
     invalid,
     json_body,
+    json_object,
     new_id,
     state_from_ga,
 )
@@ -362,12 +363,7 @@ class RealtimeConnection(AdapterConnection):
     # ---- events in
 
     async def on_text(self, data: str | bytes) -> bool:
-        try:
-            raw = json.loads(data)
-        except ValueError as e:
-            raise ClientEventError("the event is not valid JSON", code="invalid_json") from e
-        if not isinstance(raw, dict):
-            raise ClientEventError("an event must be a JSON object", code="invalid_value")
+        raw = json_object(data, "the event")
         event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
         kind = raw.get("type")
         model = CLIENT_EVENTS.get(kind) if isinstance(kind, str) else None

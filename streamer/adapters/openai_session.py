@@ -13,10 +13,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamer.adapters.common import Turns, check_language, key_record
-from streamer.errors import AuthError, BadRequestError, StreamerError
+from streamer.errors import BadRequestError, StreamerError
 from streamer.guards.keys import KeyRecord
 from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SessionConfig
 from streamer.services import Services
+from streamer.session.edge import bearer
 
 DEFAULT_RATE = 24000  # OpenAI's PCM rate
 SECRET_TTL_S = 600
@@ -322,20 +323,21 @@ def error_response(e: StreamerError) -> web.Response:
 
 
 async def bearer_key(request: web.Request, services: Services) -> KeyRecord:
-    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
-        raise AuthError("missing API key: send Authorization: Bearer <api key>")
-    return await key_record(services, credential.strip())
+    """The record of the key in ``Authorization: Bearer``; 401 without one."""
+    return await key_record(services, bearer(request))
+
+
+def json_object(raw: str | bytes, what: str) -> dict[str, Any]:
+    """``raw`` as a JSON object, or the client error that says what is wrong with ``what``."""
+    try:
+        value = json.loads(raw)
+    except ValueError as e:
+        raise ClientEventError(f"{what} is not valid JSON", code="invalid_json") from e
+    if not isinstance(value, dict):
+        raise ClientEventError(f"{what} must be a JSON object", code="invalid_value")
+    return value
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read() if request.can_read_body else b""
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as e:
-        raise ClientEventError("the body is not valid JSON", code="invalid_json") from e
-    if not isinstance(body, dict):
-        raise ClientEventError("the body must be a JSON object", code="invalid_value")
-    return body
+    return json_object(raw, "the body") if raw.strip() else {}
