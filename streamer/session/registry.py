@@ -389,16 +389,17 @@ class SessionRegistry:
                 await parked.settled.wait()
             await self._expire(session_id)
         # bounded: a task that outlives its cancel (a library that swallows one) must not hold shutdown
-        deadline = asyncio.get_running_loop().time() + CLOSE_TIMEOUT_S
-        while self._tasks:
-            left = deadline - asyncio.get_running_loop().time()
-            _, pending = await asyncio.wait(list(self._tasks), timeout=max(0.0, left))
-            if pending and left <= 0:
-                names = sorted(t.get_name() for t in pending)
-                log.error("%d background tasks still running at shutdown, abandoned: %s", len(pending), names)
-                for task in pending:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_TIMEOUT_S
+        while self._tasks:  # a task may spawn another while it finishes
+            left = deadline - loop.time()
+            if left <= 0:
+                names = sorted(t.get_name() for t in self._tasks)
+                log.error("%d background tasks still running at shutdown, abandoned: %s", len(names), names)
+                for task in list(self._tasks):
                     task.cancel()
                 return
+            await asyncio.wait(list(self._tasks), timeout=left)
 
 
 class ConcurrentSessionsError(RateLimitedError):
