@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import wave
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -85,6 +87,18 @@ def skip_or_fail(what: str) -> None:
     if in_ci():
         pytest.fail(f"{what}; CI must run these tests")
     pytest.skip(what)
+
+
+def run_js(harness: Path) -> dict[str, Any]:
+    """Run a ``tests/js`` harness under node: what it printed last, as JSON (node missing: skip or fail)."""
+    node = shutil.which("node")
+    if node is None:
+        skip_or_fail("node is not installed")
+    assert node is not None
+    run = subprocess.run([node, str(harness)], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    return result
 
 
 def require_redis(url: str) -> None:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
-from support import skip_or_fail
+from support import run_js
 
 HARNESS = Path(__file__).parent / "js" / "resume_rule.mjs"
 
 
 def test_the_js_client_resumes_from_the_final_before_one_whose_translation_is_missing() -> None:
-    node = shutil.which("node")
-    if node is None:
-        skip_or_fail("node is not installed")
-        return
-    run = subprocess.run([node, str(HARNESS)], capture_output=True, text=True, timeout=60, check=False)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = run_js(HARNESS)
     # final 1 arrived, its translation into es did not: resume from 0 (docs/protocol.md), not 1
     assert result["resumeFrom"] == 0
     assert result["lastSeq"] == "0"

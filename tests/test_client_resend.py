@@ -6,12 +6,9 @@ against a scripted server (tests/js/resend_on_resume.mjs).
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
-from support import skip_or_fail
+from support import run_js
 
 from streamer.client import AudioBuffer
 
@@ -44,13 +41,7 @@ def test_the_buffer_is_bounded_and_resends_in_few_frames() -> None:
 
 
 def test_the_js_client_resends_the_audio_after_the_transcribed_point_on_resume() -> None:
-    node = shutil.which("node")
-    if node is None:
-        skip_or_fail("node is not installed")
-        return
-    run = subprocess.run([node, str(HARNESS)], capture_output=True, text=True, timeout=60, check=False)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = run_js(HARNESS)
     # frames 1..5 were 0..500 ms; the server says 300 ms are transcribed: 4 and 5 again, from 300 ms
     assert result["params"] == {"last_seq": "1", "audio_from_ms": "300"}
     assert result["first"] == [1, 2, 3, 4, 5]
