@@ -186,21 +186,15 @@ class AdapterConnection(SessionSocket):
     def render(self, message: ServerMessage) -> list[str]:
         """The vendor's frames for one protocol v1 message (maybe none)."""
 
-    @abstractmethod
-    async def on_open(self) -> None:
-        """Frames the vendor sends first (after the session is attached)."""
-
-    def close_reason(self, e: StreamerError) -> str:
-        """The close frame's reason for a session ended by ``e``."""
-        return e.message
-
-    # ---- the connection
-
     async def opening(self, replay: Sequence[TranscriptFinal | TranslationFinal], resumed: bool) -> None:
-        await self.on_open()  # never resumed, so nothing to replay
+        """Frames the vendor sends first (never resumed, so nothing to replay): none by default."""
+        return None
 
     def close_message(self, reason: str, error: StreamerError | None) -> str:
-        return self.close_reason(error) if error is not None else reason
+        """The close frame's reason: the error's message, or why the session ended."""
+        return error.message if error is not None else reason
+
+    # ---- the connection
 
     async def send_json_text(self, text: str) -> None:
         """A vendor frame outside the session's message order (answers to client events)."""

@@ -301,9 +301,6 @@ class DeepgramConnection(AdapterConnection):
         self._answer_after: int | None = None  # a Finalize that ended nothing is answered after this one
         self._created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
-    async def on_open(self) -> None:
-        return None  # Deepgram sends nothing until there are results
-
     # ---- client messages
 
     async def on_binary(self, data: bytes) -> None:
@@ -457,11 +454,13 @@ class DeepgramConnection(AdapterConnection):
             "model_info": {self.model_uuid: self._model_info()},
         }
 
-    def close_reason(self, e: StreamerError) -> str:
+    def close_message(self, reason: str, error: StreamerError | None) -> str:
+        if error is None:
+            return reason
         # NET-0001 is Deepgram's "no audio within the timeout window", and what it says when it cannot serve
-        idle = isinstance(e, SessionIdleError)
-        prefix = "NET-0001" if idle or e.close_code == CloseCode.TRY_AGAIN_LATER else "DATA-0000"
-        return f"{prefix}: {e.code}: {e.message}"
+        idle = isinstance(error, SessionIdleError)
+        prefix = "NET-0001" if idle or error.close_code == CloseCode.TRY_AGAIN_LATER else "DATA-0000"
+        return f"{prefix}: {error.code}: {error.message}"
 
 
 ROUTES = [web.get("/v1/listen", listen), web.post("/v1/auth/grant", grant)]

@@ -16,6 +16,7 @@ import binascii
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from aiohttp import web
@@ -61,6 +62,7 @@ from streamer.protocol import (
     SpeechStopped,
     TranscriptFinal,
     TranscriptPartial,
+    TranslationFinal,
     Warning_,
 )
 from streamer.services import Services
@@ -236,7 +238,7 @@ class RealtimeConnection(AdapterConnection):
             )
         return self._event(f"session.{what}", session=self.state.ga(self.openai_session_id, self.expires_at))
 
-    async def on_open(self) -> None:
+    async def opening(self, replay: Sequence[TranscriptFinal | TranslationFinal], resumed: bool) -> None:
         await self.send_json_text(self._session_event("created"))
 
     async def report(self, e: StreamerError) -> None:
