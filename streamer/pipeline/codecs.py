@@ -1,0 +1,110 @@
+"""Audio as clients encode it, turned into the PCM16 every session runs on.
+
+A :class:`Decoder` takes the bytes of a stream as they arrive (in messages of any size) and returns the
+PCM16 little-endian samples they complete; ``flush`` returns what is left at the end. Raw encodings
+(``pcm16``, G.711 ``mulaw`` and ``alaw``) keep their sample rate and channel count; container decoders
+(see ``streamer.pipeline.containers``) add to :func:`open_decoder`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.errors import InvalidAudioError
+
+
+class Encoding(StrEnum):
+    """How a client's audio bytes are encoded."""
+
+    PCM16 = "pcm16"  # signed 16-bit little-endian
+    MULAW = "mulaw"  # G.711 μ-law, 8 bits a sample
+    ALAW = "alaw"  # G.711 A-law, 8 bits a sample
+
+
+class Decoder(Protocol):
+    """Bytes of one stream in, PCM16 out (interleaved when ``channels`` > 1)."""
+
+    sample_rate: int
+    channels: int
+
+    def decode(self, data: bytes) -> bytes:
+        """The PCM16 that ``data`` completes (maybe none yet: a partial sample is held)."""
+        ...
+
+    def flush(self) -> bytes:
+        """The rest at the end of the stream."""
+        ...
+
+
+def _mulaw_table() -> npt.NDArray[np.int16]:
+    """ITU-T G.711 μ-law expansion of every byte value."""
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    sign, exponent, mantissa = u & 0x80, (u >> 4) & 0x07, u & 0x0F
+    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
+
+
+def _alaw_table() -> npt.NDArray[np.int16]:
+    """ITU-T G.711 A-law expansion of every byte value."""
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    sign, exponent, mantissa = a & 0x80, (a >> 4) & 0x07, a & 0x0F
+    magnitude = np.where(
+        exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0)
+    )
+    return np.where(sign != 0, magnitude, -magnitude).astype(np.int16)
+
+
+MULAW_TO_PCM = _mulaw_table()
+ALAW_TO_PCM = _alaw_table()
+
+
+class PcmDecoder:
+    """PCM16 passes through; an odd trailing byte waits for its partner."""
+
+    def __init__(self, sample_rate: int, channels: int = 1) -> None:
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self._held = b""
+
+    def decode(self, data: bytes) -> bytes:
+        data = self._held + data
+        whole = len(data) - len(data) % (2 * self.channels)
+        self._held = data[whole:]
+        return data[:whole]
+
+    def flush(self) -> bytes:
+        if self._held:
+            self._held = b""
+            raise InvalidAudioError("the stream ended inside a 16-bit sample")
+        return b""
+
+
+class G711Decoder:
+    """G.711 μ-law or A-law, one byte a sample, expanded by table."""
+
+    def __init__(self, encoding: Encoding, sample_rate: int, channels: int = 1) -> None:
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self._table = MULAW_TO_PCM if encoding is Encoding.MULAW else ALAW_TO_PCM
+        self._held = b""
+
+    def decode(self, data: bytes) -> bytes:
+        data = self._held + data
+        whole = len(data) - len(data) % self.channels
+        self._held = data[whole:]
+        return self._table[np.frombuffer(data[:whole], dtype=np.uint8)].astype("<i2").tobytes()
+
+    def flush(self) -> bytes:
+        self._held = b""
+        return b""
+
+
+def open_decoder(encoding: Encoding, sample_rate: int, channels: int = 1) -> Decoder:
+    """A decoder for one stream of ``encoding``."""
+    if encoding is Encoding.PCM16:
+        return PcmDecoder(sample_rate, channels)
+    return G711Decoder(encoding, sample_rate, channels)
