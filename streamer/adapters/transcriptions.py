@@ -27,6 +27,7 @@ from streamer.adapters.common import check_language
 from streamer.adapters.openai_session import ClientEventError, bearer_key, error_response
 from streamer.errors import InvalidAudioError, SessionLimitError, StreamerError
 from streamer.pipeline.audio import MODEL_RATE
+from streamer.pipeline.containers import UNDECODABLE, open_input
 from streamer.protocol import SessionConfig, TranscriptFinal, Word
 from streamer.session.edge import REGISTRY, REQUEST_ID
 from streamer.session.outbox import Outbox
@@ -158,9 +159,7 @@ def decode_audio(source: IO[bytes], max_seconds: float) -> np.ndarray:
     chunks: list[np.ndarray] = []
     total = 0
     try:
-        with av.open(source, mode="r") as container:
-            if not container.streams.audio:
-                raise InvalidAudioError("the file has no audio stream")
+        with open_input(source) as container:
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="s16", layout="mono", rate=MODEL_RATE)
             for frame in container.decode(stream):
@@ -173,8 +172,8 @@ def decode_audio(source: IO[bytes], max_seconds: float) -> np.ndarray:
                         )
                     chunks.append(samples)
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-    except (av.FFmpegError, ValueError, OSError) as e:  # what FFmpeg and PyAV raise for unreadable input
-        raise InvalidAudioError(f"the file could not be decoded as audio ({type(e).__name__})") from e
+    except (av.FFmpegError, ValueError, OSError, EOFError) as e:  # FFmpeg's and PyAV's refusals
+        raise InvalidAudioError(UNDECODABLE) from e  # one message for all: no oracle of the cause
     if not chunks:
         raise InvalidAudioError("the file holds no audio samples")
     return np.concatenate(chunks).astype("<i2")
