@@ -32,7 +32,7 @@ from aiohttp.web_request import BaseRequest
 
 from streamer.config import Settings
 from streamer.protocol import error_body
-from streamer.session.clients import Network, networks, trusted
+from streamer.session.clients import Network, canonical, networks, trusted
 from streamer.session.edge import SECURITY_HEADERS, SERVER_NAME
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ class EdgeRequestHandler(web.RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        address = canonical(str(peer[0])) if isinstance(peer, tuple) and peer else ""
         if not self._guard.admit(address):
             transport.close()
             return
