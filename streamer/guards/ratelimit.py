@@ -6,7 +6,7 @@ import math
 
 from streamer.guards.clock import Clock, monotonic
 
-__all__ = ["AudioPacer", "TokenBucket"]
+__all__ = ["AudioPacer", "BucketTable", "TokenBucket"]
 
 # Refill arithmetic is floating point: a caller who waits exactly ``retry_after()`` must then succeed.
 _EPSILON = 1e-9
@@ -58,6 +58,81 @@ class TokenBucket:
             return math.inf
         self._refill()
         return max(0.0, (n - self._tokens) / self.rate_per_s)
+
+    @property
+    def throttled(self) -> bool:
+        """Whether the next single take would be refused."""
+        return self.tokens + _EPSILON < 1.0
+
+    @property
+    def updated_at(self) -> float:
+        """When tokens were last taken or counted (the clock's time)."""
+        return self._updated
+
+
+class BucketTable:
+    """One :class:`TokenBucket` per name (a client address, a key id), at most ``max_size`` of them.
+
+    Forgetting a bucket gives its name a full one, so a full table forgets the least harmful first: full
+    buckets (the same as new ones), then the longest idle of those that are not throttled. A throttled
+    bucket is never forgotten: otherwise anyone able to present ``max_size`` other names could buy a
+    throttled name fresh tries. If every bucket is throttled, :meth:`bucket` has no room for a new name
+    (None) and the caller refuses it; that lasts until the first bucket refills a token (``retry_after``).
+    Each sweep frees a tenth of the table, so the scan is paid once per many new names.
+    """
+
+    def __init__(self, rate_per_s: float, burst: float, max_size: int, clock: Clock = monotonic) -> None:
+        if max_size < 1:
+            raise ValueError(f"max_size must be at least 1, not {max_size}")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.max_size = max_size
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+        self._full_until = -math.inf  # no room for new names before this time (every bucket throttled)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def get(self, name: str) -> TokenBucket | None:
+        """``name``'s bucket if it has one (a name without one has a full allowance)."""
+        return self._buckets.get(name)
+
+    def bucket(self, name: str) -> TokenBucket | None:
+        """``name``'s bucket, made if needed; None when the table is full of throttled buckets."""
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            if not self._room():
+                return None
+            bucket = self._buckets[name] = TokenBucket(self.rate_per_s, self.burst, self._clock)
+        return bucket
+
+    def full(self) -> bool:
+        """Whether a new name would be refused now (every bucket throttled)."""
+        return not self._room()
+
+    def retry_after(self) -> float:
+        """Seconds until a new name would find room (0 if now)."""
+        return 0.0 if self._room() else max(0.0, self._full_until - self._clock())
+
+    def _room(self) -> bool:
+        if len(self._buckets) < self.max_size:
+            return True
+        now = self._clock()
+        if now < self._full_until:
+            return False
+        table = self._buckets
+        for idle in [k for k, b in table.items() if b.tokens >= b.burst]:
+            del table[idle]
+        if len(table) >= self.max_size:
+            target = self.max_size - max(1, self.max_size // 10)
+            free = sorted((b.updated_at, k) for k, b in table.items() if not b.throttled)
+            for _, name in free[: len(table) - target]:
+                del table[name]
+        if len(table) < self.max_size:
+            return True
+        self._full_until = now + min(b.retry_after() for b in table.values())
+        return False
 
 
 class AudioPacer:
