@@ -18,6 +18,7 @@ from streamer.protocol import Limits, error_body
 from streamer.services import Services
 from streamer.session.clients import client_address, networks, rate_key
 from streamer.session.registry import SessionRegistry
+from streamer.session.tokens import AUDIENCE, SessionGrant
 from streamer.session.validation import origin_allowed
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,33 @@ def bearer(request: web.Request) -> str:
     if scheme.lower() != "bearer" or not value.strip():
         raise AuthError("missing API key: send Authorization: Bearer <key>")
     return value.strip()
+
+
+async def redeem_token(services: Services, token: str, audience: str = AUDIENCE) -> SessionGrant:
+    """Spend a single-use token minted for ``audience``: its signature, audience, expiry and single use,
+    and its key must still be valid now (a key revoked after the token was issued opens nothing)."""
+    grant = await services.tokens.redeem(
+        token,
+        lambda jti, ttl: services.backend_call(lambda: services.backend.consume_jti(jti, ttl), True),
+        audience=audience,
+    )
+    if not await _key_still_valid(services, grant.key_id):
+        raise AuthError("the key this token was issued for is no longer valid")
+    return grant
+
+
+async def _key_still_valid(services: Services, key_id: str) -> bool:
+    if key_id == DEMO_KEY_ID:
+        return services.settings.demo_enabled
+    if any(record.key_id == key_id for record in services.keys.records):
+        return True
+
+    async def stored() -> bool:
+        record = await services.backend.get_key(key_id)
+        return record is not None and not record.revoked
+
+    # the outage policy decides while the key store is down (fail_open: the token was valid when issued)
+    return await services.backend_call(stored, True)
 
 
 def check_origin(request: web.Request) -> None:

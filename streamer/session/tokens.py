@@ -21,7 +21,10 @@ from streamer.errors import AuthError
 from streamer.protocol import SessionConfig
 
 ALGORITHM = "HS256"
-AUDIENCE = "streamer.stream"
+# One audience per surface: a credential minted for one surface opens no session on another.
+AUDIENCE = "streamer.stream"  # /v1/stream session tokens
+DEEPGRAM_AUDIENCE = "streamer.deepgram"  # /v1/auth/grant temporary tokens, for /v1/listen
+OPENAI_AUDIENCE = "streamer.openai"  # /v1/realtime client secrets (ek_...), for /v1/realtime
 ISSUER = "streamer"
 
 
