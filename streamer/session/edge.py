@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import uuid
@@ -44,6 +45,21 @@ SECURITY_HEADERS = {
 # a load balancer's health checks may share an address with a guesser (behind an undeclared proxy)
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 SERVER_NAME = "streamer"  # not aiohttp's Server header, which names its and Python's versions
+
+
+class Listener(enum.Enum):
+    """Which of ``streamer serve``'s listeners a connection came in on (``streamer/listen.py``)."""
+
+    PUBLIC = "public"
+    ADMIN = "admin"  # STREAMER_ADMIN_PORT's, on STREAMER_ADMIN_HOST
+
+
+def listener_of(request: web.Request) -> Listener:
+    """The listener ``request`` arrived on: ``listen.py``'s connection handlers say which; anything else
+    (an app under another runner, tests' ``TestServer``) has the public one only. Not the local port:
+    two listeners may share a port on different addresses, and port 0 is chosen by the system."""
+    listener = getattr(request.protocol, "listener", None)
+    return listener if isinstance(listener, Listener) else Listener.PUBLIC
 
 
 def content_security_policy(public_url: str | None) -> str:
@@ -89,6 +105,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if registry is not None:
         trusted = networks(registry.services.settings.trusted_proxies)
         address = rate_key(client_address(request, trusted))
+        if listener_of(request) is Listener.ADMIN:
+            # the admin listener's failures are its own: guesses on the public side never lock out the
+            # operator, and admin-key guesses are throttled apart
+            address = f"admin {address}"
     try:
         if registry is not None and request.path not in PROBES:
             registry.check_auth_failures(address)
