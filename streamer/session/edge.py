@@ -168,6 +168,31 @@ async def _key_still_valid(services: Services, key_id: str) -> bool:
     return await services.backend_call(stored, True)
 
 
+async def hold_slot(services: Services, key_id: str, session_id: str, ttl_s: float) -> None:
+    """Keep a connected session's concurrent-session slot for ``ttl_s`` more seconds. A slot the state
+    backend lost (a Redis restart without persistence; a lapse during an outage) is added again, within
+    the key's limit: live sessions count again, and new ones are refused past the limit."""
+    backend = services.backend
+    if await backend.refresh_session(key_id, session_id, ttl_s):
+        return
+    limit = await _session_limit(services, key_id)
+    if limit is not _GONE:
+        await backend.acquire_session(key_id, session_id, limit, ttl_s)
+
+
+_GONE = -1  # the key is no longer known: its sessions end on their own, and hold no slot meanwhile
+
+
+async def _session_limit(services: Services, key_id: str) -> int | None:
+    if key_id == DEMO_KEY_ID:
+        return services.settings.demo_max_sessions
+    for record in services.keys.records:
+        if record.key_id == key_id:
+            return record.session_limit
+    stored = await services.backend.get_key(key_id)
+    return stored.session_limit if stored is not None else _GONE
+
+
 def check_origin(request: web.Request) -> None:
     """Refuse cross-site WebSocket hijacking: a browser's Origin must be allowed (or same host)."""
     origin = request.headers.get("Origin")
