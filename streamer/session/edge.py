@@ -175,22 +175,20 @@ async def hold_slot(services: Services, key_id: str, session_id: str, ttl_s: flo
     backend = services.backend
     if await backend.refresh_session(key_id, session_id, ttl_s):
         return
-    limit = await _session_limit(services, key_id)
-    if limit is not _GONE:
+    known, limit = await _session_limit(services, key_id)
+    if known:  # a key no longer known (deleted, or lost with the store) takes no slot back
         await backend.acquire_session(key_id, session_id, limit, ttl_s)
 
 
-_GONE = -1  # the key is no longer known: its sessions end on their own, and hold no slot meanwhile
-
-
-async def _session_limit(services: Services, key_id: str) -> int | None:
+async def _session_limit(services: Services, key_id: str) -> tuple[bool, int | None]:
+    """Whether the key is known, and its concurrent-session limit (None: unlimited)."""
     if key_id == DEMO_KEY_ID:
-        return services.settings.demo_max_sessions
+        return True, services.settings.demo_max_sessions
     for record in services.keys.records:
         if record.key_id == key_id:
-            return record.session_limit
+            return True, record.session_limit
     stored = await services.backend.get_key(key_id)
-    return stored.session_limit if stored is not None else _GONE
+    return stored is not None, stored.session_limit if stored is not None else None
 
 
 def check_origin(request: web.Request) -> None:

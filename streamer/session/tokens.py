@@ -152,7 +152,7 @@ class TokenService:
         try:
             fresh = await consume_jti(grant.jti, ttl_s)
         except BaseException:
-            del self._used[grant.jti]  # not spent (the backend refused to answer): the client may retry
+            self._used.pop(grant.jti, None)  # not spent (the backend refused to answer): the client may retry
             raise
         if not fresh:
             raise AuthError("session token already used")
