@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 
 from streamer.guards.clock import Clock, monotonic
@@ -122,12 +123,19 @@ class BucketTable:
         if now < self._full_until:
             return False
         table = self._buckets
-        for idle in [k for k, b in table.items() if b.tokens >= b.burst]:
-            del table[idle]
-        if len(table) >= self.max_size:
-            target = self.max_size - max(1, self.max_size // 10)
-            free = sorted((b.updated_at, k) for k, b in table.items() if not b.throttled)
-            for _, name in free[: len(table) - target]:
+        full: list[str] = []
+        unthrottled: list[tuple[float, str]] = []
+        for name, bucket in table.items():  # one pass: reading a bucket's tokens refills it
+            tokens = bucket.tokens
+            if tokens >= bucket.burst:
+                full.append(name)
+            elif tokens + _EPSILON >= 1.0:
+                unthrottled.append((bucket.updated_at, name))
+        for name in full:
+            del table[name]
+        excess = len(table) - (self.max_size - max(1, self.max_size // 10))
+        if excess > 0:
+            for _, name in heapq.nsmallest(excess, unthrottled):
                 del table[name]
         if len(table) < self.max_size:
             return True
