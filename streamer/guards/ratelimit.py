@@ -29,6 +29,7 @@ class TokenBucket:
         self._clock = clock
         self._tokens = burst
         self._updated = clock()
+        self._taken_at = self._updated
 
     def _refill(self) -> None:
         now = self._clock()
@@ -51,6 +52,7 @@ class TokenBucket:
         if self._tokens + _EPSILON < n:
             return False
         self._tokens = max(0.0, self._tokens - n)
+        self._taken_at = self._updated
         return True
 
     def retry_after(self, n: float = 1.0) -> float:
@@ -66,9 +68,9 @@ class TokenBucket:
         return self.tokens + _EPSILON < 1.0
 
     @property
-    def updated_at(self) -> float:
-        """When tokens were last taken or counted (the clock's time)."""
-        return self._updated
+    def taken_at(self) -> float:
+        """When tokens were last taken (or the bucket made), by its clock; reading it changes nothing."""
+        return self._taken_at
 
 
 class BucketTable:
@@ -130,7 +132,7 @@ class BucketTable:
             if tokens >= bucket.burst:
                 full.append(name)
             elif tokens + _EPSILON >= 1.0:
-                unthrottled.append((bucket.updated_at, name))
+                unthrottled.append((bucket.taken_at, name))
         for name in full:
             del table[name]
         excess = len(table) - (self.max_size - max(1, self.max_size // 10))

@@ -62,15 +62,18 @@ def test_a_table_full_of_throttled_addresses_refuses_new_ones_until_one_refills(
 def test_a_full_table_forgets_full_then_the_longest_idle_unthrottled_buckets() -> None:
     clock = FakeClock()
     table = ratelimit.BucketTable(PER_MIN / 60, PER_MIN, max_size=10, clock=clock)
-    for n in range(10):
-        bucket = table.bucket(f"a{n}")
+    names = ["t", "z", "y", "x", "w", "v", "u", "s", "r", "q"]  # oldest first; not in name order
+    for name in names:
+        bucket = table.bucket(name)
         assert bucket is not None
-        bucket.try_take(PER_MIN if n == 0 else 1.0)  # a0 is throttled; a1 (oldest) ... a9 each used once
+        bucket.try_take(PER_MIN if name == "t" else 1.0)  # t is throttled; the others used once each
         clock.advance(0.01)
+    # reading a bucket refills it: that must not count as using it
+    assert all((b := table.get(name)) is not None and b.tokens < PER_MIN for name in names)
     assert table.bucket("new") is not None
-    assert table.get("a0") is not None  # throttled, and the oldest: kept
-    assert table.get("a1") is None  # the longest idle of the unthrottled: forgotten
-    assert all(table.get(f"a{n}") is not None for n in range(2, 10))
+    assert table.get("t") is not None  # throttled, and the oldest: kept
+    assert table.get("z") is None  # the longest idle of the unthrottled: forgotten
+    assert all(table.get(name) is not None for name in names[2:])
     clock.advance(60.0)  # every bucket refills: full buckets are the same as new ones, forgotten first
     for n in range(9):
         assert table.bucket(f"b{n}") is not None
