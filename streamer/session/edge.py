@@ -1,4 +1,6 @@
-"""The one place where domain errors become HTTP answers; the app keys; auth and origin checks."""
+"""The one place where domain errors become HTTP answers; the app keys; auth and origin checks: which
+listener a request came in on, token redemption (audience, single use, the key still valid), and the upkeep
+of a connected session's concurrent-session slot."""
 
 from __future__ import annotations
 
