@@ -16,8 +16,14 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def networks(proxies: Iterable[str]) -> tuple[Network, ...]:
-    """Parse the configured proxies (addresses or CIDR networks)."""
-    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+    """Parse the configured proxies (addresses or CIDR networks; ``::ffff:a.b.c.d/n`` as IPv4)."""
+    return tuple(_network(p) for p in proxies)
+
+
+def _network(proxy: str) -> Network:
+    net = ipaddress.ip_network(proxy, strict=False)
+    mapped = net.network_address.ipv4_mapped if net.version == 6 and net.prefixlen >= 96 else None
+    return net if mapped is None else ipaddress.IPv4Network((mapped, net.prefixlen - 96))
 
 
 def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -28,6 +28,9 @@ def test_a_mapped_address_counts_as_its_ipv4_client() -> None:
     # a real IPv6 client still counts under its /64, and what is not an address is left alone
     assert rate_key("2001:db8::1") == rate_key("2001:db8::2") == "2001:db8::/64"
     assert rate_key("unix") == "unix"
+    # a proxy configured in its mapped spelling is the same IPv4 proxy, whichever way it connects
+    proxies = clients.networks(["::ffff:10.1.0.0/112"])
+    assert clients.trusted("10.1.2.3", proxies) and clients.trusted("::ffff:10.1.2.3", proxies)
 
 
 async def test_mapped_clients_do_not_share_the_failed_authentication_throttle(make_server: Any) -> None:
