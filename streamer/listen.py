@@ -32,8 +32,8 @@ from aiohttp.web_request import BaseRequest
 
 from streamer.config import Settings
 from streamer.protocol import error_body
-from streamer.session.clients import Network, networks, trusted
-from streamer.session.edge import SECURITY_HEADERS, SERVER_NAME
+from streamer.session.clients import Network, canonical, networks, trusted
+from streamer.session.edge import SECURITY_HEADERS, SERVER_NAME, Listener
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ class _OncePer:
 
 
 class ConnectionGuard:
-    """What every connection of one server shares: the per-address counts and the log throttles."""
+    """What every connection of one listener shares: the per-address counts and the log throttles. Each
+    listener has its own, so connections held open on the public one never use up the admin one's."""
 
     def __init__(
         self,
@@ -143,7 +144,9 @@ class ConnectionGuard:
         body_timeout_s: float,
         max_per_address: int,
         trusted_proxies: tuple[Network, ...] = (),
+        listener: Listener = Listener.PUBLIC,
     ) -> None:
+        self.listener = listener
         self.header_timeout_s = header_timeout_s
         self.body_timeout_s = body_timeout_s
         self.max_per_address = max_per_address
@@ -154,12 +157,13 @@ class ConnectionGuard:
         self.refused_log = _OncePer(LOG_EVERY_S)
 
     @classmethod
-    def from_settings(cls, s: Settings) -> ConnectionGuard:
+    def from_settings(cls, s: Settings, listener: Listener = Listener.PUBLIC) -> ConnectionGuard:
         return cls(
             header_timeout_s=s.header_timeout_s,
             body_timeout_s=s.body_timeout_s,
             max_per_address=s.max_connections_per_address,
             trusted_proxies=networks(s.trusted_proxies),
+            listener=listener,
         )
 
     def admit(self, address: str) -> bool:
@@ -190,6 +194,7 @@ class EdgeRequestHandler(web.RequestHandler):
     def __init__(self, manager: web.Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
+        self.listener = guard.listener  # read by the app (``edge.listener_of``): which listener this is
         self._watch = RequestWatch()
         self._timer: asyncio.TimerHandle | None = None
         self._timed_phase: Phase | None = None
@@ -197,7 +202,7 @@ class EdgeRequestHandler(web.RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        address = canonical(str(peer[0])) if isinstance(peer, tuple) and peer else ""
         if not self._guard.admit(address):
             transport.close()
             return
@@ -309,10 +314,10 @@ async def start(app: web.Application, settings: Settings) -> tuple[web.AppRunner
     """Start the app on its listener, and the admin API's when ``admin_port`` is set."""
     runner = web.AppRunner(app, shutdown_timeout=settings.drain_timeout_s + 5, access_log=None)
     await runner.setup()
-    guard = ConnectionGuard.from_settings(settings)
-    sites = [GuardedSite(runner, settings.host, settings.port, guard)]
+    sites = [GuardedSite(runner, settings.host, settings.port, ConnectionGuard.from_settings(settings))]
     if settings.admin_port is not None:
-        sites.append(GuardedSite(runner, settings.admin_host, settings.admin_port, guard))
+        admin = ConnectionGuard.from_settings(settings, Listener.ADMIN)
+        sites.append(GuardedSite(runner, settings.admin_host, settings.admin_port, admin))
     try:
         for site in sites:
             await site.start()

@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 
 from streamer.config import Settings
 from streamer.errors import OverloadedError, StreamerError
-from streamer.guards.backend import BackendUnavailableError, StateBackend
+from streamer.guards.backend import BackendUnavailableError, OutageLog, StateBackend
 from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import KeyRecord, KeyRing, hash_key, key_id_of
 from streamer.metrics import Metrics
@@ -68,6 +68,7 @@ class Services:
     translator: Translator | None = None
     # by name ("asr", "state", "mt"): the admin API and /readyz show them, admission reads "asr"
     breakers: Mapping[str, CircuitBreaker] = field(default_factory=dict)
+    outage: OutageLog = field(default_factory=OutageLog)  # one line per outage, not one per call
 
     async def backend_call(self, call: Callable[[], Awaitable[T]], fail_open: T) -> T:
         """Run a state-backend call under the configured outage policy.
@@ -87,11 +88,14 @@ class Services:
             return self._outage(fail_open, e)
         if breaker is not None:
             breaker.record_success()
+        if self.outage.succeeded():
+            log.warning("state backend reachable again; limits are enforced")
         return result
 
     def _outage(self, fail_open: T, cause: BackendUnavailableError | None) -> T:
+        if self.outage.failed():
+            log.warning("state backend unavailable; %s until it answers", self.settings.redis_policy.value)
         if self.settings.redis_policy == "fail_open":
-            log.warning("state backend unavailable; failing open")
             return fail_open
         raise self._refuse_for_backend(
             OverloadedError("shared state is unavailable; try again shortly", retry_after=2.0)

@@ -35,6 +35,7 @@ from streamer.guards.keys import KeyRecord
 from streamer.pipeline.segmenter import Segmenter, SegmenterConfig
 from streamer.protocol import CloseCode, ServerMessage, SessionConfig, TranscriptFinal, TranslationFinal
 from streamer.services import Services
+from streamer.session.edge import redeem_token
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 from streamer.session.socket import SessionSocket
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 SERVER_MESSAGE: TypeAdapter[ServerMessage] = TypeAdapter(
     Annotated[ServerMessage, Field(discriminator="type")]
 )
-# audience of the adapters' temporary credentials: a session token for /v1/stream is not one, nor back
-ADAPTER_AUDIENCE = "streamer.adapter"
 NO_ENDPOINT_MS = 3_600_000  # "never end an utterance on silence": only commits (and max length) end it
 
 
@@ -68,20 +67,19 @@ async def key_by_id(services: Services, key_id: str) -> KeyRecord:
     return stored
 
 
-async def redeem(services: Services, token: str) -> tuple[KeyRecord, dict[str, object]]:
-    """Spend a temporary credential (single use, TTL): its key and what it carried."""
-    grant = await services.tokens.redeem(
-        token,
-        lambda jti, ttl: services.backend_call(lambda: services.backend.consume_jti(jti, ttl), True),
-        audience=ADAPTER_AUDIENCE,
-    )
+async def redeem(services: Services, token: str, audience: str) -> tuple[KeyRecord, dict[str, object]]:
+    """Spend a temporary credential minted for ``audience`` (its surface; single use, TTL): its key and
+    what it carried."""
+    grant = await redeem_token(services, token, audience)
     return await key_by_id(services, grant.key_id), dict(grant.extra)
 
 
-def issue(services: Services, key: KeyRecord, ttl_s: float, extra: dict[str, object]) -> tuple[str, float]:
-    """A temporary credential for ``key``: (token, expires at, epoch seconds)."""
+def issue(
+    services: Services, key: KeyRecord, ttl_s: float, extra: dict[str, object], audience: str
+) -> tuple[str, float]:
+    """A temporary credential for ``key``, for the surface ``audience`` names: (token, expires at)."""
     token, grant = services.tokens.issue(
-        "", key.key_id, SessionConfig(), audience=ADAPTER_AUDIENCE, ttl_s=ttl_s, extra=extra
+        "", key.key_id, SessionConfig(), audience=audience, ttl_s=ttl_s, extra=extra
     )
     return token, grant.expires_at
 

@@ -55,6 +55,7 @@ from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 from streamer.session.socket import close_reason_bytes, socket_response
+from streamer.session.tokens import DEEPGRAM_AUDIENCE
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ async def _authenticate(request: web.Request, services: Services) -> tuple[KeyRe
         return await key_record(services, credential), answer
     if credential.count(".") != 2:  # not a JWT: an API key sent as Bearer
         return await key_record(services, credential), answer
-    key, _ = await redeem(services, credential)
+    key, _ = await redeem(services, credential, DEEPGRAM_AUDIENCE)
     return key, answer
 
 
@@ -199,7 +200,7 @@ async def grant(request: web.Request) -> web.Response:
                 first = e.errors()[0]
                 raise BadRequestError(f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}") from e
             ttl = body.ttl_seconds if body.ttl_seconds is not None else GRANT_TTL_S
-        token, expires_at = issue(services, key, ttl, {"surface": "deepgram"})
+        token, expires_at = issue(services, key, ttl, {"surface": "deepgram"}, DEEPGRAM_AUDIENCE)
     except StreamerError as e:
         return _error_response(_from_domain(e), request_id)
     return web.json_response({"access_token": token, "expires_in": round(expires_at - time.time(), 3)})

@@ -70,6 +70,7 @@ from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 from streamer.session.socket import socket_response
+from streamer.session.tokens import OPENAI_AUDIENCE
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ async def client_secrets(request: web.Request) -> web.Response:
         state = state_from_ga(raw)
         state.config(services)  # refuse a language the model lacks now, not at connect time
         ttl = (body.expires_after or ExpiresAt()).seconds
-        token, expires_at = issue(services, key, ttl, {"openai": state.model_dump(), "beta": False})
+        extra = {"openai": state.model_dump(), "beta": False}
+        token, expires_at = issue(services, key, ttl, extra, OPENAI_AUDIENCE)
     except StreamerError as e:
         return error_response(e)
     session_id = new_id("sess")
@@ -128,7 +130,8 @@ async def transcription_sessions(request: web.Request) -> web.Response:
             if body.client_secret and body.client_secret.expires_at
             else ExpiresAt()
         )
-        token, expires_at = issue(services, key, ttl.seconds, {"openai": state.model_dump(), "beta": True})
+        extra = {"openai": state.model_dump(), "beta": True}
+        token, expires_at = issue(services, key, ttl.seconds, extra, OPENAI_AUDIENCE)
     except StreamerError as e:
         return error_response(e)
     session = state.beta(new_id("sess"), int(expires_at))
@@ -155,7 +158,7 @@ async def _authenticate(
         raise AuthError("send Authorization: Bearer <api key or client secret>")
     if not credential.startswith(SECRET_PREFIX):
         return await key_record(services, credential), None, False
-    key, extra = await redeem(services, credential[len(SECRET_PREFIX) :])
+    key, extra = await redeem(services, credential[len(SECRET_PREFIX) :], OPENAI_AUDIENCE)
     carried = extra.get("openai")
     state = RealtimeState.model_validate(carried) if isinstance(carried, dict) else None
     return key, state, bool(extra.get("beta"))

@@ -2,7 +2,7 @@
 
 The capacity check reads a :class:`BatcherSnapshot` (the batcher's public statistics) and the ASR
 breaker's state; the per-key session rate and the demo page's rate per client address are token buckets
-kept here (a bounded number of them: full, idle buckets are forgotten first). Each
+kept here (a bounded number of them, never forgetting a throttled one: ``ratelimit.BucketTable``). Each
 refusal names its reason (the ``refusals`` metric label) and carries the domain error the edge reports.
 """
 
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from streamer.errors import ModelUnavailableError, OverloadedError, RateLimitedError, StreamerError
 from streamer.guards.breaker import BreakerState
 from streamer.guards.clock import Clock, monotonic
-from streamer.guards.ratelimit import TokenBucket
+from streamer.guards.ratelimit import BucketTable
 from streamer.pipeline.batcher import BatcherSnapshot
 
 __all__ = ["MAX_RATE_BUCKETS", "Admission", "AdmissionLimits", "Refusal"]
 
-# Per-key session-rate buckets kept before full (idle) ones are forgotten; a full bucket equals a new one.
+# Buckets kept per rate (keys, addresses); a full table forgets full, then idle unthrottled ones first.
 MAX_RATE_BUCKETS = 10_000
 # a batcher latency older than this says nothing about the load now
 RECENT_BATCH_S = 5.0
@@ -47,12 +47,15 @@ class AdmissionLimits:
 class Admission:
     """Capacity and rate checks for new sessions, per process."""
 
-    def __init__(self, limits: AdmissionLimits, clock: Clock = monotonic) -> None:
+    def __init__(
+        self, limits: AdmissionLimits, clock: Clock = monotonic, max_buckets: int = MAX_RATE_BUCKETS
+    ) -> None:
         self.limits = limits
         self._clock = clock
-        self._session_rates: dict[str, TokenBucket] = {}
-        self._demo_rates: dict[str, TokenBucket] = {}
-        self._auth_failures: dict[str, TokenBucket] = {}
+        self.max_buckets = max_buckets
+        self._session_rates = self._table(limits.session_rate_per_key_per_min)
+        self._demo_rates = self._table(limits.demo_sessions_per_min)
+        self._auth_failures = self._table(limits.auth_failures_per_min)
 
     def check_capacity(
         self,
@@ -102,59 +105,63 @@ class Admission:
         The bucket holds one minute's allowance, so a client may start that many sessions at once.
         """
         per_min = self.limits.session_rate_per_key_per_min
-        if per_min <= 0:
+        table = self._session_rates
+        if table is None:
             return
-        bucket = self._bucket(self._session_rates, key_id, per_min)
-        if not bucket.try_take():
+        bucket = table.bucket(key_id)
+        if bucket is None or not bucket.try_take():
             error = RateLimitedError(
                 f"this key may start at most {per_min:g} sessions per minute",
                 code="session_rate_exceeded",
-                retry_after=bucket.retry_after(),
+                retry_after=table.retry_after() if bucket is None else bucket.retry_after(),
             )
             raise Refusal("session_rate", error)
 
     def check_demo_rate(self, address: str) -> None:
         """The demo page's sessions per client address (``demo_sessions_per_min``)."""
-        bucket = self._bucket(self._demo_rates, address, self.limits.demo_sessions_per_min)
-        if not bucket.try_take():
+        table = self._demo_rates
+        if table is None:
+            return
+        bucket = table.bucket(address)
+        if bucket is None or not bucket.try_take():
             error = RateLimitedError(
                 "too many demo sessions from this address; try again shortly",
                 code="demo_rate_limited",
-                retry_after=bucket.retry_after(),
+                retry_after=table.retry_after() if bucket is None else bucket.retry_after(),
             )
             raise Refusal("demo_rate", error)
 
     def check_auth_failures(self, address: str) -> None:
         """Refuse an address that has failed authentication ``auth_failures_per_min`` times within about
-        a minute: guessing keys or tokens online gets a few tries a minute, not thousands."""
-        per_min = self.limits.auth_failures_per_min
-        bucket = self._auth_failures.get(address)
-        if per_min <= 0 or bucket is None or bucket.tokens >= 1.0:
+        a minute: guessing keys or tokens online gets a few tries a minute, not thousands. While the
+        table is full of throttled addresses, an address it does not know is refused as well (see
+        :class:`BucketTable`): it could not be throttled."""
+        table = self._auth_failures
+        if table is None:
+            return
+        bucket = table.get(address)
+        if bucket is None and not table.full():
+            return
+        if bucket is not None and not bucket.throttled:
             return
         error = RateLimitedError(
             "too many failed authentications from this address; try again later",
             code="auth_rate_limited",
-            retry_after=bucket.retry_after(),
+            retry_after=table.retry_after() if bucket is None else bucket.retry_after(),
         )
         raise Refusal("auth_failures", error)
 
     def record_auth_failure(self, address: str) -> None:
-        per_min = self.limits.auth_failures_per_min
-        if per_min > 0:
-            self._bucket(self._auth_failures, address, per_min).try_take()
+        bucket = self._auth_failures.bucket(address) if self._auth_failures is not None else None
+        if bucket is not None:
+            bucket.try_take()
 
-    def _bucket(self, table: dict[str, TokenBucket], name: str, per_min: float) -> TokenBucket:
-        """``name``'s bucket (one minute's allowance); a full table forgets its full (idle) buckets."""
-        bucket = table.get(name)
-        if bucket is None:
-            if len(table) >= MAX_RATE_BUCKETS:
-                for idle in [k for k, b in table.items() if b.tokens >= b.burst]:
-                    del table[idle]
-            while len(table) >= MAX_RATE_BUCKETS:  # all busy (many addresses): forget the oldest
-                del table[next(iter(table))]
-            bucket = table[name] = TokenBucket(per_min / 60.0, max(1.0, per_min), self._clock)
-        return bucket
+    def _table(self, per_min: float) -> BucketTable | None:
+        """Buckets of one minute's allowance each; None when the rate is off (0)."""
+        if per_min <= 0:
+            return None
+        return BucketTable(per_min / 60.0, max(1.0, per_min), self.max_buckets, self._clock)
 
     @property
     def tracked_keys(self) -> int:
-        return len(self._session_rates)
+        return len(self._session_rates) if self._session_rates is not None else 0

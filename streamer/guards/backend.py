@@ -24,6 +24,7 @@ __all__ = [
     "BackendUnavailableError",
     "Claim",
     "MemoryBackend",
+    "OutageLog",
     "QuotaDecision",
     "SessionRecord",
     "StateBackend",
@@ -39,6 +40,24 @@ AUDIO_EPSILON = 1e-9
 
 class BackendUnavailableError(Exception):
     """The state backend could not be reached; the edge applies its fail-open/fail-closed policy."""
+
+
+class OutageLog:
+    """Whether an outage of the state backend has been reported: its start and its end are each worth one
+    log line, not one per backend call (with two sessions, ten lines a second)."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def failed(self) -> bool:
+        """A call failed: True if this begins an outage (log it)."""
+        began, self.down = not self.down, True
+        return began
+
+    def succeeded(self) -> bool:
+        """A call succeeded: True if this ends an outage (log it)."""
+        ended, self.down = self.down, False
+        return ended
 
 
 @dataclass(frozen=True)
@@ -85,7 +104,7 @@ class StateBackend(Protocol):
         self, key_id: str, session_id: str, limit: int | None, ttl_s: float
     ) -> QuotaDecision: ...
 
-    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> None: ...
+    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> bool: ...
 
     async def release_session(self, key_id: str, session_id: str) -> None: ...
 
@@ -196,13 +215,15 @@ class MemoryBackend:
         reset_s = min(slots.values()) - now if slots else 0.0
         return QuotaDecision(allowed, limit, remaining, reset_s)
 
-    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> None:
-        """Extend a held slot's life to ``ttl_s`` from now; a slot already expired stays gone."""
+    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> bool:
+        """Extend a held slot's life to ``ttl_s`` from now; a slot already expired stays gone (False)."""
         check_ttl(ttl_s)
         now = self._clock()
         slots = self._live_slots(key_id, now)
-        if session_id in slots:
-            slots[session_id] = now + ttl_s
+        if session_id not in slots:
+            return False
+        slots[session_id] = now + ttl_s
+        return True
 
     async def release_session(self, key_id: str, session_id: str) -> None:
         """Give a slot back (idempotent)."""

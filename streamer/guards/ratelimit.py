@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 
 from streamer.guards.clock import Clock, monotonic
 
-__all__ = ["AudioPacer", "TokenBucket"]
+__all__ = ["AudioPacer", "BucketTable", "TokenBucket"]
 
 # Refill arithmetic is floating point: a caller who waits exactly ``retry_after()`` must then succeed.
 _EPSILON = 1e-9
@@ -28,6 +29,7 @@ class TokenBucket:
         self._clock = clock
         self._tokens = burst
         self._updated = clock()
+        self._taken_at = self._updated
 
     def _refill(self) -> None:
         now = self._clock()
@@ -50,6 +52,7 @@ class TokenBucket:
         if self._tokens + _EPSILON < n:
             return False
         self._tokens = max(0.0, self._tokens - n)
+        self._taken_at = self._updated
         return True
 
     def retry_after(self, n: float = 1.0) -> float:
@@ -58,6 +61,88 @@ class TokenBucket:
             return math.inf
         self._refill()
         return max(0.0, (n - self._tokens) / self.rate_per_s)
+
+    @property
+    def throttled(self) -> bool:
+        """Whether the next single take would be refused."""
+        return self.tokens + _EPSILON < 1.0
+
+    @property
+    def taken_at(self) -> float:
+        """When tokens were last taken (or the bucket made), by its clock; reading it changes nothing."""
+        return self._taken_at
+
+
+class BucketTable:
+    """One :class:`TokenBucket` per name (a client address, a key id), at most ``max_size`` of them.
+
+    Forgetting a bucket gives its name a full one, so a full table forgets the least harmful first: full
+    buckets (the same as new ones), then the longest idle of those that are not throttled. A throttled
+    bucket is never forgotten: otherwise anyone able to present ``max_size`` other names could buy a
+    throttled name fresh tries. If every bucket is throttled, :meth:`bucket` has no room for a new name
+    (None) and the caller refuses it; that lasts until the first bucket refills a token (``retry_after``).
+    Each sweep frees a tenth of the table, so the scan is paid once per many new names.
+    """
+
+    def __init__(self, rate_per_s: float, burst: float, max_size: int, clock: Clock = monotonic) -> None:
+        if max_size < 1:
+            raise ValueError(f"max_size must be at least 1, not {max_size}")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.max_size = max_size
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+        self._full_until = -math.inf  # no room for new names before this time (every bucket throttled)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def get(self, name: str) -> TokenBucket | None:
+        """``name``'s bucket if it has one (a name without one has a full allowance)."""
+        return self._buckets.get(name)
+
+    def bucket(self, name: str) -> TokenBucket | None:
+        """``name``'s bucket, made if needed; None when the table is full of throttled buckets."""
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            if not self._room():
+                return None
+            bucket = self._buckets[name] = TokenBucket(self.rate_per_s, self.burst, self._clock)
+        return bucket
+
+    def full(self) -> bool:
+        """Whether a new name would be refused now (every bucket throttled)."""
+        return not self._room()
+
+    def retry_after(self) -> float:
+        """Seconds until a new name would find room (0 if now)."""
+        return 0.0 if self._room() else max(0.0, self._full_until - self._clock())
+
+    def _room(self) -> bool:
+        if len(self._buckets) < self.max_size:
+            return True
+        now = self._clock()
+        if now < self._full_until:
+            return False
+        table = self._buckets
+        full: list[str] = []
+        unthrottled: list[tuple[float, str]] = []
+        for name, bucket in table.items():  # one pass: reading a bucket's tokens refills it
+            tokens = bucket.tokens
+            if tokens >= bucket.burst:
+                full.append(name)
+            elif tokens + _EPSILON >= 1.0:
+                unthrottled.append((bucket.taken_at, name))
+        for name in full:
+            del table[name]
+        excess = len(table) - (self.max_size - max(1, self.max_size // 10))
+        if excess > 0:
+            for _, name in heapq.nsmallest(excess, unthrottled):
+                del table[name]
+        if len(table) < self.max_size:
+            return True
+        self._full_until = now + min(b.retry_after() for b in table.values())
+        return False
 
 
 class AudioPacer:

@@ -151,11 +151,12 @@ class RedisBackend:
         remaining = None if limit is None else max(0, limit - int(held))
         return QuotaDecision(bool(allowed), limit, remaining, int(reset_ms) / 1000)
 
-    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> None:
-        """Extend a held slot's life to ``ttl_s`` from now; a slot already expired stays gone."""
+    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> bool:
+        """Extend a held slot's life to ``ttl_s`` from now; a slot already expired stays gone (False)."""
         check_ttl(ttl_s)
         with _unavailable_on_error("refresh_session"):
-            await self._refresh(keys=[self._key("sessions", key_id)], args=[session_id, _ms(ttl_s)])
+            held = await self._refresh(keys=[self._key("sessions", key_id)], args=[session_id, _ms(ttl_s)])
+        return bool(held)
 
     async def release_session(self, key_id: str, session_id: str) -> None:
         """Give a slot back (idempotent)."""

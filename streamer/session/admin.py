@@ -28,7 +28,7 @@ from streamer.guards.backend import BackendUnavailableError
 from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import DEFAULT_TIER, TIERS, KeyRecord, issue_key
 from streamer.services import Services
-from streamer.session.edge import SERVICES, Handler, bearer
+from streamer.session.edge import SERVICES, Handler, Listener, bearer, listener_of
 from streamer.session.validation import parse_model
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,8 @@ def _digest(value: str) -> bytes:
 
 def _on_admin_listener(request: web.Request, admin_port: int | None) -> bool:
     """With ``STREAMER_ADMIN_PORT`` set, the admin API answers only on that listener (which can be bound
-    to a private interface), never on the public one."""
-    if admin_port is None:
-        return True
-    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
-    return isinstance(sockname, tuple) and len(sockname) >= 2 and sockname[1] == admin_port
+    to a private interface), never on the public one, whatever port the public one has."""
+    return admin_port is None or listener_of(request) is Listener.ADMIN
 
 
 def _authorize(request: web.Request) -> Services:

@@ -1,7 +1,10 @@
-"""The one place where domain errors become HTTP answers; the app keys; auth and origin checks."""
+"""The one place where domain errors become HTTP answers; the app keys; auth and origin checks: which
+listener a request came in on, token redemption (audience, single use, the key still valid), and the upkeep
+of a connected session's concurrent-session slot."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import uuid
@@ -18,6 +21,7 @@ from streamer.protocol import Limits, error_body
 from streamer.services import Services
 from streamer.session.clients import client_address, networks, rate_key
 from streamer.session.registry import SessionRegistry
+from streamer.session.tokens import AUDIENCE, SessionGrant
 from streamer.session.validation import origin_allowed
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,21 @@ SECURITY_HEADERS = {
 # a load balancer's health checks may share an address with a guesser (behind an undeclared proxy)
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 SERVER_NAME = "streamer"  # not aiohttp's Server header, which names its and Python's versions
+
+
+class Listener(enum.Enum):
+    """Which of ``streamer serve``'s listeners a connection came in on (``streamer/listen.py``)."""
+
+    PUBLIC = "public"
+    ADMIN = "admin"  # STREAMER_ADMIN_PORT's, on STREAMER_ADMIN_HOST
+
+
+def listener_of(request: web.Request) -> Listener:
+    """The listener ``request`` arrived on: ``listen.py``'s connection handlers say which; anything else
+    (an app under another runner, tests' ``TestServer``) has the public one only. Not the local port:
+    two listeners may share a port on different addresses, and port 0 is chosen by the system."""
+    listener = getattr(request.protocol, "listener", None)
+    return listener if isinstance(listener, Listener) else Listener.PUBLIC
 
 
 def content_security_policy(public_url: str | None) -> str:
@@ -88,6 +107,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if registry is not None:
         trusted = networks(registry.services.settings.trusted_proxies)
         address = rate_key(client_address(request, trusted))
+        if listener_of(request) is Listener.ADMIN:
+            # the admin listener's failures are its own: guesses on the public side never lock out the
+            # operator, and admin-key guesses are throttled apart
+            address = f"admin {address}"
     try:
         if registry is not None and request.path not in PROBES:
             registry.check_auth_failures(address)
@@ -118,6 +141,56 @@ def bearer(request: web.Request) -> str:
     if scheme.lower() != "bearer" or not value.strip():
         raise AuthError("missing API key: send Authorization: Bearer <key>")
     return value.strip()
+
+
+async def redeem_token(services: Services, token: str, audience: str = AUDIENCE) -> SessionGrant:
+    """Spend a single-use token minted for ``audience``: its signature, audience, expiry and single use,
+    and its key must still be valid now (a key revoked after the token was issued opens nothing)."""
+    grant = await services.tokens.redeem(
+        token,
+        lambda jti, ttl: services.backend_call(lambda: services.backend.consume_jti(jti, ttl), True),
+        audience=audience,
+    )
+    if not await _key_still_valid(services, grant.key_id):
+        raise AuthError("the key this token was issued for is no longer valid")
+    return grant
+
+
+async def _key_still_valid(services: Services, key_id: str) -> bool:
+    if key_id == DEMO_KEY_ID:
+        return services.settings.demo_enabled
+    if any(record.key_id == key_id for record in services.keys.records):
+        return True
+
+    async def stored() -> bool:
+        record = await services.backend.get_key(key_id)
+        return record is not None and not record.revoked
+
+    # the outage policy decides while the key store is down (fail_open: the token was valid when issued)
+    return await services.backend_call(stored, True)
+
+
+async def hold_slot(services: Services, key_id: str, session_id: str, ttl_s: float) -> None:
+    """Keep a connected session's concurrent-session slot for ``ttl_s`` more seconds. A slot the state
+    backend lost (a Redis restart without persistence; a lapse during an outage) is added again, within
+    the key's limit: live sessions count again, and new ones are refused past the limit."""
+    backend = services.backend
+    if await backend.refresh_session(key_id, session_id, ttl_s):
+        return
+    known, limit = await _session_limit(services, key_id)
+    if known:  # a key no longer known (deleted, or lost with the store) takes no slot back
+        await backend.acquire_session(key_id, session_id, limit, ttl_s)
+
+
+async def _session_limit(services: Services, key_id: str) -> tuple[bool, int | None]:
+    """Whether the key is known, and its concurrent-session limit (None: unlimited)."""
+    if key_id == DEMO_KEY_ID:
+        return True, services.settings.demo_max_sessions
+    for record in services.keys.records:
+        if record.key_id == key_id:
+            return True, record.session_limit
+    stored = await services.backend.get_key(key_id)
+    return stored is not None, stored.session_limit if stored is not None else None
 
 
 def check_origin(request: web.Request) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from streamer.errors import RateLimitedError, SessionNotFoundError, StreamerError
+from streamer.errors import AuthError, RateLimitedError, SessionNotFoundError, StreamerError
 from streamer.guards.admission import Admission, AdmissionLimits, Refusal
 from streamer.guards.backend import BackendUnavailableError, QuotaDecision
 from streamer.guards.clock import Clock
@@ -190,7 +190,10 @@ class SessionRegistry:
         return quota
 
     def open(self, session_id: str, key_id: str, config: SessionConfig) -> StreamSession:
-        """A new session for a reserved id (its token was just redeemed): capacity is checked again."""
+        """A new session for a reserved id (its token was just redeemed): capacity is checked again.
+        One session id is never carried by two sockets here, whatever the shared state said."""
+        if session_id in self._live or session_id in self._parked:
+            raise AuthError("session token already used")
         self.check_capacity()
         return StreamSession(session_id, key_id, config, self.services, load=self.load)
 

@@ -38,7 +38,7 @@ from streamer.protocol import (
     TranscriptFinal,
     TranslationFinal,
 )
-from streamer.session.edge import idle_timeout_s, max_session_s
+from streamer.session.edge import hold_slot, idle_timeout_s, max_session_s
 from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, Send, SlowConsumerError
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
@@ -181,7 +181,7 @@ class SessionSocket(ABC):
         while self._serving:
             with contextlib.suppress(StreamerError):  # fail_closed while Redis is down: try again later
                 await services.backend_call(
-                    lambda: services.backend.refresh_session(session.key_id, session.session_id, SLOT_TTL_S),
+                    lambda: hold_slot(services, session.key_id, session.session_id, SLOT_TTL_S),
                     None,
                 )
             await asyncio.sleep(SLOT_TTL_S / 3)

@@ -8,6 +8,7 @@ enforces single use of ``jti``) can accept the WebSocket.
 
 from __future__ import annotations
 
+import heapq
 import secrets
 import time
 import uuid
@@ -21,7 +22,10 @@ from streamer.errors import AuthError
 from streamer.protocol import SessionConfig
 
 ALGORITHM = "HS256"
-AUDIENCE = "streamer.stream"
+# One audience per surface: a credential minted for one surface opens no session on another.
+AUDIENCE = "streamer.stream"  # /v1/stream session tokens
+DEEPGRAM_AUDIENCE = "streamer.deepgram"  # /v1/auth/grant temporary tokens, for /v1/listen
+OPENAI_AUDIENCE = "streamer.openai"  # /v1/realtime client secrets (ek_...), for /v1/realtime
 ISSUER = "streamer"
 
 
@@ -46,6 +50,10 @@ class TokenService:
         self._secret = secret
         self.ttl_s = ttl_s
         self._clock = clock
+        # token ids redeemed here, until their mark would expire: the backend's memory can be lost (a Redis
+        # restart without persistence, a fail-open outage), this instance's cannot
+        self._used: dict[str, float] = {}
+        self._used_expiry: list[tuple[float, str]] = []
 
     @staticmethod
     def new_session_id() -> str:
@@ -126,9 +134,32 @@ class TokenService:
         *,
         audience: str = AUDIENCE,
     ) -> SessionGrant:
-        """Decode and mark the token used; a second use is refused."""
+        """Decode and mark the token used; a second use is refused.
+
+        The mark is kept in the state backend (for every instance) and here (for as long as the backend's
+        would last), so a backend that forgot it or is failing open cannot make the token new again on
+        this instance. The local mark is made before the backend is asked: a concurrent second use here
+        is refused without a race.
+        """
         grant = self.decode(token, audience=audience)
-        # the used mark outlives the token (whatever TTL it was issued with)
-        if not await consume_jti(grant.jti, max(0.0, grant.expires_at - self._clock()) + 60):
+        now = self._clock()
+        self._forget_used(now)
+        if grant.jti in self._used:
+            raise AuthError("session token already used")
+        ttl_s = max(0.0, grant.expires_at - now) + 60  # the mark outlives the token (whatever its TTL)
+        self._used[grant.jti] = now + ttl_s
+        heapq.heappush(self._used_expiry, (now + ttl_s, grant.jti))
+        try:
+            fresh = await consume_jti(grant.jti, ttl_s)
+        except BaseException:
+            self._used.pop(grant.jti, None)  # not spent (the backend refused to answer): the client may retry
+            raise
+        if not fresh:
             raise AuthError("session token already used")
         return grant
+
+    def _forget_used(self, now: float) -> None:
+        while self._used_expiry and self._used_expiry[0][0] <= now:
+            expires, jti = heapq.heappop(self._used_expiry)
+            if self._used.get(jti) == expires:
+                del self._used[jti]

@@ -31,7 +31,14 @@ from streamer.protocol import (
     TranslationFinal,
 )
 from streamer.session.durable import ResentAudio
-from streamer.session.edge import REGISTRY, REQUEST_ID, check_origin, error_response, session_limits
+from streamer.session.edge import (
+    REGISTRY,
+    REQUEST_ID,
+    check_origin,
+    error_response,
+    redeem_token,
+    session_limits,
+)
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 from streamer.session.socket import SessionSocket, socket_response
@@ -61,10 +68,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         token, via_subprotocol = _token_from(request)
         if not token:
             raise AuthError("a session token is required (?token= or the token.<jwt> subprotocol)")
-        grant = await services.tokens.redeem(
-            token,
-            lambda jti, ttl: services.backend_call(lambda: services.backend.consume_jti(jti, ttl), True),
-        )
+        grant = await redeem_token(services, token)
         last_seq = _last_seq(request) if grant.resume else None
         audio_from_ms = _audio_from_ms(request) if grant.resume else None
         if grant.resume:
