@@ -22,8 +22,8 @@ from streamer.session.edge import bearer
 DEFAULT_RATE = 24000  # OpenAI's PCM rate
 G711_RATE = 8000  # audio/pcmu and audio/pcma are telephony's G.711: 8 kHz only
 FormatType = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
-# the GA format, the beta name and the session's encoding of each
-ENCODINGS: dict[str, Encoding] = {
+# the session's encoding of each GA format, and the GA format of each beta name
+ENCODINGS: dict[FormatType, Encoding] = {
     "audio/pcm": Encoding.PCM16,
     "audio/pcmu": Encoding.MULAW,
     "audio/pcma": Encoding.ALAW,
@@ -275,7 +275,7 @@ class RealtimeState(BaseModel):
         }
 
     def _format_out(self) -> dict[str, Any]:
-        """GA's format: PCM names its rate; G.711's is always 8 kHz, and OpenAI leaves it out."""
+        """GA's format: PCM names its rate; OpenAI's G.711 formats have no rate field (always 8 kHz)."""
         if self.format == "audio/pcm":
             return {"type": self.format, "rate": self.rate}
         return {"type": self.format}
