@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     stream.add_argument("--translate-to", action="append", default=[], help="target language (repeatable)")
     stream.add_argument("--json", action="store_true", help="print every event as a JSON line")
+    stream.add_argument(
+        "--encoding", choices=["pcm16", "mulaw", "alaw"], default="pcm16", help="send the audio as (G.711)"
+    )
     stream.set_defaults(func=_stream)
 
     bench = sub.add_parser("bench", help="benchmark the server with concurrent real-time clients")

@@ -9,7 +9,9 @@
             await sender
 
 Events are the server's JSON messages as dicts. ``stream.send_pcm`` paces audio in real time (or as fast
-as the server accepts it) and ends with ``session.close``; iteration ends after ``session.closed``.
+as the server accepts it) and ends with ``session.close``; iteration ends after ``session.closed``. With
+``{"encoding": "mulaw"}`` (or ``"alaw"``) in the config, ``send_pcm`` encodes the PCM16 it is given to
+G.711 before sending it.
 
 Resume: every stream keeps the audio it sent after its last final (:class:`AudioBuffer`, bounded), and
 ``client.resume(stream)`` sends it again on the new connection, so the sentence that was in flight when a
@@ -30,6 +32,8 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+
+from streamer.client_audio import encode, sample_bytes
 
 
 class ClientError(Exception):
@@ -79,8 +83,9 @@ class AudioBuffer:
         self._chunks: deque[tuple[float, float, bytes]] = deque()  # (start ms, duration ms, pcm)
         self._held_ms = 0.0
 
-    def add(self, pcm: bytes, sample_rate: int) -> None:
-        duration = len(pcm) / 2 / sample_rate * 1000
+    def add(self, pcm: bytes, sample_rate: int, sample_size: int = 2) -> None:
+        """A chunk as sent (``sample_size`` bytes a sample in the session's encoding)."""
+        duration = len(pcm) / sample_size / sample_rate * 1000
         self._chunks.append((self.end_ms, duration, pcm))
         self.end_ms += duration
         self._held_ms += duration
@@ -208,8 +213,14 @@ class Stream:
             return
         await self.ws.send_str(json.dumps(message))
 
+    @property
+    def encoding(self) -> str:
+        """The session's encoding (``pcm16``, ``mulaw`` or ``alaw``)."""
+        return str(self.info.config.get("encoding", "pcm16"))
+
     async def send_audio(self, pcm: bytes, sample_rate: int | None = None) -> None:
-        """Send one frame of PCM16 audio (10 ms .. 1 s), kept in :attr:`buffer` first.
+        """Send one frame of audio in the session's encoding (any whole number of samples up to 1 s),
+        kept in :attr:`buffer` first.
 
         A frame whose send fails (``ConnectionError``: the connection dropped) is kept all the same and
         sent by :meth:`StreamerClient.resume`; a caller can go on sending through the drop (like a
@@ -218,7 +229,8 @@ class Stream:
         if self._successor is not None:
             await self._successor.send_audio(pcm, sample_rate)
             return
-        self.buffer.add(pcm, sample_rate or int(self.info.config.get("sample_rate", 16000)))
+        rate = sample_rate or int(self.info.config.get("sample_rate", 16000))
+        self.buffer.add(pcm, rate, sample_bytes(self.encoding))
         async with self._sending:
             await self.ws.send_bytes(pcm)
 
@@ -243,7 +255,8 @@ class Stream:
         close: bool = True,
         on_chunk: Any = None,
     ) -> float:
-        """Send PCM16 audio in chunks; returns the monotonic time the last chunk was sent."""
+        """Send PCM16 audio in chunks, encoded to the session's encoding; returns the monotonic time the
+        last chunk was sent."""
         step = sample_rate * chunk_ms // 1000 * 2
         start = time.monotonic()
         sent_ms = 0.0
@@ -254,7 +267,7 @@ class Stream:
                 delay = start + sent_ms / 1000 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await self.send_audio(chunk, sample_rate)
+            await self.send_audio(encode(chunk, self.encoding), sample_rate)
             last = time.monotonic()
             sent_ms += len(chunk) / 2 / sample_rate * 1000
             if on_chunk is not None:

@@ -58,6 +58,8 @@ class _LiveView:
 async def _run(args: argparse.Namespace) -> int:
     pcm, rate = read_wav(args.file)
     config: dict[str, Any] = {"sample_rate": rate, "task": args.task}
+    if args.encoding != "pcm16":  # the WAV's PCM is encoded by send_pcm (streamer.client_audio)
+        config["encoding"] = args.encoding
     if args.language:
         config["language"] = args.language
     if args.translate_to:

@@ -6,7 +6,7 @@ forbids unknown fields, so a typo in a config is a clear error rather than a sil
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
@@ -32,6 +32,15 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013
 
 
+class Encoding(StrEnum):
+    """How a client's audio bytes are encoded (``streamer.pipeline.codecs`` decodes each; a member added
+    here is a value of the session config's ``encoding`` at once)."""
+
+    PCM16 = "pcm16"  # signed 16-bit little-endian
+    MULAW = "mulaw"  # G.711 μ-law, 8 bits a sample
+    ALAW = "alaw"  # G.711 A-law, 8 bits a sample
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -40,6 +49,7 @@ class SessionConfig(_Wire):
     """What a client may choose for its session (POST body, ``session.update``)."""
 
     sample_rate: int = Field(default=16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
+    encoding: Encoding = Encoding.PCM16  # of the binary frames; changes only before the first audio
     language: str | None = Field(default=None, min_length=2, max_length=8)
     task: Literal["transcribe", "translate"] = "transcribe"
     translate_to: list[str] = Field(default_factory=list, max_length=8)
@@ -68,6 +78,7 @@ class SessionConfigPatch(_Wire):
     """A partial config for ``session.update``: fields left out keep their value."""
 
     sample_rate: int | None = Field(default=None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
+    encoding: Encoding | None = None
     language: str | None = Field(default=None, min_length=2, max_length=8)
     task: Literal["transcribe", "translate"] | None = None
     translate_to: list[str] | None = Field(default=None, max_length=8)

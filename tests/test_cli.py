@@ -47,6 +47,28 @@ async def test_stream_prints_the_transcript(server: TestServer) -> None:
     assert wer(text, lines[0].split("]", 1)[1]) <= 0.2, out
 
 
+@pytest.mark.parametrize("encoding", ["mulaw", "alaw"])
+async def test_stream_sends_g711(server: TestServer, encoding: str) -> None:
+    """``--encoding`` encodes the WAV's PCM before sending; the session decodes it (any other pairing of
+    what is sent and what the session expects is noise, not this sentence)."""
+    text = load_transcripts()["en_utt2.wav"]["text"]
+    code, out, err = await _run(
+        "stream",
+        str(FIXTURES / "en_utt2.wav"),
+        "--url",
+        base_url(server),
+        "--api-key",
+        API_KEY,
+        "--language",
+        "en",
+        "--encoding",
+        encoding,
+    )
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(lines) == 1 and wer(text, lines[0].split("]", 1)[1]) <= 0.2, out
+
+
 async def test_stream_reports_a_refused_session(server: TestServer) -> None:
     code, _, err = await _run(
         "stream", str(FIXTURES / "en_utt1.wav"), "--url", base_url(server), "--api-key", "bad"

@@ -1,4 +1,5 @@
-"""web/streamer-client.js follows the documented resume rule (run in Node against a scripted server)."""
+"""web/streamer-client.js follows the documented resume rule and counts audio in the session's encoding (run
+in Node against a scripted server)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,12 @@ def test_the_js_client_resumes_from_the_final_before_one_whose_translation_is_mi
         "translation.final:1:es",
         "transcript.final:2:en",
     ]
+
+
+def test_the_js_client_counts_g711_audio_by_its_one_byte_samples() -> None:
+    result = run_js(Path(__file__).parent / "js" / "g711_frames.mjs")
+    # split at the session's largest frame (1 s of μ-law is 8000 bytes)
+    assert result["sizes"] == [8000, 8000, 4000]
+    # the resume re-sends from the frame that holds 1.5 s, which starts at 1 s of audio (counted as
+    # PCM16, the three frames would have been 1.25 s in all, and the client would re-send nothing)
+    assert result["params"]["audio_from_ms"] == "1000"

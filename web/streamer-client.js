@@ -11,7 +11,7 @@
  *     onFailure: (err) => console.warn(err.message),              // a StreamerError (see below)
  *   });
  *   await session.ready;                 // resolves on the first `session.created`
- *   session.sendAudio(int16Chunk);       // 10 ms .. 1 s of PCM16 mono at config.sample_rate
+ *   session.sendAudio(int16Chunk);       // any whole number of PCM16 mono samples at config.sample_rate
  *   await session.close();               // sends session.close; resolves with `session.closed`
  *
  * Sessions are minted over REST: with an `apiKey`, `POST /v1/sessions` (Authorization: Bearer); without one,
@@ -112,7 +112,7 @@ function toArrayBuffer(data) {
     const { buffer, byteOffset, byteLength } = data;
     return byteOffset === 0 && byteLength === buffer.byteLength ? buffer : buffer.slice(byteOffset, byteOffset + byteLength);
   }
-  throw new TypeError("sendAudio expects an Int16Array or an ArrayBuffer of PCM16 samples");
+  throw new TypeError("sendAudio expects a typed array or an ArrayBuffer of samples in the session's encoding");
 }
 
 async function errorFromResponse(response, what) {
@@ -271,7 +271,11 @@ export class Session {
     this._open();
   }
 
-  /** Send PCM16 mono audio (Int16Array or ArrayBuffer), 10 ms to 1 s per call at `config.sample_rate`. */
+  /**
+   * Send mono audio at `config.sample_rate` in `config.encoding` (`pcm16`, the default: an Int16Array or
+   * ArrayBuffer; `mulaw` / `alaw`: G.711 bytes, a Uint8Array): any whole number of samples per call, as
+   * the capture produces them (a call over the session's largest frame is split).
+   */
   sendAudio(data) {
     if (this._userClosing || this.state === "closed") return false;
     const buffer = toArrayBuffer(data);
@@ -350,12 +354,16 @@ export class Session {
     return this.config.sample_rate || 16000;
   }
 
+  _sampleBytes() {
+    return (this.config.encoding || "pcm16") === "pcm16" ? 2 : 1; // G.711: one byte a sample
+  }
+
   _bytesFor(ms) {
-    return Math.floor((this._sampleRate() * ms) / 1000) * 2;
+    return Math.floor((this._sampleRate() * ms) / 1000) * this._sampleBytes();
   }
 
   _msFor(bytes) {
-    return (bytes / 2 / this._sampleRate()) * 1000;
+    return (bytes / this._sampleBytes() / this._sampleRate()) * 1000;
   }
 
   _buffer(piece) {

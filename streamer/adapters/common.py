@@ -139,19 +139,19 @@ def rethreshold(session: StreamSession, turns: Turns) -> None:
 
 
 class Reframer:
-    """Vendor clients send audio in any length: cut it into frames the session's PCM input accepts."""
+    """Vendor clients send audio in messages of any length: cut each into frames of whole samples no
+    longer than the session's largest frame. Nothing is held back but a sample split between two messages,
+    which waits for its other bytes."""
 
     def __init__(self) -> None:
         self._pending = bytearray()
 
-    def frames(self, data: bytes, min_bytes: int, max_bytes: int) -> list[bytes]:
+    def frames(self, data: bytes, sample_bytes: int, max_bytes: int) -> list[bytes]:
+        """The frames ``data`` completes (``max_bytes``: a whole number of samples)."""
         self._pending += data
-        out: list[bytes] = []
-        while len(self._pending) >= min_bytes:
-            n = min(len(self._pending), max_bytes)
-            n -= n % 2
-            out.append(bytes(self._pending[:n]))
-            del self._pending[:n]
+        whole = len(self._pending) - len(self._pending) % sample_bytes
+        out = [bytes(self._pending[i : min(i + max_bytes, whole)]) for i in range(0, whole, max_bytes)]
+        del self._pending[:whole]
         return out
 
     def clear(self) -> None:
@@ -207,32 +207,39 @@ class AdapterConnection(SessionSocket):
     async def on_binary(self, data: bytes) -> None:
         raise BadRequestError("this API takes no binary messages")
 
+    def max_audio_bytes(self) -> int:
+        """The most audio one client message may carry (cut into frames inside): one frame by default."""
+        return self.session.pcm.max_frame_bytes
+
     async def push_audio(self, data: bytes) -> None:
-        """One message's audio (s16le at the session's rate): the same limits as ``/v1/stream``."""
+        """One message's audio (the session's encoding and rate), of any size up to
+        :meth:`max_audio_bytes`: the same limits as ``/v1/stream``, counted in audio seconds."""
         pcm = self.session.pcm
-        if len(data) > pcm.max_frame_bytes:
+        if len(data) > (limit := self.max_audio_bytes()):
             raise FrameTooLargeError(
-                f"an audio message of {len(data)} bytes exceeds the limit of {pcm.max_frame_bytes} bytes "
-                f"({self.services.settings.max_frame_ms} ms)"
+                f"an audio message of {len(data)} bytes exceeds the limit of {limit} bytes "
+                f"({limit / pcm.sample_bytes / pcm.sample_rate:g} s)"
             )
-        seconds = len(data) / 2 / pcm.sample_rate
+        seconds = pcm.seconds(data)
         if not self.pacer.admit(seconds):
             raise RateLimitedError(
                 f"audio is arriving faster than {self.services.settings.max_realtime_factor:g}x real time",
                 code="audio_rate_exceeded",
             )
         await self.quota.charge(seconds)
-        for frame in self.reframer.frames(data, pcm.min_frame_bytes, pcm.max_frame_bytes):
+        for frame in self.reframer.frames(data, pcm.sample_bytes, pcm.max_frame_bytes):
             await self.session.push_audio(frame)
 
     async def flush_audio(self) -> None:
-        """Audio held back for being shorter than a frame: pad it to one (a commit must not lose it)."""
+        """A sample left incomplete by the client's last message: completed with zero bytes (a commit must
+        not lose it)."""
         pcm = self.session.pcm
         held = len(self.reframer)
         if held == 0:
             return
-        pad = max(pcm.min_frame_bytes - held, held % 2)
-        for frame in self.reframer.frames(b"\0" * pad, pcm.min_frame_bytes, pcm.max_frame_bytes):
+        for frame in self.reframer.frames(
+            b"\0" * (pcm.sample_bytes - held), pcm.sample_bytes, pcm.max_frame_bytes
+        ):
             await self.session.push_audio(frame)
 
     async def end(self, reason: str = "client_closed") -> None:

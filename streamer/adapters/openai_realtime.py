@@ -74,7 +74,15 @@ from streamer.session.tokens import OPENAI_AUDIENCE
 
 log = logging.getLogger(__name__)
 
-WS_MAX_MSG = 1 << 20  # base64 of the largest append (1 s at 48 kHz) fits many times over
+# An append carries up to MAX_APPEND_S of audio (OpenAI allows 15 MiB of base64 an event; a bound that
+# large would let each of 64 sessions hold ~26 MiB in flight): 10 s at 48 kHz is 960,000 bytes, 1.28 MB of
+# base64, cut into the session's frames inside. It is also the pacer's default burst, so an append of the
+# largest size is admitted at once.
+MAX_APPEND_S = 10
+MAX_APPEND_BYTES = max_frame_bytes(MAX_SAMPLE_RATE, MAX_APPEND_S * 1000)
+MAX_APPEND_TEXT = 4 * -(-MAX_APPEND_BYTES // 3) + MAX_TEXT_BYTES  # its base64 and the event around it
+# beyond twice that aiohttp refuses (1009) before buffering; below, the text guard or the append answers
+WS_MAX_MSG = 2 * MAX_APPEND_TEXT
 SECRET_PREFIX = "ek_"
 INSECURE_KEY_PREFIX = "openai-insecure-api-key."
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
@@ -255,9 +263,13 @@ class RealtimeConnection(AdapterConnection):
         return super().recoverable(e) or isinstance(e, FrameTooLargeError)
 
     def max_text_bytes(self) -> int:
-        """An append carries audio as base64: room for the largest frame at any rate, and the event."""
-        largest = max_frame_bytes(MAX_SAMPLE_RATE, self.services.settings.max_frame_ms)
-        return 4 * -(-largest // 3) + MAX_TEXT_BYTES
+        """An append carries audio as base64: room for the largest append at any rate, and the event."""
+        return MAX_APPEND_TEXT
+
+    def max_audio_bytes(self) -> int:
+        """An append of up to :data:`MAX_APPEND_S` of audio at the session's rate and encoding."""
+        pcm = self.session.pcm
+        return max_frame_bytes(pcm.sample_rate, MAX_APPEND_S * 1000, pcm.encoding)
 
     def render(self, message: ServerMessage) -> list[str]:
         vad = self.state.turn_detection is not None
@@ -401,9 +413,10 @@ class RealtimeConnection(AdapterConnection):
             raise ClientEventError(
                 "audio is not valid base64", code="invalid_value", param="audio", event_id=event.event_id
             ) from e
-        if len(audio) % 2:
+        pcm = self.session.pcm
+        if len(audio) % pcm.sample_bytes:
             raise ClientEventError(
-                "audio must be 16-bit PCM: an even number of bytes",
+                "audio/pcm is 16-bit PCM: an even number of bytes",
                 code="invalid_value",
                 param="audio",
                 event_id=event.event_id,
@@ -412,10 +425,10 @@ class RealtimeConnection(AdapterConnection):
             await self.push_audio(audio)
         except FrameTooLargeError as e:
             raise ClientEventError(e.message, code=e.code, param="audio", event_id=event.event_id) from e
-        self._appended_ms += len(audio) / 2 / self.state.rate * 1000
+        self._appended_ms += pcm.seconds(audio) * 1000
 
     async def _commit(self, event: BufferEvent) -> None:
-        if self._appended_ms + len(self.reframer) / 2 / self.state.rate * 1000 < MIN_COMMIT_MS:
+        if self._appended_ms < MIN_COMMIT_MS:
             raise ClientEventError(
                 f"buffer too small: at least {MIN_COMMIT_MS} ms of audio must be appended before a commit",
                 code="input_audio_buffer_commit_empty",

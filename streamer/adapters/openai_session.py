@@ -15,11 +15,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from streamer.adapters.common import Turns, check_language, key_record
 from streamer.errors import BadRequestError, StreamerError
 from streamer.guards.keys import KeyRecord
-from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SessionConfig
+from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Encoding, SessionConfig
 from streamer.services import Services
 from streamer.session.edge import bearer
 
 DEFAULT_RATE = 24000  # OpenAI's PCM rate
+G711_RATE = 8000  # audio/pcmu and audio/pcma are telephony's G.711: 8 kHz only
+FormatType = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
+# the session's encoding of each GA format, and the GA format of each beta name
+ENCODINGS: dict[FormatType, Encoding] = {
+    "audio/pcm": Encoding.PCM16,
+    "audio/pcmu": Encoding.MULAW,
+    "audio/pcma": Encoding.ALAW,
+}
+BETA_FORMATS: dict[str, FormatType] = {
+    "pcm16": "audio/pcm",
+    "g711_ulaw": "audio/pcmu",
+    "g711_alaw": "audio/pcma",
+}
 SECRET_TTL_S = 600
 MAX_SECRET_TTL_S = 7200
 
@@ -31,7 +44,7 @@ class _In(BaseModel):
 
 
 class AudioFormat(_In):
-    type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
+    type: FormatType = "audio/pcm"
     rate: int | None = None
 
 
@@ -165,6 +178,7 @@ class RealtimeState(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    format: FormatType = "audio/pcm"
     rate: int = DEFAULT_RATE
     transcription: Transcription = Transcription(model="whisper-1")
     turn_detection: TurnDetection | None = TurnDetection(
@@ -178,9 +192,8 @@ class RealtimeState(BaseModel):
         audio_in = s.audio.input if s.audio else None
         if audio_in is not None:
             if audio_in.format is not None:
-                data["rate"] = _pcm_rate(
-                    audio_in.format.type, audio_in.format.rate, "session.audio.input.format"
-                )
+                data["format"] = audio_in.format.type
+                data["rate"] = _rate(audio_in.format.type, audio_in.format.rate, "session.audio.input.format")
             if audio_in.transcription is not None:
                 data["transcription"] = audio_in.transcription.model_dump()
             if explicit_turns:
@@ -196,8 +209,9 @@ class RealtimeState(BaseModel):
     def updated_beta(self, s: BetaSession) -> RealtimeState:
         data = self.model_dump()
         if s.input_audio_format is not None:
-            kind = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
-            data["rate"] = _pcm_rate(kind[s.input_audio_format], None, "session.input_audio_format")
+            data["format"] = BETA_FORMATS[s.input_audio_format]
+            # the beta formats name no rate: pcm16 is OpenAI's 24 kHz, G.711 8 kHz
+            data["rate"] = _rate(data["format"], None, "session.input_audio_format")
         if s.input_audio_transcription is not None:
             data["transcription"] = s.input_audio_transcription.model_dump()
         if "turn_detection" in s.model_fields_set:
@@ -223,6 +237,7 @@ class RealtimeState(BaseModel):
     def config(self, services: Services) -> SessionConfig:
         return SessionConfig(
             sample_rate=self.rate,
+            encoding=ENCODINGS[self.format],
             language=check_language(services, self.transcription.language),
             interim_results=True,
         )
@@ -235,7 +250,7 @@ class RealtimeState(BaseModel):
             "expires_at": expires_at,
             "audio": {
                 "input": {
-                    "format": {"type": "audio/pcm", "rate": self.rate},
+                    "format": self._format_out(),
                     "transcription": self.transcription.model_dump(exclude_none=True),
                     "turn_detection": self._turns_out(),
                     "noise_reduction": self.noise_reduction.model_dump() if self.noise_reduction else None,
@@ -249,7 +264,7 @@ class RealtimeState(BaseModel):
             "id": session_id,
             "object": "realtime.transcription_session",
             "expires_at": expires_at,
-            "input_audio_format": "pcm16",
+            "input_audio_format": next(k for k, v in BETA_FORMATS.items() if v == self.format),
             "input_audio_transcription": self.transcription.model_dump(exclude_none=True),
             "turn_detection": self._turns_out(),
             "input_audio_noise_reduction": self.noise_reduction.model_dump()
@@ -259,17 +274,26 @@ class RealtimeState(BaseModel):
             "modalities": ["text"],
         }
 
+    def _format_out(self) -> dict[str, Any]:
+        """GA's format: PCM names its rate; OpenAI's G.711 formats have no rate field (always 8 kHz)."""
+        if self.format == "audio/pcm":
+            return {"type": self.format, "rate": self.rate}
+        return {"type": self.format}
+
     def _turns_out(self) -> dict[str, Any] | None:
         return self.turn_detection.model_dump(exclude_none=True) if self.turn_detection else None
 
 
-def _pcm_rate(kind: str, rate: int | None, param: str) -> int:
+def _rate(kind: FormatType, rate: int | None, param: str) -> int:
+    """The sample rate of a format: PCM at 8000-48000 Hz (24000 unless given), G.711 at 8000 only."""
     if kind != "audio/pcm":
-        raise ClientEventError(
-            f"audio format {kind} is not supported by this server: send audio/pcm (16-bit little-endian)",
-            code="invalid_value",
-            param=f"{param}.type",
-        )
+        if rate not in (None, G711_RATE):
+            raise ClientEventError(
+                f"{kind} is G.711 at {G711_RATE} Hz; rate {rate} is not supported",
+                code="invalid_value",
+                param=f"{param}.rate",
+            )
+        return G711_RATE
     rate = DEFAULT_RATE if rate is None else rate
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise ClientEventError(

@@ -1,4 +1,4 @@
-"""PCM validation and streaming resampling to the model rate (16 kHz)."""
+"""A session's audio input: decoding, validation and streaming resampling to the model rate (16 kHz)."""
 
 from __future__ import annotations
 
@@ -7,28 +7,42 @@ import numpy.typing as npt
 import soxr
 
 from streamer.errors import FrameTooLargeError, InvalidAudioError
+from streamer.pipeline.codecs import SAMPLE_BYTES, Encoding, open_decoder
 
 MODEL_RATE = 16000
 
 Audio = npt.NDArray[np.float32]
 
 
-def max_frame_bytes(sample_rate: int, max_frame_ms: int) -> int:
-    """The largest binary frame a session may send: ``max_frame_ms`` of 16-bit mono audio."""
-    return sample_rate * max_frame_ms // 1000 * 2
+def sample_bytes(encoding: Encoding) -> int:
+    """Bytes one sample takes on the wire (a container is bounded as if it were PCM16)."""
+    return SAMPLE_BYTES.get(encoding, 2)
+
+
+def max_frame_bytes(sample_rate: int, max_frame_ms: int, encoding: Encoding = Encoding.PCM16) -> int:
+    """The largest binary frame a session may send: ``max_frame_ms`` of mono audio in ``encoding``."""
+    return sample_rate * max_frame_ms // 1000 * sample_bytes(encoding)
 
 
 class PcmInput:
-    """Turns binary frames (s16le mono at ``sample_rate``) into float32 audio at 16 kHz.
+    """Turns binary frames (``encoding``, mono, at ``sample_rate``) into float32 audio at 16 kHz.
 
+    Framing is the client's business: a frame holds any whole number of samples, from one up to
+    ``max_frame_ms`` of audio (for PCM16 an odd byte count is the one framing error). Small frames cost
+    little here: the VAD collects samples into its windows, so nothing is dropped and nothing is padded.
     Validation happens before anything is buffered, so a bad frame never corrupts the stream. The
     resampler is a streaming soxr instance: chunk boundaries leave no clicks and no gaps.
     """
 
-    def __init__(self, sample_rate: int, *, min_frame_ms: int = 10, max_frame_ms: int = 1000) -> None:
+    def __init__(
+        self, sample_rate: int, *, max_frame_ms: int = 1000, encoding: Encoding = Encoding.PCM16
+    ) -> None:
         self.sample_rate = sample_rate
-        self.min_frame_bytes = sample_rate * min_frame_ms // 1000 * 2
-        self.max_frame_bytes = max_frame_bytes(sample_rate, max_frame_ms)
+        self.encoding = encoding
+        self.sample_bytes = sample_bytes(encoding)
+        self.min_frame_bytes = self.sample_bytes  # the smallest frame: one sample
+        self.max_frame_bytes = max_frame_bytes(sample_rate, max_frame_ms, encoding)
+        self._decoder = open_decoder(encoding, sample_rate)
         self._resampler = (
             None
             if sample_rate == MODEL_RATE
@@ -37,22 +51,26 @@ class PcmInput:
         self.samples_in = 0
 
     def validate(self, frame: bytes) -> None:
-        """Raise the contract's error for a frame that is not acceptable PCM."""
+        """Raise the contract's error for a frame that is not acceptable audio."""
         if len(frame) > self.max_frame_bytes:
             raise FrameTooLargeError(
                 f"audio frame of {len(frame)} bytes exceeds the limit of {self.max_frame_bytes} bytes"
             )
-        if len(frame) % 2:
-            raise InvalidAudioError("audio frame has an odd number of bytes; expected 16-bit samples")
-        if len(frame) < self.min_frame_bytes:
+        if len(frame) % self.sample_bytes:
             raise InvalidAudioError(
-                f"audio frame of {len(frame)} bytes is shorter than the minimum of {self.min_frame_bytes}"
+                f"audio frame of {len(frame)} bytes is not a whole number of {self.encoding} samples "
+                f"({self.sample_bytes} bytes each)"
             )
 
+    def seconds(self, frame: bytes) -> float:
+        """How much audio ``frame`` holds (what pacing, quotas and metrics count)."""
+        return len(frame) / self.sample_bytes / self.sample_rate
+
     def push(self, frame: bytes) -> Audio:
-        """Validate and convert one frame; returns the 16 kHz samples it yields (maybe none yet)."""
+        """Validate, decode and convert one frame; returns the 16 kHz samples it yields (maybe none yet)."""
         self.validate(frame)
-        pcm = np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
+        pcm16 = self._decoder.decode(frame)
+        pcm = np.frombuffer(pcm16, dtype="<i2").astype(np.float32) / 32768.0
         self.samples_in += pcm.size
         if self._resampler is None:
             return pcm

@@ -8,7 +8,6 @@ PCM16 little-endian samples they complete; ``flush`` returns what is left at the
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -16,13 +15,13 @@ import numpy.typing as npt
 
 from streamer.errors import InvalidAudioError
 
+# a wire value, so it lives with the wire messages (``streamer.protocol`` cannot import this module: it
+# would be an import cycle through ``streamer.errors``); re-exported here for the decoders' callers
+from streamer.protocol import Encoding as Encoding
 
-class Encoding(StrEnum):
-    """How a client's audio bytes are encoded."""
-
-    PCM16 = "pcm16"  # signed 16-bit little-endian
-    MULAW = "mulaw"  # G.711 μ-law, 8 bits a sample
-    ALAW = "alaw"  # G.711 A-law, 8 bits a sample
+# bytes a sample takes in each raw encoding; an encoding without an entry (a container) is bounded as if
+# it were PCM16, which compressed audio never exceeds
+SAMPLE_BYTES = {Encoding.PCM16: 2, Encoding.MULAW: 1, Encoding.ALAW: 1}
 
 
 class Decoder(Protocol):

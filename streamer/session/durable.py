@@ -291,7 +291,7 @@ class ResentAudio:
     """
 
     def __init__(self, session: StreamSession, audio_from_ms: int | None) -> None:
-        self.skip_bytes = 0
+        self.skip_samples = 0  # counted in samples: frames may be any size, in any encoding
         self.allowance_s = 0.0
         if audio_from_ms is None:
             return
@@ -299,7 +299,7 @@ class ResentAudio:
         if audio_from_ms > clock_ms:
             session.segmenter.samples += (audio_from_ms - clock_ms) * MODEL_RATE // 1000
         else:
-            self.skip_bytes = (clock_ms - audio_from_ms) * session.config.sample_rate // 1000 * 2
+            self.skip_samples = (clock_ms - audio_from_ms) * session.config.sample_rate // 1000
         self.allowance_s = MAX_RESEND_S
 
     def exempt(self, seconds: float) -> bool:
@@ -309,11 +309,11 @@ class ResentAudio:
         self.allowance_s -= seconds
         return True
 
-    def trim(self, frame: bytes, min_frame_bytes: int) -> bytes:
-        """``frame`` without what was transcribed already (a remnant under a frame's minimum goes too)."""
-        if self.skip_bytes <= 0:
+    def trim(self, frame: bytes, sample_bytes: int) -> bytes:
+        """``frame`` (whole samples of ``sample_bytes``) without what was transcribed already; what is left
+        of it, however short, is audio like any frame."""
+        if self.skip_samples <= 0:
             return frame
-        cut = min(self.skip_bytes, len(frame))
-        self.skip_bytes -= cut
-        rest = frame[cut:]
-        return rest if len(rest) >= min_frame_bytes else b""
+        cut = min(self.skip_samples, len(frame) // sample_bytes)
+        self.skip_samples -= cut
+        return frame[cut * sample_bytes :]

@@ -17,7 +17,7 @@ from streamer.config import Settings
 from streamer.errors import AuthError, ForbiddenError, StreamerError
 from streamer.guards.keys import DEMO_KEY_ID
 from streamer.pipeline.audio import max_frame_bytes
-from streamer.protocol import Limits, error_body
+from streamer.protocol import Encoding, Limits, error_body
 from streamer.services import Services
 from streamer.session.clients import client_address, networks, rate_key
 from streamer.session.registry import SessionRegistry
@@ -213,9 +213,11 @@ def idle_timeout_s(s: Settings, key_id: str) -> float:
     return s.demo_idle_timeout_s if key_id == DEMO_KEY_ID else s.idle_timeout_s
 
 
-def session_limits(s: Settings, sample_rate: int, key_id: str = "") -> Limits:
+def session_limits(
+    s: Settings, sample_rate: int, key_id: str = "", encoding: Encoding = Encoding.PCM16
+) -> Limits:
     return Limits(
-        max_frame_bytes=max_frame_bytes(sample_rate, s.max_frame_ms),
+        max_frame_bytes=max_frame_bytes(sample_rate, s.max_frame_ms, encoding),
         max_frame_ms=s.max_frame_ms,
         max_session_s=max_session_s(s, key_id),
         max_realtime_factor=s.max_realtime_factor,

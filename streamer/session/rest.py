@@ -63,7 +63,7 @@ async def _start_session(
         "expires_at": grant.expires_at,
         "ws_url": _ws_url(request),
         "config": config.model_dump(),
-        "limits": session_limits(services.settings, config.sample_rate, key_id).model_dump(),
+        "limits": session_limits(services.settings, config.sample_rate, key_id, config.encoding).model_dump(),
     }
     return web.json_response(body, status=201, headers=headers)
 
@@ -116,7 +116,9 @@ async def resume_session(request: web.Request) -> web.Response:
         "expires_at": grant.expires_at,
         "ws_url": _ws_url(request),
         "config": config.model_dump(),
-        "limits": session_limits(services.settings, config.sample_rate).model_dump(),
+        "limits": session_limits(
+            services.settings, config.sample_rate, encoding=config.encoding
+        ).model_dump(),
         "last_seq": last_seq,
         # audio before this point is transcribed (or was not speech); a client re-sends what follows it
         "transcribed_until_ms": transcribed_until_ms,

@@ -73,7 +73,7 @@ class StreamSession:
         self.config = config
         self.services = services
         s = services.settings
-        self.pcm = PcmInput(config.sample_rate, min_frame_ms=s.min_frame_ms, max_frame_ms=s.max_frame_ms)
+        self.pcm = PcmInput(config.sample_rate, max_frame_ms=s.max_frame_ms, encoding=config.encoding)
         self.vad = services.vad.new_stream()
         self.segmenter = Segmenter(services.segmenter_config.for_input_rate(config.sample_rate))
         self.outbox: Outbox | None = None
@@ -140,7 +140,7 @@ class StreamSession:
     async def push_audio(self, frame: bytes) -> None:
         """One binary frame: validate, resample, segment, and schedule transcription."""
         audio = self.pcm.push(frame)
-        self.services.metrics.audio_seconds.inc(len(frame) / 2 / self.config.sample_rate)
+        self.services.metrics.audio_seconds.inc(self.pcm.seconds(frame))
         if audio.size == 0:
             return
         async with self._events_lock:
@@ -189,7 +189,7 @@ class StreamSession:
     async def update_config(self, config: SessionConfig) -> None:
         """Apply a validated ``session.update``; a new sample rate flushes the resampler first, and what
         its tail completes (an utterance's end, say) is handled like any other audio."""
-        if config.sample_rate != self.config.sample_rate:
+        if (config.sample_rate, config.encoding) != (self.config.sample_rate, self.config.encoding):
             s = self.services.settings
             tail = self.pcm.flush()
             if tail.size:
@@ -198,7 +198,7 @@ class StreamSession:
                     probs, windows = self.vad.probabilities(tail)
                     for event in self.segmenter.feed(probs, windows):
                         await self._on_event(event)
-            self.pcm = PcmInput(config.sample_rate, min_frame_ms=s.min_frame_ms, max_frame_ms=s.max_frame_ms)
+            self.pcm = PcmInput(config.sample_rate, max_frame_ms=s.max_frame_ms, encoding=config.encoding)
             self.segmenter.config = self.services.segmenter_config.for_input_rate(config.sample_rate)
         self.config = config
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from streamer import tracing
-from streamer.errors import AuthError, BadRequestError, RateLimitedError, StreamerError
+from streamer.errors import AuthError, BadRequestError, ConfigError, RateLimitedError, StreamerError
 from streamer.pipeline.audio import max_frame_bytes
 from streamer.protocol import (
     MAX_SAMPLE_RATE,
@@ -131,7 +131,7 @@ class Connection(SessionSocket):
 
     async def opening(self, replay: Sequence[TranscriptFinal | TranslationFinal], resumed: bool) -> None:
         settings, session = self.services.settings, self.session
-        limits = session_limits(settings, session.config.sample_rate, session.key_id)
+        limits = session_limits(settings, session.config.sample_rate, session.key_id, session.config.encoding)
         await self.outbox.put(
             SessionCreated(session_id=self.session_id, config=session.config, limits=limits, resumed=resumed)
         )
@@ -139,18 +139,19 @@ class Connection(SessionSocket):
             await self.outbox.put(message)
 
     async def on_binary(self, data: bytes) -> None:
+        """A frame of any whole number of samples in the session's encoding, limited in audio seconds."""
         pcm = self.session.pcm
         pcm.validate(data)
-        seconds = len(data) / 2 / pcm.sample_rate
+        seconds = pcm.seconds(data)
         if not self.resent.exempt(seconds) and not self.pacer.admit(seconds):
             raise RateLimitedError(
                 f"audio is arriving faster than {self.services.settings.max_realtime_factor:g}x real time",
                 code="audio_rate_exceeded",
             )
-        frame = self.resent.trim(data, pcm.min_frame_bytes)  # what the session transcribed already
+        frame = self.resent.trim(data, pcm.sample_bytes)  # what the session transcribed already
         if not frame:
             return
-        await self.quota.charge(len(frame) / 2 / pcm.sample_rate)
+        await self.quota.charge(pcm.seconds(frame))
         await self.session.push_audio(frame)
 
     async def on_text(self, data: str | bytes) -> bool:
@@ -162,6 +163,10 @@ class Connection(SessionSocket):
         elif isinstance(message, SessionUpdate):
             config = apply_update(message.config, self.session.config)
             check_session_config(self.services, config)
+            session = self.session
+            if config.encoding != session.config.encoding and (session.pcm.samples_in or session.audio_ms):
+                # the stream (and a resume's re-sent audio) is one encoding from its first byte
+                raise ConfigError("encoding can change only before the first audio frame")
             await self.session.update_config(config)
         elif isinstance(message, SessionClose):
             await self.session.drain()

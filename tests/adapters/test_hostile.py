@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from support import API_KEY, make_settings
 
+from streamer.adapters.openai_realtime import MAX_APPEND_TEXT
 from streamer.protocol import MAX_TEXT_BYTES
 from streamer.session.socket import close_reason_bytes
 
@@ -137,13 +138,14 @@ async def test_an_oversized_deepgram_text_message_is_refused_and_the_session_goe
         )
 
 
-async def test_openai_appends_as_large_as_a_frame_pass_the_text_limit(make_server: ServerFactory) -> None:
+async def test_openai_appends_as_large_as_allowed_pass_the_text_limit(make_server: ServerFactory) -> None:
     server = await make_server(make_settings(), asr_engine=FakeAsr())
     async with aiohttp.ClientSession() as http:
         ws = await _connect(http, server, "openai")
         second = base64.b64encode(bytes(48_000)).decode()  # 1 s at 24 kHz: far past 4 KiB of text
         await ws.send_str(json.dumps({"type": "input_audio_buffer.append", "audio": second}))
-        await ws.send_str(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 200_000}))
+        over = "A" * (MAX_APPEND_TEXT + 4)  # more text than the largest append (10 s at 48 kHz) needs
+        await ws.send_str(json.dumps({"type": "input_audio_buffer.append", "audio": over}))
         frames = []
         async with asyncio.timeout(5):
             while not any(f["type"] == "error" for f in frames):

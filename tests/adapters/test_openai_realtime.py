@@ -157,15 +157,16 @@ async def test_bad_input_gets_error_events_and_the_session_goes_on(make_server: 
             ws, {"type": "input_audio_buffer.append", "audio": "not base64!", "event_id": "e1"}
         )
         assert bad["param"] == "audio" and bad["event_id"] == "e1" and "base64" in bad["message"]
-        big = _b64(np.zeros(RATE * 2, dtype="<i2"))  # 2 s in one append: over the 1 s frame limit
+        big = _b64(np.zeros(RATE * 11, dtype="<i2"))  # 11 s in one append: over the 10 s an append takes
         too_large = await _error(ws, {"type": "input_audio_buffer.append", "audio": big})
         assert too_large["code"] == "frame_too_large"
         update = {"type": "session.update", "session": {"type": "transcription"}}
         update["session"]["audio"] = {"input": {"format": {"type": "audio/pcm", "rate": 1000}}}
         rate = await _error(ws, update)
         assert rate["param"] == "session.audio.input.format.rate"
-        update["session"]["audio"] = {"input": {"format": {"type": "audio/pcmu"}}}
-        assert "audio/pcmu" in (await _error(ws, update))["message"]
+        update["session"]["audio"] = {"input": {"format": {"type": "audio/pcmu", "rate": 16000}}}
+        g711 = await _error(ws, update)  # G.711 is 8 kHz only
+        assert g711["param"] == "session.audio.input.format.rate" and "8000" in g711["message"]
         unknown = await _error(ws, {"type": "response.create"})
         assert unknown["param"] == "type" and unknown["type"] == "invalid_request_error"
         typo = await _error(ws, {"type": "input_audio_buffer.commit", "evnt_id": "x"})

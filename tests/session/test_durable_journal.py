@@ -95,11 +95,11 @@ async def test_resent_audio_skips_what_was_transcribed_and_jumps_over_what_was_l
         session = new_session(svc)
         session.segmenter.continue_at(2000 * 16, 3)  # transcribed until 2,000 ms
         resent = ResentAudio(session, audio_from_ms=1500)
-        assert resent.skip_bytes == 500 * 16 * 2
+        assert resent.skip_samples == 500 * 16
         frame = b"\x00\x00" * 1600 * 3  # 300 ms
-        assert resent.trim(frame, 320) == b""  # 300 of the 500 ms before 2,000 ms
-        assert len(resent.trim(frame, 320)) == 100 * 32  # the other 200 skipped, 100 ms kept
-        assert resent.trim(frame, 320) == frame
+        assert resent.trim(frame, 2) == b""  # 300 of the 500 ms before 2,000 ms
+        assert len(resent.trim(frame[:-2], 2)) == 100 * 32 - 2  # the other 200 skipped, the rest kept
+        assert resent.trim(frame[:2], 2) == frame[:2]  # one sample is audio too
         assert resent.exempt(10.0) and resent.exempt(19.0) and resent.exempt(5.0)
         assert not resent.exempt(0.1)  # 30 s of re-sent audio at most go unpaced
 
@@ -107,4 +107,4 @@ async def test_resent_audio_skips_what_was_transcribed_and_jumps_over_what_was_l
         later.segmenter.continue_at(2000 * 16, 3)
         ResentAudio(later, audio_from_ms=2600)  # the client lost 600 ms: the clock jumps with it
         assert later.audio_ms == 2600
-        assert ResentAudio(later, None).skip_bytes == 0 and later.audio_ms == 2600
+        assert ResentAudio(later, None).skip_samples == 0 and later.audio_ms == 2600

@@ -1,4 +1,4 @@
-"""PcmInput: frame validation and streaming resampling to 16 kHz."""
+"""PcmInput: frame validation, G.711 decoding and streaming resampling to 16 kHz."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from streamer.errors import FrameTooLargeError, InvalidAudioError
 from streamer.pipeline.audio import MODEL_RATE, PcmInput, max_frame_bytes
+from streamer.pipeline.codecs import MULAW_TO_PCM, Encoding
 
 TONE_HZ = 440.0
 
@@ -44,13 +45,11 @@ def test_max_frame_bytes() -> None:
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000])
-def test_frame_limits_are_10ms_to_1s_at_the_session_rate(rate: int) -> None:
+def test_a_frame_is_one_sample_to_1s_at_the_session_rate(rate: int) -> None:
     pcm = PcmInput(rate)
-    smallest, largest = rate // 100 * 2, rate * 2
-    pcm.validate(b"\0" * smallest)
+    largest = rate * 2
+    pcm.validate(b"\0" * 2)  # framing is the client's business: one sample is a frame
     pcm.validate(b"\0" * largest)
-    with pytest.raises(InvalidAudioError, match="shorter than the minimum"):
-        pcm.validate(b"\0" * (smallest - 2))
     with pytest.raises(FrameTooLargeError) as too_large:
         pcm.validate(b"\0" * (largest + 2))
     assert too_large.value.code == "frame_too_large" and too_large.value.close_code == 1009
@@ -58,20 +57,50 @@ def test_frame_limits_are_10ms_to_1s_at_the_session_rate(rate: int) -> None:
 
 def test_odd_length_frame_is_invalid_audio() -> None:
     pcm = PcmInput(16000)
-    with pytest.raises(InvalidAudioError, match="odd number of bytes") as err:
+    with pytest.raises(InvalidAudioError, match="not a whole number of pcm16 samples") as err:
         pcm.push(b"\0" * 3201)
     assert err.value.code == "invalid_audio" and not err.value.retryable
     assert pcm.samples_in == 0  # nothing was buffered
 
 
 def test_limits_follow_the_settings() -> None:
-    pcm = PcmInput(16000, min_frame_ms=20, max_frame_ms=100)
-    pcm.validate(b"\0" * 640)
+    pcm = PcmInput(16000, max_frame_ms=100)
     pcm.validate(b"\0" * 3200)
-    with pytest.raises(InvalidAudioError):
-        pcm.validate(b"\0" * 638)
     with pytest.raises(FrameTooLargeError):
         pcm.validate(b"\0" * 3202)
+
+
+@pytest.mark.parametrize("encoding", [Encoding.MULAW, Encoding.ALAW])
+def test_g711_frames_are_any_number_of_bytes_and_counted_in_seconds(encoding: Encoding) -> None:
+    pcm = PcmInput(8000, encoding=encoding)
+    assert pcm.max_frame_bytes == 8000  # 1 s at one byte a sample
+    pcm.validate(b"\xff")  # one sample; an odd count is no error here
+    with pytest.raises(FrameTooLargeError):
+        pcm.validate(b"\xff" * 8001)
+    assert pcm.seconds(b"\xff" * 4000) == 0.5
+    out = np.concatenate([pcm.push(bytes([b])) for b in (0xFF, 0x7F, 0x80, 0x00)])
+    assert out.size == 0  # 8 kHz: the resampler holds its first samples back
+    assert pcm.samples_in == 4 and pcm.audio_ms == 0
+
+
+def test_g711_decodes_to_the_same_audio_as_the_pcm_it_encodes() -> None:
+    samples = tone(8000, 1.0)
+    mulaw = _mulaw_encode(samples)
+    decoded = stream(PcmInput(8000, encoding=Encoding.MULAW), mulaw, 20)
+    reference = stream(PcmInput(8000), samples, 20)
+    assert decoded.size == reference.size
+    # μ-law keeps about 38 dB of signal to noise on a loud tone
+    noise = float(np.sqrt(np.mean(np.square(decoded - reference))))
+    assert noise < 0.5 / 10 ** (35 / 20), noise
+
+
+def _mulaw_encode(samples: np.ndarray) -> np.ndarray:
+    """The closest μ-law byte for every sample (a search of the decoder's own table)."""
+    order = np.argsort(MULAW_TO_PCM)
+    ranked = MULAW_TO_PCM[order].astype(np.int32)
+    at = np.clip(np.searchsorted(ranked, samples.astype(np.int32)), 1, 255)
+    nearer = np.where(samples - ranked[at - 1] < ranked[at] - samples, at - 1, at)
+    return order[nearer].astype(np.uint8)
 
 
 def test_16k_passes_through_unchanged() -> None:
