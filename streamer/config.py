@@ -115,6 +115,7 @@ class Settings(BaseSettings):
             "max_messages_per_s",
             "message_burst",
             "session_rate_per_key_per_min",
+            "resume_rate_per_key_per_min",
             "auth_failures_per_min",
         ),
         "web": ("allowed_origins", "socket_origins", "web_root", "trusted_proxies"),
@@ -191,6 +192,8 @@ class Settings(BaseSettings):
     max_messages_per_s: Rate = 50.0
     message_burst: Rate = 100.0
     session_rate_per_key_per_min: float = Field(default=120.0, ge=0, allow_inf_nan=False)  # 0 = off
+    # resume tokens per key and minute (429 beyond); each resume re-sends audio outside the pacing; 0 = off
+    resume_rate_per_key_per_min: float = Field(default=120.0, ge=0, allow_inf_nan=False)
     # failed authentications (401s) per client address and minute before it is refused (429); 0 = off
     auth_failures_per_min: float = Field(default=10.0, ge=0, allow_inf_nan=False)
     # --- demo and origins

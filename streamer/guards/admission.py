@@ -42,6 +42,9 @@ class AdmissionLimits:
     auth_failures_per_min: float = 10.0  # per client address; 0 = off
     # the model's busy fraction that admission plans for: above it, queues grow and latency with them
     max_model_load: float = 0.85
+    # resume tokens per key and minute; 0 = off. Each resume re-opens real-time pacing for the audio the
+    # drop cut off (docs/security.md), so a key may not drop and resume in a loop.
+    resume_rate_per_key_per_min: float = 0.0
 
 
 class Admission:
@@ -51,6 +54,7 @@ class Admission:
         self.limits = limits
         self._clock = clock
         self._session_rates: dict[str, TokenBucket] = {}
+        self._resume_rates: dict[str, TokenBucket] = {}
         self._demo_rates: dict[str, TokenBucket] = {}
         self._auth_failures: dict[str, TokenBucket] = {}
 
@@ -112,6 +116,21 @@ class Admission:
                 retry_after=bucket.retry_after(),
             )
             raise Refusal("session_rate", error)
+
+    def check_resume_rate(self, key_id: str) -> None:
+        """Resumes per key and minute (``resume_rate_per_key_per_min``; 0 = off), a minute's allowance
+        at once: a client on a flaky network resumes a few times a minute, not dozens."""
+        per_min = self.limits.resume_rate_per_key_per_min
+        if per_min <= 0:
+            return
+        bucket = self._bucket(self._resume_rates, key_id, per_min)
+        if not bucket.try_take():
+            error = RateLimitedError(
+                f"this key may resume at most {per_min:g} sessions per minute",
+                code="resume_rate_exceeded",
+                retry_after=bucket.retry_after(),
+            )
+            raise Refusal("resume_rate", error)
 
     def check_demo_rate(self, address: str) -> None:
         """The demo page's sessions per client address (``demo_sessions_per_min``)."""

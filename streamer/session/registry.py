@@ -74,6 +74,7 @@ class SessionRegistry:
                 max_sessions=s.max_sessions,
                 saturation_latency_s=s.saturation_latency_s,
                 session_rate_per_key_per_min=s.session_rate_per_key_per_min,
+                resume_rate_per_key_per_min=s.resume_rate_per_key_per_min,
                 demo_sessions_per_min=s.demo_sessions_per_min,
                 auth_failures_per_min=s.auth_failures_per_min,
             ),
@@ -152,6 +153,12 @@ class SessionRegistry:
     def check_session_rate(self, key_id: str) -> None:
         try:
             self.admission.check_session_rate(key_id)
+        except Refusal as r:
+            raise self._refuse(r) from None
+
+    def check_resume_rate(self, key_id: str) -> None:
+        try:
+            self.admission.check_resume_rate(key_id)
         except Refusal as r:
             raise self._refuse(r) from None
 

@@ -90,7 +90,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         raise
     transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
     connection = Connection(registry, ws, session, transport)
-    connection.resent = ResentAudio(session, audio_from_ms)
+    received_ms = registry.durable.received_ms(session) if registry.durable is not None else None
+    connection.resent = ResentAudio(session, audio_from_ms, received_ms)
     await connection.run(last_seq)
     return ws
 

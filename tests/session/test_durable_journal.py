@@ -100,11 +100,13 @@ async def test_resent_audio_skips_what_was_transcribed_and_jumps_over_what_was_l
         assert resent.trim(frame, 320) == b""  # 300 of the 500 ms before 2,000 ms
         assert len(resent.trim(frame, 320)) == 100 * 32  # the other 200 skipped, 100 ms kept
         assert resent.trim(frame, 320) == frame
-        assert resent.exempt(10.0) and resent.exempt(19.0) and resent.exempt(5.0)
-        assert not resent.exempt(0.1)  # 30 s of re-sent audio at most go unpaced
+        assert resent.exempt(0.3) and resent.exempt(0.3)
+        assert not resent.exempt(0.1)  # only the 500 ms the session had received after 1,500 ms go unpaced
 
         later = new_session(svc, "sess_2")
         later.segmenter.continue_at(2000 * 16, 3)
-        ResentAudio(later, audio_from_ms=2600)  # the client lost 600 ms: the clock jumps with it
+        ResentAudio(later, audio_from_ms=2600, received_ms=3000)  # the client lost 600 ms: the clock jumps
         assert later.audio_ms == 2600
-        assert ResentAudio(later, None).skip_bytes == 0 and later.audio_ms == 2600
+        ResentAudio(later, audio_from_ms=2_060_000, received_ms=3000)  # but never past what was received
+        assert later.audio_ms == 3000
+        assert ResentAudio(later, None).skip_bytes == 0 and later.audio_ms == 3000
