@@ -235,6 +235,7 @@ class StreamSession:
             self.trace.vad_end(event.segment_id, _ms(event.end_sample))
             self.speech_s += utt.duration_s
             self.load.record(speech_s=utt.duration_s)
+            self.load.fallback.record_speech(self.key_id, self.session_id, utt.duration_s)
             if spec is not None and spec.segment_id == utt.segment_id and spec.end_sample == utt.end_sample:
                 self._speculation = None
                 await self._finals.put((utt, spec.task, "speculative_used"))
@@ -317,7 +318,11 @@ class StreamSession:
     async def _fallback(self, request: AsrRequest) -> AsrResult:
         result = await self._decode(request)
         self._spend("fallback", result)
+        self.load.fallback.charge(self.key_id, self.session_id, result.model_s)
         return result
+
+    def _fallback_allowed(self) -> bool:
+        return self.load.fallback.allows(self.key_id, self.session_id, self.services.settings.fallback_budget)
 
     # ---- partials
 
@@ -392,7 +397,13 @@ class StreamSession:
             self._spend(kind, result)
             try:
                 verdict = await settle(
-                    result, self._request(utt), utt.audio, utt.speech_ms, self._fallback, utt.voiced_ms
+                    result,
+                    self._request(utt),
+                    utt.audio,
+                    utt.speech_ms,
+                    self._fallback,
+                    utt.voiced_ms,
+                    self._fallback_allowed,
                 )
             except StreamerError as e:
                 self._log.warning("fallback decode for segment %d failed: %s", utt.segment_id, e.code)
