@@ -313,7 +313,9 @@ class StreamSession:
         return asyncio.create_task(self._decode(self._request(utt)), context=context)
 
     async def _decode(self, request: AsrRequest) -> AsrResult:
-        return await self.services.asr_batcher.submit_final(self.session_id, request.group, request)
+        return await self.services.asr_batcher.submit_final(
+            self.session_id, request.group, request, tenant=self.key_id
+        )
 
     async def _fallback(self, request: AsrRequest) -> AsrResult:
         result = await self._decode(request)
@@ -343,7 +345,7 @@ class StreamSession:
         self._partial_mark = utt.audio.size
         request = AsrRequest(utt.audio, self.config.task, self.config.language)
         fut = self.services.asr_batcher.submit_partial(
-            self.session_id, request.group, request, stale_after=1.5
+            self.session_id, request.group, request, stale_after=1.5, tenant=self.key_id
         )
         self._partial_task = asyncio.create_task(self._deliver_partial(utt.segment_id, fut))
 
