@@ -10,6 +10,7 @@ whether one more session fits, before latency breaks.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 from streamer.guards.clock import Clock, monotonic
 
@@ -21,25 +22,63 @@ MIN_SPEECH_SHARE = 0.05  # an idle session still sends audio through the VAD and
 FALLBACK_GRACE_S = 1.0
 
 
+# a key using more than this many times its fair share of the model is the cause of an overload
+OVER_SHARE = 1.5
+
+
+@dataclass(frozen=True)
+class KeyLoad:
+    """One key's part of the model time measured over the window (admission reads it)."""
+
+    share: float  # the key's fraction of the model seconds spent
+    fair: float  # its fair fraction: 1 / the keys that spent model time (counting it)
+    top: float  # the largest fraction any key spent
+
+    @property
+    def others_exceed(self) -> bool:
+        """Whether the model's load is another key's excess, not this key's use."""
+        return self.share < self.fair and self.top > OVER_SHARE * self.fair
+
+
 class LoadMeter:
-    """Model seconds spent per second of speech transcribed, over a sliding window (event loop only); and
-    the sessions' and keys' fallback budget (:class:`FallbackBudget`)."""
+    """Model seconds spent per second of speech transcribed, over a sliding window (event loop only), in
+    all and per key; and the sessions' and keys' fallback budget (:class:`FallbackBudget`)."""
 
     def __init__(self, clock: Clock = monotonic, window_s: float = 60.0, min_speech_s: float = 10.0) -> None:
         self._clock = clock
         self.window_s = window_s
         self.min_speech_s = min_speech_s
-        self._events: deque[tuple[float, float, float]] = deque()  # (time, model s, speech s)
+        self._events: deque[tuple[float, float, float, str]] = deque()  # (time, model s, speech s, key)
+        self._by_key: dict[str, float] = {}  # model seconds per key within the window
         self.fallback = FallbackBudget(clock, window_s)
 
-    def record(self, *, model_s: float = 0.0, speech_s: float = 0.0) -> None:
-        self._events.append((self._clock(), model_s, speech_s))
+    def record(self, *, model_s: float = 0.0, speech_s: float = 0.0, key: str = "") -> None:
+        self._events.append((self._clock(), model_s, speech_s, key))
+        self._by_key[key] = self._by_key.get(key, 0.0) + model_s
         self._trim()
 
     def _trim(self) -> None:
         horizon = self._clock() - self.window_s
         while self._events and self._events[0][0] < horizon:
-            self._events.popleft()
+            _, model_s, _, key = self._events.popleft()
+            left = self._by_key.get(key, 0.0) - model_s
+            if left > 1e-9:
+                self._by_key[key] = left
+            else:
+                self._by_key.pop(key, None)
+
+    def key_load(self, key: str) -> KeyLoad:
+        """``key``'s share of the model time spent within the window."""
+        self._trim()
+        total = sum(self._by_key.values())
+        if total <= 0:
+            return KeyLoad(share=0.0, fair=1.0, top=0.0)
+        spenders = len(self._by_key) + (key not in self._by_key)
+        return KeyLoad(
+            share=self._by_key.get(key, 0.0) / total,
+            fair=1.0 / spenders,
+            top=max(self._by_key.values()) / total,
+        )
 
     def cost_per_speech_s(self) -> float | None:
         """Model seconds per second of speech, or None until enough speech was measured."""

@@ -234,7 +234,7 @@ class StreamSession:
             self._ended_at[event.segment_id] = time.monotonic()
             self.trace.vad_end(event.segment_id, _ms(event.end_sample))
             self.speech_s += utt.duration_s
-            self.load.record(speech_s=utt.duration_s)
+            self.load.record(speech_s=utt.duration_s, key=self.key_id)
             self.load.fallback.record_speech(self.key_id, self.session_id, utt.duration_s)
             if spec is not None and spec.segment_id == utt.segment_id and spec.end_sample == utt.end_sample:
                 self._speculation = None
@@ -298,7 +298,7 @@ class StreamSession:
         would make the model look several times busier per second of speech than it is at high load.
         """
         if kind != "partial":
-            self.load.record(model_s=result.model_s)
+            self.load.record(model_s=result.model_s, key=self.key_id)
         metrics = self.services.metrics
         metrics.model_work.labels(kind).inc(result.model_s)
         metrics.model_window.labels("padding").inc(result.padding_s)
