@@ -110,3 +110,26 @@ async def test_resent_audio_skips_what_was_transcribed_and_jumps_over_what_was_l
         ResentAudio(later, audio_from_ms=2_060_000, received_ms=3000)  # but never past what was received
         assert later.audio_ms == 3000
         assert ResentAudio(later, None).skip_bytes == 0 and later.audio_ms == 3000
+
+
+async def test_a_resume_elsewhere_after_a_crash_moves_the_clock_at_most_to_the_audio_received() -> None:
+    async with services() as svc:
+        first = DurableSessions(svc, instance_id="a")
+        session = new_session(svc)
+        journal = first.journal(session)
+        session.segmenter.samples = 5000 * 16  # 5 s of audio received, one final up to 4,200 ms
+        await journal.record(final(1, 3000, 4200))
+        await svc.backend.beat("b", 60.0)  # instance a dies here, without parking
+        other = DurableSessions(svc, instance_id="b")
+        state, history = await other.claim("sess_1", "key")
+        assert (state.transcribed_until_ms, state.received_ms) == (4200, 5000)
+        resumed = other.restore("sess_1", state, history, LoadMeter())
+        assert other.received_ms(resumed) == 5000
+        resent = ResentAudio(resumed, audio_from_ms=3_600_000, received_ms=other.received_ms(resumed))
+        assert resumed.audio_ms == 5000  # not an hour: the clock stops at the audio instance a received
+        assert resent.allowance_s == 0.0  # and nothing after it goes unpaced
+        again = new_session(svc, "sess_2")
+        again.segmenter.continue_at(4200 * 16, 2)
+        again.history = list(history)
+        # the client's buffer from its last final: the 800 ms a had received and not transcribed is exempt
+        assert ResentAudio(again, audio_from_ms=4200, received_ms=5000).allowance_s == pytest.approx(0.8)
