@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     session_rate_per_key_per_min: float = Field(default=120.0, ge=0, allow_inf_nan=False)  # 0 = off
     # fallback decodes' model seconds per second of speech, per session and per key over a minute (plus 1 s);
     # beyond it an utterance keeps its first decode (crafted audio fails nearly every first decode)
-    fallback_budget: float = Field(default=0.5, ge=0, allow_inf_nan=False)
+    fallback_budget: float = Field(default=0.25, ge=0, allow_inf_nan=False)
     # resume tokens per key and minute (429 beyond); each resume re-sends audio outside the pacing; 0 = off
     resume_rate_per_key_per_min: float = Field(default=120.0, ge=0, allow_inf_nan=False)
     # failed authentications (401s) per client address and minute before it is refused (429); 0 = off

@@ -192,10 +192,11 @@ async def test_a_key_with_crafted_audio_keeps_to_its_budget_and_others_are_still
         said = await asyncio.gather(*(s.say(crafted, utterances) for s in hostile))
         assert all(o == ["unrecognized_speech"] * utterances for o in said), said
         # the whole ladder would be 6 decodes per utterance (72); the key's budget is 1 s of grace plus
-        # 0.5 s per second of its speech, each session's likewise, each overdrawn by at most one decode
+        # fallback_budget s per second of its speech, each session's likewise, each overdrawn by one decode
         speech_s = sum(session.speech_s for session in registry.sessions.values())
+        ratio = registry.services.settings.fallback_budget
         spent = engine.fallbacks("hostile")
-        assert spent <= (1 + 0.5 * speech_s) / COST_S + 3 < 6 * 3 * utterances / 3, (spent, speech_s)
+        assert spent <= (1 + ratio * speech_s) / COST_S + 3 < 6 * 3 * utterances / 3, (spent, speech_s)
         stopped = metrics.registry.get_sample_value(
             "streamer_decode_attempts_total", {"attempt": "budget_spent"}
         )
