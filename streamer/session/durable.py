@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from streamer.errors import SessionNotFoundError, StreamerError
 from streamer.guards.backend import BackendUnavailableError, SessionRecord
 from streamer.guards.load import LoadMeter
+from streamer.guards.ratelimit import AudioPacer
 from streamer.pipeline.audio import MODEL_RATE
 from streamer.protocol import CloseCode, SessionConfig, TranscriptFinal, TranslationFinal, dump
 from streamer.services import Services
@@ -72,6 +73,9 @@ class DurableState(BaseModel):
     started_at: float  # wall clock (epoch seconds): the session-length limit holds across instances
     # audio received as of the last write: how far a resume elsewhere may move the clock (ResentAudio)
     received_ms: int = Field(default=0, ge=0)
+    # the real-time pacer's audio seconds left at the last write, and when (epoch seconds): kept_pacer()
+    pacer_s: float | None = None
+    pacer_at: float = 0.0
 
 
 class Journal:
@@ -113,9 +117,10 @@ class Journal:
             if self.lost:
                 return
             received = max(self.state.received_ms, self.session.audio_ms)
-            self.state = self.state.model_copy(
-                update={"config": self.session.config, "received_ms": received}
-            )
+            update: dict[str, object] = {"config": self.session.config, "received_ms": received}
+            if self.session.pacer is not None:
+                update.update(pacer_s=self.session.pacer.available_s, pacer_at=time.time())
+            self.state = self.state.model_copy(update=update)
             services, state = self._durable.services, self.state.model_dump_json()
             try:
                 # through the state breaker: while Redis is known to be down, a final is not held up
@@ -209,6 +214,14 @@ class DurableSessions:
         journal = self._journals.get(session.session_id)
         return max(session.audio_ms, journal.state.received_ms if journal is not None else 0)
 
+    def pacer_left_s(self, session: StreamSession) -> float | None:
+        """The pacer's audio seconds left as last written for ``session`` (refilled since), if any."""
+        journal = self._journals.get(session.session_id)
+        if journal is None or journal.state.pacer_s is None:
+            return None
+        rate = self.services.settings.max_realtime_factor
+        return journal.state.pacer_s + max(0.0, time.time() - journal.state.pacer_at) * rate
+
     def forget(self, session: StreamSession) -> Journal | None:
         """Stop writing ``session`` (parked or ended); its journal, if it had one."""
         session.on_result = None
@@ -290,6 +303,18 @@ def _messages_of(record: SessionRecord) -> list[ResultMessage]:
         except ValueError:
             log.warning("skipping an unreadable stored message")
     return messages
+
+
+def kept_pacer(session: StreamSession, fresh: AudioPacer, left_s: float | None = None) -> AudioPacer:
+    """The real-time pacer for a session's new connection: the one its last connection used (refilled
+    by the time since), so a drop and a resume do not refill the burst. ``left_s``: the seconds a
+    session restored from shared state had left (its pacer object stayed with the old instance).
+    """
+    if session.pacer is None:
+        if left_s is not None:
+            fresh.admit(max(0.0, fresh.available_s - left_s))  # drain the fresh burst to what was left
+        session.pacer = fresh
+    return session.pacer
 
 
 class ResentAudio:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from streamer import tracing
 from streamer.errors import StreamerError
 from streamer.guards.load import LoadMeter, speech_share
+from streamer.guards.ratelimit import AudioPacer
 from streamer.pipeline.align import word_timings
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.audio import MODEL_RATE, PcmInput
@@ -81,6 +82,7 @@ class StreamSession:
         self.load = load if load is not None else LoadMeter()
         self.speech_s = 0.0  # audio of the utterances transcribed so far
         self.history: list[TranscriptFinal | TranslationFinal] = []
+        self.pacer: AudioPacer | None = None  # its connection's real-time pacer, kept for a resume (ws.py)
         self.started_at = time.monotonic()
         # (utterance, its first decode, what that decode was: "final" or "speculative_used")
         self._finals: asyncio.Queue[tuple[Utterance, asyncio.Task[AsrResult], str] | None] = asyncio.Queue(

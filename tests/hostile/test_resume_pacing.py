@@ -119,3 +119,30 @@ async def test_resumes_per_key_are_rate_limited_in_the_protocols_error_shape(mak
             assert r.status == 429, body
             assert body["error"]["code"] == "resume_rate_exceeded", body
             assert int(r.headers["Retry-After"]) >= 1
+
+
+async def test_a_drop_and_resume_does_not_refill_the_burst(make_server: Any) -> None:
+    server: TestServer = await make_server(
+        hostile_settings(max_realtime_factor=1.0, realtime_burst_s=4.0, resume_window_s=30.0),
+        asr_engine=FakeAsr(),
+        vad=EnergyVad(),
+    )
+    registry = server.app[REGISTRY]
+    async with aiohttp.ClientSession() as http:
+        body = await start_session(http, server)
+        ws = await _connect(http, server, body["token"])
+        for _ in range(8):  # the whole 4 s burst at once
+            await ws.send_bytes(SILENCE_500MS)
+        assert (await _until_pong(ws))["type"] == "pong"
+        await ws.close()
+        await eventually(lambda: body["session_id"] in registry.parked, "the dropped session to be parked")
+        async with http.post(server.make_url(f"/v1/sessions/{body['session_id']}/resume"), headers=AUTH) as r:
+            resumed = await r.json()
+            assert r.status == 201, resumed
+        ws = await _connect(http, server, resumed["token"], "&last_seq=0")
+        # a new connection used to get a full burst again: 4 s at once after every resume
+        for _ in range(6):
+            await ws.send_bytes(SILENCE_500MS)
+        answer = await _until_pong(ws)
+        assert answer["type"] == "error" and answer["code"] == "audio_rate_exceeded", answer
+        await ws.close()

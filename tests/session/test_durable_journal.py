@@ -11,9 +11,10 @@ from session.doubles import services
 from streamer.errors import SessionNotFoundError
 from streamer.guards.backend import BackendUnavailableError, MemoryBackend
 from streamer.guards.load import LoadMeter
+from streamer.guards.ratelimit import AudioPacer
 from streamer.protocol import SessionConfig, TranscriptFinal, TranslationFinal
 from streamer.services import Services
-from streamer.session.durable import DurableSessions, DurableState, ResentAudio
+from streamer.session.durable import DurableSessions, DurableState, ResentAudio, kept_pacer
 from streamer.session.runtime import StreamSession
 
 
@@ -133,3 +134,19 @@ async def test_a_resume_elsewhere_after_a_crash_moves_the_clock_at_most_to_the_a
         again.history = list(history)
         # the client's buffer from its last final: the 800 ms a had received and not transcribed is exempt
         assert ResentAudio(again, audio_from_ms=4200, received_ms=5000).allowance_s == pytest.approx(0.8)
+
+
+async def test_a_resume_elsewhere_keeps_what_was_left_of_the_pacing_burst() -> None:
+    async with services() as svc:
+        first = DurableSessions(svc, instance_id="a")
+        session = new_session(svc)
+        journal = first.journal(session)
+        pacer = kept_pacer(session, AudioPacer(3.0, 10.0))
+        assert pacer.admit(9.0)  # the client used its burst: 1 s left
+        await journal.park(30.0)
+        other = DurableSessions(svc, instance_id="b")
+        state, history = await other.claim("sess_1", "key")
+        resumed = other.restore("sess_1", state, history, LoadMeter())
+        kept = kept_pacer(resumed, AudioPacer(3.0, 10.0), other.pacer_left_s(resumed))
+        assert kept.available_s < 5.0  # not a fresh 10 s burst (1 s left, refilled 3x for the time since)
+        assert kept_pacer(resumed, AudioPacer(3.0, 10.0)) is kept  # the next resume here reuses it
