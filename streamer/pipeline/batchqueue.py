@@ -54,8 +54,8 @@ class Batch(Generic[P]):
 
 
 class TenantUsage:
-    """Model seconds each tenant used recently, decaying by half every ``half_life_s`` (thread-safe:
-    the model thread charges, the event loop reads)."""
+    """Model seconds each tenant used recently, decaying by half every ``half_life_s``. Thread-safe: the
+    model thread charges and reads it (ordering a batch), others may read it too."""
 
     def __init__(
         self,

@@ -93,9 +93,8 @@ async def resume_session(request: web.Request) -> web.Response:
         raise AuthError("unknown API key")
     session_id = request.match_info["session_id"]
     registry.check_resume_rate(key.key_id)  # 429: each resume re-opens the pacing for lost audio
-    registry.check_capacity(
-        resuming=session_id, key_id=key.key_id
-    )  # admitted like a start (503 while full or draining)
+    # admitted like a start (503 while full or draining)
+    registry.check_capacity(resuming=session_id, key_id=key.key_id)
     if registry.durable is not None:
         # the shared state answers, whichever instance holds the session (or held it and died)
         try:
