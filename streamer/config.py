@@ -114,6 +114,8 @@ class Settings(BaseSettings):
             "max_messages_per_s",
             "message_burst",
             "session_rate_per_key_per_min",
+            "resume_rate_per_key_per_min",
+            "fallback_budget",
             "auth_failures_per_min",
         ),
         "web": ("allowed_origins", "socket_origins", "web_root", "trusted_proxies"),
@@ -197,6 +199,11 @@ class Settings(BaseSettings):
     max_messages_per_s: Rate = 500.0
     message_burst: Rate = 1000.0
     session_rate_per_key_per_min: float = Field(default=120.0, ge=0, allow_inf_nan=False)  # 0 = off
+    # fallback decodes' model seconds per second of speech, per session and per key over a minute (plus 1 s);
+    # beyond it an utterance keeps its first decode (crafted audio fails nearly every first decode)
+    fallback_budget: float = Field(default=0.25, ge=0, allow_inf_nan=False)
+    # resume tokens per key and minute (429 beyond); each resume re-sends audio outside the pacing; 0 = off
+    resume_rate_per_key_per_min: float = Field(default=120.0, ge=0, allow_inf_nan=False)
     # failed authentications (401s) per client address and minute before it is refused (429); 0 = off
     auth_failures_per_min: float = Field(default=10.0, ge=0, allow_inf_nan=False)
     # --- demo and origins

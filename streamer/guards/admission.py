@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from streamer.errors import ModelUnavailableError, OverloadedError, RateLimitedError, StreamerError
 from streamer.guards.breaker import BreakerState
 from streamer.guards.clock import Clock, monotonic
+from streamer.guards.load import KeyLoad
 from streamer.guards.ratelimit import BucketTable
 from streamer.pipeline.batcher import BatcherSnapshot
 
@@ -42,6 +43,9 @@ class AdmissionLimits:
     auth_failures_per_min: float = 10.0  # per client address; 0 = off
     # the model's busy fraction that admission plans for: above it, queues grow and latency with them
     max_model_load: float = 0.85
+    # resume tokens per key and minute; 0 = off. Each resume re-opens real-time pacing for the audio the
+    # drop cut off (docs/security.md), so a key may not drop and resume in a loop.
+    resume_rate_per_key_per_min: float = 0.0
 
 
 class Admission:
@@ -54,6 +58,7 @@ class Admission:
         self._clock = clock
         self.max_buckets = max_buckets
         self._session_rates = self._table(limits.session_rate_per_key_per_min)
+        self._resume_rates = self._table(limits.resume_rate_per_key_per_min)
         self._demo_rates = self._table(limits.demo_sessions_per_min)
         self._auth_failures = self._table(limits.auth_failures_per_min)
 
@@ -66,12 +71,20 @@ class Admission:
         breaker_state: BreakerState | None,
         breaker_retry_after: float = 0.0,
         load_with_new: float | None = None,
+        key_load: KeyLoad | None = None,
     ) -> None:
         """Refuse new work rather than make every session slower; raises :class:`Refusal`.
 
         ``load_with_new`` is the model's expected busy fraction with one more session (see
         ``guards/load.py``), None while the cost of speech has not been measured. An idle server never
         refuses for load: with no session live, whatever the last sessions left behind is history.
+
+        ``key_load`` is the asking key's part of the model time. A load that another key's excess causes
+        is charged to that key: a key under its fair share is not refused for load while some key uses
+        more than :data:`~streamer.guards.load.OVER_SHARE` times its own (the batcher serves the lighter
+        keys first, so their sessions keep their latency) as long as the load without that key would
+        fit; the heavy key's new sessions are refused. The session limit and a failed model refuse
+        everyone.
         """
         if draining:
             raise Refusal("draining", OverloadedError("the server is shutting down", retry_after=5.0))
@@ -86,7 +99,7 @@ class Admission:
                 "the transcription model is unavailable", retry_after=max(1.0, wait)
             )
             raise Refusal("model_unavailable", error)
-        if live_sessions == 0:
+        if live_sessions == 0 or self._anothers_excess(key_load, load_with_new):
             return
         if load_with_new is not None and load_with_new > self.limits.max_model_load:
             raise Refusal(
@@ -98,6 +111,12 @@ class Admission:
             raise Refusal("saturated", OverloadedError("the server is saturated", retry_after=5.0))
         if batcher.finals_pending > batcher.max_pending_finals // 2:
             raise Refusal("queue_full", OverloadedError("the transcription queue is full", retry_after=5.0))
+
+    def _anothers_excess(self, key_load: KeyLoad | None, load_with_new: float | None) -> bool:
+        """Whether the load is another key's excess, and the load of everyone else would fit."""
+        if key_load is None or not key_load.others_exceed:
+            return False
+        return load_with_new is None or load_with_new * (1.0 - key_load.top) <= self.limits.max_model_load
 
     def check_session_rate(self, key_id: str) -> None:
         """New sessions per key and minute (``session_rate_per_key_per_min``; 0 = off).
@@ -116,6 +135,21 @@ class Admission:
                 retry_after=table.retry_after() if bucket is None else bucket.retry_after(),
             )
             raise Refusal("session_rate", error)
+
+    def check_resume_rate(self, key_id: str) -> None:
+        """Resumes per key and minute (``resume_rate_per_key_per_min``; 0 = off), a minute's allowance
+        at once: a client on a flaky network resumes a few times a minute, not dozens."""
+        table = self._resume_rates
+        if table is None:
+            return
+        bucket = table.bucket(key_id)
+        if bucket is None or not bucket.try_take():
+            error = RateLimitedError(
+                f"this key may resume at most {self.limits.resume_rate_per_key_per_min:g} sessions a minute",
+                code="resume_rate_exceeded",
+                retry_after=table.retry_after() if bucket is None else bucket.retry_after(),
+            )
+            raise Refusal("resume_rate", error)
 
     def check_demo_rate(self, address: str) -> None:
         """The demo page's sessions per client address (``demo_sessions_per_min``)."""

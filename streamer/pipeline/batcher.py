@@ -26,7 +26,7 @@ from typing import Generic, Protocol, Self, TypeVar
 
 from streamer import tracing
 from streamer.errors import ConfigError, ModelUnavailableError
-from streamer.pipeline.batchqueue import Batch, BatchQueue, Job, Priority
+from streamer.pipeline.batchqueue import Batch, BatchQueue, Job, Priority, TenantUsage
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,9 @@ class MicroBatcher(Generic[P, R]):
     ) -> None:
         self.name = name
         self._run_batch = run_batch
-        self._queue: BatchQueue[P] = BatchQueue(max_batch, max_wait_s)
+        # model time per tenant (API key): the queue serves the least-served tenant first (batchqueue.py)
+        self.usage = TenantUsage(clock=clock)
+        self._queue: BatchQueue[P] = BatchQueue(max_batch, max_wait_s, usage=self.usage.usage)
         self._cond = threading.Condition()
         self._final_slots = asyncio.Semaphore(max_pending_finals)
         self._finals_held = 0
@@ -190,8 +192,9 @@ class MicroBatcher(Generic[P, R]):
         if self.hung:
             raise ModelUnavailableError(f"the {self.name} model is not responding", retry_after=5.0)
 
-    async def submit_final(self, session_id: str, key: Hashable, payload: P) -> R:
-        """Queue a job that must not be dropped; waits for a slot when the queue is full."""
+    async def submit_final(self, session_id: str, key: Hashable, payload: P, tenant: str = "") -> R:
+        """Queue a job that must not be dropped; waits for a slot when the queue is full. ``tenant``: whose
+        model time it is (fair shares between tenants; "" for all untagged work)."""
         self._check_hung()
         async with self._final_slots:
             self._finals_held += 1
@@ -203,6 +206,7 @@ class MicroBatcher(Generic[P, R]):
                     payload,
                     Priority.FINAL,
                     self._clock(),
+                    tenant=tenant,
                     ticket=fut,
                     trace=tracing.current_parent(),
                 )
@@ -220,7 +224,7 @@ class MicroBatcher(Generic[P, R]):
                 self._finals_held -= 1
 
     def submit_partial(
-        self, session_id: str, key: Hashable, payload: P, stale_after: float
+        self, session_id: str, key: Hashable, payload: P, stale_after: float, tenant: str = ""
     ) -> asyncio.Future[R | None]:
         """Queue a droppable job; resolves to None if it is replaced, stale or discarded."""
         fut: asyncio.Future[R | None] = asyncio.get_running_loop().create_future()
@@ -234,6 +238,7 @@ class MicroBatcher(Generic[P, R]):
             Priority.PARTIAL,
             self._clock(),
             stale_after=stale_after,
+            tenant=tenant,
             ticket=fut,
             trace=tracing.current_parent(),
         )
@@ -311,6 +316,8 @@ class MicroBatcher(Generic[P, R]):
         self._recent.append((self.last_batch_at, elapsed))
         self._record(success=True)
         self.busy_s += elapsed
+        for job in batch.jobs:  # the call's time split evenly, as the engines split it
+            self.usage.charge(job.tenant, elapsed / len(batch.jobs))
         finals = [j for j in batch.jobs if j.priority is Priority.FINAL]
         if finals:
             worst = max(started - j.submitted for j in finals) + elapsed

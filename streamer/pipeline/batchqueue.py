@@ -5,13 +5,20 @@
   partial that is older than its ``stale_after`` when its turn comes is dropped.
 - A batch holds jobs with one group key (what must be equal inside one model call); it is flushed when it
   is full or when the oldest waiting job has waited ``max_wait_s``.
+- Model time is shared fairly between tenants (API keys): a batch is led by the waiting final of the
+  tenant that used the model least recently (:class:`TenantUsage`), and filled round robin over the
+  tenants in that order, each tenant's finals in FIFO order. A key whose sessions run the fallback ladder
+  on every utterance waits behind the others instead of pushing them back.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+import threading
+import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -31,6 +38,7 @@ class Job(Generic[P]):
     priority: Priority
     submitted: float
     stale_after: float | None = None
+    tenant: str = ""  # whose model time this is (the session's API key)
     ticket: object = field(default=None, repr=False)  # the caller's handle (e.g. a future)
     trace: object = field(default=None, repr=False)  # the submitter's span (streamer.tracing.Handle)
 
@@ -45,11 +53,52 @@ class Batch(Generic[P]):
     dropped: list[Job[P]]  # stale partials removed while forming this batch
 
 
+class TenantUsage:
+    """Model seconds each tenant used recently, decaying by half every ``half_life_s``. Thread-safe: the
+    model thread charges and reads it (ordering a batch), others may read it too."""
+
+    def __init__(
+        self,
+        half_life_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_tenants: int = 10_000,
+    ) -> None:
+        self.half_life_s = half_life_s
+        self._clock = clock
+        self.max_tenants = max_tenants
+        self._used: dict[str, tuple[float, float]] = {}  # tenant -> (seconds, as of)
+        self._lock = threading.Lock()
+
+    def charge(self, tenant: str, seconds: float) -> None:
+        now = self._clock()
+        with self._lock:
+            if tenant not in self._used and len(self._used) >= self.max_tenants:
+                # forget the lightest (a forgotten tenant starts again at zero, which favours it a little)
+                del self._used[min(self._used, key=lambda t: self._decayed(t, now))]
+            self._used[tenant] = (self._decayed(tenant, now) + seconds, now)
+
+    def usage(self, tenant: str) -> float:
+        """The tenant's recent model seconds (decayed)."""
+        with self._lock:
+            return self._decayed(tenant, self._clock())
+
+    def _decayed(self, tenant: str, now: float) -> float:
+        seconds, since = self._used.get(tenant, (0.0, now))
+        return seconds * math.exp2(-(now - since) / self.half_life_s)
+
+
 class BatchQueue(Generic[P]):
     """Pending jobs and the rule that turns them into batches."""
 
-    def __init__(self, max_batch: int, max_wait_s: float, max_partials: int | None = None) -> None:
+    def __init__(
+        self,
+        max_batch: int,
+        max_wait_s: float,
+        max_partials: int | None = None,
+        usage: Callable[[str], float] | None = None,
+    ) -> None:
         self.max_batch = max_batch
+        self._usage = usage  # a tenant's recent model time (TenantUsage.usage); None: FIFO
         # partials are cheap to skip but not to run: a batch full of them delays the finals that arrive
         # while it runs, so only part of a batch may be partials
         self.max_partials = max(1, max_batch // 4) if max_partials is None else max_partials
@@ -117,14 +166,12 @@ class BatchQueue(Generic[P]):
         for job in dropped:
             del self._partials[job.session_id]
         if self._finals:
-            key = self._finals[0].key
+            jobs = self._fair_finals()
+            key = jobs[0].key
         elif self._partials:
-            key = next(iter(self._partials.values())).key
+            jobs, key = [], next(iter(self._partials.values())).key
         else:
             return Batch(key=None, jobs=[], dropped=dropped)
-        jobs = [j for j in self._finals if j.key == key][: self.max_batch]
-        taken = {id(j) for j in jobs}
-        self._finals = [j for j in self._finals if id(j) not in taken]
         partials = 0
         for sid, job in list(self._partials.items()):
             if len(jobs) >= self.max_batch or partials >= self.max_partials:
@@ -134,3 +181,22 @@ class BatchQueue(Generic[P]):
                 del self._partials[sid]
                 partials += 1
         return Batch(key=key, jobs=jobs, dropped=dropped)
+
+    def _fair_finals(self) -> list[Job[P]]:
+        """Take the finals of the next batch: led by the least-served tenant's oldest final, then one
+        final of that group key per tenant in turn, least-served tenants first."""
+        queues: dict[str, list[Job[P]]] = {}
+        for job in self._finals:
+            queues.setdefault(job.tenant, []).append(job)
+        usage = self._usage
+        order = sorted(queues, key=lambda t: (usage(t) if usage else 0.0, queues[t][0].submitted))
+        key = queues[order[0]][0].key
+        lanes = [[j for j in queues[t] if j.key == key] for t in order]
+        jobs: list[Job[P]] = []
+        while len(jobs) < self.max_batch and any(lanes):
+            for lane in lanes:
+                if lane and len(jobs) < self.max_batch:
+                    jobs.append(lane.pop(0))
+        taken = {id(j) for j in jobs}
+        self._finals = [j for j in self._finals if id(j) not in taken]
+        return jobs

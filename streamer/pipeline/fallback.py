@@ -3,7 +3,9 @@
 A final is only dropped when every decode failed *and* the audio does not hold clear speech. When clear
 speech yields nothing believable, the session is told (``unrecognized_speech``) instead of silently losing
 a sentence. Each fallback decode goes through the batcher like any other final, so other sessions' finals
-keep their turn between attempts.
+keep their turn between attempts. The ladder is paid for from a budget (``allow``, see
+``guards/load.py``'s ``FallbackBudget``): once a session or its key has spent it, the utterance keeps
+what its first decode gave, and the attempt is counted as :data:`BUDGET_SPENT`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ CLEAR_SPEECH_MS = 500
 MIN_WORDS_PER_VOICED_S = 1.8
 
 
+# the attempt label (``decode_attempts`` metric, the verdict's attempts) of a ladder stopped for its budget
+BUDGET_SPENT = "budget_spent"
+
+
 class Outcome(enum.Enum):
     FIRST_TRY = "first_try"
     LOOP_TRIMMED = "loop_trimmed"
@@ -54,9 +60,17 @@ Submit = Callable[[AsrRequest], Awaitable[AsrResult]]
 
 
 async def settle(
-    first: AsrResult, request: AsrRequest, audio: Audio, speech_ms: int, submit: Submit, voiced_ms: int = 0
+    first: AsrResult,
+    request: AsrRequest,
+    audio: Audio,
+    speech_ms: int,
+    submit: Submit,
+    voiced_ms: int = 0,
+    allow: Callable[[], bool] | None = None,
 ) -> Verdict:
-    """Decide what ``first`` (the fast greedy decode of ``request``) becomes, decoding again if needed."""
+    """Decide what ``first`` (the fast greedy decode of ``request``) becomes, decoding again if needed.
+
+    ``allow`` is asked before each fallback decode; False stops the ladder (the budget is spent)."""
     reason = rejection_reason(first, audio)
     if reason is None and not needs_fallback(first):
         return Verdict(Outcome.FIRST_TRY, first, attempts=(first.decode,))
@@ -67,6 +81,9 @@ async def settle(
     candidates = [first]
     if reason is None or reason in RETRYABLE:
         for decode in FALLBACK_LADDER:
+            if allow is not None and not allow():
+                attempts.append(BUDGET_SPENT)
+                break
             result = await submit(dataclasses.replace(request, decode=decode))
             attempts.append(decode.label)
             verdict = rejection_reason(result, audio)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from streamer.errors import SessionNotFoundError, StreamerError
 from streamer.guards.backend import BackendUnavailableError, SessionRecord
 from streamer.guards.load import LoadMeter
+from streamer.guards.ratelimit import AudioPacer
 from streamer.pipeline.audio import MODEL_RATE
 from streamer.protocol import CloseCode, SessionConfig, TranscriptFinal, TranslationFinal, dump
 from streamer.services import Services
@@ -44,7 +45,7 @@ CLAIM_WAIT_S = HEARTBEAT_TTL_S + 2.0  # a resume waits this long for the owner t
 CLAIM_POLL_S = 0.2
 TOUCH_EVERY_S = 20.0  # a live session's record is kept alive this often (and outlives it by the window)
 LIVE_MARGIN_S = 2 * TOUCH_EVERY_S
-MAX_RESEND_S = 30.0  # audio a resuming client may send again at once, beyond the real-time pacing
+MAX_RESEND_S = 30.0  # the most re-sent audio a resume exempts from the real-time pacing (ResentAudio)
 
 ResultMessage = TranscriptFinal | TranslationFinal
 _MESSAGE: TypeAdapter[ResultMessage] = TypeAdapter(ResultMessage)
@@ -70,6 +71,11 @@ class DurableState(BaseModel):
     transcribed_until_ms: int = Field(ge=0)  # every sample before this is in a final (or was not speech)
     next_segment_id: int = Field(ge=1)
     started_at: float  # wall clock (epoch seconds): the session-length limit holds across instances
+    # audio received as of the last write: how far a resume elsewhere may move the clock (ResentAudio)
+    received_ms: int = Field(default=0, ge=0)
+    # the real-time pacer's audio seconds left at the last write, and when (epoch seconds): kept_pacer()
+    pacer_s: float | None = None
+    pacer_at: float = 0.0
 
 
 class Journal:
@@ -110,7 +116,11 @@ class Journal:
         async with self._lock:
             if self.lost:
                 return
-            self.state = self.state.model_copy(update={"config": self.session.config})
+            received = max(self.state.received_ms, self.session.audio_ms)
+            update: dict[str, object] = {"config": self.session.config, "received_ms": received}
+            if self.session.pacer is not None:
+                update.update(pacer_s=self.session.pacer.available_s, pacer_at=time.time())
+            self.state = self.state.model_copy(update=update)
             services, state = self._durable.services, self.state.model_dump_json()
             try:
                 # through the state breaker: while Redis is known to be down, a final is not held up
@@ -199,6 +209,19 @@ class DurableSessions:
         session.on_result = journal.record
         return journal
 
+    def received_ms(self, session: StreamSession) -> int:
+        """The audio ``session`` had received as last written (its clock if it has no journal here)."""
+        journal = self._journals.get(session.session_id)
+        return max(session.audio_ms, journal.state.received_ms if journal is not None else 0)
+
+    def pacer_left_s(self, session: StreamSession) -> float | None:
+        """The pacer's audio seconds left as last written for ``session`` (refilled since), if any."""
+        journal = self._journals.get(session.session_id)
+        if journal is None or journal.state.pacer_s is None:
+            return None
+        rate = self.services.settings.max_realtime_factor
+        return journal.state.pacer_s + max(0.0, time.time() - journal.state.pacer_at) * rate
+
     def forget(self, session: StreamSession) -> Journal | None:
         """Stop writing ``session`` (parked or ended); its journal, if it had one."""
         session.on_result = None
@@ -282,25 +305,49 @@ def _messages_of(record: SessionRecord) -> list[ResultMessage]:
     return messages
 
 
+def kept_pacer(session: StreamSession, fresh: AudioPacer, left_s: float | None = None) -> AudioPacer:
+    """The real-time pacer for a session's new connection: the one its last connection used (refilled
+    by the time since), so a drop and a resume do not refill the burst. ``left_s``: the seconds a
+    session restored from shared state had left (its pacer object stayed with the old instance).
+    """
+    if session.pacer is None:
+        if left_s is not None:
+            fresh.admit(max(0.0, fresh.available_s - left_s))  # drain the fresh burst to what was left
+        session.pacer = fresh
+    return session.pacer
+
+
 class ResentAudio:
     """Audio a resuming client sends again from ``audio_from_ms``: the part its session already
-    transcribed is skipped, and up to :data:`MAX_RESEND_S` of it is exempt from real-time pacing.
+    transcribed is skipped, and only the audio the drop cut off is exempt from real-time pacing.
 
-    If the client's audio starts after the session's clock (its buffer lost some), the clock jumps ahead
-    so the times of later finals stay true.
+    The exemption is the audio between the session's last final and the last audio it received (at most
+    :data:`MAX_RESEND_S`), once per resume: new audio after it is paced like any other, so dropping and
+    resuming does not lift the pacing. ``audio_from_ms`` is clamped to the audio received so far: if the
+    client's audio starts after the session's clock (the instance died with audio not yet transcribed),
+    the clock jumps ahead so the times of later finals stay true, but never past what the session had
+    received; a client cannot move its clock (and its share of the model, as admission measures it).
+    ``received_ms``: the audio the session had received (default: its clock).
     """
 
-    def __init__(self, session: StreamSession, audio_from_ms: int | None) -> None:
+    def __init__(
+        self, session: StreamSession, audio_from_ms: int | None, received_ms: int | None = None
+    ) -> None:
         self.skip_samples = 0  # counted in samples: frames may be any size, in any encoding
         self.allowance_s = 0.0
         if audio_from_ms is None:
             return
         clock_ms = session.audio_ms
-        if audio_from_ms > clock_ms:
-            session.segmenter.samples += (audio_from_ms - clock_ms) * MODEL_RATE // 1000
+        received = max(clock_ms, received_ms or 0)
+        start = min(audio_from_ms, received)
+        if start > clock_ms:
+            session.segmenter.samples += (start - clock_ms) * MODEL_RATE // 1000
         else:
-            self.skip_samples = (clock_ms - audio_from_ms) * session.config.sample_rate // 1000
-        self.allowance_s = MAX_RESEND_S
+            self.skip_samples = (clock_ms - start) * session.config.sample_rate // 1000
+        final_end = max(
+            (m.audio_end_ms for m in session.history if isinstance(m, TranscriptFinal)), default=0
+        )
+        self.allowance_s = min(MAX_RESEND_S, max(0, received - max(start, final_end)) / 1000)
 
     def exempt(self, seconds: float) -> bool:
         """Whether this much audio is part of the re-sent buffer (not paced)."""

@@ -74,6 +74,7 @@ class SessionRegistry:
                 max_sessions=s.max_sessions,
                 saturation_latency_s=s.saturation_latency_s,
                 session_rate_per_key_per_min=s.session_rate_per_key_per_min,
+                resume_rate_per_key_per_min=s.resume_rate_per_key_per_min,
                 demo_sessions_per_min=s.demo_sessions_per_min,
                 auth_failures_per_min=s.auth_failures_per_min,
             ),
@@ -121,7 +122,7 @@ class SessionRegistry:
         refusal.error.counted = True
         return refusal.error
 
-    def check_capacity(self, resuming: str | None = None) -> None:
+    def check_capacity(self, resuming: str | None = None, key_id: str | None = None) -> None:
         """Raise the domain error that refuses a new session now, if any.
 
         Parked sessions count: each may come back at any moment without asking. A resume is admitted
@@ -138,6 +139,7 @@ class SessionRegistry:
                 breaker_state=breaker.state if breaker is not None else None,
                 breaker_retry_after=breaker.retry_after() if breaker is not None else 0.0,
                 load_with_new=self.expected_load(extra_sessions=adds),
+                key_load=self.load.key_load(key_id) if key_id is not None else None,
             )
         except Refusal as r:
             raise self._refuse(r) from None
@@ -152,6 +154,12 @@ class SessionRegistry:
     def check_session_rate(self, key_id: str) -> None:
         try:
             self.admission.check_session_rate(key_id)
+        except Refusal as r:
+            raise self._refuse(r) from None
+
+    def check_resume_rate(self, key_id: str) -> None:
+        try:
+            self.admission.check_resume_rate(key_id)
         except Refusal as r:
             raise self._refuse(r) from None
 
@@ -176,7 +184,7 @@ class SessionRegistry:
         Raises ``concurrent_sessions_exceeded`` (429) when the key has no slot left; the decision's
         numbers are on the error as ``quota``.
         """
-        self.check_capacity()
+        self.check_capacity(key_id=key_id)
         services = self.services
         open_quota = QuotaDecision(allowed=True, limit=None, remaining=None, reset_s=0.0)
         quota = await services.backend_call(
@@ -194,7 +202,7 @@ class SessionRegistry:
         One session id is never carried by two sockets here, whatever the shared state said."""
         if session_id in self._live or session_id in self._parked:
             raise AuthError("session token already used")
-        self.check_capacity()
+        self.check_capacity(key_id=key_id)
         return StreamSession(session_id, key_id, config, self.services, load=self.load)
 
     async def admit(self, key: KeyRecord, config: SessionConfig) -> StreamSession:
@@ -293,7 +301,7 @@ class SessionRegistry:
     async def resume(self, session_id: str, key_id: str) -> StreamSession:
         """Take over the session a resume token names: parked, or still attached to a dying connection;
         with shared state, from any instance (claimed there, or from an instance that died)."""
-        self.check_capacity(resuming=session_id)
+        self.check_capacity(resuming=session_id, key_id=key_id)
         live = self._connections.get(session_id)
         if live is not None:
             await live.hand_over()

@@ -92,7 +92,9 @@ async def resume_session(request: web.Request) -> web.Response:
     if key is None:
         raise AuthError("unknown API key")
     session_id = request.match_info["session_id"]
-    registry.check_capacity(resuming=session_id)  # admitted like a start (503 while full or draining)
+    registry.check_resume_rate(key.key_id)  # 429: each resume re-opens the pacing for lost audio
+    # admitted like a start (503 while full or draining)
+    registry.check_capacity(resuming=session_id, key_id=key.key_id)
     if registry.durable is not None:
         # the shared state answers, whichever instance holds the session (or held it and died)
         try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from streamer import tracing
 from streamer.errors import StreamerError
 from streamer.guards.load import LoadMeter, speech_share
+from streamer.guards.ratelimit import AudioPacer
 from streamer.pipeline.align import word_timings
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.audio import MODEL_RATE, PcmInput
@@ -81,6 +82,7 @@ class StreamSession:
         self.load = load if load is not None else LoadMeter()
         self.speech_s = 0.0  # audio of the utterances transcribed so far
         self.history: list[TranscriptFinal | TranslationFinal] = []
+        self.pacer: AudioPacer | None = None  # its connection's real-time pacer, kept for a resume (ws.py)
         self.started_at = time.monotonic()
         # (utterance, its first decode, what that decode was: "final" or "speculative_used")
         self._finals: asyncio.Queue[tuple[Utterance, asyncio.Task[AsrResult], str] | None] = asyncio.Queue(
@@ -234,7 +236,8 @@ class StreamSession:
             self._ended_at[event.segment_id] = time.monotonic()
             self.trace.vad_end(event.segment_id, _ms(event.end_sample))
             self.speech_s += utt.duration_s
-            self.load.record(speech_s=utt.duration_s)
+            self.load.record(speech_s=utt.duration_s, key=self.key_id)
+            self.load.fallback.record_speech(self.key_id, self.session_id, utt.duration_s)
             if spec is not None and spec.segment_id == utt.segment_id and spec.end_sample == utt.end_sample:
                 self._speculation = None
                 await self._finals.put((utt, spec.task, "speculative_used"))
@@ -297,7 +300,7 @@ class StreamSession:
         would make the model look several times busier per second of speech than it is at high load.
         """
         if kind != "partial":
-            self.load.record(model_s=result.model_s)
+            self.load.record(model_s=result.model_s, key=self.key_id)
         metrics = self.services.metrics
         metrics.model_work.labels(kind).inc(result.model_s)
         metrics.model_window.labels("padding").inc(result.padding_s)
@@ -312,12 +315,18 @@ class StreamSession:
         return asyncio.create_task(self._decode(self._request(utt)), context=context)
 
     async def _decode(self, request: AsrRequest) -> AsrResult:
-        return await self.services.asr_batcher.submit_final(self.session_id, request.group, request)
+        return await self.services.asr_batcher.submit_final(
+            self.session_id, request.group, request, tenant=self.key_id
+        )
 
     async def _fallback(self, request: AsrRequest) -> AsrResult:
         result = await self._decode(request)
         self._spend("fallback", result)
+        self.load.fallback.charge(self.key_id, self.session_id, result.model_s)
         return result
+
+    def _fallback_allowed(self) -> bool:
+        return self.load.fallback.allows(self.key_id, self.session_id, self.services.settings.fallback_budget)
 
     # ---- partials
 
@@ -338,7 +347,7 @@ class StreamSession:
         self._partial_mark = utt.audio.size
         request = AsrRequest(utt.audio, self.config.task, self.config.language)
         fut = self.services.asr_batcher.submit_partial(
-            self.session_id, request.group, request, stale_after=1.5
+            self.session_id, request.group, request, stale_after=1.5, tenant=self.key_id
         )
         self._partial_task = asyncio.create_task(self._deliver_partial(utt.segment_id, fut))
 
@@ -392,7 +401,13 @@ class StreamSession:
             self._spend(kind, result)
             try:
                 verdict = await settle(
-                    result, self._request(utt), utt.audio, utt.speech_ms, self._fallback, utt.voiced_ms
+                    result,
+                    self._request(utt),
+                    utt.audio,
+                    utt.speech_ms,
+                    self._fallback,
+                    utt.voiced_ms,
+                    self._fallback_allowed,
                 )
             except StreamerError as e:
                 self._log.warning("fallback decode for segment %d failed: %s", utt.segment_id, e.code)

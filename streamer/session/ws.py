@@ -30,7 +30,7 @@ from streamer.protocol import (
     TranscriptFinal,
     TranslationFinal,
 )
-from streamer.session.durable import ResentAudio
+from streamer.session.durable import ResentAudio, kept_pacer
 from streamer.session.edge import (
     REGISTRY,
     REQUEST_ID,
@@ -94,7 +94,12 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         raise
     transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
     connection = Connection(registry, ws, session, transport)
-    connection.resent = ResentAudio(session, audio_from_ms)
+    durable = registry.durable
+    received_ms = durable.received_ms(session) if durable is not None else None
+    connection.resent = ResentAudio(session, audio_from_ms, received_ms)
+    connection.pacer = kept_pacer(
+        session, connection.pacer, durable.pacer_left_s(session) if durable else None
+    )
     await connection.run(last_seq)
     return ws
 

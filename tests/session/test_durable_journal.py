@@ -11,9 +11,10 @@ from session.doubles import services
 from streamer.errors import SessionNotFoundError
 from streamer.guards.backend import BackendUnavailableError, MemoryBackend
 from streamer.guards.load import LoadMeter
+from streamer.guards.ratelimit import AudioPacer
 from streamer.protocol import SessionConfig, TranscriptFinal, TranslationFinal
 from streamer.services import Services
-from streamer.session.durable import DurableSessions, DurableState, ResentAudio
+from streamer.session.durable import DurableSessions, DurableState, ResentAudio, kept_pacer
 from streamer.session.runtime import StreamSession
 
 
@@ -100,11 +101,52 @@ async def test_resent_audio_skips_what_was_transcribed_and_jumps_over_what_was_l
         assert resent.trim(frame, 2) == b""  # 300 of the 500 ms before 2,000 ms
         assert len(resent.trim(frame[:-2], 2)) == 100 * 32 - 2  # the other 200 skipped, the rest kept
         assert resent.trim(frame[:2], 2) == frame[:2]  # one sample is audio too
-        assert resent.exempt(10.0) and resent.exempt(19.0) and resent.exempt(5.0)
-        assert not resent.exempt(0.1)  # 30 s of re-sent audio at most go unpaced
+        assert resent.exempt(0.3) and resent.exempt(0.3)
+        assert not resent.exempt(0.1)  # only the 500 ms the session had received after 1,500 ms go unpaced
 
         later = new_session(svc, "sess_2")
         later.segmenter.continue_at(2000 * 16, 3)
-        ResentAudio(later, audio_from_ms=2600)  # the client lost 600 ms: the clock jumps with it
+        ResentAudio(later, audio_from_ms=2600, received_ms=3000)  # the client lost 600 ms: the clock jumps
         assert later.audio_ms == 2600
-        assert ResentAudio(later, None).skip_samples == 0 and later.audio_ms == 2600
+        ResentAudio(later, audio_from_ms=2_060_000, received_ms=3000)  # but never past what was received
+        assert later.audio_ms == 3000
+        assert ResentAudio(later, None).skip_samples == 0 and later.audio_ms == 3000
+
+
+async def test_a_resume_elsewhere_after_a_crash_moves_the_clock_at_most_to_the_audio_received() -> None:
+    async with services() as svc:
+        first = DurableSessions(svc, instance_id="a")
+        session = new_session(svc)
+        journal = first.journal(session)
+        session.segmenter.samples = 5000 * 16  # 5 s of audio received, one final up to 4,200 ms
+        await journal.record(final(1, 3000, 4200))
+        await svc.backend.beat("b", 60.0)  # instance a dies here, without parking
+        other = DurableSessions(svc, instance_id="b")
+        state, history = await other.claim("sess_1", "key")
+        assert (state.transcribed_until_ms, state.received_ms) == (4200, 5000)
+        resumed = other.restore("sess_1", state, history, LoadMeter())
+        assert other.received_ms(resumed) == 5000
+        resent = ResentAudio(resumed, audio_from_ms=3_600_000, received_ms=other.received_ms(resumed))
+        assert resumed.audio_ms == 5000  # not an hour: the clock stops at the audio instance a received
+        assert resent.allowance_s == 0.0  # and nothing after it goes unpaced
+        again = new_session(svc, "sess_2")
+        again.segmenter.continue_at(4200 * 16, 2)
+        again.history = list(history)
+        # the client's buffer from its last final: the 800 ms a had received and not transcribed is exempt
+        assert ResentAudio(again, audio_from_ms=4200, received_ms=5000).allowance_s == pytest.approx(0.8)
+
+
+async def test_a_resume_elsewhere_keeps_what_was_left_of_the_pacing_burst() -> None:
+    async with services() as svc:
+        first = DurableSessions(svc, instance_id="a")
+        session = new_session(svc)
+        journal = first.journal(session)
+        pacer = kept_pacer(session, AudioPacer(3.0, 10.0))
+        assert pacer.admit(9.0)  # the client used its burst: 1 s left
+        await journal.park(30.0)
+        other = DurableSessions(svc, instance_id="b")
+        state, history = await other.claim("sess_1", "key")
+        resumed = other.restore("sess_1", state, history, LoadMeter())
+        kept = kept_pacer(resumed, AudioPacer(3.0, 10.0), other.pacer_left_s(resumed))
+        assert kept.available_s < 5.0  # not a fresh 10 s burst (1 s left, refilled 3x for the time since)
+        assert kept_pacer(resumed, AudioPacer(3.0, 10.0)) is kept  # the next resume here reuses it

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult
-from streamer.pipeline.fallback import CLEAR_SPEECH_MS, Outcome, ends_sentence, settle, trim_loop
+from streamer.pipeline.fallback import (
+    BUDGET_SPENT,
+    CLEAR_SPEECH_MS,
+    Outcome,
+    ends_sentence,
+    settle,
+    trim_loop,
+)
 from streamer.pipeline.hallucination import rejection_reason, repeats_phrase
 
 AUDIO = np.full(16000 * 2, 0.05, dtype=np.float32)  # 2 s, loud enough not to count as quiet
@@ -141,3 +148,22 @@ def test_phrase_repeats_and_speaking_rate() -> None:
     many = AsrResult("one two three four five six seven eight nine ten", "en", avg_logprob=-0.2)
     assert rejection_reason(many, one_second) == "implausible_rate"
     assert rejection_reason(many, AUDIO) is None
+
+
+async def test_a_spent_fallback_budget_keeps_the_first_decode_or_warns() -> None:
+    unsure = AsrResult("Please keep your voice down", "en", avg_logprob=-1.2)  # believable, not confident
+    model = Script()
+    verdict = await settle(unsure, REQUEST, AUDIO, 1500, model, allow=lambda: False)
+    assert model.asked == []  # no decode ran: the budget is spent
+    assert verdict.outcome is Outcome.FIRST_TRY and verdict.result is unsure
+    assert verdict.attempts == ("greedy", BUDGET_SPENT)
+    crafted = AsrResult("mm hm", "en", avg_logprob=-2.5)  # what reversed speech decodes to
+    verdict = await settle(crafted, REQUEST, AUDIO, CLEAR_SPEECH_MS, model, allow=lambda: False)
+    assert verdict.outcome is Outcome.UNRECOGNIZED_SPEECH and verdict.result is None
+    assert model.asked == []
+    # a budget that runs out partway stops the ladder there
+    budget = iter([True, True, False])
+    verdict = await settle(
+        crafted, REQUEST, AUDIO, 1500, Script(crafted, crafted), allow=lambda: next(budget)
+    )
+    assert verdict.attempts == ("greedy", "beam5", "t0.2", BUDGET_SPENT)
