@@ -1,6 +1,8 @@
 """The multipart form of ``POST /v1/audio/transcriptions``: its fields checked, its file spooled.
 
-The file spills to a temporary file past a few megabytes and is refused past OpenAI's 25 MB.
+Read only after the request was admitted (see :mod:`streamer.adapters.upload_runner`): a refused request
+costs the server no body. The file spills to a temporary file past a few megabytes and is refused past
+OpenAI's 25 MB.
 """
 
 from __future__ import annotations
