@@ -130,13 +130,22 @@ class _Upload:
         self.failed = e
         self.fatal.set()
 
-    async def transcribe(self, source: IO[bytes], request: web.Request, on_final: OnFinal | None) -> float:
+    async def transcribe(
+        self,
+        source: IO[bytes],
+        request: web.Request,
+        on_final: OnFinal | None = None,
+        on_start: Callable[[], Awaitable[None]] | None = None,
+    ) -> float:
         """Feed the file through the session, paced; the finals are in ``finals`` (``on_final`` hears each
-        one as it comes). Returns the audio's length in seconds."""
+        one as it comes, ``on_start`` is awaited once the file is known to decode). Returns the audio's
+        length in seconds."""
         assert self._writer is not None
         self.on_final = on_final
         factor = self.registry.services.settings.upload_realtime_factor
-        feeding = asyncio.create_task(feed(self.session, self.ticket, source, factor, lambda: _gone(request)))
+        feeding = asyncio.create_task(
+            feed(self.session, self.ticket, source, factor, lambda: _gone(request), on_start)
+        )
         fatal = asyncio.create_task(self.fatal.wait())
         try:
             await asyncio.wait({feeding, fatal}, return_when=asyncio.FIRST_COMPLETED)
@@ -173,8 +182,10 @@ async def _stream(request: web.Request, upload: _Upload, source: IO[bytes]) -> w
         "X-Request-ID": request[REQUEST_ID],
     }
     response = web.StreamResponse(headers=headers)
-    await response.prepare(request)
     texts: list[str] = []
+
+    async def start() -> None:
+        await response.prepare(request)
 
     async def send(event: dict[str, Any]) -> None:
         await response.write(f"data: {json.dumps(event)}\n\n".encode())
@@ -185,8 +196,10 @@ async def _stream(request: web.Request, upload: _Upload, source: IO[bytes]) -> w
         await send({"type": "transcript.text.delta", "delta": delta})
 
     try:
-        await upload.transcribe(source, request, on_final)
+        await upload.transcribe(source, request, on_final, start)
     except StreamerError as e:
+        if not response.prepared:  # refused before the first event: an ordinary error answer
+            return error_response(e)
         kind = "invalid_request_error" if e.status < 500 else "server_error"
         last: dict[str, Any] = {"error": {"message": e.message, "type": kind, "code": e.code, "param": None}}
     except ClientGoneError:

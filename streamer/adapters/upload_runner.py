@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import IO
 
@@ -225,12 +225,14 @@ async def feed(
     source: IO[bytes],
     realtime_factor: float,
     client_gone: Callable[[], bool],
+    on_start: Callable[[], Awaitable[None]] | None = None,
 ) -> float:
     """Decode ``source`` into ``session``, paced; returns the audio's length in seconds.
 
     Each chunk is charged to the key's quota, pushed through the session's VAD and segmenter on the
     loop, then the loop is given to others. ``client_gone`` is asked between chunks: an upload nobody
-    waits for any more stops.
+    waits for any more stops. ``on_start`` is awaited once the first chunk is decoded, so a file that
+    cannot be opened is refused before anything of the answer is sent.
     """
     settings = session.services.settings
     chunk_samples = MODEL_RATE * min(1000, settings.max_frame_ms) // 1000
@@ -243,6 +245,9 @@ async def feed(
     )
     try:
         while (chunk := await stream.next()) is not None:
+            if on_start is not None:
+                await on_start()
+                on_start = None
             total += chunk.size
             if total > max_samples:
                 raise ticket.too_long()

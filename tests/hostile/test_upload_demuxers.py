@@ -32,9 +32,13 @@ REFUSED = {
 }
 
 
-async def _post(http: aiohttp.ClientSession, server: TestServer, body: bytes) -> tuple[int, str]:
+async def _post(
+    http: aiohttp.ClientSession, server: TestServer, body: bytes, stream: bool = False
+) -> tuple[int, str]:
     form = aiohttp.FormData()
     form.add_field("model", "whisper-1")
+    if stream:
+        form.add_field("stream", "true")
     form.add_field("file", io.BytesIO(body), filename="speech.wav")
     async with http.post(server.make_url("/v1/audio/transcriptions"), data=form, headers=AUTH) as r:
         return r.status, await r.text()
@@ -53,10 +57,13 @@ async def test_an_ffconcat_body_is_refused_and_nothing_is_transcribed(make_serve
     assert engine.batches == []  # the model never ran: nothing was read from the server's disk
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("body", REFUSED.values(), ids=REFUSED.keys())
-async def test_refused_uploads_never_name_an_exception(make_server: Any, body: bytes) -> None:
+async def test_refused_uploads_never_name_an_exception(make_server: Any, body: bytes, stream: bool) -> None:
     server: TestServer = await make_server(asr_engine=FakeAsr())
     async with aiohttp.ClientSession() as http:
-        status, text = await _post(http, server, body)
+        status, text = await _post(http, server, body, stream)
+    # streamed or not, a file that does not open is refused before the first event
     assert status == 400, text
+    assert json.loads(text)["error"]["code"] == "invalid_audio"
     assert not LEAKS.search(text), text
