@@ -109,8 +109,8 @@ async def admitted(registry: SessionRegistry, key: KeyRecord) -> AsyncIterator[T
         await registry.reserve(key.key_id, key.session_limit, session_id)
         keeper = asyncio.create_task(_keep_slot(services, key.key_id, session_id))
         limit_s = max_session_s(settings, key.key_id)
-        bound = left is not None and left < limit_s
-        yield Ticket(key, session_id, quota, left if bound and left is not None else limit_s, bound)
+        max_s = limit_s if left is None else min(left, limit_s)
+        yield Ticket(key, session_id, quota, max_s=max_s, quota_bound=max_s < limit_s)
     finally:
         uploading[key.key_id] -= 1
         if uploading[key.key_id] <= 0:
