@@ -69,9 +69,6 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
     except StreamerError as e:
         services.metrics.refused(e)
         return error_response(e)
-    except ClientGoneError:
-        log.info("the client left before its upload was transcribed; stopped")
-        return web.Response(status=499)  # nobody reads it (nginx's "client closed request")
 
 
 async def _respond(
@@ -80,9 +77,12 @@ async def _respond(
     if form.stream:
         return await _stream(request, upload, source)
     try:
-        seconds = await upload.transcribe(source, request, None)
+        seconds = await upload.transcribe(source, request)
     except StreamerError as e:
         return error_response(e)
+    except ClientGoneError:
+        upload.left()
+        return web.Response(status=499)  # nobody reads it (nginx's "client closed request")
     return _answer(form, upload.finals, seconds)
 
 
@@ -125,6 +125,9 @@ class _Upload:
             self.finals.append(final)
             if self.on_final is not None:
                 await self.on_final(final)
+
+    def left(self) -> None:
+        log.info("the client left; its upload stopped", extra={"session_id": self.session.session_id})
 
     def _fail(self, e: StreamerError) -> None:
         self.failed = e
@@ -203,6 +206,7 @@ async def _stream(request: web.Request, upload: _Upload, source: IO[bytes]) -> w
         kind = "invalid_request_error" if e.status < 500 else "server_error"
         last: dict[str, Any] = {"error": {"message": e.message, "type": kind, "code": e.code, "param": None}}
     except ClientGoneError:
+        upload.left()
         return response  # nobody to finish it for
     else:
         last = {"type": "transcript.text.done", "text": " ".join(texts)}

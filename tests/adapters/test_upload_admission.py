@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from faults.streams import eventually
@@ -228,3 +230,27 @@ async def test_shutdown_stops_an_upload_with_a_retryable_503(make_server: Server
         await closing
     assert status == 503, body
     assert body["error"]["code"] == "overloaded" and body["error"]["type"] == "server_error"
+
+
+async def test_an_upload_stops_when_its_client_leaves(caplog: pytest.LogCaptureFixture) -> None:
+    """As ``streamer serve`` runs it: aiohttp does not cancel a handler whose client left (TestServer
+    does), so the upload must notice by itself, or it would run on, paced, holding its slot."""
+    caplog.set_level(logging.INFO, logger="streamer.adapters.transcriptions")
+    app = create_app(make_settings(**SLOW), asr_engine=FakeAsr(), vad=EnergyVad())
+    runner = web.AppRunner(app)  # handler_cancellation off, as in streamer/listen.py
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    registry = app[REGISTRY]
+    try:
+        async with aiohttp.ClientSession() as http:
+            form = _form(_wav(60.0))
+            posting = asyncio.create_task(http.post(f"http://{host}:{port}{URL}", data=form, headers=BEARER))
+            await eventually(lambda: len(registry.sessions) == 1, "the upload to be admitted")
+            posting.cancel()
+            await asyncio.wait({posting})
+        await eventually(lambda: not registry.sessions, "the upload to notice its client left")
+        assert "the client left; its upload stopped" in caplog.text
+    finally:
+        await runner.cleanup()
