@@ -117,6 +117,8 @@ class Settings(BaseSettings):
             "resume_rate_per_key_per_min",
             "fallback_budget",
             "auth_failures_per_min",
+            "upload_realtime_factor",
+            "uploads_per_key",
         ),
         "web": ("allowed_origins", "socket_origins", "web_root", "trusted_proxies"),
         "demo": (
@@ -206,6 +208,10 @@ class Settings(BaseSettings):
     resume_rate_per_key_per_min: float = Field(default=120.0, ge=0, allow_inf_nan=False)
     # failed authentications (401s) per client address and minute before it is refused (429); 0 = off
     auth_failures_per_min: float = Field(default=10.0, ge=0, allow_inf_nan=False)
+    # an uploaded file is fed to its session at most this many audio seconds per wall second (it shares the
+    # event loop and the model with live sessions); and a key may have this many uploads in progress
+    upload_realtime_factor: Rate = 30.0
+    uploads_per_key: int = Field(default=2, ge=1)
     # --- demo and origins
     allowed_origins: Origins = ()  # CORS for the REST routes; "*" is allowed here and only here
     # browser origins that may open the WebSocket and use the demo route, besides the server's own; unset:

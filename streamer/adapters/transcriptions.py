@@ -1,10 +1,13 @@
 """OpenAI audio transcriptions: ``POST /v1/audio/transcriptions`` (multipart), whole files or as events.
 
-The file is decoded by PyAV (WAV, FLAC, MP3, OGG/Opus, WebM, ...) to 16 kHz mono and streamed through an
-ordinary protocol v1 session: admitted by the registry (rate, capacity, the key's concurrent sessions),
-charged to the key's daily audio quota, cut into utterances by the session's VAD and transcribed by the
-shared batcher, with the decode fallback and, for ``timestamp_granularities[]=word``, word alignment. So a
-file of any length works, and a model failure is a 503 like everywhere else.
+The request is admitted before its body is read (rate, the key's uploads in progress, the audio quota
+left, capacity, the key's concurrent sessions: :mod:`streamer.adapters.upload_runner`), then the form is
+read (:mod:`streamer.adapters.upload_form`) and the file is decoded by PyAV (WAV, FLAC, MP3, OGG/Opus,
+WebM, ...) to 16 kHz mono a chunk at a time, straight into an ordinary protocol v1 session, paced like
+live audio: charged to the key's daily audio quota, cut into utterances by the session's VAD and
+transcribed by the shared batcher, with the decode fallback and, for ``timestamp_granularities[]=word``,
+word alignment. So a file of any length works without being held decoded, and a model failure is a 503
+like everywhere else.
 """
 
 from __future__ import annotations
@@ -13,280 +16,168 @@ import asyncio
 import contextlib
 import json
 import logging
-import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import IO, Any
 
-import av
-import numpy as np
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
 
 from streamer import tracing
 from streamer.adapters.common import check_language
-from streamer.adapters.openai_session import ClientEventError, bearer_key, error_response
-from streamer.errors import InvalidAudioError, SessionLimitError, StreamerError
+from streamer.adapters.openai_session import bearer_key, error_response
+from streamer.adapters.upload_form import Form, read_form
+from streamer.adapters.upload_runner import ClientGoneError, Ticket, admitted, feed
+from streamer.errors import OverloadedError, StreamerError
 from streamer.pipeline.audio import MODEL_RATE
-from streamer.pipeline.containers import UNDECODABLE, open_input
 from streamer.protocol import SessionConfig, TranscriptFinal, Word
 from streamer.session.edge import REGISTRY, REQUEST_ID
 from streamer.session.outbox import Outbox
-from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
+from streamer.session.validation import check_session_config
 
 log = logging.getLogger(__name__)
 
-MAX_UPLOAD_BYTES = 25 << 20  # OpenAI's limit for this endpoint
-SPOOL_BYTES = 4 << 20  # larger uploads spill to a temporary file
-FRAME_S = 1.0
-FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
-FIELDS = frozenset(
-    {
-        "file",
-        "model",
-        "language",
-        "prompt",
-        "response_format",
-        "temperature",
-        "timestamp_granularities[]",
-        "stream",
-        "include[]",
-        "chunking_strategy",
-    }
-)
+OnFinal = Callable[[TranscriptFinal], Awaitable[None]]
 
 
-@dataclass
-class Form:
-    """The request's fields (the file spooled)."""
-
-    file: IO[bytes] | None = None
-    filename: str = ""
-    model: str = ""
-    language: str | None = None
-    response_format: str = "json"
-    granularities: list[str] = field(default_factory=list)
-    stream: bool = False
-
-
-def _bad(message: str, param: str | None = None, code: str = "invalid_value") -> ClientEventError:
-    return ClientEventError(message, code=code, param=param)
-
-
-async def _read_form(request: web.Request) -> Form:
-    if not request.content_type.startswith("multipart/"):
-        raise _bad("send multipart/form-data with a file field", code="invalid_request")
-    form = Form()
+async def transcriptions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/audio/transcriptions``."""
+    started = tracing.now()  # the session.start span: from here to the session's opening
+    registry = request.app[REGISTRY]
+    services = registry.services
     try:
-        return await _fill(form, request)
-    except (HttpProcessingError, ValueError) as e:  # what aiohttp's multipart parser refuses with
-        if form.file is not None:
-            form.file.close()
-        raise _bad("the multipart body is malformed", code="invalid_request") from e
-    except BaseException:
-        if form.file is not None:
-            form.file.close()
-        raise
+        key = await bearer_key(request, services)
+        async with admitted(registry, key) as ticket:
+            form = await read_form(request)
+            assert form.file is not None
+            with contextlib.closing(form.file):
+                config = SessionConfig(
+                    sample_rate=MODEL_RATE,
+                    language=check_language(services, form.language),
+                    interim_results=False,
+                    word_timestamps="word" in form.granularities,
+                )
+                check_session_config(services, config)
+                session = registry.open(ticket.session_id, key.key_id, config)
+                session.trace = tracing.session_started(
+                    session.trace, session.session_id, request[REQUEST_ID], started, surface="transcriptions"
+                )
+                # from here the session is the registry's: released however this ends (D4)
+                async with _Upload(registry, session, ticket) as upload:
+                    return await _respond(request, upload, form.file, form)
+    except StreamerError as e:
+        services.metrics.refused(e)
+        return error_response(e)
 
 
-async def _fill(form: Form, request: web.Request) -> Form:
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise _bad("nested multipart bodies are not supported")
-        name = part.name or ""
-        if name not in FIELDS:
-            raise _bad(f"unknown parameter {name!r}", param=name, code="unknown_parameter")
-        if name == "file":
-            if form.file is not None:
-                raise _bad("one file per request", param="file")
-            form.file, form.filename = await _spool(part), part.filename or ""
-            continue
-        value = (await part.read(decode=True)).decode("utf-8", "replace").strip()
-        if len(value) > 4096:
-            raise _bad(f"{name} is too long", param=name)
-        if name == "model":
-            form.model = value
-        elif name == "language":
-            form.language = value or None
-        elif name == "response_format":
-            if value not in FORMATS:
-                raise _bad(f"response_format must be one of {', '.join(FORMATS)}", param=name)
-            form.response_format = value
-        elif name == "timestamp_granularities[]":
-            if value not in ("word", "segment"):
-                raise _bad("timestamp_granularities[] takes word or segment", param=name)
-            form.granularities.append(value)
-        elif name == "stream":
-            if value.lower() not in ("true", "false"):
-                raise _bad("stream must be true or false", param=name)
-            form.stream = value.lower() == "true"
-        # prompt, temperature, include[], chunking_strategy: accepted; the server's decoding is fixed
-    if form.file is None:
-        raise _bad("a file is required", param="file", code="missing_required_parameter")
-    if not form.model:
-        raise _bad(
-            "model is required (any name: the server has one model)", "model", "missing_required_parameter"
-        )
-    if form.granularities and form.response_format != "verbose_json":
-        raise _bad(
-            "timestamp_granularities[] needs response_format verbose_json", "timestamp_granularities[]"
-        )
-    if form.stream and form.response_format not in ("json", "text"):
-        raise _bad("stream=true answers as events: use response_format json or text", "stream")
-    return form
-
-
-async def _spool(part: BodyPartReader) -> IO[bytes]:
-    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
-    size = 0
-    while chunk := await part.read_chunk(1 << 16):
-        size += len(chunk)
-        if size > MAX_UPLOAD_BYTES:
-            spool.close()
-            raise ClientEventError(
-                f"the file is larger than {MAX_UPLOAD_BYTES >> 20} MB", code="file_too_large", param="file"
-            )
-        spool.write(chunk)
-    spool.seek(0)
-    return spool
-
-
-def decode_audio(source: IO[bytes], max_seconds: float) -> np.ndarray:
-    """Any audio file PyAV (FFmpeg) reads, as 16 kHz mono s16 samples."""
-    max_samples = int(max_seconds * MODEL_RATE)
-    chunks: list[np.ndarray] = []
-    total = 0
+async def _respond(
+    request: web.Request, upload: _Upload, source: IO[bytes], form: Form
+) -> web.StreamResponse:
+    if form.stream:
+        return await _stream(request, upload, source)
     try:
-        with open_input(source) as container:
-            stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=MODEL_RATE)
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    samples = out.to_ndarray().reshape(-1)
-                    total += samples.size
-                    if total > max_samples:
-                        raise SessionLimitError(
-                            f"the audio is longer than the {max_seconds:.0f} s a session may be"
-                        )
-                    chunks.append(samples)
-            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-    except (av.FFmpegError, ValueError, OSError, EOFError) as e:  # FFmpeg's and PyAV's refusals
-        raise InvalidAudioError(UNDECODABLE) from e  # one message for all: no oracle of the cause
-    if not chunks:
-        raise InvalidAudioError("the file holds no audio samples")
-    return np.concatenate(chunks).astype("<i2")
+        seconds = await upload.transcribe(source, request)
+    except StreamerError as e:
+        return error_response(e)
+    except ClientGoneError:
+        upload.left()
+        return web.Response(status=499)  # nobody reads it (nginx's "client closed request")
+    return _answer(form, upload.finals, seconds)
 
 
-@dataclass
 class _Upload:
-    """The registry's attachment for a session carried by one HTTP request."""
+    """The registry's attachment for a session carried by one HTTP request: attached on entry, released
+    (its slot given back, its trace closed) on exit, whatever happened between."""
 
-    finals: list[TranscriptFinal] = field(default_factory=list)
-    failed: StreamerError | None = None
-    fatal: asyncio.Event = field(default_factory=asyncio.Event)
+    def __init__(self, registry: SessionRegistry, session: StreamSession, ticket: Ticket) -> None:
+        self.registry = registry
+        self.session = session
+        self.ticket = ticket
+        self.finals: list[TranscriptFinal] = []
+        self.on_final: OnFinal | None = None
+        self.failed: StreamerError | None = None
+        self.fatal = asyncio.Event()
+        self.outbox = Outbox(self._collect, maxsize=registry.services.settings.session_out_queue)
+        self._writer: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Upload:
+        self.registry.attach(self.session, self, self.outbox)
+        self.session.on_fatal = self._fail
+        self._writer = asyncio.create_task(self.outbox.run())
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        registry, session = self.registry, self.session
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.wait({self._writer})
+        self.outbox.abandon()
+        registry.spawn(self.ticket.quota.settle(), f"settle-{session.session_id}")
+        await asyncio.shield(registry.detach(session, self, ended=True))  # see SessionSocket.run
+
+    async def _collect(self, text: str) -> None:
+        message = json.loads(text)
+        if message.get("type") == "transcript.final":
+            final = TranscriptFinal.model_validate(message)
+            self.finals.append(final)
+            if self.on_final is not None:
+                await self.on_final(final)
+
+    def left(self) -> None:
+        log.info("the client left; its upload stopped", extra={"session_id": self.session.session_id})
+
+    def _fail(self, e: StreamerError) -> None:
+        self.failed = e
+        self.fatal.set()
+
+    async def transcribe(
+        self,
+        source: IO[bytes],
+        request: web.Request,
+        on_final: OnFinal | None = None,
+        on_start: Callable[[], Awaitable[None]] | None = None,
+    ) -> float:
+        """Feed the file through the session, paced; the finals are in ``finals`` (``on_final`` hears each
+        one as it comes, ``on_start`` is awaited once the file is known to decode). Returns the audio's
+        length in seconds."""
+        assert self._writer is not None
+        self.on_final = on_final
+        factor = self.registry.services.settings.upload_realtime_factor
+        feeding = asyncio.create_task(
+            feed(self.session, self.ticket, source, factor, lambda: _gone(request), on_start)
+        )
+        fatal = asyncio.create_task(self.fatal.wait())
+        try:
+            await asyncio.wait({feeding, fatal}, return_when=asyncio.FIRST_COMPLETED)
+            if self.failed is not None:
+                raise self.failed
+            seconds = await feeding  # its own error (a quota refusal, an undecodable file) is the answer
+            await self.outbox.finish()
+            await asyncio.wait({self._writer})
+            return seconds
+        finally:
+            for task in (feeding, fatal):
+                task.cancel()
+            await asyncio.wait({feeding, fatal})
 
     async def hand_over(self) -> None:
         return None  # nothing resumes an upload's session
 
     async def shutdown(self) -> None:
-        return None  # the request finishes its own file (the server's shutdown timeout bounds it)
+        """Server shutdown: a paced upload could outlast the drain, so it stops now with a retryable 503
+        (the client sends the file again to another instance)."""
+        self._fail(OverloadedError("the server is shutting down; send the file again", retry_after=5.0))
 
 
-async def transcriptions(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/audio/transcriptions``."""
-    started = tracing.now()  # the session.start span: from here to admission
-    registry = request.app[REGISTRY]
-    services = registry.services
-    try:
-        key = await bearer_key(request, services)
-        form = await _read_form(request)
-        assert form.file is not None
-        with contextlib.closing(form.file):
-            audio = await asyncio.to_thread(decode_audio, form.file, services.settings.max_session_s)
-        config = SessionConfig(
-            sample_rate=MODEL_RATE,
-            language=check_language(services, form.language),
-            interim_results=False,
-            word_timestamps="word" in form.granularities,
-        )
-        session = await registry.admit(key, config)
-    except StreamerError as e:
-        services.metrics.refused(e)
-        return error_response(e)
-    session.trace = tracing.session_started(
-        session.trace, session.session_id, request[REQUEST_ID], started, surface="transcriptions"
-    )
-    if form.stream:
-        return await _stream(request, registry, session, audio, form)
-    try:
-        finals = await _transcribe(registry, session, audio, None)
-    except StreamerError as e:
-        return error_response(e)
-    return _answer(form, finals, audio.size / MODEL_RATE)
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
-async def _transcribe(
-    registry: SessionRegistry,
-    session: StreamSession,
-    audio: np.ndarray,
-    on_final: Any,
-) -> list[TranscriptFinal]:
-    """Feed the whole file through ``session`` and return its finals (``on_final`` hears each one)."""
-    services = registry.services
-    upload = _Upload()
-
-    async def collect(text: str) -> None:
-        message = json.loads(text)
-        if message.get("type") == "transcript.final":
-            final = TranscriptFinal.model_validate(message)
-            upload.finals.append(final)
-            if on_final is not None:
-                await on_final(final)
-
-    def fail(e: StreamerError) -> None:
-        upload.failed = e
-        upload.fatal.set()
-
-    outbox = Outbox(collect, maxsize=services.settings.session_out_queue)
-    registry.attach(session, upload, outbox)
-    session.on_fatal = fail
-    quota = AudioQuota(services, session.key_id)
-    writer = asyncio.create_task(outbox.run())
-    feeding = asyncio.create_task(_feed(session, quota, audio))
-    fatal = asyncio.create_task(upload.fatal.wait())
-    try:
-        await asyncio.wait({feeding, fatal}, return_when=asyncio.FIRST_COMPLETED)
-        if upload.failed is not None:
-            raise upload.failed
-        await feeding  # its own error (a quota refusal) is the answer
-        await outbox.finish()
-        await asyncio.wait({writer})
-        return upload.finals
-    finally:
-        for task in (feeding, fatal, writer):
-            task.cancel()
-        await asyncio.wait({feeding, fatal, writer})
-        outbox.abandon()
-        registry.spawn(quota.settle(), f"settle-{session.session_id}")
-        await asyncio.shield(registry.detach(session, upload, ended=True))  # see SessionSocket.run
-
-
-async def _feed(session: StreamSession, quota: AudioQuota, audio: np.ndarray) -> None:
-    step = int(FRAME_S * MODEL_RATE)
-    for i in range(0, audio.size, step):
-        frame = audio[i : i + step]
-        if frame.size < session.pcm.min_frame_bytes // 2:
-            frame = np.pad(frame, (0, session.pcm.min_frame_bytes // 2 - frame.size))
-        await quota.charge(frame.size / MODEL_RATE)
-        await session.push_audio(frame.astype("<i2").tobytes())
-    await session.drain()
-
-
-async def _stream(
-    request: web.Request, registry: SessionRegistry, session: StreamSession, audio: np.ndarray, form: Form
-) -> web.StreamResponse:
+async def _stream(request: web.Request, upload: _Upload, source: IO[bytes]) -> web.StreamResponse:
     """``stream=true``: a ``transcript.text.delta`` event per utterance, then ``transcript.text.done``."""
     headers = {
         "Content-Type": "text/event-stream",
@@ -294,8 +185,10 @@ async def _stream(
         "X-Request-ID": request[REQUEST_ID],
     }
     response = web.StreamResponse(headers=headers)
-    await response.prepare(request)
     texts: list[str] = []
+
+    async def start() -> None:
+        await response.prepare(request)
 
     async def send(event: dict[str, Any]) -> None:
         await response.write(f"data: {json.dumps(event)}\n\n".encode())
@@ -306,13 +199,20 @@ async def _stream(
         await send({"type": "transcript.text.delta", "delta": delta})
 
     try:
-        await _transcribe(registry, session, audio, on_final)
+        await upload.transcribe(source, request, on_final, start)
     except StreamerError as e:
+        if not response.prepared:  # refused before the first event: an ordinary error answer
+            return error_response(e)
         kind = "invalid_request_error" if e.status < 500 else "server_error"
-        await send({"error": {"message": e.message, "type": kind, "code": e.code, "param": None}})
+        last: dict[str, Any] = {"error": {"message": e.message, "type": kind, "code": e.code, "param": None}}
+    except ClientGoneError:
+        upload.left()
+        return response  # nobody to finish it for
     else:
-        await send({"type": "transcript.text.done", "text": " ".join(texts)})
-    await response.write_eof()
+        last = {"type": "transcript.text.done", "text": " ".join(texts)}
+    with contextlib.suppress(ConnectionError):  # the client left as it ended
+        await send(last)
+        await response.write_eof()
     return response
 
 

@@ -9,10 +9,13 @@ demuxer to use; anything else is refused before FFmpeg sees it. Every failure re
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import IO
 
 import av
 import av.container
+import numpy as np
+import numpy.typing as npt
 
 from streamer.errors import InvalidAudioError
 
@@ -69,3 +72,48 @@ def open_input(source: IO[bytes]) -> av.container.InputContainer:
         container.close()
         raise InvalidAudioError(f"{UNDECODABLE}: the {container_kind} holds no audio stream")
     return container
+
+
+def decoded_chunks(
+    source: IO[bytes], *, rate: int, chunk_samples: int, min_rate: int
+) -> Generator[npt.NDArray[np.int16], None, None]:
+    """``source``'s first audio stream as mono s16 samples at ``rate``, ``chunk_samples`` at a time (the
+    last chunk shorter), decoded lazily: only what the caller takes is decoded, so a long file is never
+    held whole. Run it in a worker thread; closing the generator closes the container.
+
+    A stream (or a frame) sampled under ``min_rate`` is refused: resampling a header that declares 1 Hz
+    would turn a few kilobytes into an hour of audio. Every decoding failure is InvalidAudioError.
+    """
+    pending: list[npt.NDArray[np.int16]] = []
+    held = 0
+    try:
+        with open_input(source) as container:
+            stream = container.streams.audio[0]
+            if stream.codec_context.sample_rate:  # 0: not declared; each frame's is checked
+                _check_rate(stream.codec_context.sample_rate, min_rate)
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+            frames = container.decode(stream)
+            while True:
+                frame = next(frames, None)
+                if frame is not None:
+                    _check_rate(frame.sample_rate, min_rate)
+                outs = resampler.resample(frame)
+                for out in outs:
+                    samples = out.to_ndarray().reshape(-1).astype("<i2", copy=False)
+                    pending.append(samples)
+                    held += samples.size
+                    while held >= chunk_samples:
+                        joined = np.concatenate(pending)
+                        yield joined[:chunk_samples]
+                        pending, held = [joined[chunk_samples:]], joined.size - chunk_samples
+                if frame is None:
+                    break
+    except (av.FFmpegError, ValueError, OSError, EOFError) as e:  # FFmpeg's and PyAV's refusals
+        raise InvalidAudioError(UNDECODABLE) from e  # one message for all: no oracle of the cause
+    if held:
+        yield np.concatenate(pending)
+
+
+def _check_rate(sample_rate: int, min_rate: int) -> None:
+    if sample_rate < min_rate:
+        raise InvalidAudioError(f"the audio's sample rate ({sample_rate} Hz) is under {min_rate} Hz")

@@ -59,6 +59,15 @@ class AudioQuota:
                 retry_after=decision.reset_s,
             )
 
+    async def remaining(self) -> float | None:
+        """Audio seconds left to the key today; None when it has no daily limit (failing open: as unused)."""
+        limit = await self._daily_limit()
+        if limit is None:
+            return None
+        services = self._services
+        used = await services.backend_call(lambda: services.backend.audio_used(self._key_id), 0.0)
+        return max(0.0, limit - used - self._uncharged)
+
     async def settle(self) -> None:
         """The connection is over: charge the audio it sent on credit (less than one step).
 

@@ -1,0 +1,131 @@
+"""The multipart form of ``POST /v1/audio/transcriptions``: its fields checked, its file spooled.
+
+Read only after the request was admitted (see :mod:`streamer.adapters.upload_runner`): a refused request
+costs the server no body. The file spills to a temporary file past a few megabytes and is refused past
+OpenAI's 25 MB.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from typing import IO
+
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from streamer.adapters.openai_session import ClientEventError
+
+MAX_UPLOAD_BYTES = 25 << 20  # OpenAI's limit for this endpoint
+SPOOL_BYTES = 4 << 20  # larger uploads spill to a temporary file
+FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+FIELDS = frozenset(
+    {
+        "file",
+        "model",
+        "language",
+        "prompt",
+        "response_format",
+        "temperature",
+        "timestamp_granularities[]",
+        "stream",
+        "include[]",
+        "chunking_strategy",
+    }
+)
+
+
+@dataclass
+class Form:
+    """The request's fields (the file spooled)."""
+
+    file: IO[bytes] | None = None
+    filename: str = ""
+    model: str = ""
+    language: str | None = None
+    response_format: str = "json"
+    granularities: list[str] = field(default_factory=list)
+    stream: bool = False
+
+
+def _bad(message: str, param: str | None = None, code: str = "invalid_value") -> ClientEventError:
+    return ClientEventError(message, code=code, param=param)
+
+
+async def read_form(request: web.Request) -> Form:
+    if not request.content_type.startswith("multipart/"):
+        raise _bad("send multipart/form-data with a file field", code="invalid_request")
+    form = Form()
+    try:
+        return await _fill(form, request)
+    except (HttpProcessingError, ValueError) as e:  # what aiohttp's multipart parser refuses with
+        if form.file is not None:
+            form.file.close()
+        raise _bad("the multipart body is malformed", code="invalid_request") from e
+    except BaseException:
+        if form.file is not None:
+            form.file.close()
+        raise
+
+
+async def _fill(form: Form, request: web.Request) -> Form:
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise _bad("nested multipart bodies are not supported")
+        name = part.name or ""
+        if name not in FIELDS:
+            raise _bad(f"unknown parameter {name!r}", param=name, code="unknown_parameter")
+        if name == "file":
+            if form.file is not None:
+                raise _bad("one file per request", param="file")
+            form.file, form.filename = await _spool(part), part.filename or ""
+            continue
+        value = (await part.read(decode=True)).decode("utf-8", "replace").strip()
+        if len(value) > 4096:
+            raise _bad(f"{name} is too long", param=name)
+        if name == "model":
+            form.model = value
+        elif name == "language":
+            form.language = value or None
+        elif name == "response_format":
+            if value not in FORMATS:
+                raise _bad(f"response_format must be one of {', '.join(FORMATS)}", param=name)
+            form.response_format = value
+        elif name == "timestamp_granularities[]":
+            if value not in ("word", "segment"):
+                raise _bad("timestamp_granularities[] takes word or segment", param=name)
+            form.granularities.append(value)
+        elif name == "stream":
+            if value.lower() not in ("true", "false"):
+                raise _bad("stream must be true or false", param=name)
+            form.stream = value.lower() == "true"
+        # prompt, temperature, include[], chunking_strategy: accepted; the server's decoding is fixed
+    if form.file is None:
+        raise _bad("a file is required", param="file", code="missing_required_parameter")
+    if not form.model:
+        raise _bad(
+            "model is required (any name: the server has one model)", "model", "missing_required_parameter"
+        )
+    if form.granularities and form.response_format != "verbose_json":
+        raise _bad(
+            "timestamp_granularities[] needs response_format verbose_json", "timestamp_granularities[]"
+        )
+    if form.stream and form.response_format not in ("json", "text"):
+        raise _bad("stream=true answers as events: use response_format json or text", "stream")
+    return form
+
+
+async def _spool(part: BodyPartReader) -> IO[bytes]:
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
+    size = 0
+    while chunk := await part.read_chunk(1 << 16):
+        size += len(chunk)
+        if size > MAX_UPLOAD_BYTES:
+            spool.close()
+            raise ClientEventError(
+                f"the file is larger than {MAX_UPLOAD_BYTES >> 20} MB", code="file_too_large", param="file"
+            )
+        spool.write(chunk)
+    spool.seek(0)
+    return spool
