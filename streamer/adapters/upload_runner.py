@@ -38,7 +38,7 @@ from streamer.pipeline.audio import MODEL_RATE
 from streamer.pipeline.containers import decoded_chunks
 from streamer.protocol import MIN_SAMPLE_RATE
 from streamer.services import Services
-from streamer.session.edge import max_session_s
+from streamer.session.edge import hold_slot, max_session_s
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
@@ -130,9 +130,8 @@ async def _keep_slot(services: Services, key_id: str, session_id: str) -> None:
     while True:
         await asyncio.sleep(SLOT_REFRESH_S)
         with contextlib.suppress(StreamerError):  # fail_closed while Redis is down: try again later
-            await services.backend_call(
-                lambda: services.backend.refresh_session(key_id, session_id, SLOT_TTL_S), None
-            )
+            # the same upkeep as a socket's: a slot the state backend lost is taken again
+            await services.backend_call(lambda: hold_slot(services, key_id, session_id, SLOT_TTL_S), None)
 
 
 Chunk = npt.NDArray[np.int16]
@@ -236,7 +235,6 @@ async def feed(
     """
     settings = session.services.settings
     chunk_samples = MODEL_RATE * min(1000, settings.max_frame_ms) // 1000
-    min_samples = session.pcm.min_frame_bytes // 2
     pace = _Pace(realtime_factor, settings.realtime_burst_s)
     max_samples = int(ticket.max_s * MODEL_RATE)
     total = 0
@@ -256,8 +254,6 @@ async def feed(
             seconds = chunk.size / MODEL_RATE
             await pace.take(seconds)
             await ticket.quota.charge(seconds)
-            if chunk.size < min_samples:
-                chunk = np.pad(chunk, (0, min_samples - chunk.size))
             await session.push_audio(chunk.astype("<i2", copy=False).tobytes())
             await asyncio.sleep(0)  # the chunk's VAD ran on the loop: let the others have it now
     finally:
