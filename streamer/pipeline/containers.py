@@ -9,7 +9,7 @@ demuxer to use; anything else is refused before FFmpeg sees it. Every failure re
 
 from __future__ import annotations
 
-from typing import IO
+from typing import IO, Protocol
 
 import av
 import av.container
@@ -30,6 +30,15 @@ DEMUXERS = {
 }
 
 HEAD_BYTES = 12  # enough to tell every container in DEMUXERS apart
+# the stream's parameters are read from its header and first packets: a live stream must not wait for
+# FFmpeg's default 5 MB / 5 s of look-ahead before its first result
+LIVE_OPTIONS = {"probesize": "4096", "analyzeduration": "0"}
+
+
+class Readable(Protocol):
+    """A source read front to back (a live stream): FFmpeg gets no ``seek``."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def sniff(head: bytes) -> str | None:
@@ -61,8 +70,18 @@ def open_input(source: IO[bytes]) -> av.container.InputContainer:
     source.seek(start)
     if container_kind is None:
         raise InvalidAudioError(f"{UNDECODABLE}: not a supported container ({', '.join(DEMUXERS)})")
+    return open_stream(source, container_kind)
+
+
+def open_stream(
+    source: IO[bytes] | Readable, container_kind: str, *, live: bool = False
+) -> av.container.InputContainer:
+    """``source`` (a file, or anything with ``read``: then read once, front to back, never seeked)
+    opened with the named container's demuxer; InvalidAudioError when it is not one with audio.
+    ``live``: read no further ahead than the stream's parameters need."""
+    options = LIVE_OPTIONS if live else {}
     try:
-        container = av.open(source, mode="r", format=DEMUXERS[container_kind])
+        container = av.open(source, mode="r", format=DEMUXERS[container_kind], options=options)
     except (av.FFmpegError, ValueError, OSError, EOFError) as e:
         raise InvalidAudioError(f"{UNDECODABLE} as {container_kind}") from e
     if not container.streams.audio:
