@@ -1,0 +1,140 @@
+"""The audio a Deepgram client sends, as each channel's PCM16: raw encodings and containers, decoded as
+they stream in.
+
+Deepgram's ``encoding`` names raw audio (``linear16``, ``mulaw``, ``alaw``: ``sample_rate`` and
+``channels`` say how to read it) or a codec in its usual container (``opus``: Ogg/Opus, ``flac``);
+without ``encoding`` the audio is containerized and its header says the rest (WAV, Ogg, WebM, FLAC, MP3).
+Raw audio keeps its rate; containers are decoded to 16 kHz. With ``multichannel=true`` each channel goes
+to its own session, otherwise the channels are mixed down to one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamer.errors import ConfigError, InvalidAudioError
+from streamer.pipeline.audio import MODEL_RATE
+from streamer.pipeline.codecs import Decoder, Encoding, open_decoder
+from streamer.pipeline.containers import DEMUXERS
+from streamer.pipeline.streaming import LIVE_CONTAINERS, MAX_CHANNELS, ContainerDecoder, Expect
+
+RAW = {"linear16": Encoding.PCM16, "mulaw": Encoding.MULAW, "alaw": Encoding.ALAW}
+CONTAINED = {"opus": Expect("ogg", "opus"), "flac": Expect("flac", "flac")}
+SUPPORTED = "linear16, mulaw, alaw, opus (Ogg), flac, or none for containerized audio"
+
+
+class AudioStreamError(InvalidAudioError):
+    """The stream itself cannot be decoded: unlike one bad message, this ends the session."""
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """What the client declared: ``encoding`` (None: containerized), rate, channels, multichannel."""
+
+    encoding: str | None
+    sample_rate: int | None
+    channels: int
+    multichannel: bool
+
+    @classmethod
+    def parse(
+        cls, encoding: str | None, sample_rate: int | None, channels: int, multichannel: bool
+    ) -> AudioFormat:
+        if encoding is not None and encoding not in RAW and encoding not in CONTAINED:
+            raise ConfigError(f"encoding {encoding} is not supported: use {SUPPORTED}")
+        if encoding in RAW and sample_rate is None:
+            raise ConfigError(f"sample_rate is required with encoding={encoding}")
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise ConfigError(f"channels must be from 1 to {MAX_CHANNELS}")
+        return cls(encoding, sample_rate, channels, multichannel)
+
+    @property
+    def raw(self) -> bool:
+        return self.encoding in RAW
+
+    @property
+    def session_rate(self) -> int:
+        """The rate every channel's session runs at: raw audio's own, 16 kHz for decoded containers."""
+        return self.sample_rate if self.raw and self.sample_rate is not None else MODEL_RATE
+
+    @property
+    def outputs(self) -> int:
+        """How many sessions the audio feeds."""
+        return self.channels if self.multichannel else 1
+
+    @property
+    def passthrough(self) -> bool:
+        """Mono linear16: the bytes are the session's PCM as they come."""
+        return self.encoding == "linear16" and self.channels == 1
+
+
+class AudioInput:
+    """One stream's bytes in, each output channel's PCM16 (at ``format.session_rate``) out."""
+
+    def __init__(self, format: AudioFormat, containers: frozenset[str] = LIVE_CONTAINERS) -> None:
+        self.format = format
+        self._decoder: Decoder
+        self._threaded = not format.raw
+        if format.raw:
+            assert format.encoding is not None and format.sample_rate is not None
+            self._decoder = open_decoder(RAW[format.encoding], format.sample_rate, format.channels)
+        else:
+            expect = CONTAINED.get(format.encoding or "", Expect())
+            keep = None if format.multichannel else 1
+            self._decoder = ContainerDecoder(MODEL_RATE, keep, expect=expect, allowed=containers)
+
+    async def feed(self, data: bytes) -> AsyncIterator[list[bytes]]:
+        """The channels' PCM that ``data`` completes, in pieces of at most about a second."""
+        async for pcm in self._pieces(data):
+            yield self._split(pcm)
+
+    async def finish(self) -> AsyncIterator[list[bytes]]:
+        """What is left at the end of the stream."""
+        async for pcm in self._pieces(None):
+            yield self._split(pcm)
+
+    def close(self) -> None:
+        if isinstance(self._decoder, ContainerDecoder):
+            self._decoder.close()
+
+    async def _pieces(self, data: bytes | None) -> AsyncIterator[bytes]:
+        try:
+            if not self._threaded:
+                out = self._decoder.decode(data) if data is not None else self._decoder.flush()
+                if out:
+                    yield out
+                return
+            # the container's decoder waits for its thread: off the event loop
+            decoder = self._decoder
+
+            def step(chunk: bytes) -> bytes:
+                return decoder.decode(chunk) if data is not None else decoder.flush()
+
+            out = await asyncio.to_thread(step, data or b"")
+            while out:
+                yield out
+                out = await asyncio.to_thread(step, b"")
+        except AudioStreamError:
+            raise
+        except InvalidAudioError as e:
+            raise AudioStreamError(e.message) from e
+
+    def _split(self, pcm: bytes) -> list[bytes]:
+        channels = self._decoder.channels
+        if self.format.multichannel and channels != self.format.channels:
+            raise AudioStreamError(
+                f"the audio has {channels} channels, not the {self.format.channels} declared (channels=)"
+            )
+        if channels == 1:
+            return [pcm]
+        frames = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels)
+        if self.format.multichannel:
+            return [np.ascontiguousarray(frames[:, i]).tobytes() for i in range(channels)]
+        return [frames.mean(axis=1).round().astype("<i2").tobytes()]
+
+
+ALL_CONTAINERS = frozenset(DEMUXERS)  # a whole file (pre-recorded): MP4 too, when its index comes first
