@@ -5,6 +5,7 @@ The query options become a protocol v1 session config (one session per channel w
 arrives (``deepgram_audio``); each protocol v1 message is rendered as Deepgram renders results
 (``deepgram_render``). Failures before the upgrade (credentials, capacity, quota) are HTTP statuses with
 Deepgram's error body; a bad option or undecodable audio after it is a close frame with a reason.
+Pre-recorded ``POST /v1/listen`` is ``deepgram_rest``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamer import tracing
+from streamer.adapters import deepgram_rest
 from streamer.adapters.common import AdapterConnection, issue, key_record
 from streamer.adapters.deepgram_audio import AudioInput, AudioStreamError
 from streamer.adapters.deepgram_channels import ChannelSession, pieces
@@ -32,7 +34,7 @@ from streamer.adapters.deepgram_options import (
     from_domain,
 )
 from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
-from streamer.errors import AuthError, BadRequestError, SessionIdleError, StreamerError
+from streamer.errors import AuthError, BadRequestError, ConfigError, SessionIdleError, StreamerError
 from streamer.protocol import CloseCode, Pong, ServerMessage
 from streamer.services import Services
 from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
@@ -99,12 +101,14 @@ async def listen(request: web.Request) -> web.StreamResponse:
     problem: StreamerError | None = None
     try:
         options = ListenOptions.parse(request.query, services)
+        if options.audio.outputs is None:  # a live stream's sessions open before its header arrives
+            raise ConfigError("with multichannel=true on a live stream, say how many: channels=N")
     except StreamerError as e:
         problem = e  # said in the close frame, where the SDKs show it (a 400 would lose the reason)
     sessions: list[StreamSession] = []
     if options is not None:
         try:
-            sessions = await admit_channels(registry, key, options)
+            sessions = await admit_channels(registry, key, options, options.audio.outputs or 1)
         except StreamerError as e:
             services.metrics.refused(e)
             return error_response(from_domain(e), request_id)
@@ -147,7 +151,7 @@ def renderer(
         utterance_end=options.utterance_end_ms is not None,
         audio_ms=lambda: session.audio_ms,
         channel=channel,
-        channels=options.audio.outputs,
+        channels=options.audio.outputs or 1,
     )
 
 
@@ -266,5 +270,6 @@ class DeepgramConnection(AdapterConnection):
 
 ROUTES = [
     web.get("/v1/listen", listen),
+    web.post("/v1/listen", deepgram_rest.transcribe),
     web.post("/v1/auth/grant", grant),
 ]

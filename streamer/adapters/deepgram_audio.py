@@ -37,18 +37,18 @@ class AudioFormat:
 
     encoding: str | None
     sample_rate: int | None
-    channels: int
+    channels: int | None  # None: not said (raw audio is then mono; a container's header says)
     multichannel: bool
 
     @classmethod
     def parse(
-        cls, encoding: str | None, sample_rate: int | None, channels: int, multichannel: bool
+        cls, encoding: str | None, sample_rate: int | None, channels: int | None, multichannel: bool
     ) -> AudioFormat:
         if encoding is not None and encoding not in RAW and encoding not in CONTAINED:
             raise ConfigError(f"encoding {encoding} is not supported: use {SUPPORTED}")
         if encoding in RAW and sample_rate is None:
             raise ConfigError(f"sample_rate is required with encoding={encoding}")
-        if not 1 <= channels <= MAX_CHANNELS:
+        if channels is not None and not 1 <= channels <= MAX_CHANNELS:
             raise ConfigError(f"channels must be from 1 to {MAX_CHANNELS}")
         return cls(encoding, sample_rate, channels, multichannel)
 
@@ -62,14 +62,16 @@ class AudioFormat:
         return self.sample_rate if self.raw and self.sample_rate is not None else MODEL_RATE
 
     @property
-    def outputs(self) -> int:
-        """How many sessions the audio feeds."""
-        return self.channels if self.multichannel else 1
+    def outputs(self) -> int | None:
+        """How many sessions the audio feeds (None: as many as the container's header will say)."""
+        if not self.multichannel:
+            return 1
+        return self.channels if self.channels is not None or not self.raw else 1
 
     @property
     def passthrough(self) -> bool:
         """Mono linear16: the bytes are the session's PCM as they come."""
-        return self.encoding == "linear16" and self.channels == 1
+        return self.encoding == "linear16" and (self.channels or 1) == 1
 
 
 class AudioInput:
@@ -81,7 +83,7 @@ class AudioInput:
         self._threaded = not format.raw
         if format.raw:
             assert format.encoding is not None and format.sample_rate is not None
-            self._decoder = open_decoder(RAW[format.encoding], format.sample_rate, format.channels)
+            self._decoder = open_decoder(RAW[format.encoding], format.sample_rate, format.channels or 1)
         else:
             expect = CONTAINED.get(format.encoding or "", Expect())
             keep = None if format.multichannel else 1
@@ -125,9 +127,10 @@ class AudioInput:
 
     def _split(self, pcm: bytes) -> list[bytes]:
         channels = self._decoder.channels
-        if self.format.multichannel and channels != self.format.channels:
+        declared = self.format.channels
+        if self.format.multichannel and declared is not None and channels != declared:
             raise AudioStreamError(
-                f"the audio has {channels} channels, not the {self.format.channels} declared (channels=)"
+                f"the audio has {channels} channels, not the {declared} declared (channels=)"
             )
         if channels == 1:
             return [pcm]

@@ -87,7 +87,7 @@ class ListenOptions:
         audio = AudioFormat.parse(
             encoding,
             integer(query, "sample_rate", MIN_SAMPLE_RATE, MAX_SAMPLE_RATE),
-            integer(query, "channels", 1, 1 << 16) or 1,
+            integer(query, "channels", 1, 1 << 16),
             flag(query, "multichannel", False),
         )
         endpointing = query.get("endpointing", "true").strip().lower()
@@ -132,9 +132,9 @@ async def authenticate(request: web.Request, services: Services) -> tuple[KeyRec
 
 
 async def admit_channels(
-    registry: SessionRegistry, key: KeyRecord, options: ListenOptions
+    registry: SessionRegistry, key: KeyRecord, options: ListenOptions, count: int
 ) -> list[StreamSession]:
-    """One session per channel the audio feeds (all or none)."""
+    """One session for each of ``count`` channels (all or none)."""
     services = registry.services
     config = SessionConfig(
         sample_rate=options.audio.session_rate,
@@ -144,7 +144,7 @@ async def admit_channels(
     )
     sessions: list[StreamSession] = []
     try:
-        for _ in range(options.audio.outputs):
+        for _ in range(count):
             sessions.append(await registry.admit(key, config))
     except BaseException:
         for session in sessions:
