@@ -14,6 +14,7 @@ output by calling ``decode(b"")`` (or ``flush()`` at the end) until it returns n
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ import av.container
 
 from streamer.errors import InvalidAudioError
 from streamer.pipeline.containers import DEMUXERS, HEAD_BYTES, UNDECODABLE, open_stream, sniff
+
+log = logging.getLogger(__name__)
 
 MIN_RATE = 8000  # a container claiming fewer samples a second is refused (1 Hz WAV: a few KiB, hours)
 MAX_RATE = 192_000
@@ -182,6 +185,9 @@ class ContainerDecoder:
         except (av.FFmpegError, ValueError, OSError, EOFError, MemoryError) as e:
             # one message for every cause: no oracle of FFmpeg's insides
             self._fail(InvalidAudioError(f"{UNDECODABLE} as {kind}"), e)
+        except Exception as e:  # hostile input reached a PyAV corner: still the client's stream that failed
+            log.warning("the %s decoder failed unexpectedly: %s", kind, type(e).__name__)
+            self._fail(InvalidAudioError(f"{UNDECODABLE} as {kind}"), e)
         finally:
             with self._cond:
                 self._done = True
@@ -195,6 +201,8 @@ class ContainerDecoder:
     def _decode(self, container: av.container.InputContainer) -> None:
         stream = container.streams.audio[0]
         ctx = stream.codec_context
+        if ctx is None or ctx.codec is None:  # a header naming a codec FFmpeg does not have
+            raise InvalidAudioError(f"{UNDECODABLE}: an unknown codec")
         self.codec, self.source_rate = ctx.name, ctx.sample_rate
         if self._expect.codec is not None and ctx.name != self._expect.codec:
             raise InvalidAudioError(f"{UNDECODABLE}: the audio is {ctx.name}, not the declared encoding")
