@@ -22,7 +22,17 @@ import av
 import av.container
 
 from streamer.errors import InvalidAudioError
-from streamer.pipeline.containers import DEMUXERS, HEAD_BYTES, UNDECODABLE, open_stream, sniff
+from streamer.pipeline.containers import (
+    DEMUXERS,
+    HEAD_BYTES,
+    UNDECODABLE,
+    WAV_HEAD_MAX,
+    WavLayout,
+    open_pcm,
+    open_stream,
+    parse_wav,
+    sniff,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +85,7 @@ class ContainerDecoder:
         self._output = bytearray()
         self._thread: threading.Thread | None = None
         self.container: str | None = None
+        self._wav: WavLayout | None = None  # a WAV whose samples are read raw, after its header
         self.codec: str | None = None
         self.source_rate = 0
 
@@ -97,6 +108,7 @@ class ContainerDecoder:
         with self._cond:
             self._eof = True
             self._cond.notify_all()
+        self._start()
         if self._thread is None:
             if not self._input:
                 return b""
@@ -124,6 +136,14 @@ class ContainerDecoder:
             raise InvalidAudioError(f"{UNDECODABLE}: not a supported container ({supported})")
         if self._expect.container is not None and kind != self._expect.container:
             raise InvalidAudioError(f"{UNDECODABLE}: the stream is {kind}, not the declared encoding")
+        if kind == "wav":
+            with self._cond:
+                wav = parse_wav(bytes(self._input[:WAV_HEAD_MAX]))
+                if wav is None:
+                    return  # the header is still arriving
+                if wav.demuxer is not None:  # plain samples: skip the header, read them raw
+                    self._wav = wav
+                    del self._input[: wav.offset]
         self.container = kind
         self._thread = threading.Thread(target=self._run, args=(kind,), name=f"decode-{kind}", daemon=True)
         self._thread.start()
@@ -178,7 +198,16 @@ class ContainerDecoder:
 
     def _run(self, kind: str) -> None:
         try:
-            with open_stream(self, kind, live=True) as container:
+            wav = self._wav
+            if wav is not None:
+                if not 1 <= wav.channels <= MAX_CHANNELS:
+                    raise InvalidAudioError(
+                        f"{UNDECODABLE}: {wav.channels} channels (at most {MAX_CHANNELS})"
+                    )
+                opened = open_pcm(self, wav, LAYOUTS[wav.channels])
+            else:
+                opened = open_stream(self, kind, live=True)
+            with opened as container:
                 self._decode(container)
         except InvalidAudioError as e:
             self._fail(e)
