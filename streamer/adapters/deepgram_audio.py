@@ -10,7 +10,6 @@ to its own session, otherwise the channels are mixed down to one.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -80,7 +79,6 @@ class AudioInput:
     def __init__(self, format: AudioFormat, containers: frozenset[str] = LIVE_CONTAINERS) -> None:
         self.format = format
         self._decoder: Decoder
-        self._threaded = not format.raw
         if format.raw:
             assert format.encoding is not None and format.sample_rate is not None
             self._decoder = open_decoder(RAW[format.encoding], format.sample_rate, format.channels or 1)
@@ -105,21 +103,17 @@ class AudioInput:
 
     async def _pieces(self, data: bytes | None) -> AsyncIterator[bytes]:
         try:
-            if not self._threaded:
-                out = self._decoder.decode(data) if data is not None else self._decoder.flush()
+            decoder = self._decoder
+            if not isinstance(decoder, ContainerDecoder):  # raw: a table or a copy, cheap on the loop
+                out = decoder.decode(data) if data is not None else decoder.flush()
                 if out:
                     yield out
                 return
-            # the container's decoder waits for its thread: off the event loop
-            decoder = self._decoder
-
-            def step(chunk: bytes) -> bytes:
-                return decoder.decode(chunk) if data is not None else decoder.flush()
-
-            out = await asyncio.to_thread(step, data or b"")
+            # the container's own thread decodes; this waits for it without holding the loop
+            out = await (decoder.decode_async(data) if data is not None else decoder.flush_async())
             while out:
                 yield out
-                out = await asyncio.to_thread(step, b"")
+                out = await (decoder.decode_async(b"") if data is not None else decoder.flush_async())
         except AudioStreamError:
             raise
         except InvalidAudioError as e:

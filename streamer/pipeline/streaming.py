@@ -4,7 +4,8 @@ FFmpeg's demuxers pull their input; a live client pushes it a message at a time.
 decode thread that runs PyAV's demux/decode/resample loop over a blocking reader, fed from a bounded buffer
 by :meth:`ContainerDecoder.decode`. That call hands the thread the message's bytes and waits until the
 thread has used them up (it asks for more), has finished, or has filled the bounded output buffer; then it
-returns the PCM16 decoded so far. It blocks, so callers on an event loop run it in a worker thread.
+returns the PCM16 decoded so far. On an event loop, :meth:`~ContainerDecoder.decode_async` waits the same
+way on a future the thread resolves, holding no thread of its own.
 
 Memory stays bounded both ways: at most ``MAX_PENDING_BYTES`` of undecoded input and ``out_bytes`` of
 decoded output are held; a stream that decodes to more (a bomb) stops its thread until the caller takes
@@ -14,6 +15,8 @@ output by calling ``decode(b"")`` (or ``flush()`` at the end) until it returns n
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -88,11 +91,29 @@ class ContainerDecoder:
         self._wav: WavLayout | None = None  # a WAV whose samples are read raw, after its header
         self.codec: str | None = None
         self.source_rate = 0
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
     # ---- the caller's side
 
     def decode(self, data: bytes) -> bytes:
         """Feed ``data``; the PCM16 decoded once the thread has used it up (or the output is full)."""
+        self._feed(data)
+        return self._collect() if self._start() else b""
+
+    def flush(self) -> bytes:
+        """End of input: the next part of what is left (call again until it returns nothing)."""
+        return self._collect() if self._end() else b""
+
+    async def decode_async(self, data: bytes) -> bytes:
+        """:meth:`decode` for an event loop: waits for the thread without holding a thread of its own."""
+        self._feed(data)
+        return await self._collect_async() if self._start() else b""
+
+    async def flush_async(self) -> bytes:
+        """:meth:`flush` for an event loop."""
+        return await self._collect_async() if self._end() else b""
+
+    def _feed(self, data: bytes) -> None:
         with self._cond:
             if self._eof:
                 raise InvalidAudioError("audio after the end of the stream")
@@ -100,20 +121,17 @@ class ContainerDecoder:
                 raise InvalidAudioError(f"{UNDECODABLE}: too much audio is waiting to be decoded")
             self._input += data
             self._cond.notify_all()
-        self._start()
-        return self._collect()
 
-    def flush(self) -> bytes:
-        """End of input: the next part of what is left (call again until it returns nothing)."""
+    def _end(self) -> bool:
+        """Mark the end of input; whether a thread decodes (False: there was nothing at all)."""
         with self._cond:
             self._eof = True
             self._cond.notify_all()
-        self._start()
-        if self._thread is None:
-            if not self._input:
-                return b""
+        if self._start():
+            return True
+        if self._input:
             raise InvalidAudioError(f"{UNDECODABLE}: the stream is too short to be audio")
-        return self._collect()
+        return False
 
     def close(self) -> None:
         """Stop the thread and drop what it holds (the connection is gone)."""
@@ -123,14 +141,20 @@ class ContainerDecoder:
             self._output.clear()
             self._cond.notify_all()
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
+        """Start the thread once the container is known; whether it runs."""
         if self._thread is not None:
-            return
+            return True
         with self._cond:
             head = bytes(self._input[:HEAD_BYTES])
         if len(head) < HEAD_BYTES:
-            return
+            return False
         kind = sniff(head)
+        if kind == "mp4" and kind not in self._allowed:
+            raise InvalidAudioError(
+                f"{UNDECODABLE}: MP4/M4A cannot be streamed live (its index may come last); "
+                "send the file to POST /v1/listen"
+            )
         if kind is None or kind not in self._allowed:
             supported = ", ".join(sorted(self._allowed))
             raise InvalidAudioError(f"{UNDECODABLE}: not a supported container ({supported})")
@@ -140,32 +164,60 @@ class ContainerDecoder:
             with self._cond:
                 wav = parse_wav(bytes(self._input[:WAV_HEAD_MAX]))
                 if wav is None:
-                    return  # the header is still arriving
+                    return False  # the header is still arriving
                 if wav.demuxer is not None:  # plain samples: skip the header, read them raw
                     self._wav = wav
                     del self._input[: wav.offset]
         self.container = kind
         self._thread = threading.Thread(target=self._run, args=(kind,), name=f"decode-{kind}", daemon=True)
         self._thread.start()
+        return True
 
     def _collect(self) -> bytes:
         """Wait until the thread is idle (starving, done, or its output full); take the output."""
-        if self._thread is None:
-            return b""
-        full = self._out_bytes()
         with self._cond:
-            idle = self._cond.wait_for(
-                lambda: self._done or len(self._output) >= full or self._hungry(),
-                timeout=STALL_S,
-            )
-            out = bytes(self._output)
-            self._output.clear()
-            self._cond.notify_all()
-            if not idle:
+            if not self._cond.wait_for(self._idle, timeout=STALL_S):
                 raise InvalidAudioError(f"{UNDECODABLE}: the decoder stalled")
-            if self._error is not None and not out:
-                raise self._error
-            return out
+            return self._take()
+
+    async def _collect_async(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        idle = loop.create_future()
+        with self._cond:
+            if self._idle():
+                return self._take()
+            self._waiter = (loop, idle)
+        try:
+            async with asyncio.timeout(STALL_S):
+                await idle
+        except TimeoutError as e:
+            raise InvalidAudioError(f"{UNDECODABLE}: the decoder stalled") from e
+        finally:
+            with self._cond:
+                self._waiter = None
+        with self._cond:
+            return self._take()
+
+    def _take(self) -> bytes:
+        """The output so far (the lock held); the thread's error once there is no output left."""
+        out = bytes(self._output)
+        self._output.clear()
+        self._cond.notify_all()  # a thread waiting for room goes on
+        if self._error is not None and not out:
+            raise self._error
+        return out
+
+    def _idle(self) -> bool:
+        return self._done or len(self._output) >= self._out_bytes() or self._hungry()
+
+    def _wake(self) -> None:
+        """The thread's state changed (the lock held): wake the waiters, threads and event loop alike."""
+        self._cond.notify_all()
+        if self._waiter is not None and self._idle():
+            loop, idle = self._waiter
+            self._waiter = None
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, idle)
 
     def _hungry(self) -> bool:
         """The thread has used up every byte given and waits for more (never true after the end)."""
@@ -181,7 +233,7 @@ class ContainerDecoder:
         with self._cond:
             while not self._input and not self._eof:
                 self._starving = True
-                self._cond.notify_all()
+                self._wake()
                 self._cond.wait()
             self._starving = False
             n = len(self._input) if size < 0 else min(size, len(self._input))
@@ -194,7 +246,7 @@ class ContainerDecoder:
             self._cond.wait_for(lambda: self._closed or len(self._output) < self._out_bytes())
             if not self._closed:
                 self._output += pcm
-                self._cond.notify_all()
+                self._wake()
 
     def _run(self, kind: str) -> None:
         try:
@@ -220,7 +272,7 @@ class ContainerDecoder:
         finally:
             with self._cond:
                 self._done = True
-                self._cond.notify_all()
+                self._wake()
 
     def _fail(self, error: InvalidAudioError, cause: BaseException | None = None) -> None:
         error.__cause__ = cause
@@ -255,3 +307,8 @@ class ContainerDecoder:
                 self._emit(bytes(out.planes[0])[: out.samples * 2 * out_channels])
         for out in resampler.resample(None):
             self._emit(bytes(out.planes[0])[: out.samples * 2 * out_channels])
+
+
+def _resolve(idle: asyncio.Future[None]) -> None:
+    if not idle.done():
+        idle.set_result(None)

@@ -134,3 +134,19 @@ def _decode_threads_end() -> bool:
             if thread.is_alive():
                 return False
     return True
+
+
+@pytest.mark.parametrize("container", ["wav", "webm", "mp3"])
+async def test_the_event_loops_decoding_gives_the_same_samples(speech: np.ndarray, container: str) -> None:
+    data = encode(speech, 16000, container)
+    expected = _stream(ContainerDecoder(16000), data, 997)
+    decoder = ContainerDecoder(16000)
+    out = bytearray()
+    for i in range(0, len(data), 997):
+        got = await decoder.decode_async(data[i : i + 997])
+        while got:
+            out += got
+            got = await decoder.decode_async(b"")
+    while got := await decoder.flush_async():
+        out += got
+    assert bytes(out) == expected
