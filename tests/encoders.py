@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import struct
+import tempfile
+from pathlib import Path
 
+import av
+import av.audio.stream
 import numpy as np
 
 from streamer.pipeline.codecs import Encoding
 from streamer_bench.encoders import FORMATS, encode, g711
 
-__all__ = ["FORMATS", "alaw", "encode", "mulaw", "wav_header"]
+__all__ = ["FORMATS", "alaw", "encode", "m4a", "mulaw", "wav_header"]
 
 
 def mulaw(samples: np.ndarray) -> bytes:
@@ -33,3 +37,22 @@ def wav_header(rate: int, channels: int = 1, data_bytes: int = 0xFFFFFFF0) -> by
         + b"data"
         + struct.pack("<I", data_bytes)
     )
+
+
+def m4a(samples: np.ndarray, rate: int, *, faststart: bool) -> bytes:
+    """Mono AAC in MP4: the index (moov) first with ``faststart``, else after the media, as FFmpeg
+    writes by default (the second pass that moves it needs a file, not a buffer)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "audio.m4a"
+        options = {"movflags": "+faststart"} if faststart else {}
+        with av.open(str(path), "w", format="mp4", options=options) as file:
+            stream = file.add_stream("aac", rate=rate, layout="mono")
+            assert isinstance(stream, av.audio.stream.AudioStream)
+            frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+            frame.rate = rate
+            sample_format = stream.codec_context.format.name if stream.codec_context.format else "fltp"
+            resampler = av.AudioResampler(format=sample_format, layout="mono", rate=rate)
+            for piece in [*resampler.resample(frame), *resampler.resample(None), None]:
+                for packet in stream.encode(piece):
+                    file.mux(packet)
+        return path.read_bytes()

@@ -44,6 +44,8 @@ MAX_RATE = 192_000
 MAX_CHANNELS = 8
 MAX_PENDING_BYTES = 4 << 20  # undecoded input waiting for the thread
 STALL_S = 30.0  # a decode thread that neither asks for input nor produces output this long is broken
+# read front to back, an MP4 whose index comes after its media cannot be demuxed
+HINTS = {"mp4": " (read front to back: its index, moov, must come first, as -movflags +faststart writes)"}
 LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 LIVE_CONTAINERS = frozenset(DEMUXERS) - {"mp4"}  # MP4 needs its index, which may come last: not live
 
@@ -151,10 +153,8 @@ class ContainerDecoder:
             return False
         kind = sniff(head)
         if kind == "mp4" and kind not in self._allowed:
-            raise InvalidAudioError(
-                f"{UNDECODABLE}: MP4/M4A cannot be streamed live (its index may come last); "
-                "send the file to POST /v1/listen"
-            )
+            # (a close reason holds 123 bytes: short enough to arrive whole)
+            raise InvalidAudioError(f"{UNDECODABLE}: MP4/M4A is not read live; POST the file to /v1/listen")
         if kind is None or kind not in self._allowed:
             supported = ", ".join(sorted(self._allowed))
             raise InvalidAudioError(f"{UNDECODABLE}: not a supported container ({supported})")
@@ -265,7 +265,7 @@ class ContainerDecoder:
             self._fail(e)
         except (av.FFmpegError, ValueError, OSError, EOFError, MemoryError) as e:
             # one message for every cause: no oracle of FFmpeg's insides
-            self._fail(InvalidAudioError(f"{UNDECODABLE} as {kind}"), e)
+            self._fail(InvalidAudioError(f"{UNDECODABLE} as {kind}{HINTS.get(kind, '')}"), e)
         except Exception as e:  # hostile input reached a PyAV corner: still the client's stream that failed
             log.warning("the %s decoder failed unexpectedly: %s", kind, type(e).__name__)
             self._fail(InvalidAudioError(f"{UNDECODABLE} as {kind}"), e)

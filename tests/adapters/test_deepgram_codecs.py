@@ -10,11 +10,12 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import httpx
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
-from encoders import alaw, encode, mulaw
+from encoders import alaw, encode, m4a, mulaw
 from support import API_KEY, read_pcm16, resample_pcm
 
 from streamer_bench.wer import words as normalized_words
@@ -100,6 +101,19 @@ async def test_telephony_g711_at_8_khz(
     chunks = round(len(data) / 160)  # 20 ms, as Twilio's media streams send it
     messages = await _transcribe(server, data, chunks, encoding=encoding, sample_rate=8000)
     assert set(sentence.content_words) <= set(normalized_words(_finals(messages)))
+
+
+async def test_live_m4a_is_refused_with_where_to_send_it(
+    make_server: ServerFactory, sentence: Sentence
+) -> None:
+    server = await make_server()
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"{ws_base(server)}/v1/listen", protocols=("token", API_KEY))
+        await ws.send_bytes(m4a(sentence.samples, 16000, faststart=True))
+        async with asyncio.timeout(30):
+            while (msg := await ws.receive()).type != aiohttp.WSMsgType.CLOSE:
+                pass
+    assert ws.close_code == 1008 and "POST the file to /v1/listen" in str(msg.extra)
 
 
 async def test_stereo_multichannel_transcribes_each_channel(

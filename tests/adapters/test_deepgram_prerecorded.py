@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
-from encoders import encode, mulaw, wav_header
+from encoders import encode, m4a, mulaw, wav_header
 from support import API_KEY, read_pcm16, resample_pcm
 
 from streamer_bench.wer import words as normalized_words
@@ -97,6 +97,19 @@ async def test_stereo_multichannel_and_raw_mulaw(make_server: ServerFactory, sen
             body = await r.json()
     transcript = body["results"]["channels"][0]["alternatives"][0]["transcript"]
     assert set(sentence.content_words) <= set(normalized_words(transcript))
+
+
+async def test_m4a_is_read_when_its_index_comes_first(make_server: ServerFactory, sentence: Sentence) -> None:
+    server = await make_server()
+    async with _client(server) as client:
+        response: Any = await client.listen.v1.media.transcribe_file(
+            request=m4a(sentence.samples, 16000, faststart=True)
+        )
+    transcript = response.results.channels[0].alternatives[0].transcript
+    assert set(sentence.content_words) <= set(normalized_words(transcript))
+    # the index after ten times more media than a reader can hold: refused, saying why
+    status, body = await _refusal(server, m4a(np.tile(sentence.samples, 10), 16000, faststart=False))
+    assert status == 400 and "moov" in body["err_msg"] and "faststart" in body["err_msg"]
 
 
 async def _refusal(server: TestServer, data: bytes, query: str = "", **headers: str) -> tuple[int, Any]:
