@@ -4,6 +4,7 @@ would, and G.711 is the decoder's own table inverted."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import av
 import av.audio.stream
@@ -21,13 +22,33 @@ FORMATS = {
 }
 
 
+# WebM as a browser's MediaRecorder writes it: a live stream (sizes unknown, no cues), short clusters
+LIVE_OPTIONS = {"webm": {"live": "1", "cluster_time_limit": "250"}}
+
+
+class _Sink(io.RawIOBase):
+    """A write-only, unseekable output: the muxer writes the stream as it would to a socket."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:  # (a bytes-like object)
+        chunk = bytes(b)
+        self.data += chunk
+        return len(chunk)
+
+
 def encode(samples: np.ndarray, rate: int, container: str) -> bytes:
     """Interleaved s16 ``samples`` (shape (n,) or (n, channels)) at ``rate`` in ``container``."""
     fmt, codec, codec_rate = FORMATS[container]
     channels = 1 if samples.ndim == 1 else samples.shape[1]
     layout = "mono" if channels == 1 else "stereo"
-    out = io.BytesIO()
-    with av.open(out, "w", format=fmt) as file:
+    sink, buffer = _Sink(), io.BytesIO()
+    out = sink if container in LIVE_OPTIONS else buffer
+    with av.open(out, "w", format=fmt, options=LIVE_OPTIONS.get(container, {})) as file:
         stream = file.add_stream(codec, rate=codec_rate or rate, layout=layout)
         assert isinstance(stream, av.audio.stream.AudioStream)
         frame = av.AudioFrame.from_ndarray(
@@ -41,7 +62,7 @@ def encode(samples: np.ndarray, rate: int, container: str) -> bytes:
         ]
         for packet in [*packets, *stream.encode(None)]:
             file.mux(packet)
-    return out.getvalue()
+    return bytes(sink.data) if out is sink else buffer.getvalue()
 
 
 def g711(samples: np.ndarray, encoding: Encoding) -> bytes:

@@ -31,6 +31,7 @@ with warnings.catch_warnings():
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:websockets.*")]
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
+REALTIME = 4.0  # how much faster than real time the tests stream: real-ish, and the suite stays fast
 
 
 @contextlib.asynccontextmanager
@@ -49,13 +50,18 @@ async def _collect(socket: Any) -> list[Any]:
     return messages
 
 
-async def _transcribe(server: TestServer, data: bytes, chunks: int, **query: Any) -> list[Any]:
-    """``data`` sent in about ``chunks`` messages, then CloseStream; every message the server sent."""
+async def _transcribe(
+    server: TestServer, data: bytes, chunks: int, audio_s: float, **query: Any
+) -> list[Any]:
+    """``data`` sent in about ``chunks`` messages at 4x real time (``audio_s`` of audio in all), then
+    CloseStream; every message the server sent."""
     step = max(1, -(-len(data) // chunks))
+    gap_s = audio_s / chunks / REALTIME  # pacing a sender, not waiting for anything
     async with _client(server) as client, client.listen.v1.connect(model="nova-3", **query) as socket:
         receiving = asyncio.create_task(_collect(socket))
         for i in range(0, len(data), step):
             await socket.send_media(data[i : i + step])
+            await asyncio.sleep(gap_s)
         await socket.send_close_stream()
         return await receiving
 
@@ -86,7 +92,8 @@ async def test_containerized_audio_is_transcribed_as_it_streams(
     server = await make_server()
     data = encode(sentence.samples, 16000, container)
     chunks = round(sentence.samples.size / 16000 / chunk_s)
-    messages = await _transcribe(server, data, chunks, punctuate="false", **query)
+    audio_s = sentence.samples.size / 16000
+    messages = await _transcribe(server, data, chunks, audio_s, punctuate="false", **query)
     assert set(sentence.content_words) <= set(normalized_words(_finals(messages))), container
     assert messages[-1].type == "Metadata"
     assert messages[-1].duration == pytest.approx(sentence.samples.size / 16000, abs=0.1)
@@ -99,7 +106,7 @@ async def test_telephony_g711_at_8_khz(
     server = await make_server()
     data = g711(resample_pcm(sentence.samples, 8000))
     chunks = round(len(data) / 160)  # 20 ms, as Twilio's media streams send it
-    messages = await _transcribe(server, data, chunks, encoding=encoding, sample_rate=8000)
+    messages = await _transcribe(server, data, chunks, len(data) / 8000, encoding=encoding, sample_rate=8000)
     assert set(sentence.content_words) <= set(normalized_words(_finals(messages)))
 
 
@@ -126,8 +133,16 @@ async def test_stereo_multichannel_transcribes_each_channel(
     stereo[: sentence.samples.size, 0] = sentence.samples
     stereo[: other.size, 1] = other
     raw = stereo.astype("<i2").tobytes()
+    seconds = n / 16000
     messages = await _transcribe(
-        server, raw, round(n / 1600), encoding="linear16", sample_rate=16000, channels=2, multichannel="true"
+        server,
+        raw,
+        round(n / 1600),
+        seconds,
+        encoding="linear16",
+        sample_rate=16000,
+        channels=2,
+        multichannel="true",
     )
     left, right = normalized_words(_finals(messages, 0)), normalized_words(_finals(messages, 1))
     assert set(sentence.content_words) <= set(left)
@@ -137,7 +152,7 @@ async def test_stereo_multichannel_transcribes_each_channel(
     assert messages[-1].type == "Metadata" and messages[-1].channels == 2
     # the same stereo in a container; without multichannel it is mixed down to one channel
     flac = encode(stereo, 16000, "flac")
-    messages = await _transcribe(server, flac, 20, channels=2, multichannel="true")
+    messages = await _transcribe(server, flac, 20, seconds, channels=2, multichannel="true")
     assert {"football", "park"} <= set(normalized_words(_finals(messages, 1)))
-    mixed = await _transcribe(server, flac, 20)
+    mixed = await _transcribe(server, flac, 20, seconds)
     assert {tuple(m.channel_index) for m in mixed if m.type == "Results"} == {(0, 1)}
