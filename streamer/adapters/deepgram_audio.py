@@ -1,8 +1,9 @@
 """The audio a Deepgram client sends, as each channel's PCM16: raw encodings and containers, decoded as
 they stream in.
 
-Deepgram's ``encoding`` names raw audio (``linear16``, ``mulaw``, ``alaw``: ``sample_rate`` and
-``channels`` say how to read it) or a codec in its usual container (``opus``: Ogg/Opus, ``flac``);
+Deepgram's ``encoding`` names raw audio (``linear16``, ``linear32``, ``mulaw``, ``alaw``: ``sample_rate``
+and ``channels`` say how to read it) or a codec in its container (``opus``: Ogg or WebM, ``ogg-opus``,
+``flac``);
 without ``encoding`` the audio is containerized and its header says the rest (WAV, Ogg, WebM, FLAC, MP3).
 Raw audio keeps its rate; containers are decoded to 16 kHz. With ``multichannel=true`` each channel goes
 to its own session, otherwise the channels are mixed down to one.
@@ -22,8 +23,14 @@ from streamer.pipeline.containers import DEMUXERS
 from streamer.pipeline.streaming import LIVE_CONTAINERS, MAX_CHANNELS, ContainerDecoder, Expect
 
 RAW = {"linear16": Encoding.PCM16, "mulaw": Encoding.MULAW, "alaw": Encoding.ALAW}
-CONTAINED = {"opus": Expect("ogg", "opus"), "flac": Expect("flac", "flac")}
-SUPPORTED = "linear16, mulaw, alaw, opus (Ogg), flac, or none for containerized audio"
+FLOAT32 = "linear32"  # Deepgram's name for 32-bit little-endian float PCM
+# Opus needs its framing to be cut from a byte stream: Ogg (Deepgram's ogg-opus) or WebM (MediaRecorder)
+CONTAINED = {
+    "opus": Expect(frozenset({"ogg", "webm"}), "opus"),
+    "ogg-opus": Expect(frozenset({"ogg"}), "opus"),
+    "flac": Expect(frozenset({"flac"}), "flac"),
+}
+SUPPORTED = "linear16, linear32, mulaw, alaw, opus or ogg-opus (Ogg/WebM), flac, or none for containers"
 
 
 class AudioStreamError(InvalidAudioError):
@@ -43,9 +50,9 @@ class AudioFormat:
     def parse(
         cls, encoding: str | None, sample_rate: int | None, channels: int | None, multichannel: bool
     ) -> AudioFormat:
-        if encoding is not None and encoding not in RAW and encoding not in CONTAINED:
+        if encoding is not None and encoding not in RAW and encoding != FLOAT32 and encoding not in CONTAINED:
             raise ConfigError(f"encoding {encoding} is not supported: use {SUPPORTED}")
-        if encoding in RAW and sample_rate is None:
+        if (encoding in RAW or encoding == FLOAT32) and sample_rate is None:
             raise ConfigError(f"sample_rate is required with encoding={encoding}")
         if channels is not None and not 1 <= channels <= MAX_CHANNELS:
             raise ConfigError(f"channels must be from 1 to {MAX_CHANNELS}")
@@ -53,7 +60,7 @@ class AudioFormat:
 
     @property
     def raw(self) -> bool:
-        return self.encoding in RAW
+        return self.encoding in RAW or self.encoding == FLOAT32
 
     @property
     def session_rate(self) -> int:
@@ -73,13 +80,39 @@ class AudioFormat:
         return self.encoding == "linear16" and (self.channels or 1) == 1
 
 
+class Float32Decoder:
+    """32-bit little-endian float PCM (``linear32``), clipped to [-1, 1] and scaled to PCM16."""
+
+    def __init__(self, sample_rate: int, channels: int = 1) -> None:
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self._held = b""
+
+    def decode(self, data: bytes) -> bytes:
+        data = self._held + data
+        whole = len(data) - len(data) % (4 * self.channels)
+        self._held = data[whole:]
+        samples = np.nan_to_num(np.frombuffer(data[:whole], dtype="<f4"), nan=0.0, posinf=1.0, neginf=-1.0)
+        pcm: bytes = (np.clip(samples, -1.0, 1.0) * 32767).round().astype("<i2").tobytes()
+        return pcm
+
+    def flush(self) -> bytes:
+        if self._held:
+            self._held = b""
+            raise InvalidAudioError("the stream ended inside a 32-bit sample")
+        return b""
+
+
 class AudioInput:
     """One stream's bytes in, each output channel's PCM16 (at ``format.session_rate``) out."""
 
     def __init__(self, format: AudioFormat, containers: frozenset[str] = LIVE_CONTAINERS) -> None:
         self.format = format
         self._decoder: Decoder
-        if format.raw:
+        if format.encoding == FLOAT32:
+            assert format.sample_rate is not None
+            self._decoder = Float32Decoder(format.sample_rate, format.channels or 1)
+        elif format.raw:
             assert format.encoding is not None and format.sample_rate is not None
             self._decoder = open_decoder(RAW[format.encoding], format.sample_rate, format.channels or 1)
         else:

@@ -52,9 +52,9 @@ LIVE_CONTAINERS = frozenset(DEMUXERS) - {"mp4"}  # MP4 needs its index, which ma
 
 @dataclass(frozen=True)
 class Expect:
-    """What a client declared: the container and the codec its audio must be (None: any we read)."""
+    """What a client declared: the containers and the codec its audio must be (None: any we read)."""
 
-    container: str | None = None
+    containers: frozenset[str] | None = None
     codec: str | None = None
 
 
@@ -158,7 +158,7 @@ class ContainerDecoder:
         if kind is None or kind not in self._allowed:
             supported = ", ".join(sorted(self._allowed))
             raise InvalidAudioError(f"{UNDECODABLE}: not a supported container ({supported})")
-        if self._expect.container is not None and kind != self._expect.container:
+        if self._expect.containers is not None and kind not in self._expect.containers:
             raise InvalidAudioError(f"{UNDECODABLE}: the stream is {kind}, not the declared encoding")
         if kind == "wav":
             with self._cond:

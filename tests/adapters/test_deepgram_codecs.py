@@ -80,7 +80,9 @@ def _finals(messages: list[Any], channel: int = 0) -> str:
         ("wav", {}, 0.1),
         ("ogg", {}, 0.1),
         ("ogg", {"encoding": "opus"}, 0.1),
+        ("ogg", {"encoding": "ogg-opus"}, 0.1),
         ("webm", {}, 0.25),  # MediaRecorder's timeslice
+        ("webm", {"encoding": "opus"}, 0.25),
         ("flac", {}, 0.1),
         ("flac", {"encoding": "flac"}, 0.1),
         ("mp3", {}, 0.1),
@@ -107,6 +109,16 @@ async def test_telephony_g711_at_8_khz(
     data = g711(resample_pcm(sentence.samples, 8000))
     chunks = round(len(data) / 160)  # 20 ms, as Twilio's media streams send it
     messages = await _transcribe(server, data, chunks, len(data) / 8000, encoding=encoding, sample_rate=8000)
+    assert set(sentence.content_words) <= set(normalized_words(_finals(messages)))
+
+
+async def test_linear32_float_pcm(make_server: ServerFactory, sentence: Sentence) -> None:
+    server = await make_server()
+    data = (sentence.samples.astype("<f4") / 32768).tobytes()
+    chunks = round(sentence.samples.size / 1600)
+    messages = await _transcribe(
+        server, data, chunks, sentence.samples.size / 16000, encoding="linear32", sample_rate=16000
+    )
     assert set(sentence.content_words) <= set(normalized_words(_finals(messages)))
 
 

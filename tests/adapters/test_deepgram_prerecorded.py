@@ -138,6 +138,8 @@ async def test_refusals_in_deepgrams_shape(make_server: ServerFactory, sentence:
         (b"\x00" * 5000, "", "could not be decoded"),  # garbage
         (encode(sentence.samples, 16000, "webm")[:300], "", "could not be decoded"),  # truncated
         (encode(sentence.samples, 16000, "flac"), "?encoding=opus", "not the declared encoding"),
+        (encode(sentence.samples, 16000, "webm"), "?encoding=ogg-opus", "not the declared encoding"),
+        (bytes(6), "?encoding=linear32&sample_rate=16000", "inside a 32-bit sample"),
         (wav_header(1) + bytes(20000), "", "outside"),  # 1 Hz: hours from a few KiB
         (b"", "", "no audio"),
         (bytes(100), "?encoding=speex", "not supported"),

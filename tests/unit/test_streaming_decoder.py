@@ -115,7 +115,11 @@ def test_bad_streams_are_refused(data: bytes) -> None:
 
 def test_a_codec_other_than_the_declared_one_is_refused(speech: np.ndarray) -> None:
     with pytest.raises(InvalidAudioError, match="not the declared encoding"):
-        _stream(ContainerDecoder(16000, expect=Expect("ogg", "opus")), encode(speech, 16000, "flac"), 4096)
+        _stream(
+            ContainerDecoder(16000, expect=Expect(frozenset({"ogg"}), "opus")),
+            encode(speech, 16000, "flac"),
+            4096,
+        )
 
 
 def test_a_bomb_waits_for_its_reader(speech: np.ndarray) -> None:
