@@ -168,3 +168,7 @@ async def test_stereo_multichannel_transcribes_each_channel(
     assert {"football", "park"} <= set(normalized_words(_finals(messages, 1)))
     mixed = await _transcribe(server, flac, 20, seconds)
     assert {tuple(m.channel_index) for m in mixed if m.type == "Results"} == {(0, 1)}
+    # raw stereo without multichannel: one mixed channel too
+    mixed = await _transcribe(server, raw, 20, seconds, encoding="linear16", sample_rate=16000, channels=2)
+    assert {tuple(m.channel_index) for m in mixed if m.type == "Results"} == {(0, 1)}
+    assert mixed[-1].channels == 1 and mixed[-1].duration == pytest.approx(seconds, abs=0.05)
