@@ -19,6 +19,7 @@ FORMATS = {
     "webm": ("webm", "libopus", 48000),
     "flac": ("flac", "flac", None),
     "mp3": ("mp3", "libmp3lame", None),
+    "aac": ("adts", "aac", None),
 }
 
 

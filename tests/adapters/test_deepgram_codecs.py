@@ -86,6 +86,7 @@ def _finals(messages: list[Any], channel: int = 0) -> str:
         ("flac", {}, 0.1),
         ("flac", {"encoding": "flac"}, 0.1),
         ("mp3", {}, 0.1),
+        ("aac", {}, 0.1),  # ADTS
     ],
 )
 async def test_containerized_audio_is_transcribed_as_it_streams(

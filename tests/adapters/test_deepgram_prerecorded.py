@@ -43,7 +43,7 @@ async def _client(server: TestServer, api_key: str = API_KEY) -> AsyncIterator[A
         yield AsyncDeepgramClient(environment=environment, httpx_client=http, api_key=api_key)
 
 
-@pytest.mark.parametrize("container", ["wav", "ogg", "webm", "flac", "mp3"])
+@pytest.mark.parametrize("container", ["wav", "ogg", "webm", "flac", "mp3", "aac"])
 async def test_a_file_in_any_container_is_transcribed(
     make_server: ServerFactory, sentence: Sentence, container: str
 ) -> None:
