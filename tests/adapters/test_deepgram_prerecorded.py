@@ -141,6 +141,9 @@ async def test_refusals_in_deepgrams_shape(make_server: ServerFactory, sentence:
         (encode(sentence.samples, 16000, "webm"), "?encoding=ogg-opus", "not the declared encoding"),
         (bytes(6), "?encoding=linear32&sample_rate=16000", "inside a 32-bit sample"),
         (wav_header(1) + bytes(20000), "", "outside"),  # 1 Hz: hours from a few KiB
+        # five minutes of silence in ~70 KB: more audio than honest bytes hold
+        (encode(np.zeros(300 * 16000, dtype=np.int16), 16000, "flac"), "", "decompression bomb"),
+        (encode(np.zeros(300 * 16000, dtype=np.int16), 16000, "ogg"), "", "decompression bomb"),
         (b"", "", "no audio"),
         (bytes(100), "?encoding=speex", "not supported"),
     ]:
