@@ -43,6 +43,7 @@ MIN_RATE = 8000  # a container claiming fewer samples a second is refused (1 Hz 
 MAX_RATE = 192_000
 MAX_CHANNELS = 8
 MAX_PENDING_BYTES = 4 << 20  # undecoded input waiting for the thread
+MAX_BAD_PACKETS = 8  # in a row
 STALL_S = 30.0  # a decode thread that neither asks for input nor produces output this long is broken
 # read front to back, an MP4 whose index comes after its media cannot be demuxed
 HINTS = {"mp4": " (read front to back: its index, moov, must come first, as -movflags +faststart writes)"}
@@ -300,11 +301,23 @@ class ContainerDecoder:
         out_channels = self.channels
         layout = LAYOUTS[out_channels]
         resampler = av.AudioResampler(format="s16", layout=layout, rate=self.sample_rate)
-        for frame in container.decode(stream):
+        bad = 0
+        for packet in container.demux(stream):
             if self._closed:
                 return
-            for out in resampler.resample(frame):
-                self._emit(bytes(out.planes[0])[: out.samples * 2 * out_channels])
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:
+                # one corrupt or cut-off packet (a truncated tail, a flipped bit) is skipped, as a
+                # player would; a run of them is not a stream of this codec at all
+                bad += 1
+                if bad > MAX_BAD_PACKETS:
+                    raise
+                continue
+            bad = 0
+            for frame in frames:
+                for out in resampler.resample(frame):
+                    self._emit(bytes(out.planes[0])[: out.samples * 2 * out_channels])
         for out in resampler.resample(None):
             self._emit(bytes(out.planes[0])[: out.samples * 2 * out_channels])
 

@@ -15,6 +15,7 @@ from streamer.pipeline.containers import UNDECODABLE
 from streamer.pipeline.streaming import ContainerDecoder
 
 CASES = 12  # per container and kind: the suite stays fast
+SECONDS = 3  # several Ogg pages (FFmpeg writes one a second): a cut leaves whole ones behind
 
 
 def _decode(data: bytes) -> int:
@@ -35,7 +36,7 @@ def _decode(data: bytes) -> int:
 
 @pytest.fixture(scope="module")
 def encoded() -> dict[str, bytes]:
-    speech = read_pcm16("en_utt1.wav")[:16000]
+    speech = read_pcm16("en_utt1.wav")[: SECONDS * 16000]
     return {name: encode(speech, 16000, name) for name in FORMATS}
 
 
@@ -50,21 +51,22 @@ def test_truncated_and_bit_flipped_streams_end(encoded: dict[str, bytes], contai
             at = rng.randrange(len(flipped))
             flipped[at] ^= 1 << rng.randrange(8)
         variants.append(bytes(flipped))
-    outcomes = []
     for variant in variants:
         try:
             samples = _decode(variant)
         except InvalidAudioError as e:
             assert e.message.startswith(UNDECODABLE), e.message
-            outcomes.append("refused")
-        else:
-            # whatever decodes is bounded by what an honest stream of that length holds
-            assert samples <= 2 * 16000 * 2 + 4 * 1152
-            outcomes.append("decoded")
-    assert "decoded" in outcomes or "refused" in outcomes
+            continue
+        # whatever decodes is bounded by what an honest stream of that length holds
+        assert samples <= 2 * SECONDS * 16000 * 2 + 4 * 1152
+    # a stream cut after most of it arrived still gives what did arrive (a cut-off last packet is skipped)
+    for variant in variants[:CASES]:
+        if len(variant) > len(data) * 3 // 4:
+            assert _decode(variant) > 0, len(variant)
 
 
-def test_random_bytes_behind_every_magic_are_refused() -> None:
+def test_random_bytes_behind_every_magic_end_refused_or_decoded() -> None:
+    """Noise behind each container's magic: the one refusal or some samples, never a hang or a crash."""
     rng = np.random.default_rng(7)
     for magic in (b"RIFF\x00\x00\x00\x00WAVE", b"OggS", b"\x1a\x45\xdf\xa3", b"fLaC", b"ID3", b"\xff\xfb"):
         noise = rng.integers(0, 256, 20_000, dtype=np.uint8).tobytes()
