@@ -34,7 +34,8 @@ from streamer.adapters.deepgram_options import (
     from_domain,
 )
 from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
-from streamer.errors import AuthError, BadRequestError, ConfigError, SessionIdleError, StreamerError
+from streamer.errors import AuthError, BadRequestError, SessionIdleError, StreamerError
+from streamer.guards.keys import KeyRecord
 from streamer.protocol import CloseCode, Pong, ServerMessage
 from streamer.services import Services
 from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
@@ -101,8 +102,6 @@ async def listen(request: web.Request) -> web.StreamResponse:
     problem: StreamerError | None = None
     try:
         options = ListenOptions.parse(request.query, services)
-        if options.audio.outputs is None:  # a live stream's sessions open before its header arrives
-            raise ConfigError("with multichannel=true on a live stream, say how many: channels=N")
     except StreamerError as e:
         problem = e  # said in the close frame, where the SDKs show it (a 400 would lose the reason)
     sessions: list[StreamSession] = []
@@ -133,12 +132,17 @@ async def listen(request: web.Request) -> web.StreamResponse:
         await ws.close(code=CloseCode.POLICY, message=close_reason_bytes(f"DATA-0000: {problem.message}"))
         return ws
     transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
-    await DeepgramConnection(registry, ws, sessions, options, request_id, transport).run()
+    await DeepgramConnection(registry, ws, key, sessions, options, request_id, transport).run()
     return ws
 
 
 def renderer(
-    services: Services, session: StreamSession, options: ListenOptions, request_id: str, channel: int
+    services: Services,
+    session: StreamSession,
+    options: ListenOptions,
+    request_id: str,
+    channel: int,
+    channels: int,
 ) -> ResultRenderer:
     """How channel ``channel``'s results read."""
     return ResultRenderer(
@@ -151,7 +155,7 @@ def renderer(
         utterance_end=options.utterance_end_ms is not None,
         audio_ms=lambda: session.audio_ms,
         channel=channel,
-        channels=options.audio.outputs or 1,
+        channels=channels,
     )
 
 
@@ -162,22 +166,40 @@ class DeepgramConnection(AdapterConnection):
         self,
         registry: SessionRegistry,
         ws: web.WebSocketResponse,
+        key: KeyRecord,
         sessions: list[StreamSession],
         options: ListenOptions,
         request_id: str,
         transport: asyncio.Transport | None = None,
     ) -> None:
         super().__init__(registry, ws, sessions[0], transport)
+        self.key = key
         self.options = options
         self.request_id = request_id
-        self.renderer = renderer(self.services, sessions[0], options, request_id, 0)
-        self.channels = [
-            ChannelSession(
-                registry, ws, s, renderer(self.services, s, options, request_id, i), self._on_fatal
-            )
-            for i, s in enumerate(sessions[1:], start=1)
-        ]
+        count = len(sessions)
+        self.renderer = renderer(self.services, sessions[0], options, request_id, 0, count)
+        self.channels = [self._channel(s, i, count) for i, s in enumerate(sessions[1:], start=1)]
+        # multichannel=true on a container that did not say channels=: its header will
+        self._uncounted = options.audio.outputs is None
         self.audio = None if options.audio.passthrough else AudioInput(options.audio)
+
+    def _channel(self, session: StreamSession, index: int, count: int) -> ChannelSession:
+        rendering = renderer(self.services, session, self.options, self.request_id, index, count)
+        return ChannelSession(self.registry, self.ws, session, rendering, self._on_fatal)
+
+    async def _count_channels(self, count: int) -> None:
+        """The container's header has said how many channels: a session for each further one (admitted
+        like the first; a refusal now closes the stream, as any limit during it does)."""
+        self._uncounted = False
+        if count == 1:
+            return
+        self.renderer.recount(count)
+        for index, session in enumerate(
+            await admit_channels(self.registry, self.key, self.options, count - 1), 1
+        ):
+            channel = self._channel(session, index, count)
+            channel.start()
+            self.channels.append(channel)
 
     async def run(self, last_seq: int | None = None) -> None:
         for channel in self.channels:
@@ -208,6 +230,8 @@ class DeepgramConnection(AdapterConnection):
     async def _push(self, channels: list[bytes]) -> None:
         """Each channel's decoded PCM: the first under the connection's limits (pacing, quota), each
         further channel charged to the quota too (Deepgram bills every channel)."""
+        if self._uncounted:
+            await self._count_channels(len(channels))
         first, *rest = channels
         for piece in pieces(first, self.session.pcm.max_frame_bytes):
             await self.push_audio(piece)

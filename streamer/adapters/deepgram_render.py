@@ -90,6 +90,10 @@ class ResultRenderer:
         self._answer_after: int | None = None  # a Finalize that ended nothing is answered after this one
         self._created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
+    def recount(self, channels: int) -> None:
+        """The stream turned out to have ``channels`` channels (a container's header said so)."""
+        self.channel = [self.channel[0], channels]
+
     def render(self, message: ServerMessage) -> list[str]:
         out: list[dict[str, Any]] = []
         if isinstance(message, SpeechStarted):

@@ -167,6 +167,12 @@ async def test_stereo_multichannel_transcribes_each_channel(
     flac = encode(stereo, 16000, "flac")
     messages = await _transcribe(server, flac, 20, seconds, channels=2, multichannel="true")
     assert {"football", "park"} <= set(normalized_words(_finals(messages, 1)))
+    # without channels=, the container's header says how many (as Deepgram reads containers)
+    messages = await _transcribe(server, encode(stereo, 16000, "webm"), 20, seconds, multichannel="true")
+    assert set(sentence.content_words) <= set(normalized_words(_finals(messages, 0)))
+    assert {"football", "park"} <= set(normalized_words(_finals(messages, 1)))
+    assert {tuple(m.channel_index) for m in messages if m.type == "Results"} == {(0, 2), (1, 2)}
+    assert messages[-1].channels == 2
     mixed = await _transcribe(server, flac, 20, seconds)
     assert {tuple(m.channel_index) for m in mixed if m.type == "Results"} == {(0, 1)}
     # raw stereo without multichannel: one mixed channel too
