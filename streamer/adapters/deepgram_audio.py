@@ -3,8 +3,8 @@ they stream in.
 
 Deepgram's ``encoding`` names raw audio (``linear16``, ``linear32``, ``mulaw``, ``alaw``: ``sample_rate``
 and ``channels`` say how to read it) or a codec in its container (``opus``: Ogg or WebM, ``ogg-opus``,
-``flac``);
-without ``encoding`` the audio is containerized and its header says the rest (WAV, Ogg, WebM, FLAC, MP3).
+``flac``); without ``encoding`` the audio is containerized and its header says the rest (WAV, Ogg, WebM,
+FLAC, MP3, AAC).
 Raw audio keeps its rate; containers are decoded to 16 kHz. With ``multichannel=true`` each channel goes
 to its own session, otherwise the channels are mixed down to one.
 """
@@ -30,6 +30,7 @@ CONTAINED = {
     "ogg-opus": Expect(frozenset({"ogg"}), "opus"),
     "flac": Expect(frozenset({"flac"}), "flac"),
 }
+ALL_CONTAINERS = frozenset(DEMUXERS)  # a whole file (pre-recorded): MP4 too, when its index comes first
 SUPPORTED = "linear16, linear32, mulaw, alaw, opus or ogg-opus (Ogg/WebM), flac, or none for containers"
 
 
@@ -165,6 +166,3 @@ class AudioInput:
         if self.format.multichannel:
             return [np.ascontiguousarray(frames[:, i]).tobytes() for i in range(channels)]
         return [frames.mean(axis=1).round().astype("<i2").tobytes()]
-
-
-ALL_CONTAINERS = frozenset(DEMUXERS)  # a whole file (pre-recorded): MP4 too, when its index comes first
