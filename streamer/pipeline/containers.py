@@ -9,8 +9,10 @@ demuxer to use; anything else is refused before FFmpeg sees it. Every failure re
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Generator
-from typing import IO
+from dataclasses import dataclass
+from typing import IO, Protocol
 
 import av
 import av.container
@@ -33,6 +35,15 @@ DEMUXERS = {
 }
 
 HEAD_BYTES = 12  # enough to tell every container in DEMUXERS apart
+# the stream's parameters are read from its header and first packets: a live stream must not wait for
+# FFmpeg's default 5 MB / 5 s of look-ahead before its first result
+LIVE_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
+
+
+class Readable(Protocol):
+    """A source read front to back (a live stream): FFmpeg gets no ``seek``."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def sniff(head: bytes) -> str | None:
@@ -64,14 +75,98 @@ def open_input(source: IO[bytes]) -> av.container.InputContainer:
     source.seek(start)
     if container_kind is None:
         raise InvalidAudioError(f"{UNDECODABLE}: not a supported container ({', '.join(DEMUXERS)})")
+    return open_stream(source, container_kind)
+
+
+def open_stream(
+    source: IO[bytes] | Readable, container_kind: str, *, live: bool = False
+) -> av.container.InputContainer:
+    """``source`` (a file, or anything with ``read``: then read once, front to back, never seeked)
+    opened with the named container's demuxer; InvalidAudioError when it is not one with audio.
+    ``live``: read no further ahead than the stream's parameters need."""
+    options = LIVE_OPTIONS if live else {}
     try:
-        container = av.open(source, mode="r", format=DEMUXERS[container_kind])
+        container = av.open(source, mode="r", format=DEMUXERS[container_kind], options=options)
     except (av.FFmpegError, ValueError, OSError, EOFError) as e:
         raise InvalidAudioError(f"{UNDECODABLE} as {container_kind}") from e
     if not container.streams.audio:
         container.close()
         raise InvalidAudioError(f"{UNDECODABLE}: the {container_kind} holds no audio stream")
     return container
+
+
+# WAV codings FFmpeg reads with a raw demuxer once the header is stripped: (format tag, bits) -> demuxer
+RAW_PCM = {
+    (1, 8): "u8",
+    (1, 16): "s16le",
+    (1, 24): "s24le",
+    (1, 32): "s32le",
+    (3, 32): "f32le",
+    (3, 64): "f64le",
+    (6, 8): "alaw",
+    (7, 8): "mulaw",
+}
+WAV_HEAD_MAX = 1 << 16  # the chunks before the samples; more is not a recording's header
+EXTENSIBLE = 0xFFFE
+
+
+@dataclass(frozen=True)
+class WavLayout:
+    """A WAV header: where the samples start and how they are coded."""
+
+    offset: int
+    format_tag: int
+    channels: int
+    rate: int
+    bits: int
+
+    @property
+    def demuxer(self) -> str | None:
+        """FFmpeg's raw demuxer for the samples, or None (then FFmpeg's WAV demuxer reads the file)."""
+        return RAW_PCM.get((self.format_tag, self.bits))
+
+
+def parse_wav(head: bytes) -> WavLayout | None:
+    """The header at the start of ``head`` (a RIFF/WAVE stream), or None while it is still incomplete.
+
+    Reading the header here, not in FFmpeg, lets a live stream start at once: FFmpeg's WAV demuxer reads
+    64 KiB ahead (looking for S/PDIF data) before it returns a sample, two seconds of 16 kHz mono.
+    """
+    at, fmt = 12, None
+    while True:
+        if at + 8 > len(head):
+            if len(head) >= WAV_HEAD_MAX:
+                raise InvalidAudioError(f"{UNDECODABLE}: the WAV header is longer than {WAV_HEAD_MAX} bytes")
+            return None
+        chunk, size = head[at : at + 4], int.from_bytes(head[at + 4 : at + 8], "little")
+        body = at + 8
+        if chunk == b"data":
+            if fmt is None:
+                raise InvalidAudioError(f"{UNDECODABLE}: the WAV has no format before its samples")
+            return WavLayout(body, *fmt)
+        if body + size > WAV_HEAD_MAX:
+            raise InvalidAudioError(f"{UNDECODABLE}: the WAV header is longer than {WAV_HEAD_MAX} bytes")
+        if body + size > len(head):
+            return None
+        if chunk == b"fmt ":
+            if size < 16:
+                raise InvalidAudioError(f"{UNDECODABLE}: a WAV format chunk of {size} bytes")
+            tag, channels, rate = struct.unpack_from("<HHI", head, body)
+            bits = struct.unpack_from("<H", head, body + 14)[0]
+            if tag == EXTENSIBLE and size >= 26:
+                tag = struct.unpack_from("<H", head, body + 24)[0]  # the sub-format GUID's first two bytes
+            fmt = (tag, channels, rate, bits)
+        at = body + size + size % 2
+
+
+def open_pcm(source: Readable, wav: WavLayout, layout: str) -> av.container.InputContainer:
+    """The samples after a WAV header (already read), through FFmpeg's raw demuxer for their coding."""
+    assert wav.demuxer is not None
+    options = {**LIVE_OPTIONS, "sample_rate": str(wav.rate), "ch_layout": layout}
+    try:
+        return av.open(source, mode="r", format=wav.demuxer, options=options)
+    except (av.FFmpegError, ValueError, OSError, EOFError) as e:
+        raise InvalidAudioError(f"{UNDECODABLE} as wav") from e
 
 
 def decoded_chunks(

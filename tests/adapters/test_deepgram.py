@@ -171,10 +171,10 @@ async def _until_closed(ws: aiohttp.ClientWebSocketResponse) -> tuple[list[dict[
 async def test_bad_input_gets_deepgram_shaped_errors(make_server: ServerFactory) -> None:
     server = await make_server()
     # an encoding this server does not decode: a close frame that says so
-    session, ws = await _raw(server, "encoding=mulaw&sample_rate=8000")
+    session, ws = await _raw(server, "encoding=amr-nb&sample_rate=8000")
     assert ws.protocol == "token"  # the browser credential's subprotocol is answered
     _, reason = await _until_closed(ws)
-    assert ws.close_code == 1008 and "encoding mulaw is not supported" in reason
+    assert ws.close_code == 1008 and "encoding amr-nb is not supported" in reason
     await session.close()
     # a sample rate outside 8-48 kHz
     session, ws = await _raw(server, "encoding=linear16&sample_rate=4000")

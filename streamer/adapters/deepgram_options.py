@@ -1,0 +1,156 @@
+"""A Deepgram request: its credentials, what it asks for (the ``/v1/listen`` query), refusals in Deepgram's
+shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from streamer.adapters.common import Turns, check_language, key_record, redeem, retune
+from streamer.adapters.deepgram_audio import AudioFormat
+from streamer.errors import AuthError, ConfigError, StreamerError
+from streamer.guards.keys import KeyRecord
+from streamer.pipeline.align import supports_word_timestamps
+from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SessionConfig
+from streamer.services import Services
+from streamer.session.registry import SessionRegistry
+from streamer.session.runtime import StreamSession
+from streamer.session.tokens import DEEPGRAM_AUDIENCE
+
+SUBPROTOCOLS = ("token", "bearer")
+MIN_ENDPOINTING_MS = 100  # our VAD hears silence in 32 ms windows; shorter endpoints cut words apart
+
+
+class DeepgramRequestError(Exception):
+    """A refused request, in Deepgram's shape: HTTP status and ``err_code``."""
+
+    def __init__(self, status: int, err_code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.err_code = err_code
+        self.message = message
+        self.retry_after = retry_after
+
+
+def from_domain(e: StreamerError) -> DeepgramRequestError:
+    codes = {401: "INVALID_AUTH", 403: "INSUFFICIENT_PERMISSIONS", 429: "TOO_MANY_REQUESTS"}
+    return DeepgramRequestError(e.status, codes.get(e.status, e.code.upper()), e.message, e.retry_after)
+
+
+def error_response(e: DeepgramRequestError, request_id: str) -> web.Response:
+    # the message may quote the client's input: a header value must not carry its control characters
+    printable = "".join(c if c.isprintable() else " " for c in e.message[:200])
+    headers = {"dg-request-id": request_id, "dg-error": printable}
+    if e.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(e.retry_after)))
+    body = {"err_code": e.err_code, "err_msg": e.message, "request_id": request_id}
+    return web.json_response(body, status=e.status, headers=headers)
+
+
+def flag(query: MultiMapping[str], name: str, default: bool) -> bool:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"{name} must be true or false, not {raw!r}")
+    return value == "true"
+
+
+def integer(query: MultiMapping[str], name: str, low: int, high: int) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(f"{name} must be an integer from {low} to {high}, not {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class ListenOptions:
+    """The ``/v1/listen`` query this server honours (others that Deepgram knows are accepted, ignored)."""
+
+    audio: AudioFormat
+    language: str | None
+    interim_results: bool
+    punctuate: bool
+    endpointing_ms: int | None  # None: endpointing=false (only Finalize / CloseStream end an utterance)
+    utterance_end_ms: int | None
+    vad_events: bool
+    utterances: bool  # pre-recorded: the response lists utterances
+    model: str
+
+    @classmethod
+    def parse(cls, query: MultiMapping[str], services: Services) -> ListenOptions:
+        encoding = query.get("encoding", "").strip().lower() or None
+        audio = AudioFormat.parse(
+            encoding,
+            integer(query, "sample_rate", MIN_SAMPLE_RATE, MAX_SAMPLE_RATE),
+            integer(query, "channels", 1, 1 << 16),
+            flag(query, "multichannel", False),
+        )
+        endpointing = query.get("endpointing", "true").strip().lower()
+        if endpointing == "false":
+            endpointing_ms = None
+        elif endpointing == "true":
+            endpointing_ms = services.settings.end_silence_ms
+        else:
+            endpointing_ms = max(MIN_ENDPOINTING_MS, integer(query, "endpointing", 0, 60_000) or 0)
+        smart = flag(query, "smart_format", False)
+        return cls(
+            audio=audio,
+            language=check_language(services, query.get("language"))
+            if query.get("language") != "multi"
+            else None,
+            interim_results=flag(query, "interim_results", False),
+            punctuate=flag(query, "punctuate", False) or smart,
+            endpointing_ms=endpointing_ms,
+            utterance_end_ms=integer(query, "utterance_end_ms", 1000, 5000),
+            vad_events=flag(query, "vad_events", False),
+            utterances=flag(query, "utterances", False),
+            model=query.get("model", "general"),
+        )
+
+
+async def authenticate(request: web.Request, services: Services) -> tuple[KeyRecord, str | None]:
+    """The key behind the request, and the subprotocol to answer when the credential came in one."""
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    if len(offered) >= 2 and offered[0].lower() in SUBPROTOCOLS:
+        scheme, credential, answer = offered[0].lower(), offered[1], offered[0]
+    else:
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        scheme, credential, answer = scheme.lower(), credential.strip(), None
+    if not credential or scheme not in SUBPROTOCOLS:
+        raise AuthError("send Authorization: Token <api key> or Bearer <temporary token>")
+    if scheme == "token":
+        return await key_record(services, credential), answer
+    if credential.count(".") != 2:  # not a JWT: an API key sent as Bearer
+        return await key_record(services, credential), answer
+    key, _ = await redeem(services, credential, DEEPGRAM_AUDIENCE)
+    return key, answer
+
+
+async def admit_channels(
+    registry: SessionRegistry, key: KeyRecord, options: ListenOptions, count: int
+) -> list[StreamSession]:
+    """One session for each of ``count`` channels (all or none)."""
+    services = registry.services
+    config = SessionConfig(
+        sample_rate=options.audio.session_rate,
+        language=options.language,
+        interim_results=options.interim_results,
+        word_timestamps=supports_word_timestamps(services.asr),
+    )
+    sessions: list[StreamSession] = []
+    try:
+        for _ in range(count):
+            sessions.append(await registry.admit(key, config))
+    except BaseException:
+        for session in sessions:
+            await registry.release(session)
+        raise
+    for session in sessions:
+        retune(session, Turns(end_silence_ms=options.endpointing_ms))
+    return sessions

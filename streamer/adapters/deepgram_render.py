@@ -1,0 +1,195 @@
+"""Protocol v1 messages rendered as Deepgram's live results, one renderer per audio channel.
+
+Deepgram numbers a result's channel ``[index, count]``; with ``multichannel=true`` every channel is its own
+session and its own renderer, and they share one socket.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from streamer.protocol import (
+    ErrorEvent,
+    Pong,
+    ServerMessage,
+    SessionClosed,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+    Warning_,
+    Word,
+)
+
+FINALIZE_MARK = "streamer.deepgram.finalize"  # an outbox marker, never sent as such
+
+
+def seconds(ms: int) -> float:
+    return round(ms / 1000, 3)
+
+
+def plain(word: str) -> str:
+    """A word as Deepgram writes it without punctuation: lower case, no marks around it."""
+    return word.strip().strip('.,!?;:"()[]').lower()
+
+
+def model_info(name: str) -> dict[str, str]:
+    return {"name": name, "version": "streamer", "arch": "whisper"}
+
+
+def alternative(text: str, words: list[Word], punctuate: bool) -> dict[str, Any]:
+    """One ``alternatives[]`` entry: transcript, confidence (the words' mean), words."""
+    rendered: list[dict[str, Any]] = [
+        {
+            "word": plain(w.word),
+            "start": seconds(w.start_ms),
+            "end": seconds(w.end_ms),
+            "confidence": round(w.probability, 4),
+            "punctuated_word": w.word.strip() if punctuate else plain(w.word),
+        }
+        for w in words
+        if plain(w.word)
+    ]
+    transcript = text.strip() if punctuate else " ".join(plain(w) for w in text.split() if plain(w))
+    confidence = sum(w.probability for w in words) / len(words) if words else 0.0
+    return {"transcript": transcript, "confidence": confidence, "words": rendered}
+
+
+class ResultRenderer:
+    """One channel's results: ``Results``, ``SpeechStarted``, ``UtteranceEnd``, the Finalize answers."""
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        model_name: str,
+        model_uuid: str,
+        punctuate: bool,
+        interim_results: bool,
+        vad_events: bool,
+        utterance_end: bool,
+        audio_ms: Callable[[], int],
+        channel: int = 0,
+        channels: int = 1,
+    ) -> None:
+        self.request_id = request_id
+        self.model_name = model_name
+        self.model_uuid = model_uuid
+        self.punctuate = punctuate
+        self.interim_results = interim_results
+        self.vad_events = vad_events
+        self.utterance_end = utterance_end
+        self.audio_ms = audio_ms
+        self.channel = [channel, channels]
+        self._starts: dict[int, int] = {}  # segment id -> audio_start_ms
+        self._stopped: set[int] = set()  # ended segments whose final has not been rendered yet
+        self._finalized: set[int] = set()  # segments a Finalize ended
+        self._answer_after: int | None = None  # a Finalize that ended nothing is answered after this one
+        self._created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+    def recount(self, channels: int) -> None:
+        """The stream turned out to have ``channels`` channels (a container's header said so)."""
+        self.channel = [self.channel[0], channels]
+
+    def render(self, message: ServerMessage) -> list[str]:
+        out: list[dict[str, Any]] = []
+        if isinstance(message, SpeechStarted):
+            self._starts[message.segment_id] = message.audio_start_ms
+            if self.vad_events:
+                start = seconds(message.audio_start_ms)
+                out.append({"type": "SpeechStarted", "channel": self.channel, "timestamp": start})
+        elif isinstance(message, SpeechStopped):
+            self._stopped.add(message.segment_id)
+        elif isinstance(message, TranscriptPartial):
+            if self.interim_results:
+                start = self._starts.get(message.segment_id, 0)
+                out.append(self._results(message.text, [], start, self.audio_ms(), final=False))
+        elif isinstance(message, TranscriptFinal):
+            words = message.words or []
+            end = max(message.audio_end_ms, words[-1].end_ms if words else 0)
+            out.extend(self._final(message.segment_id, message.text, words, message.audio_start_ms, end))
+        elif isinstance(message, Warning_) and message.segment_id is not None:
+            # speech that could not be transcribed still gets its (empty) final, as Deepgram sends them
+            start = self._starts.get(message.segment_id, 0)
+            out.extend(self._final(message.segment_id, "", [], start, start))
+        elif isinstance(message, Pong) and str(message.id).startswith(FINALIZE_MARK):
+            ended = str(message.id).rpartition(":")[2]
+            if ended:  # the Finalize ended this utterance: its result is the answer
+                self._finalized.add(int(ended))
+            elif self._stopped:  # answer after the results still coming
+                self._answer_after = max(self._stopped)
+            else:
+                out.append(self._finalize_answer())
+        elif isinstance(message, ErrorEvent):
+            out.append({"type": "Error", "variant": message.code, "description": message.message})
+        elif isinstance(message, SessionClosed):
+            out.append(self.metadata(message.audio_ms))
+        return [json.dumps(m) for m in out]
+
+    def _final(
+        self, segment_id: int, text: str, words: list[Word], start_ms: int, end_ms: int
+    ) -> list[dict[str, Any]]:
+        from_finalize = segment_id in self._finalized
+        self._finalized.discard(segment_id)
+        self._stopped = {s for s in self._stopped if s > segment_id}
+        self._starts.pop(segment_id, None)
+        out = [self._results(text, words, start_ms, end_ms, final=True, from_finalize=from_finalize)]
+        if self.utterance_end and text:
+            last_word_end = words[-1].end_ms if words else end_ms
+            out.append(
+                {"type": "UtteranceEnd", "channel": self.channel, "last_word_end": seconds(last_word_end)}
+            )
+        if self._answer_after is not None and segment_id >= self._answer_after:
+            self._answer_after = None
+            out.append(self._finalize_answer())
+        return out
+
+    def _finalize_answer(self) -> dict[str, Any]:
+        """The (empty) result that answers a Finalize which found nothing to end."""
+        now = self.audio_ms()
+        return self._results("", [], now, now, final=True, from_finalize=True)
+
+    def _results(
+        self,
+        text: str,
+        words: list[Word],
+        start_ms: int,
+        end_ms: int,
+        *,
+        final: bool,
+        from_finalize: bool = False,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "type": "Results",
+            "channel_index": self.channel,
+            "duration": seconds(max(0, end_ms - start_ms)),
+            "start": seconds(start_ms),
+            "is_final": final,
+            "speech_final": final and not from_finalize,
+            "channel": {"alternatives": [alternative(text, words, self.punctuate)]},
+            "metadata": {
+                "request_id": self.request_id,
+                "model_info": model_info(self.model_name),
+                "model_uuid": self.model_uuid,
+            },
+        }
+        if final:
+            result["from_finalize"] = from_finalize
+        return result
+
+    def metadata(self, audio_ms: int) -> dict[str, Any]:
+        """The ``Metadata`` message that ends the stream."""
+        return {
+            "type": "Metadata",
+            "transaction_key": "deprecated",
+            "request_id": self.request_id,
+            "sha256": "",
+            "created": self._created,
+            "duration": seconds(audio_ms),
+            "channels": self.channel[1],
+            "models": [self.model_uuid],
+            "model_info": {self.model_uuid: model_info(self.model_name)},
+        }
