@@ -56,6 +56,10 @@ def _bench(args: argparse.Namespace) -> int:
         raise StreamerError(BENCH_MISSING) from e
     if args.accuracy is not None:  # the options after --accuracy are the accuracy bench's own
         return run_accuracy(args.accuracy)
+    if args.speakers is not None:  # likewise after --speakers
+        from streamer_bench.speakers_bench import main as run_speakers
+
+        return run_speakers(args.speakers)
     return run_bench(args)
 
 
@@ -118,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         metavar="...",
         help="instead: accuracy on the realistic speech corpus; options after it are its own",
+    )
+    bench.add_argument(
+        "--speakers",
+        nargs=argparse.REMAINDER,
+        metavar="...",
+        help="instead: speaker labels on multi-voice dialogues; options after it are its own",
     )
     bench.set_defaults(func=_bench)
 

@@ -1,0 +1,195 @@
+"""Speaker labels for one session: online clustering of voice embeddings, and change points in an utterance.
+
+A session embeds each stretch of speech (a final's audio, or each part of it after a split) with the
+GE2E encoder (:mod:`streamer.pipeline.speakers_encoder`) and asks its :class:`SpeakerClusters` for a
+label: the speaker whose running centroid is most similar (cosine) when that similarity reaches the
+threshold, else a new speaker, numbered 0, 1, 2, … in order of first appearance, up to a cap (past it,
+the nearest speaker). Labels never change once given, so every final and word keeps its speaker.
+
+A change of voice inside what the VAD took for one utterance (a quick reply, an interruption) is found
+at a word boundary: for the few boundaries with the longest pauses (or an overlap), the speech just
+before and just after (up to 1.6 s each side) are embedded in one batch and compared; the least similar
+boundary is a change when the similarity is under ``change_threshold``. The caller splits the final
+there and labels each part. :func:`plan_changes` says which windows to embed, :func:`pick_change`
+decides from their embeddings, so the embedding can run on the shared worker
+(:mod:`streamer.pipeline.speakers_worker`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamer.pipeline.speakers_encoder import EMBED_DIM, HOP, PARTIAL_FRAMES, RATE, utterance_partials
+
+# GE2E similarities on the dialogues: a voice's turns to its centroid 0.86-0.97 (a one-word reply 0.70),
+# to another voice's 0.35-0.69; chosen on the dialogue bench (BENCHMARKS.md, "Speakers")
+DEFAULT_THRESHOLD = 0.75
+DEFAULT_CHANGE_THRESHOLD = 0.65
+MIN_NEW_SPEAKER_S = 1.0  # a shorter stretch is too little voice to found a speaker on
+MAX_SPEAKERS = 8
+SIDE_S = PARTIAL_FRAMES * HOP / RATE  # 1.6 s: one encoder window each side of a boundary
+
+
+@dataclass
+class _Speaker:
+    total: np.ndarray  # sum of weighted unit embeddings
+    weight: float
+
+    def centroid(self) -> np.ndarray:
+        c: np.ndarray = self.total / max(float(np.linalg.norm(self.total)), 1e-12)
+        return c
+
+
+class SpeakerClusters:
+    """One session's speakers: assign each embedded stretch to a speaker, labels in order of appearance."""
+
+    def __init__(
+        self,
+        threshold: float = DEFAULT_THRESHOLD,
+        max_speakers: int = MAX_SPEAKERS,
+        min_new_s: float = MIN_NEW_SPEAKER_S,
+    ) -> None:
+        if not -1.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a cosine similarity (-1..1), not {threshold}")
+        if max_speakers < 1:
+            raise ValueError("max_speakers must be at least 1")
+        self.threshold = threshold
+        self.max_speakers = max_speakers
+        self.min_new_s = min_new_s
+        self._speakers: list[_Speaker] = []
+
+    @property
+    def count(self) -> int:
+        return len(self._speakers)
+
+    def similarities(self, embedding: np.ndarray) -> np.ndarray:
+        """Cosine similarity of ``embedding`` to every speaker's centroid, by label."""
+        e = _unit(embedding)
+        return np.array([float(s.centroid() @ e) for s in self._speakers], dtype=np.float32)
+
+    def assign(self, embedding: np.ndarray, weight: float = 1.0) -> int:
+        """The speaker label for one stretch (``weight``: its seconds of speech, so long ones count more).
+
+        A new speaker needs a similarity under the threshold to every speaker, room under the cap, and
+        at least ``min_new_s`` seconds of speech (a one-word reply goes to its nearest speaker).
+        """
+        if embedding.shape != (EMBED_DIM,) or not np.isfinite(embedding).all():
+            raise ValueError(f"expected a finite ({EMBED_DIM},) embedding, got {embedding.shape}")
+        e = _unit(embedding)
+        sims = self.similarities(e)
+        joins = sims.size and (
+            sims.max() >= self.threshold or self.count >= self.max_speakers or weight < self.min_new_s
+        )
+        if joins:
+            label = int(np.argmax(sims))
+            self._speakers[label].total += e * weight
+            self._speakers[label].weight += weight
+            return label
+        self._speakers.append(_Speaker(e * weight, weight))
+        return self.count - 1
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    u: np.ndarray = (x / max(float(np.linalg.norm(x)), 1e-12)).astype(np.float32)
+    return u
+
+
+# --- change points inside one utterance
+
+
+@dataclass(frozen=True)
+class WordSpan:
+    """A word's timing inside the utterance's audio, in seconds from its first sample."""
+
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class ChangePlan:
+    """The candidate boundaries (word indices: a change before that word) and the windows to embed.
+
+    ``windows`` is ``(2 * len(boundaries), 160, 40)``: the speech before and after each boundary.
+    """
+
+    boundaries: list[int]
+    windows: np.ndarray
+
+
+def plan_changes(
+    audio: np.ndarray,
+    words: Sequence[WordSpan],
+    *,
+    min_side_s: float = 0.3,
+    min_gap_s: float = 0.1,
+    max_candidates: int = 6,
+) -> ChangePlan:
+    """Which word boundaries to test for a change of voice in one utterance (16 kHz float audio).
+
+    A boundary needs ``min_side_s`` of speech on each side and a pause of ``min_gap_s`` between the
+    words (a new voice nearly always leaves one in the word timings; words that overlap count too); of
+    those, the ``max_candidates`` with the longest pauses are tested, so the cost stays bounded however
+    long the utterance.
+    """
+    duration = audio.size / RATE
+    found: list[tuple[float, int]] = []
+    for k in range(1, len(words)):
+        cut = (words[k - 1].end_s + words[k].start_s) / 2
+        gap = words[k].start_s - words[k - 1].end_s
+        inside = words[0].start_s + min_side_s <= cut <= min(words[-1].end_s, duration) - min_side_s
+        if inside and abs(gap) >= min_gap_s:
+            found.append((abs(gap), k))
+    chosen = sorted(k for _, k in sorted(found, key=lambda g: (-g[0], g[1]))[:max_candidates])
+    windows = []
+    for k in chosen:
+        cut = (words[k - 1].end_s + words[k].start_s) / 2
+        before = audio[max(0, int((cut - SIDE_S) * RATE), int(words[0].start_s * RATE)) : int(cut * RATE)]
+        after = audio[int(cut * RATE) : min(int((cut + SIDE_S) * RATE), int(words[-1].end_s * RATE) + 1)]
+        windows += [utterance_partials(before)[0], utterance_partials(after)[0]]
+    mels = np.stack(windows) if windows else np.zeros((0, PARTIAL_FRAMES, 40), np.float32)
+    return ChangePlan(chosen, mels)
+
+
+def pick_change(
+    plan: ChangePlan, embeddings: np.ndarray, threshold: float = DEFAULT_CHANGE_THRESHOLD
+) -> int | None:
+    """The word index where a new voice starts (the least similar boundary under ``threshold``), or None."""
+    if embeddings.shape != (2 * len(plan.boundaries), EMBED_DIM):
+        raise ValueError(f"expected {2 * len(plan.boundaries)} embeddings, got {embeddings.shape}")
+    if not plan.boundaries:
+        return None
+    sims = np.einsum("ij,ij->i", embeddings[0::2], embeddings[1::2])
+    best = int(np.argmin(sims))
+    return plan.boundaries[best] if sims[best] < threshold else None
+
+
+def find_changes(
+    embed_windows: Callable[[np.ndarray], np.ndarray],
+    audio: np.ndarray,
+    words: Sequence[WordSpan],
+    *,
+    threshold: float = DEFAULT_CHANGE_THRESHOLD,
+    max_changes: int = 8,
+) -> list[int]:
+    """Every word index where the voice changes (sorted), testing each part again after a split."""
+    changes: list[int] = []
+    parts = [(0, len(words))]
+    while parts and len(changes) < max_changes:
+        lo, hi = parts.pop()
+        if hi - lo < 2:
+            continue
+        base = max(0.0, words[lo].start_s)  # timings may start a little before the audio does
+        part_audio = audio[int(base * RATE) : max(0, int(words[hi - 1].end_s * RATE)) + 1]
+        spans = [WordSpan(w.start_s - base, w.end_s - base) for w in words[lo:hi]]
+        plan = plan_changes(part_audio, spans)
+        if not plan.boundaries:
+            continue
+        at = pick_change(plan, embed_windows(plan.windows), threshold)
+        if at is None:
+            continue
+        changes.append(lo + at)
+        parts += [(lo, lo + at), (lo + at, hi)]
+    return sorted(changes)

@@ -1,0 +1,215 @@
+"""The shared speaker-embedding worker: every session's jobs, batched into one encoder call on one thread.
+
+Like the ASR batcher (:mod:`streamer.pipeline.batcher`) but simpler, because every job is alike: a stack
+of 160-frame mel windows (an utterance's partials, or the two sides of each change-point candidate).
+The thread waits ``max_wait_s`` after the first job for others to join, then runs the jobs it has (up to
+``max_windows`` windows; a larger job runs alone) as one LSTM call, and hands each job its rows.
+Mel spectrograms are computed on the thread too, so the event loop only queues and awaits.
+
+Bounded: at most ``max_pending`` jobs wait or run; past that a new job is refused at once with
+``OverloadedError`` (policy *refuse-newest*: diarization is an extra, and a session that cannot have a
+label now gets its final without one rather than waiting behind a backlog). A failed encoder call fails
+its jobs with ``ModelUnavailableError``; stopping the worker fails whatever is still queued the same way,
+so no caller waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+
+from streamer.errors import ModelUnavailableError, OverloadedError
+from streamer.pipeline.speakers_encoder import N_MELS, PARTIAL_FRAMES, partial_starts, utterance_partials
+
+log = logging.getLogger(__name__)
+
+OVERFLOW_POLICY = "refuse-newest"
+
+
+@dataclass
+class _Job:
+    session_id: str
+    prepare: Callable[[], np.ndarray]  # runs on the worker thread: the job's (n, 160, 40) windows
+    n_windows: int
+    future: asyncio.Future[np.ndarray]
+    submitted: float
+
+
+@dataclass(frozen=True)
+class SpeakerBatch:
+    """One encoder call, as reported to ``on_batch`` (metrics, tests)."""
+
+    jobs: int
+    sessions: int
+    windows: int
+    seconds: float
+
+
+class SpeakerWorker:
+    """``async with SpeakerWorker(encoder.embed_windows) as worker``: starts and stops its thread."""
+
+    def __init__(
+        self,
+        embed_windows: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_windows: int = 64,
+        max_wait_s: float = 0.005,
+        max_pending: int = 256,
+        on_batch: Callable[[SpeakerBatch], None] | None = None,
+    ) -> None:
+        if max_windows < 1 or max_pending < 1 or max_wait_s < 0:
+            raise ValueError("max_windows and max_pending must be at least 1, max_wait_s at least 0")
+        self._embed = embed_windows
+        self.max_windows = max_windows
+        self.max_wait_s = max_wait_s
+        self.max_pending = max_pending
+        self._on_batch = on_batch
+        self._cond = threading.Condition()
+        self._queue: deque[_Job] = deque()
+        self._pending = 0  # queued or running, counted on the loop
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.busy_s = 0.0
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._worker, name="speakers", daemon=True)
+        self._thread.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Fail what is queued, let a running call finish, join the thread."""
+        with self._cond:
+            self._stop = True
+            queued = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        err = ModelUnavailableError("the speaker worker has stopped")
+        for job in queued:
+            _set_exception(job.future, err)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued or running."""
+        return self._pending
+
+    # ---- submission (event loop)
+
+    async def embed_windows(self, session_id: str, mels: np.ndarray) -> np.ndarray:
+        """(n, 160, 40) mel windows → (n, 256) unit-norm embeddings, batched with other sessions' jobs."""
+        if mels.ndim != 3 or mels.shape[0] < 1 or mels.shape[1:] != (PARTIAL_FRAMES, N_MELS):
+            raise ValueError(f"expected (n, {PARTIAL_FRAMES}, {N_MELS}) mel windows, got {mels.shape}")
+        return await self._submit(session_id, lambda: mels, mels.shape[0])
+
+    async def embed_utterance(self, session_id: str, audio: np.ndarray) -> np.ndarray:
+        """One stretch of 16 kHz float audio → its partials' (n, 256) embeddings (mels made on the thread).
+
+        The stretch's embedding is their normalised mean (``speakers_encoder.unit_mean``).
+        """
+        if audio.ndim != 1 or audio.size == 0:
+            raise ValueError("expected a non-empty mono float array")
+        return await self._submit(
+            session_id, lambda: utterance_partials(audio), len(partial_starts(audio.size))
+        )
+
+    async def _submit(self, session_id: str, prepare: Callable[[], np.ndarray], n: int) -> np.ndarray:
+        if self._thread is None or self._stop:
+            raise ModelUnavailableError("the speaker worker is not running")
+        if self._pending >= self.max_pending:
+            raise OverloadedError(
+                f"speaker embedding queue full ({self.max_pending} jobs, {OVERFLOW_POLICY})"
+            )
+        job = _Job(session_id, prepare, n, asyncio.get_running_loop().create_future(), time.monotonic())
+        self._pending += 1
+        try:
+            with self._cond:
+                self._queue.append(job)
+                self._cond.notify()
+            try:
+                return await job.future
+            except asyncio.CancelledError:
+                with self._cond:  # the caller gave up: do not spend the model on it
+                    if job in self._queue:
+                        self._queue.remove(job)
+                raise
+        finally:
+            self._pending -= 1
+
+    # ---- worker thread
+
+    def _take(self) -> list[_Job] | None:
+        """Wait for jobs, give late ones ``max_wait_s`` to join, take up to ``max_windows``; None on stop."""
+        with self._cond:
+            while not self._queue and not self._stop:
+                self._cond.wait()
+            if self._stop:
+                return None
+            deadline = self._queue[0].submitted + self.max_wait_s
+            while not self._stop and sum(j.n_windows for j in self._queue) < self.max_windows:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            if self._stop:
+                return None
+            jobs = [self._queue.popleft()]
+            windows = jobs[0].n_windows
+            while self._queue and windows + self._queue[0].n_windows <= self.max_windows:
+                windows += self._queue[0].n_windows
+                jobs.append(self._queue.popleft())
+            return jobs
+
+    def _worker(self) -> None:
+        while (jobs := self._take()) is not None:
+            started = time.monotonic()
+            try:
+                stacks = [job.prepare() for job in jobs]
+                out = self._embed(np.concatenate(stacks))
+                if out.shape[0] != sum(s.shape[0] for s in stacks):
+                    raise RuntimeError(f"the encoder returned {out.shape[0]} rows for {len(stacks)} jobs")
+            except Exception as e:
+                log.exception("speaker embedding batch of %d jobs failed", len(jobs))
+                err = ModelUnavailableError(f"the speaker encoder failed: {type(e).__name__}")
+                for job in jobs:
+                    self._call_soon(_set_exception, job.future, err)
+                continue
+            elapsed = time.monotonic() - started
+            self.busy_s += elapsed
+            row = 0
+            for job, stack in zip(jobs, stacks, strict=True):
+                self._call_soon(_set_result, job.future, out[row : row + stack.shape[0]])
+                row += stack.shape[0]
+            if self._on_batch is not None:
+                stats = SpeakerBatch(len(jobs), len({j.session_id for j in jobs}), row, elapsed)
+                self._call_soon(self._on_batch, stats)
+
+    def _call_soon(self, fn: Callable[..., object], *args: object) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+
+def _set_result(fut: asyncio.Future[np.ndarray], result: np.ndarray) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _set_exception(fut: asyncio.Future[np.ndarray], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

@@ -1,0 +1,203 @@
+"""Speaker labels on multi-voice speech: how many words get the right speaker, and what the encoder costs.
+
+    streamer bench --speakers [--dialogues DIR] [--out FILE]
+    python -m streamer_bench.speakers_bench [--dialogues DIR] [--out FILE]
+
+Over the dialogues of :mod:`streamer_bench.dialogue` (generated and cached when no directory is given),
+each item is cut the way a VAD cuts it: its ground-truth turns, their edges moved by up to 60 ms, are
+merged whenever the next starts less than ``--merge-gap`` (0.45 s, about when the segmenter releases
+an utterance) after the last ends or overlaps it, so quick replies and interruptions land inside one
+utterance as they do live. Each utterance goes through what a diarized session does: the change-point
+helper on its words (ground-truth timings), a split at each change found, one embedding per part, and
+the session's online clustering. A word is right when its part's label maps to its turn's speaker under
+the best one-to-one mapping of labels to speakers (unmapped labels count wrong). Reported per kind
+(two and three speakers, reading, commands) and for the encoder: CPU seconds per second of audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.pipeline.speakers import (
+    DEFAULT_CHANGE_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    SpeakerClusters,
+    WordSpan,
+    find_changes,
+)
+from streamer.pipeline.speakers_encoder import RATE, Encoder, utterance_partials
+from streamer.pipeline.speakers_weights import load_encoder_weights
+from streamer_bench import dialogue
+from streamer_bench.report import machine
+
+
+@dataclass(frozen=True)
+class Utterance:
+    start: int  # samples
+    end: int
+    words: list[tuple[int, dialogue.Word]]  # (true speaker, word), in time order
+
+
+def segment(item: dialogue.Item, merge_gap_s: float, rng: np.random.Generator) -> list[Utterance]:
+    """The item's turns as a VAD would deliver them: jittered edges, short gaps merged."""
+    spans = []
+    for turn in item.turns:
+        a = max(0, turn.start_ms + int(rng.integers(-60, 61)))
+        b = turn.end_ms + int(rng.integers(-60, 61))
+        spans.append((a, max(a + 50, b), turn))
+    spans.sort(key=lambda s: s[0])
+    out: list[tuple[int, int, list[tuple[int, dialogue.Word]]]] = []
+    for a, b, turn in spans:
+        words = [(turn.speaker, w) for w in turn.words]
+        if out and a - out[-1][1] < merge_gap_s * 1000:
+            prev = out[-1]
+            out[-1] = (prev[0], max(prev[1], b), sorted(prev[2] + words, key=lambda x: x[1].start_ms))
+        else:
+            out.append((a, b, words))
+    return [Utterance(a * RATE // 1000, b * RATE // 1000, words) for a, b, words in out]
+
+
+def label_words(
+    encoder: Encoder,
+    audio: np.ndarray,
+    utterances: list[Utterance],
+    clusters: SpeakerClusters,
+    split: bool,
+    change_threshold: float,
+) -> tuple[list[tuple[int, int]], float, float]:
+    """(true, predicted) per word; the encoder's CPU seconds and the audio seconds it embedded."""
+    pairs: list[tuple[int, int]] = []
+    cpu = 0.0
+    embedded = 0.0
+
+    def embed(mels: np.ndarray) -> np.ndarray:
+        nonlocal cpu
+        t = time.process_time()
+        out = encoder.embed_windows(mels)
+        cpu += time.process_time() - t
+        return out
+
+    for utt in utterances:
+        clip = audio[utt.start : utt.end]
+        base = utt.start / RATE
+        spans = [WordSpan(w.start_ms / 1000 - base, w.end_ms / 1000 - base) for _, w in utt.words]
+        cuts = (
+            find_changes(embed, clip, spans, threshold=change_threshold) if split and len(spans) > 1 else []
+        )
+        bounds = [0, *cuts, len(spans)]
+        for lo, hi in itertools.pairwise(bounds):
+            a = int(max(0.0, spans[lo].start_s) * RATE) if lo else 0
+            b = int(spans[hi - 1].end_s * RATE) if hi < len(spans) else clip.size
+            part = clip[a : max(b, a + RATE // 10)]
+            t = time.process_time()
+            vec = encoder.embed_windows(utterance_partials(part)).mean(axis=0)
+            cpu += time.process_time() - t
+            embedded += part.size / RATE
+            label = clusters.assign(vec, weight=part.size / RATE)
+            pairs += [(speaker, label) for speaker, _ in utt.words[lo:hi]]
+    return pairs, cpu, embedded
+
+
+def best_mapping_accuracy(pairs: list[tuple[int, int]]) -> float:
+    """The share of words right under the best one-to-one mapping of predicted labels to speakers."""
+    if not pairs:
+        return 1.0
+    counts = Counter(pairs)
+    truths = sorted({t for t, _ in pairs})
+    preds = sorted({p for _, p in pairs})
+    if len(preds) > 7:  # brute force stays small: keep the labels with the most words
+        preds = [p for p, _ in Counter(p for _, p in pairs).most_common(7)]
+    best = 0
+    for perm in itertools.permutations(preds, min(len(preds), len(truths))):
+        best = max(best, sum(counts[t, p] for t, p in zip(truths, perm, strict=False)))
+    return best / len(pairs)
+
+
+def run(
+    speech: dialogue.Dialogues, threshold: float, change_threshold: float, merge_gap_s: float, seed: int
+) -> dict[str, Any]:
+    encoder = Encoder(load_encoder_weights())
+    rows: list[dict[str, Any]] = []
+    for item in speech.items:
+        audio = speech.audio(item)
+        utterances = segment(item, merge_gap_s, np.random.default_rng([seed, len(rows)]))
+        row: dict[str, Any] = {"item": item.id, "kind": item.kind, "speakers": len(item.voices)}
+        row["utterances"] = len(utterances)
+        row["merged_turns"] = len(item.turns) - len(utterances)
+        for split in (False, True):
+            clusters = SpeakerClusters(threshold)
+            pairs, cpu, _ = label_words(encoder, audio, utterances, clusters, split, change_threshold)
+            name = "split" if split else "nosplit"
+            row[f"{name}_accuracy"] = best_mapping_accuracy(pairs)
+            row[f"{name}_labels"] = clusters.count
+            row[f"{name}_cpu_per_audio_s"] = cpu / (item.duration_ms / 1000)
+            row[f"{name}_cpu_s"] = cpu
+        row["words"] = len(pairs)
+        row["audio_s"] = item.duration_ms / 1000
+        rows.append(row)
+    return {"machine": machine(), "threshold": threshold, "merge_gap_s": merge_gap_s, "rows": rows}
+
+
+def summary(result: dict[str, Any]) -> str:
+    lines = [
+        "| item | speakers | utterances (turns merged) | words right, no split | with splits | labels "
+        "| encoder CPU s / audio s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['item']} | {r['speakers']} | {r['utterances']} ({r['merged_turns']}) | "
+            f"{r['nosplit_accuracy']:.1%} | {r['split_accuracy']:.1%} | {r['split_labels']} | "
+            f"{r['split_cpu_per_audio_s']:.3f} |"
+        )
+    lines += ["", "| kind | items | words | words right, no split | with splits | encoder CPU s / audio s |"]
+    lines.append("|---|---|---|---|---|---|")
+    for kind, rows in pooled(result["rows"]).items():
+        words = sum(r["words"] for r in rows)
+        right = {k: sum(r[f"{k}_accuracy"] * r["words"] for r in rows) / words for k in ("nosplit", "split")}
+        cpu = sum(r["split_cpu_s"] for r in rows) / sum(r["audio_s"] for r in rows)
+        lines.append(
+            f"| {kind} | {len(rows)} | {words} | {right['nosplit']:.1%} | {right['split']:.1%} | {cpu:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def pooled(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows by kind of item (two, three, reading, commands), in that order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: ("two", "three", "reading", "commands").index(r["kind"])):
+        out.setdefault(r["kind"], []).append(r)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m streamer_bench.speakers_bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--dialogues", type=Path, help="a generated dialogue directory (default: the cache)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--change-threshold", type=float, default=DEFAULT_CHANGE_THRESHOLD)
+    parser.add_argument("--merge-gap", type=float, default=0.45)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", type=Path, help="write the JSON results here")
+    args = parser.parse_args(argv)
+    speech = dialogue.load(args.dialogues) if args.dialogues else dialogue.ensure(dialogue.DialogueParams())
+    result = run(speech, args.threshold, args.change_threshold, args.merge_gap, args.seed)
+    print(summary(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
