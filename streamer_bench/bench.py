@@ -34,6 +34,7 @@ from typing import Any
 
 from streamer_bench import model_time
 from streamer_bench import server_metrics as sm
+from streamer_bench.cpu import cpu_info, cpu_kind, model_dir
 from streamer_bench.plots import write_plots
 from streamer_bench.progress import RunProgress, expected_seconds
 from streamer_bench.report import capacity, capacity_ratio, markdown_tables
@@ -210,7 +211,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def run_sweep(opts: Options, source: Source) -> int:
     report = report_header(opts, source)
-    report.update({"starts": opts.starts, "spread_s": opts.spread_s, "runs": []})
+    report["runs"] = []
     try:
         for mode in opts.modes:
             sessions = max(64, opts.counts[-1] + 4)
@@ -238,13 +239,19 @@ def write(report: dict[str, Any], out: str | None) -> None:
 
 
 def report_header(opts: Options, source: Source) -> dict[str, Any]:
+    """What every report starts with: the machine and its CPU kind, the model, the input, the starts."""
+    cpu = cpu_info(model_dir(opts.model)) if opts.device == "cpu" else cpu_info()
     return {
         "machine": machine(),
+        "cpu": cpu,
+        "cpu_kind": cpu_kind(cpu),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "model": opts.model,
         "device": opts.device,
         "bound_s": opts.bound,
         "input": source.info,
+        "starts": opts.starts,
+        "spread_s": opts.spread_s,
         "utterances": opts.utterances,
         "server_env": opts.server_env,
     }
@@ -259,7 +266,7 @@ def run_soak(opts: Options, source: Source) -> int:
     with ServerProcess("on", opts.model, opts.device, max(64, n + 4), opts.server_env) as server:
         result = asyncio.run(_soak(server, scripts, offsets))
     result["minutes"] = opts.soak
-    report = {**report_header(opts, source), "soak": result}
+    report = {**report_header(opts, source), "starts": ["spread"], "soak": result}
     print(json.dumps(report), flush=True)
     write(report, opts.out)
     return 0 if result["lost"] == 0 and result["refused"] == 0 and result["failed"] == 0 else 1

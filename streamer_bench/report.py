@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from streamer_bench.cpu import parse_cpuinfo, vector_extensions
 from streamer_bench.server_metrics import WORK_KINDS
 
 
@@ -55,17 +56,18 @@ def capacity_ratio(caps: dict[str, dict[str, int]]) -> dict[str, float | None]:
     }
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The machine in one line, its CPU kind first: model name and vector extensions (see :mod:`cpu`)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        model, flags = parse_cpuinfo(cpuinfo.read_text())
     except OSError:
-        pass
+        model, flags = "", frozenset()
+    cpu = model or platform.processor() or platform.machine()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
+    return (
+        f"{cpu} ({vector_extensions(flags)}), {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def _v(x: Any) -> str:
