@@ -1,6 +1,6 @@
 """Where the server's time goes under N synchronized sessions: per thread, per model call, per stack.
 
-    python -m streamer_bench.profile --sessions 12 [--corpus DIR] [--py-spy OUT.txt]
+    python -m streamer_bench.profile --sessions 12 [--input continuous] [--corpus DIR] [--py-spy OUT.txt]
 
 One short run of the bench (real server process, real model, sessions streaming in real time), with the
 server's threads' CPU seconds read from ``/proc/<pid>/task`` before and after (so CTranslate2's and
@@ -28,9 +28,10 @@ from typing import Any
 
 from streamer_bench import server_metrics as sm
 from streamer_bench.cpu import cpu_info, cpu_kind, model_dir
-from streamer_bench.script import corpus_source, start_offsets
+from streamer_bench.script import corpus_source, kind_source, start_offsets
 from streamer_bench.server import ServerProcess, scrape_text, settle
 from streamer_bench.sessions import run_sessions
+from streamer_bench.speech_kinds import KINDS
 
 Row = dict[str, Any]
 Threads = dict[int, tuple[str, float, float]]  # OS thread id -> (name, CPU s, run-queue wait s)
@@ -107,7 +108,7 @@ def _minus(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> di
 
 
 async def _run(args: argparse.Namespace, server: ServerProcess) -> dict[str, Any]:
-    source = corpus_source(root=args.corpus)
+    source = kind_source(args.input, args.corpus) if args.input in KINDS else corpus_source(root=args.corpus)
     await run_sessions(server.url, [source.script(0, 1, 1)], "sync", [0.0])  # warm-up
     await settle(server.url)
     scripts = [source.script(i, args.sessions, args.utterances) for i in range(args.sessions)]
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sessions", type=int, default=12)
     parser.add_argument("--utterances", type=int, default=3)
+    parser.add_argument("--input", choices=["corpus", *KINDS], default="corpus", help="what sessions say")
     parser.add_argument("--corpus", type=Path, help="a corpus directory (default: generated and cached)")
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--py-spy", type=Path, help="also record the server with py-spy into this file")
