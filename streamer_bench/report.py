@@ -157,6 +157,11 @@ def capacity_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _on_cpu(report: dict[str, Any]) -> str:
+    """' on <CPU kind>' when the report names it: a capacity figure holds for that kind of CPU only."""
+    return f" on {report['cpu_kind']}" if report.get("cpu_kind") else ""
+
+
 def _measure_name(report: dict[str, Any]) -> str:
     measure = report.get("latency_measure", SENTENCE_LATENCY)
     return "final-end p95 (per final)" if measure == FINAL_END_LATENCY else "final p95 (per sentence)"
@@ -167,6 +172,6 @@ def markdown_tables(report: dict[str, Any]) -> dict[str, str]:
     return {
         "runs": runs_table(report["runs"]),
         "work": work_table(report["runs"]),
-        "capacity": f"capacity: {_measure_name(report)} <= {report['bound_s']} s, every final delivered\n\n"
-        + capacity_table(report),
+        "capacity": f"capacity{_on_cpu(report)}: {_measure_name(report)} <= {report['bound_s']} s, "
+        "every final delivered\n\n" + capacity_table(report),
     }

@@ -118,6 +118,9 @@ def test_tables_show_every_run_and_capacity() -> None:
     assert "| on | sync | 16 | 64 / 64 | 1 |" in tables["runs"]
     assert "| on | sync | 16 | 35.0 % | 1.0 | 0.0 | 0.0 | 2.5 | 0.0 | – | greedy 4 | 12.3 |" in tables["work"]
     assert "| sync | 8 | – |" in tables["capacity"]
+    assert tables["capacity"].startswith("capacity: final p95 (per sentence) <= 1.5 s")
+    named = markdown_tables(report | {"cpu_kind": "AMD EPYC (AVX2, FMA; CTranslate2 ISA AVX2)"})
+    assert named["capacity"].startswith("capacity on AMD EPYC (AVX2, FMA; CTranslate2 ISA AVX2): ")
 
 
 @pytest.mark.parametrize(
