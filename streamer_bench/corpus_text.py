@@ -77,30 +77,31 @@ DIALOGUE: tuple[str, ...] = (
     "Do you need any help with them?",
     "No, thanks, I am almost done.",
     "By the way, did you book the room?",
-    "I did, the big one on the second floor.",
+    "I did, the big one upstairs.",
     "Great, the projector there works much better.",
     "Should we order lunch for everyone?",
     "Maybe sandwiches, nothing too heavy.",
-    "Okay, I will call the bakery around eleven.",
+    "Okay, I will call the bakery before lunch.",
     "Ask them for something without nuts, please.",
     "Right, because of Anna.",
     "Exactly, she reminded me yesterday.",
     "How many people are coming in the end?",
-    "Twelve, if the visitors from the north office make it.",
+    "All of us, if the visitors from the north office make it.",
     "Their train was delayed this morning, I heard.",
     "Then we can move their part to the end.",
     "Sounds good, let me tell them now.",
     "And send me the slides when they are ready.",
-    "Sure, in about twenty minutes.",
+    "Sure, in a little while.",
     "Perfect, see you later then.",
     "See you, and thanks for organizing all this.",
 )
 
-# Short spoken commands, each 1-2 s when synthesised (the corpus stretches a clip into that range).
+# Short spoken commands, each 1-2 s when synthesised (the corpus stretches a clip into that range). Like the
+# sentences, no numbers: the model may write "ten" or "10".
 COMMANDS: tuple[str, ...] = (
     "Turn on the living room lights.",
     "Call my sister.",
-    "Set a timer for ten minutes.",
+    "Set a timer for the oven.",
     "Open the garage door.",
     "Turn the volume down.",
     "Remind me at noon.",

@@ -18,6 +18,7 @@ from streamer_bench.latency import end_latencies, score_session
 from streamer_bench.report import capacity, latency_measure, within_bound
 from streamer_bench.script import Line, kind_source
 from streamer_bench.speech_kinds import KINDS, RATE, params_for
+from streamer_bench.wer import words
 
 
 def fake_clips(n: int, seconds: float = 1.5) -> list[np.ndarray]:
@@ -63,6 +64,11 @@ def test_the_kinds_have_what_real_use_has() -> None:
     assert max(continuous.gap_s) <= 0.5 and max(dialogue.gap_s) < 0.5
     assert dialogue.paces == (1.0, 0.8)  # two speakers, told apart by their pace
     assert commands.clip_s == (1.0, 2.0)
+    # scored by words, so no numbers: the model may write "ten" or "10"
+    numbers = {"second", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"}
+    numbers |= {"twelve", "twenty", "thirty", "hundred"}
+    for params in (dialogue, commands):
+        assert not [t for t in params.texts if numbers & set(words(t))]
     with pytest.raises(ValueError, match="unknown input kind"):
         params_for("monologue")
 
@@ -89,7 +95,7 @@ def test_a_built_kind_is_a_corpus_the_bench_cuts_into_sessions(tmp_path: Path) -
 def test_commands_are_made_one_to_two_seconds_long_by_piper() -> None:
     pytest.importorskip("piper")
     # "Stop." comes out about half a second long at the normal pace: it is made again, slower
-    params = params_for("commands", texts=["Stop.", "Set a timer for ten minutes."])
+    params = params_for("commands", texts=["Stop.", "Turn off the kitchen lights."])
     lengths = [clip.size / RATE for clip in speech_kinds.synthesize(params)]
     assert all(1.0 <= s <= 2.0 for s in lengths), lengths
     assert corpus.RATE == RATE
