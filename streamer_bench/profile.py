@@ -3,10 +3,11 @@
     python -m streamer_bench.profile --sessions 12 [--input continuous] [--corpus DIR] [--py-spy OUT.txt]
 
 One short run of the bench (real server process, real model, sessions streaming in real time), with the
-server's threads' CPU seconds read from ``/proc/<pid>/task`` before and after (so CTranslate2's and
-onnxruntime's native worker threads, which no Python profiler sees, are counted too), the batch sizes and
+server's threads' CPU and run-queue seconds read from ``/proc/<pid>/task`` before and after (so CTranslate2's
+and OpenBLAS's native threads, which no Python profiler sees, are counted too), the batch sizes and
 model time from ``/metrics``, and, with ``--py-spy``, ``py-spy record --native --idle`` of the server over
-the run (collapsed stacks per thread). A Python thread is named from ``py-spy dump`` (its OS thread id).
+the run (collapsed stacks per thread; ``pip install py-spy`` first). A Python thread is named from
+``py-spy dump`` (its OS thread id).
 
 On a shared machine the seconds are not capacity figures; what it shows is the structure: which thread
 works while the others wait.
@@ -55,10 +56,16 @@ def thread_cpu(pid: int) -> Threads:
     return out
 
 
+def py_spy() -> str | None:
+    """The py-spy executable (``pip install py-spy``): beside this Python, else on the PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.is_file() else shutil.which("py-spy")
+
+
 def python_threads(pid: int) -> dict[int, str]:
     """OS thread id -> Python thread name, from ``py-spy dump`` (empty without py-spy)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).is_file():
+    spy = py_spy()
+    if spy is None:
         return {}
     done = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, check=False)
     return {int(tid, 0): name for tid, _, name in _DUMP_THREAD.findall(done.stdout)}
@@ -82,9 +89,8 @@ def cpu_by_thread(before: Threads, after: Threads, names: dict[int, str], wall: 
     return sorted(rows, key=lambda r: -float(r["cpu_s"]))
 
 
-def record(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+def record(spy: str, pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
     """``py-spy record --native --idle`` of every thread of ``pid`` for ``seconds``, collapsed, to ``out``."""
-    spy = str(Path(sys.executable).with_name("py-spy"))
     argv = [spy, "record", "--native", "--idle", "--threads", "-r", "50", "-d", str(seconds), "-f", "raw"]
     return subprocess.Popen(
         [*argv, "-o", str(out), "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -116,10 +122,10 @@ async def _run(args: argparse.Namespace, server: ServerProcess) -> dict[str, Any
     names = python_threads(pid)
     before_text = await scrape_text(server.url) or ""
     before = thread_cpu(pid)
-    spy = None
-    if args.py_spy:
+    spy, exe = None, py_spy()
+    if args.py_spy and exe is not None:
         duration = int(max(s.duration_s for s in scripts)) + 5
-        spy = record(pid, duration, args.py_spy)
+        spy = record(exe, pid, duration, args.py_spy)
     started = time.monotonic()
     score = await run_sessions(server.url, scripts, "sync", start_offsets(args.sessions, "sync", 0.0))
     wall = time.monotonic() - started
@@ -151,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", type=Path, help="also record the server with py-spy into this file")
     parser.add_argument("--server-env", action="append", default=[], help="STREAMER_NAME=VALUE")
     args = parser.parse_args(argv)
+    if args.py_spy and py_spy() is None:
+        parser.error("--py-spy needs py-spy (pip install py-spy)")
     env = dict(item.partition("=")[::2] for item in args.server_env)
     cpu = cpu_info(model_dir(args.model))
     with ServerProcess("on", args.model, "cpu", max(64, args.sessions + 4), env) as server:
