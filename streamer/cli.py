@@ -103,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--modes", default="on,off", help="techniques (batching etc.) to compare: on, off")
     bench.add_argument("--starts", default="sync,spread", help="sync (within 0.1 s), spread, or both")
     bench.add_argument("--spread-s", type=float, default=6.0, help="spread starts over this many seconds")
-    bench.add_argument("--input", choices=["corpus", "espeak"], default="corpus", help="what sessions say")
+    bench.add_argument(
+        "--input",
+        choices=["corpus", "continuous", "dialogue", "commands", "espeak"],
+        default="corpus",
+        help="what sessions say: corpus sentences, continuous reading, quick dialogue, short commands",
+    )
     bench.add_argument("--condition", default="clean", help="corpus condition: clean, fast, slow, snr20, ...")
     bench.add_argument("--corpus", type=Path, help="a corpus directory (default: generated and cached)")
     bench.add_argument("--sentences", type=int, help="generate the corpus from its first N sentences only")

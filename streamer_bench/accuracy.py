@@ -33,6 +33,7 @@ from streamer_bench import corpus as corpus_mod
 from streamer_bench import signals
 from streamer_bench.corpus import Corpus, CorpusParams, Item
 from streamer_bench.corpus_text import SENTENCES
+from streamer_bench.cpu import cpu_info, model_dir
 from streamer_bench.report import machine
 from streamer_bench.scoring import Tally, assign, score
 
@@ -137,6 +138,9 @@ async def _run(
 ) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": machine(),
+        # the CPU this process runs on: the server's too unless --url names another machine
+        "cpu": cpu_info(model_dir(args.model) if args.device == "cpu" else None),
+        "starts": "staggered, 0.05 s apart",
         "model": args.model,
         "device": args.device,
         "corpus": corpus.key,

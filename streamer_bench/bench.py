@@ -3,16 +3,18 @@
 For every techniques mode (``on``: batching, length buckets, early finals; ``off``) a server runs as its
 own process, so its CPU and memory are measured apart from the clients. For every start pattern (``sync``:
 all sessions within 0.1 s, the worst case; ``spread``: evenly over ``--spread-s``) and every N, N sessions
-stream their scripts (:mod:`streamer_bench.script`: the realistic corpus by default) in real time over
+stream their scripts (:mod:`streamer_bench.script`: the realistic corpus by default; ``--input
+continuous|dialogue|commands`` for the kinds of :mod:`streamer_bench.speech_kinds`) in real time over
 protocol v1. Scored per run (:mod:`streamer_bench.latency`): finals / sentences, lost and split sentences,
 refusals, final latency p50/p95/max, first partial p50, WER, warnings and errors by code, server CPU and
 peak RSS, the bench's own CPU; and from the server's ``/metrics`` (:mod:`streamer_bench.server_metrics`)
 where the model's time went and the event loop's lag.
 
 Capacity, per start pattern and mode: the largest N such that it and every smaller N of the sweep kept
-final p95 within ``--bound`` with every sentence's final delivered (none lost, no session refused or
-broken off). A mode's sweep for a start pattern stops once p95 passes 4x the bound or most sessions are
-refused (:func:`stop_here`).
+final p95 (per sentence; per final, from its last audio sent, for continuous reading and dialogue, whose
+finals end wherever the segmenter cut) within ``--bound`` with every sentence's final delivered (none
+lost, no session refused or broken off). A mode's sweep for a start pattern stops once p95 passes 4x the
+bound or most sessions are refused (:func:`stop_here`).
 
 The server runs with its own admission as shipped (refusals are part of the answer); ``--server-env
 STREAMER_X=V`` changes a setting, e.g. ``STREAMER_SATURATION_LATENCY_S=1000`` to measure latency past the
@@ -34,9 +36,16 @@ from typing import Any
 
 from streamer_bench import model_time
 from streamer_bench import server_metrics as sm
+from streamer_bench.cpu import cpu_info, cpu_kind, model_dir
 from streamer_bench.plots import write_plots
 from streamer_bench.progress import RunProgress, expected_seconds
-from streamer_bench.report import capacity, capacity_ratio, markdown_tables
+from streamer_bench.report import (
+    SENTENCE_LATENCY,
+    capacity,
+    capacity_ratio,
+    latency_measure,
+    markdown_tables,
+)
 from streamer_bench.report import machine as machine  # re-exported: bench_mt reads it from here
 from streamer_bench.script import (
     ESPEAK_DATA,
@@ -46,10 +55,12 @@ from streamer_bench.script import (
     Source,
     corpus_source,
     espeak_source,
+    kind_source,
     start_offsets,
 )
 from streamer_bench.server import ServerError, ServerProcess, Watch, scrape_text, settle
 from streamer_bench.sessions import run_sessions
+from streamer_bench.speech_kinds import KINDS
 
 DATA = ESPEAK_DATA  # the espeak clips shipped with the package (``--input espeak``)
 STOP_FACTOR = 4.0
@@ -149,10 +160,12 @@ def _counts(text: str) -> list[int]:
 def load_source(args: argparse.Namespace) -> Source:
     if args.input == "espeak":
         return espeak_source()
+    if args.input in KINDS:
+        return kind_source(args.input, args.corpus)
     return corpus_source(args.condition, args.sentences, args.corpus)
 
 
-def stop_here(row: dict[str, Any], bound: float) -> bool:
+def stop_here(row: dict[str, Any], bound: float, measure: str = SENTENCE_LATENCY) -> bool:
     """Whether a larger N would only take longer to say the same: the load is far past what is served.
 
     Far past: p95 over 4x the bound (counting the sentences that did not wait for a later one, so that
@@ -161,7 +174,9 @@ def stop_here(row: dict[str, Any], bound: float) -> bool:
     sessions = int(row["sessions"])
     if 2 * int(row["refused"]) > sessions:
         return True
-    p95: float | None = row.get("lat_p95_unmerged", row["lat_p95"])
+    p95: float | None = (
+        row.get("lat_p95_unmerged", row["lat_p95"]) if measure == SENTENCE_LATENCY else row.get(measure)
+    )
     if p95 is None:
         return sessions > 1
     return p95 > STOP_FACTOR * bound
@@ -170,6 +185,7 @@ def stop_here(row: dict[str, Any], bound: float) -> bool:
 async def _sweep(
     server: ServerProcess, mode: str, opts: Options, source: Source, rows: list[dict[str, Any]]
 ) -> None:
+    judged = latency_measure(source.info.get("kind"))
     """Every start pattern and N for one mode; each run's row is appended as soon as it is measured."""
     progress = RunProgress.on_terminal()  # stderr, on a terminal only
     await measure(server, mode, "sync", [source.script(0, 1, 1)], [0.0])  # warm-up: first calls, caches
@@ -184,7 +200,7 @@ async def _sweep(
             rows.append(row)
             progress.clear()
             print(json.dumps(row), flush=True)
-            if stop_here(row, opts.bound):
+            if stop_here(row, opts.bound, judged):
                 break
 
 
@@ -210,7 +226,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def run_sweep(opts: Options, source: Source) -> int:
     report = report_header(opts, source)
-    report.update({"starts": opts.starts, "spread_s": opts.spread_s, "runs": []})
+    report["runs"] = []
     try:
         for mode in opts.modes:
             sessions = max(64, opts.counts[-1] + 4)
@@ -219,7 +235,8 @@ def run_sweep(opts: Options, source: Source) -> int:
     except ServerError as e:  # report what was measured, and say why the rest is missing
         report["aborted"] = str(e)
         print(f"streamer bench: {e}", file=sys.stderr)
-    report["capacity"] = capacity(report["runs"], opts.bound)
+    report["latency_measure"] = judged = latency_measure(source.info.get("kind"))
+    report["capacity"] = capacity(report["runs"], opts.bound, judged)
     report["capacity_ratio"] = capacity_ratio(report["capacity"])
     report["tables"] = markdown_tables(report)
     for table in report["tables"].values() if report["runs"] else ():
@@ -238,13 +255,19 @@ def write(report: dict[str, Any], out: str | None) -> None:
 
 
 def report_header(opts: Options, source: Source) -> dict[str, Any]:
+    """What every report starts with: the machine and its CPU kind, the model, the input, the starts."""
+    cpu = cpu_info(model_dir(opts.model)) if opts.device == "cpu" else cpu_info()
     return {
         "machine": machine(),
+        "cpu": cpu,
+        "cpu_kind": cpu_kind(cpu),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "model": opts.model,
         "device": opts.device,
         "bound_s": opts.bound,
         "input": source.info,
+        "starts": opts.starts,
+        "spread_s": opts.spread_s,
         "utterances": opts.utterances,
         "server_env": opts.server_env,
     }
@@ -259,7 +282,7 @@ def run_soak(opts: Options, source: Source) -> int:
     with ServerProcess("on", opts.model, opts.device, max(64, n + 4), opts.server_env) as server:
         result = asyncio.run(_soak(server, scripts, offsets))
     result["minutes"] = opts.soak
-    report = {**report_header(opts, source), "soak": result}
+    report = {**report_header(opts, source), "starts": ["spread"], "soak": result}
     print(json.dumps(report), flush=True)
     write(report, opts.out)
     return 0 if result["lost"] == 0 and result["refused"] == 0 and result["failed"] == 0 else 1

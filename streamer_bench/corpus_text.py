@@ -67,6 +67,60 @@ SENTENCES: tuple[str, ...] = (
     "phones, and then, after a long and rather dramatic pause, lifted his baton.",
 )
 
+# A conversation between two people, one line a turn, for the dialogue input: quick turns (the corpus puts
+# under 0.5 s between them), short replies among longer ones, questions answered at once.
+DIALOGUE: tuple[str, ...] = (
+    "Are you coming to the meeting this afternoon?",
+    "Yes, but I might be a few minutes late.",
+    "That is fine, we will start with the budget anyway.",
+    "Good, because I still have to finish the slides.",
+    "Do you need any help with them?",
+    "No, thanks, I am almost done.",
+    "By the way, did you book the room?",
+    "I did, the big one upstairs.",
+    "Great, the projector there works much better.",
+    "Should we order lunch for everyone?",
+    "Maybe sandwiches, nothing too heavy.",
+    "Okay, I will call the bakery before lunch.",
+    "Ask them for something without nuts, please.",
+    "Right, because of Anna.",
+    "Exactly, she reminded me yesterday.",
+    "How many people are coming in the end?",
+    "All of us, if the visitors from the north office make it.",
+    "Their train was delayed this morning, I heard.",
+    "Then we can move their part to the end.",
+    "Sounds good, let me tell them now.",
+    "And send me the slides when they are ready.",
+    "Sure, in a little while.",
+    "Perfect, see you later then.",
+    "See you, and thanks for organizing all this.",
+)
+
+# Short spoken commands, each 1-2 s when synthesised (the corpus stretches a clip into that range). Like the
+# sentences, no numbers: the model may write "ten" or "10".
+COMMANDS: tuple[str, ...] = (
+    "Turn on the living room lights.",
+    "Call my sister.",
+    "Set a timer for the oven.",
+    "Open the garage door.",
+    "Turn the volume down.",
+    "Remind me at noon.",
+    "What is the weather today?",
+    "Read my new messages.",
+    "Turn off the kitchen lights.",
+    "Add milk to the shopping list.",
+    "Next page, please.",
+    "Start the dishwasher.",
+    "Mute the television.",
+    "Close all the windows.",
+    "Skip to the next song.",
+    "Pause the movie.",
+    "Lock the front door.",
+    "Cancel my morning alarm.",
+    "Show me the map.",
+    "Send the email now.",
+)
+
 # Function words: what a listener can lose without losing the sentence. Content-word checks look only at
 # the rest, so "a" for "the" does not fail a test while "boy" for "voice" does.
 _STOPWORD_TEXT = """

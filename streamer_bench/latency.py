@@ -7,6 +7,11 @@ as merged; ``lat_p95_unmerged`` leaves those out, to tell segmentation from load
 no final overlaps is **lost**. A final "overlaps" a sentence by at least :data:`MIN_OVERLAP_MS` (or half
 the sentence, if shorter): the segmenter's pre-roll and tail reach a little into the neighbours.
 
+**Final-end latency** (the measure for continuous speech, where a final ends wherever the segmenter cut,
+not at a sentence's end): for every final, from the wall time the chunk holding its last audio sample
+(``audio_end_ms``) was sent to the final's arrival. It is what a listener of a continuous reading waits
+for each piece of text, whatever sentence it belongs to.
+
 **First partial latency**: from the send of the chunk holding a sentence's first sample to the first
 ``transcript.partial`` of the segment that opened on it (the segment whose ``speech.started`` lies nearest
 the sentence's start, no more than :data:`SEGMENT_SLACK_MS` before it). A sentence that continues an
@@ -45,6 +50,7 @@ class Score:
     stray: int = 0  # finals that overlap no sentence: words where nobody spoke
     latencies: list[float] = field(default_factory=list)
     unmerged_latencies: list[float] = field(default_factory=list)  # sentences whose final ends with them
+    end_latencies: list[float] = field(default_factory=list)  # per final: its last audio sent -> arrival
     first_partials: list[float] = field(default_factory=list)
     edits: int = 0
     ref_words: int = 0
@@ -72,6 +78,8 @@ class Score:
             "lat_p95": percentile(lat, 95),
             "lat_max": round(max(lat), 3) if lat else None,
             "lat_p95_unmerged": percentile(self.unmerged_latencies, 95),
+            "end_lat_p50": percentile(self.end_latencies, 50),
+            "end_lat_p95": percentile(self.end_latencies, 95),
             "first_partial_p50": percentile(self.first_partials, 50),
             "wer": round(self.edits / self.ref_words, 4) if self.ref_words else None,
             "warnings": dict(sorted(self.warnings.items())),
@@ -130,6 +138,7 @@ def score_session(
             score.merged += 1  # the final also holds a later sentence: this one waited for it
         else:
             score.unmerged_latencies.append(latency)
+    score.end_latencies = end_latencies(finals, chunk_times, chunk_ms)
     score.stray = sum(1 for _, e in finals if not any(overlaps(e, line) for line in lines))
     score.first_partials = _first_partials(lines, chunk_times, chunk_ms, events)
     reference = [w for line in lines for w in words(line.text)]
@@ -141,6 +150,16 @@ def score_session(
         elif e.get("type") == "error":
             score.errors[str(e.get("code"))] += 1
     return score
+
+
+def end_latencies(finals: Events, chunk_times: Sequence[float], chunk_ms: float) -> list[float]:
+    """Per final: its arrival minus when the chunk holding its last audio sample was sent."""
+    out = []
+    for arrival, e in finals:
+        last = max(0, math.ceil(float(e["audio_end_ms"]) / chunk_ms) - 1)
+        if last < len(chunk_times):
+            out.append(arrival - chunk_times[last])
+    return out
 
 
 def _first_partials(

@@ -148,6 +148,27 @@ def corpus_source(condition: str = "clean", sentences: int | None = None, root: 
     return pieces_of(corpus, condition, info)
 
 
+def kind_source(kind: str, root: Path | None = None) -> Source:
+    """Pieces of one of :data:`~streamer_bench.speech_kinds.KINDS`: ``root``, else the cache (piper)."""
+    from streamer_bench import speech_kinds
+
+    info: dict[str, Any] = {"kind": kind}
+    if root is not None:
+        corpus = _load(root)
+        info["source"] = str(root)
+    else:
+        try:
+            corpus = speech_kinds.ensure(speech_kinds.params_for(kind))
+        except ModuleNotFoundError as e:
+            raise InputError(
+                f"--input {kind} needs piper ({e.name} is missing: pip install 'streamer[bench]'), "
+                "or pass --corpus DIR with a generated one (python -m streamer_bench.speech_kinds)"
+            ) from e
+        info["source"] = "generated with piper (cached)"
+    info["corpus"] = corpus.key
+    return pieces_of(corpus, kind, info)
+
+
 def _load(root: Path) -> Corpus:
     try:
         return corpus_mod.load(root)

@@ -11,7 +11,16 @@ import pytest
 from streamer.cli import main
 from streamer_bench import plots
 from streamer_bench.bench import stop_here
-from streamer_bench.report import capacity, capacity_ratio, markdown_tables, within_bound
+from streamer_bench.cpu import (
+    VECTOR_FLAGS,
+    cpu_info,
+    cpu_kind,
+    model_dir,
+    parse_cpuinfo,
+    parse_ct2_log,
+    vector_extensions,
+)
+from streamer_bench.report import capacity, capacity_ratio, machine, markdown_tables, within_bound
 from streamer_bench.script import FIXTURES
 
 
@@ -109,6 +118,9 @@ def test_tables_show_every_run_and_capacity() -> None:
     assert "| on | sync | 16 | 64 / 64 | 1 |" in tables["runs"]
     assert "| on | sync | 16 | 35.0 % | 1.0 | 0.0 | 0.0 | 2.5 | 0.0 | – | greedy 4 | 12.3 |" in tables["work"]
     assert "| sync | 8 | – |" in tables["capacity"]
+    assert tables["capacity"].startswith("capacity: final p95 (per sentence) <= 1.5 s")
+    named = markdown_tables(report | {"cpu_kind": "AMD EPYC (AVX2, FMA; CTranslate2 ISA AVX2)"})
+    assert named["capacity"].startswith("capacity on AMD EPYC (AVX2, FMA; CTranslate2 ISA AVX2): ")
 
 
 @pytest.mark.parametrize(
@@ -161,3 +173,67 @@ def test_a_server_that_will_not_start_ends_the_bench_with_what_was_measured(
     report = json.loads(out.read_text())
     assert report["runs"] == [] and "exited" in report["aborted"]
     assert report["input"]["source"] == str(FIXTURES)
+    # the report names its CPU kind and its start pattern even when nothing was measured
+    assert report["cpu"]["vector_extensions"] and report["cpu"]["model"] in report["cpu_kind"]
+    assert report["starts"] == ["sync"]
+
+
+# --- the CPU every number names (issue 20 item 5)
+
+ZEN2_FLAGS = "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 sha_ni"  # an AVX2-only EPYC
+SAPPHIRE_FLAGS = (
+    "sse4_2 avx fma avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni avx512_bf16 avx_vnni "
+    "amx_bf16 amx_tile amx_int8 avx512_fp16"
+)
+
+
+def cpuinfo(model: str, flags: str) -> str:
+    return "".join(
+        f"processor\t: {k}\nvendor_id\t: X\nmodel name\t: {model}\nflags\t\t: {flags}\n\n" for k in range(2)
+    )
+
+
+def test_the_cpu_is_named_with_its_vector_extensions() -> None:
+    model, flags = parse_cpuinfo(cpuinfo("AMD EPYC 7B12", ZEN2_FLAGS))
+    assert model == "AMD EPYC 7B12"
+    assert vector_extensions(flags) == "AVX2, FMA"
+    _, flags = parse_cpuinfo(cpuinfo("Intel(R) Xeon(R) Platinum 8481C", SAPPHIRE_FLAGS))
+    assert vector_extensions(flags) == (
+        "AVX2, FMA, AVX-512 (F, CD, BW, DQ, VL, VNNI, BF16, FP16), AVX-VNNI, AMX (TILE, INT8, BF16)"
+    )
+    assert vector_extensions(frozenset({"sse4_2", "avx"})) == "SSE4.2, AVX"
+    assert vector_extensions(frozenset()) == "none listed"
+
+
+def test_machine_line_carries_the_cpu_kind(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(cpuinfo("AMD EPYC 7B12", ZEN2_FLAGS))
+    assert machine(info).startswith("AMD EPYC 7B12 (AVX2, FMA), ")
+
+
+def test_ctranslate2s_dispatch_is_read_from_its_log() -> None:
+    log = (
+        "[ctranslate2] [thread 1] [info] CPU: AuthenticAMD (SSE4.1=true, AVX=true, AVX2=true, AVX512=true)\n"
+        "[ctranslate2] [thread 1] [info]  - Selected ISA: AVX2\n"
+        "[ctranslate2] [thread 1] [info]  - Use Intel MKL: false\n"
+        "[ctranslate2] [thread 1] [info]  - SGEMM backend: DNNL (packed: false)\n"
+        "[ctranslate2] [thread 1] [info]  - GEMM_S8 backend: DNNL (packed: false, u8s8 preferred: true)\n"
+        "[ctranslate2] [thread 1] [info]  - Selected compute type: int8_float32\n"
+    )
+    assert parse_ct2_log(log) == {
+        "isa": "AVX2",
+        "mkl": "false",
+        "sgemm": "DNNL (packed: false)",
+        "gemm_s8": "DNNL (packed: false, u8s8 preferred: true)",
+        "compute_type": "int8_float32",
+    }
+
+
+def test_cpu_info_asks_ctranslate2_on_this_machine() -> None:
+    info = cpu_info(model_dir("tiny.en"))
+    ct2 = info["ctranslate2"]
+    assert "int8" in ct2["compute_types"] and "error" not in ct2
+    assert ct2["isa"] in {"GENERIC", "AVX", "AVX2", "AVX512", "NEON"}
+    assert cpu_kind(info).endswith(f"; CTranslate2 ISA {ct2['isa']})")
+    assert set(info["vector_flags"]) <= VECTOR_FLAGS
+    assert cpu_info(model_dir(str(Path("/nonexistent/model"))))["ctranslate2"].get("isa") is None

@@ -140,6 +140,68 @@ async def test_probes_and_autoscaling_metric_are_what_the_app_serves(make_server
     hpa = _one("HorizontalPodAutoscaler", "streamer")
     metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
     assert re.search(rf"^# TYPE {metric} gauge$", exposition, re.MULTILINE), metric
+    # the series the adapter reads is what the app exports, a gauge (averaging a counter would be a rate)
+    series = _series_name(_adapter_rule(metric)["seriesQuery"])
+    assert re.search(rf"^# TYPE {series} gauge$", exposition, re.MULTILINE), series
+
+
+def _adapter_rules() -> list[dict[str, Any]]:
+    """The rules of the Prometheus adapter's configuration (deploy/k8s/prometheus-adapter.yaml)."""
+    config = _one("ConfigMap", "prometheus-adapter-streamer")["data"]["config.yaml"]
+    rules: list[dict[str, Any]] = yaml.safe_load(config)["rules"]
+    return rules
+
+
+def _series_name(series_query: str) -> str:
+    found = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{", series_query)
+    assert found, f"seriesQuery does not start with a metric name: {series_query!r}"
+    return found.group(1)
+
+
+def _served_name(rule: dict[str, Any]) -> str:
+    """The name the adapter serves a rule's series under: ``name.matches`` rewritten by ``name.as``."""
+    series = _series_name(rule["seriesQuery"])
+    name = rule.get("name", {})
+    found = re.search(name.get("matches", ".*"), series)
+    assert found, f"{name} does not match the series {series}"
+    template = name.get("as") or "${0}"
+    return re.sub(r"\$\{?(\d+)\}?", lambda m: found.group(int(m.group(1))), template)
+
+
+def _adapter_rule(metric: str) -> dict[str, Any]:
+    serving = [r for r in _adapter_rules() if _served_name(r) == metric]
+    assert len(serving) == 1, f"expected one adapter rule serving {metric}, found {len(serving)}"
+    return serving[0]
+
+
+def test_the_adapter_serves_the_hpas_metric_per_pod() -> None:
+    hpa = _one("HorizontalPodAutoscaler", "streamer")
+    for entry in hpa["spec"]["metrics"]:
+        assert entry["type"] == "Pods", "only per-pod custom metrics are served by the adapter here"
+        rule = _adapter_rule(entry["pods"]["metric"]["name"])
+        # the HPA asks per pod in its namespace: the series must carry both, mapped to those resources
+        overrides = rule["resources"]["overrides"]
+        assert overrides["namespace"] == {"resource": "namespace"}
+        assert overrides["pod"] == {"resource": "pod"}
+        assert 'namespace!=""' in rule["seriesQuery"] and 'pod!=""' in rule["seriesQuery"]
+        query = rule["metricsQuery"]
+        for placeholder in ("<<.Series>>", "<<.LabelMatchers>>", "by (<<.GroupBy>>)"):
+            assert placeholder in query, placeholder
+
+
+def test_the_adapter_rule_check_can_fail() -> None:
+    rule = {"seriesQuery": 'streamer_active_sessions{pod!=""}', "name": {"matches": "^(.*)_sessions$"}}
+    assert _served_name(rule | {"name": {"matches": "^(.*)_sessions$", "as": "${1}_per_pod"}}) == (
+        "streamer_active_per_pod"
+    )
+    with pytest.raises(AssertionError):
+        _served_name(rule | {"name": {"matches": "^other$"}})
+
+
+def test_the_autoscaler_targets_the_deployment() -> None:
+    ref = _one("HorizontalPodAutoscaler", "streamer")["spec"]["scaleTargetRef"]
+    target = _one(ref["kind"], ref["name"])
+    assert target["apiVersion"] == ref["apiVersion"] and ref["kind"] == "Deployment"
 
 
 def test_grace_period_covers_prestop_and_the_drain() -> None:
