@@ -450,9 +450,7 @@ class DeepgramConnection(AdapterConnection):
             "sha256": "",
             "created": self._created,
             "duration": _seconds(closed.audio_ms),
-            "channels": 1,
-            "models": [self.model_uuid],
-            "model_info": {self.model_uuid: self._model_info()},
+            "channels": 1,  # (each Results names the model: the SDK's Metadata has no models field)
         }
 
     def close_message(self, reason: str, error: StreamerError | None) -> str:

@@ -228,11 +228,15 @@ class RealtimeState(BaseModel):
         )
 
     def ga(self, session_id: str, expires_at: int) -> dict[str, Any]:
+        """The GA session as REST answers it (a client secret's ``session``): with its id and expiry."""
+        described = {"id": session_id, "object": "realtime.transcription_session", "expires_at": expires_at}
+        return {"type": "transcription", **described, **self.ga_config()}
+
+    def ga_config(self) -> dict[str, Any]:
+        """The GA session as ``session.created`` / ``.updated`` carry it: the SDK's
+        ``RealtimeTranscriptionSessionCreateRequest``, which has no id or expiry."""
         return {
             "type": "transcription",
-            "id": session_id,
-            "object": "realtime.transcription_session",
-            "expires_at": expires_at,
             "audio": {
                 "input": {
                     "format": {"type": "audio/pcm", "rate": self.rate},
@@ -245,17 +249,25 @@ class RealtimeState(BaseModel):
         }
 
     def beta(self, session_id: str, expires_at: int) -> dict[str, Any]:
+        """The beta session as ``POST /v1/realtime/transcription_sessions`` answers it."""
         return {
             "id": session_id,
             "object": "realtime.transcription_session",
             "expires_at": expires_at,
-            "input_audio_format": "pcm16",
-            "input_audio_transcription": self.transcription.model_dump(exclude_none=True),
-            "turn_detection": self._turns_out(),
+            **self.beta_config(),
             "input_audio_noise_reduction": self.noise_reduction.model_dump()
             if self.noise_reduction
             else None,
             "include": self.include,
+        }
+
+    def beta_config(self) -> dict[str, Any]:
+        """The beta session as ``transcription_session.*`` events carry it (the SDK's
+        ``TranscriptionSession`` less its ``client_secret``, which a live socket never re-sends)."""
+        return {
+            "input_audio_format": "pcm16",
+            "input_audio_transcription": self.transcription.model_dump(exclude_none=True),
+            "turn_detection": self._turns_out(),
             "modalities": ["text"],
         }
 
