@@ -31,13 +31,13 @@ from streamer.adapters.common import (
     redeem,
     retune,
 )
-from streamer.errors import AuthError, BadRequestError, ConfigError, SessionIdleError, StreamerError
+from streamer.adapters.deepgram_options import ERR_CODES, check_query, close_prefix
+from streamer.errors import AuthError, BadRequestError, ConfigError, StreamerError
 from streamer.guards.keys import KeyRecord
 from streamer.pipeline.align import supports_word_timestamps
 from streamer.protocol import (
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
-    CloseCode,
     ErrorEvent,
     Pong,
     ServerMessage,
@@ -54,7 +54,7 @@ from streamer.services import Services
 from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.socket import close_reason_bytes, socket_response
+from streamer.session.socket import socket_response
 from streamer.session.tokens import DEEPGRAM_AUDIENCE
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,12 @@ class DeepgramRequestError(Exception):
 
 
 def _from_domain(e: StreamerError) -> DeepgramRequestError:
-    codes = {401: "INVALID_AUTH", 403: "INSUFFICIENT_PERMISSIONS", 429: "TOO_MANY_REQUESTS"}
-    return DeepgramRequestError(e.status, codes.get(e.status, e.code.upper()), e.message, e.retry_after)
+    return DeepgramRequestError(e.status, ERR_CODES.get(e.status, e.code.upper()), e.message, e.retry_after)
+
+
+def error_response(e: StreamerError) -> web.Response:
+    """A refusal in Deepgram's shape, with a request id of its own."""
+    return _error_response(_from_domain(e), str(uuid.uuid4()))
 
 
 def _error_response(e: DeepgramRequestError, request_id: str) -> web.Response:
@@ -117,7 +121,7 @@ def _int(query: MultiMapping[str], name: str, low: int, high: int) -> int | None
 
 @dataclass(frozen=True)
 class ListenOptions:
-    """The ``/v1/listen`` query this server honours (others that Deepgram knows are accepted, ignored)."""
+    """The ``/v1/listen`` query this server honours (any other option is refused: deepgram_options)."""
 
     sample_rate: int
     language: str | None
@@ -130,6 +134,7 @@ class ListenOptions:
 
     @classmethod
     def parse(cls, query: MultiMapping[str], services: Services) -> ListenOptions:
+        check_query(query)
         encoding = query.get("encoding", "").lower()
         if encoding != "linear16":
             raise ConfigError(
@@ -150,7 +155,8 @@ class ListenOptions:
         smart = _flag(query, "smart_format", False)
         return cls(
             sample_rate=rate,
-            language=check_language(services, query.get("language"))
+            # as on Deepgram, no language is English; multi detects it
+            language=check_language(services, query.get("language", "en"))
             if query.get("language") != "multi"
             else None,
             interim_results=_flag(query, "interim_results", False),
@@ -226,12 +232,12 @@ async def listen(request: web.Request) -> web.StreamResponse:
     except StreamerError as e:
         services.metrics.refused(e)
         return _error_response(_from_domain(e), request_id)
-    options: ListenOptions | None = None
-    problem: StreamerError | None = None
     try:
         options = ListenOptions.parse(request.query, services)
     except StreamerError as e:
-        problem = e  # said in the close frame, where the SDKs show it (a 400 would lose the reason)
+        # before the upgrade, as Deepgram refuses a bad option: 400 with the reason in dg-error
+        services.metrics.refused(e)
+        return _error_response(_from_domain(e), request_id)
     session = None
     if options is not None:
         config = SessionConfig(
@@ -261,9 +267,7 @@ async def listen(request: web.Request) -> web.StreamResponse:
         if session is not None:
             await registry.release(session)
         raise
-    if session is None or options is None:
-        assert problem is not None
-        await ws.close(code=CloseCode.POLICY, message=close_reason_bytes(f"DATA-0000: {problem.message}"))
+    if session is None:
         return ws
     retune(session, Turns(end_silence_ms=options.endpointing_ms))
     transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
@@ -456,10 +460,7 @@ class DeepgramConnection(AdapterConnection):
     def close_message(self, reason: str, error: StreamerError | None) -> str:
         if error is None:
             return reason
-        # NET-0001 is Deepgram's "no audio within the timeout window", and what it says when it cannot serve
-        idle = isinstance(error, SessionIdleError)
-        prefix = "NET-0001" if idle or error.close_code == CloseCode.TRY_AGAIN_LATER else "DATA-0000"
-        return f"{prefix}: {error.code}: {error.message}"
+        return f"{close_prefix(error)}: {error.code}: {error.message}"
 
 
 ROUTES = [web.get("/v1/listen", listen), web.post("/v1/auth/grant", grant)]
