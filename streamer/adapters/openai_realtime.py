@@ -129,7 +129,7 @@ async def transcription_sessions(request: web.Request) -> web.Response:
             body = BetaSession.model_validate(await json_body(request))
         except ValidationError as e:
             raise invalid(e, None) from e
-        state = RealtimeState().updated_beta(body)
+        state = RealtimeState().updated_beta(body, creating=True)
         state.config(services)
         ttl = (
             body.client_secret.expires_at

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streamer.adapters import openai_options
 from streamer.adapters.common import Turns, check_language, key_record
 from streamer.errors import BadRequestError, StreamerError
 from streamer.guards.keys import KeyRecord
@@ -174,6 +175,7 @@ class RealtimeState(BaseModel):
     include: list[str] = Field(default_factory=list)
 
     def updated_ga(self, s: GaSession, explicit_turns: bool) -> RealtimeState:
+        _refuse_unsupported(s, openai_options.GA)
         data = self.model_dump()
         audio_in = s.audio.input if s.audio else None
         if audio_in is not None:
@@ -193,7 +195,14 @@ class RealtimeState(BaseModel):
             data["include"] = s.include
         return RealtimeState.model_validate(data)
 
-    def updated_beta(self, s: BetaSession) -> RealtimeState:
+    def updated_beta(self, s: BetaSession, creating: bool = False) -> RealtimeState:
+        _refuse_unsupported(s, openai_options.BETA)
+        if not creating and s.client_secret is not None:
+            raise ClientEventError(
+                "client_secret is set when a session is created, not in an update",
+                code="unsupported_parameter",
+                param="session.client_secret",
+            )
         data = self.model_dump()
         if s.input_audio_format is not None:
             kind = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
@@ -273,6 +282,12 @@ class RealtimeState(BaseModel):
 
     def _turns_out(self) -> dict[str, Any] | None:
         return self.turn_detection.model_dump(exclude_none=True) if self.turn_detection else None
+
+
+def _refuse_unsupported(session: BaseModel, table: dict[str, openai_options.Status]) -> None:
+    refused = openai_options.refusal(session, table)
+    if refused is not None:
+        raise ClientEventError(refused.message, code=refused.code, param=refused.param)
 
 
 def _pcm_rate(kind: str, rate: int | None, param: str) -> int:
