@@ -85,6 +85,7 @@ SECRET_PREFIX = "ek_"
 INSECURE_KEY_PREFIX = "openai-insecure-api-key."
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 MIN_COMMIT_MS = 100
+QUERY_OPTIONS = frozenset({"intent", "model"})  # model: any name, served by the one model
 
 
 async def client_secrets(request: web.Request) -> web.Response:
@@ -180,6 +181,11 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     try:
         check_origin(request)
         key, state, beta_secret = await _authenticate(request, services)
+        unknown = next((name for name in request.query if name not in QUERY_OPTIONS), None)
+        if unknown is not None:  # refused, never ignored (docs/api-openai.md)
+            raise ClientEventError(
+                f"unknown query parameter {unknown[:64]!r}", code="unknown_parameter", param=unknown[:64]
+            )
         if state is None and request.query.get("intent") != "transcription":
             raise ClientEventError(
                 "this server serves transcription sessions only: connect with ?intent=transcription",

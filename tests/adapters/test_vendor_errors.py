@@ -280,3 +280,12 @@ async def test_vendor_routes_answer_404_405_and_429_in_the_vendors_body(make_ser
         assert throttled["err_code"] == "TOO_MANY_REQUESTS" and "Retry-After" in r.headers
         async with http.get(f"{http_base(server)}/v1/models/whisper-1") as r:
             assert r.status == 429 and (await r.json())["error"]["type"] == "rate_limit_error"
+
+
+async def test_an_unknown_realtime_query_parameter_is_refused(make_server: ServerFactory) -> None:
+    server = await make_server(asr_engine=FakeAsr())
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    url = f"{http_base(server)}/v1/realtime?intent=transcription&model=gpt-realtime&voice=alloy"
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
+        error = (await r.json())["error"]
+    assert r.status == 400 and (error["code"], error["param"]) == ("unknown_parameter", "voice")
