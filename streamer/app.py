@@ -248,7 +248,7 @@ def create_app(
     app.router.add_post("/v1/sessions", rest.create_session)
     app.router.add_post("/v1/sessions/{session_id}/resume", rest.resume_session)
     app.router.add_post("/v1/demo/session", rest.demo_session)
-    app.router.add_get("/v1/models", rest.list_models)
+    app.router.add_get("/v1/stream/models", rest.list_models)  # /v1/models: OpenAI's list (adapters)
     app.router.add_get("/v1/stream", ws.stream_handler)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)

@@ -71,6 +71,22 @@ class ModelsBody(_Body):
     mt: dict[str, Any] | None
 
 
+class OpenAIModel(_Body):
+    """One entry of OpenAI's model list (``GET /v1/models``), and ``GET /v1/models/{model}``."""
+
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(ModelsBody):
+    """``GET /v1/models``: OpenAI's list; ``asr`` and ``mt`` are deprecated (``GET /v1/stream/models``)."""
+
+    object: Literal["list"]
+    data: list[OpenAIModel]
+
+
 class HealthBody(_Body):
     status: Literal["ok"]
 
@@ -154,6 +170,8 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (ResumeGrantBody, "serialization"),
     (ErrorBody, "serialization"),
     (ModelsBody, "serialization"),
+    (OpenAIModel, "serialization"),
+    (OpenAIModelList, "serialization"),
     (HealthBody, "serialization"),
     (ReadinessBody, "serialization"),
 ]
@@ -162,7 +180,7 @@ _ERRORS = {
     400: "Bad session config or request",
     401: "Missing or unknown API key",
     403: "Forbidden (origin not allowed, demo mode off)",
-    404: "No such session on this server",
+    404: "No such session (or model) on this server",
     429: "Rate or quota limit: retry after Retry-After seconds",
     503: "Overloaded, model unavailable or shutting down: retry after Retry-After seconds",
 }
@@ -258,6 +276,21 @@ def _vendor_paths() -> dict[str, Any]:
                 ),
                 "requestBody": json_body,
             }
+        },
+        "/v1/models": {
+            "get": _operation(
+                "OpenAI: the names the speech model answers to", {"200": _ok("Models", _ref(OpenAIModelList))}
+            )
+        },
+        "/v1/models/{model}": {
+            "get": _operation(
+                "OpenAI: one model by name",
+                {
+                    "200": _ok("The model", _ref(OpenAIModel)),
+                    "404": _vendor_error(404, _ref(OpenAIErrorBody)),
+                },
+                parameters=[{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+            )
         },
         "/v1/audio/transcriptions": {
             "post": {
@@ -377,7 +410,7 @@ def build_openapi() -> dict[str, Any]:
                 ],
             )
         },
-        "/v1/models": {
+        "/v1/stream/models": {
             "get": _operation(
                 "The loaded models and what they support", {"200": _ok("Models", _ref(ModelsBody))}
             )

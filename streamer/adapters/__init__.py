@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from streamer.adapters import deepgram, openai_realtime, transcriptions
+from streamer.adapters import deepgram, openai_models, openai_realtime, transcriptions
+from streamer.adapters.vendor_errors import domain_error, vendor_errors
+from streamer.session.edge import ERROR_SHAPE
 
 
 def setup_adapters(app: web.Application) -> None:
-    """Register the vendor-compatible routes (Deepgram live, OpenAI Realtime and audio transcriptions)."""
+    """Register the vendor-compatible routes (Deepgram live, OpenAI Realtime, audio transcriptions
+    and the model list)."""
     app.router.add_routes(deepgram.ROUTES)
     app.router.add_routes(openai_realtime.ROUTES)
     app.router.add_routes(transcriptions.ROUTES)
+    app.router.add_routes(openai_models.ROUTES)
+    # 404 and 405 on these routes (inside the edge middleware) and the edge's own refusals on them (its
+    # throttle's 429) in the vendor's error body
+    app.middlewares.append(vendor_errors)
+    app[ERROR_SHAPE] = domain_error

@@ -33,15 +33,16 @@ from streamer.adapters.deepgram_options import (
     error_response,
     from_domain,
 )
+from streamer.adapters.deepgram_query import close_prefix
 from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
-from streamer.errors import AuthError, BadRequestError, SessionIdleError, StreamerError
+from streamer.errors import AuthError, BadRequestError, StreamerError
 from streamer.guards.keys import KeyRecord
-from streamer.protocol import CloseCode, Pong, ServerMessage
+from streamer.protocol import Pong, ServerMessage
 from streamer.services import Services
 from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.socket import close_reason_bytes, socket_response
+from streamer.session.socket import socket_response
 from streamer.session.tokens import DEEPGRAM_AUDIENCE
 
 log = logging.getLogger(__name__)
@@ -99,27 +100,25 @@ async def listen(request: web.Request) -> web.StreamResponse:
     except StreamerError as e:
         services.metrics.refused(e)
         return error_response(from_domain(e), request_id)
-    options: ListenOptions | None = None
-    problem: StreamerError | None = None
     try:
         options = ListenOptions.parse(request.query, services)
     except StreamerError as e:
-        problem = e  # said in the close frame, where the SDKs show it (a 400 would lose the reason)
-    sessions: list[StreamSession] = []
-    if options is not None:
-        try:
-            sessions = await admit_channels(registry, key, options, options.audio.outputs or 1)
-        except StreamerError as e:
-            services.metrics.refused(e)
-            return error_response(from_domain(e), request_id)
-        sessions[0].trace = tracing.session_started(
-            sessions[0].trace,
-            sessions[0].session_id,
-            request.get(REQUEST_ID, ""),
-            started,
-            surface="deepgram",
-            deepgram_request_id=request_id,
-        )
+        # before the upgrade, as Deepgram refuses a bad option: 400 with the reason in dg-error
+        services.metrics.refused(e)
+        return error_response(from_domain(e), request_id)
+    try:
+        sessions = await admit_channels(registry, key, options, options.audio.outputs or 1)
+    except StreamerError as e:
+        services.metrics.refused(e)
+        return error_response(from_domain(e), request_id)
+    sessions[0].trace = tracing.session_started(
+        sessions[0].trace,
+        sessions[0].session_id,
+        request.get(REQUEST_ID, ""),
+        started,
+        surface="deepgram",
+        deepgram_request_id=request_id,
+    )
     ws = socket_response((answer,) if answer else (), WS_MAX_MSG)
     ws.headers["dg-request-id"] = request_id
     try:
@@ -128,10 +127,6 @@ async def listen(request: web.Request) -> web.StreamResponse:
         for session in sessions:
             await registry.release(session)
         raise
-    if not sessions or options is None:
-        assert problem is not None
-        await ws.close(code=CloseCode.POLICY, message=close_reason_bytes(f"DATA-0000: {problem.message}"))
-        return ws
     transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
     await DeepgramConnection(registry, ws, key, sessions, options, request_id, transport).run()
     return ws
@@ -287,10 +282,7 @@ class DeepgramConnection(AdapterConnection):
     def close_message(self, reason: str, error: StreamerError | None) -> str:
         if error is None:
             return reason
-        # NET-0001 is Deepgram's "no audio within the timeout window", and what it says when it cannot serve
-        idle = isinstance(error, SessionIdleError)
-        prefix = "NET-0001" if idle or error.close_code == CloseCode.TRY_AGAIN_LATER else "DATA-0000"
-        return f"{prefix}: {error.code}: {error.message}"
+        return f"{close_prefix(error)}: {error.code}: {error.message}"
 
 
 ROUTES = [

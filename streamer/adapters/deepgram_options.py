@@ -3,6 +3,7 @@ shape."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -10,6 +11,7 @@ from multidict import MultiMapping
 
 from streamer.adapters.common import Turns, check_language, key_record, redeem, retune
 from streamer.adapters.deepgram_audio import AudioFormat
+from streamer.adapters.deepgram_query import ERR_CODES, check_query
 from streamer.errors import AuthError, ConfigError, StreamerError
 from streamer.guards.keys import KeyRecord
 from streamer.pipeline.align import supports_word_timestamps
@@ -35,8 +37,12 @@ class DeepgramRequestError(Exception):
 
 
 def from_domain(e: StreamerError) -> DeepgramRequestError:
-    codes = {401: "INVALID_AUTH", 403: "INSUFFICIENT_PERMISSIONS", 429: "TOO_MANY_REQUESTS"}
-    return DeepgramRequestError(e.status, codes.get(e.status, e.code.upper()), e.message, e.retry_after)
+    return DeepgramRequestError(e.status, ERR_CODES.get(e.status, e.code.upper()), e.message, e.retry_after)
+
+
+def refusal(e: StreamerError) -> web.Response:
+    """A refusal in Deepgram's shape, with a request id of its own."""
+    return error_response(from_domain(e), str(uuid.uuid4()))
 
 
 def error_response(e: DeepgramRequestError, request_id: str) -> web.Response:
@@ -70,7 +76,7 @@ def integer(query: MultiMapping[str], name: str, low: int, high: int) -> int | N
 
 @dataclass(frozen=True)
 class ListenOptions:
-    """The ``/v1/listen`` query this server honours (others that Deepgram knows are accepted, ignored)."""
+    """The ``/v1/listen`` query this server honours (any other option is refused: deepgram_query)."""
 
     audio: AudioFormat
     language: str | None
@@ -83,7 +89,8 @@ class ListenOptions:
     model: str
 
     @classmethod
-    def parse(cls, query: MultiMapping[str], services: Services) -> ListenOptions:
+    def parse(cls, query: MultiMapping[str], services: Services, prerecorded: bool = False) -> ListenOptions:
+        check_query(query, prerecorded)
         encoding = query.get("encoding", "").strip().lower() or None
         audio = AudioFormat.parse(
             encoding,
@@ -101,7 +108,8 @@ class ListenOptions:
         smart = flag(query, "smart_format", False)
         return cls(
             audio=audio,
-            language=check_language(services, query.get("language"))
+            # as on Deepgram, no language is English; multi detects it
+            language=check_language(services, query.get("language", "en"))
             if query.get("language") != "multi"
             else None,
             interim_results=flag(query, "interim_results", False),

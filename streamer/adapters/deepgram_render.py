@@ -189,7 +189,5 @@ class ResultRenderer:
             "sha256": "",
             "created": self._created,
             "duration": seconds(audio_ms),
-            "channels": self.channel[1],
-            "models": [self.model_uuid],
-            "model_info": {self.model_uuid: model_info(self.model_name)},
+            "channels": self.channel[1],  # (each Results names the model: the SDK's Metadata has no models)
         }

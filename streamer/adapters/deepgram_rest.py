@@ -61,7 +61,7 @@ async def transcribe(request: web.Request) -> web.StreamResponse:
                 "a JSON body (a {url} to fetch) is not supported: this server fetches nothing; "
                 "send the audio itself as the request body",
             )
-        options = ListenOptions.parse(request.query, services)
+        options = ListenOptions.parse(request.query, services, prerecorded=True)
     except DeepgramRequestError as e:
         return error_response(e, request_id)
     except StreamerError as e:

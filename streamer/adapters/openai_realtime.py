@@ -50,7 +50,13 @@ from streamer.adapters.openai_session import (
     new_id,
     state_from_ga,
 )
-from streamer.errors import AuthError, ConfigError, FrameTooLargeError, StreamerError
+from streamer.errors import (
+    AuthError,
+    ConfigError,
+    FrameTooLargeError,
+    StreamerError,
+    UnsupportedLanguageError,
+)
 from streamer.guards.keys import KeyRecord
 from streamer.pipeline.audio import max_frame_bytes
 from streamer.protocol import (
@@ -87,6 +93,7 @@ SECRET_PREFIX = "ek_"
 INSECURE_KEY_PREFIX = "openai-insecure-api-key."
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 MIN_COMMIT_MS = 100
+QUERY_OPTIONS = frozenset({"intent", "model"})  # model: any name, served by the one model
 
 
 async def client_secrets(request: web.Request) -> web.Response:
@@ -131,7 +138,7 @@ async def transcription_sessions(request: web.Request) -> web.Response:
             body = BetaSession.model_validate(await json_body(request))
         except ValidationError as e:
             raise invalid(e, None) from e
-        state = RealtimeState().updated_beta(body)
+        state = RealtimeState().updated_beta(body, creating=True)
         state.config(services)
         ttl = (
             body.client_secret.expires_at
@@ -182,6 +189,11 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     try:
         check_origin(request)
         key, state, beta_secret = await _authenticate(request, services)
+        unknown = next((name for name in request.query if name not in QUERY_OPTIONS), None)
+        if unknown is not None:  # refused, never ignored (docs/api-openai.md)
+            raise ClientEventError(
+                f"unknown query parameter {unknown[:64]!r}", code="unknown_parameter", param=unknown[:64]
+            )
         if state is None and request.query.get("intent") != "transcription":
             raise ClientEventError(
                 "this server serves transcription sessions only: connect with ?intent=transcription",
@@ -235,26 +247,28 @@ class RealtimeConnection(AdapterConnection):
         self._items: dict[int, _Item] = {}  # segment id -> item
         self._previous_item: str | None = None
         self._appended_ms = 0.0  # audio appended since the last commit or clear
+        # the client event being refused (its event_id, the param at fault) until its error is sent
+        self._refused: tuple[str | None, str | None] | None = None
 
     # ---- events out
 
     def _event(self, kind: str, **fields: Any) -> str:
         return json.dumps({"type": kind, "event_id": new_id("event"), **fields})
 
-    def _session_event(self, what: Literal["created", "updated"]) -> str:
-        if self.beta:
-            return self._event(
-                f"transcription_session.{what}",
-                session=self.state.beta(self.openai_session_id, self.expires_at),
-            )
-        return self._event(f"session.{what}", session=self.state.ga(self.openai_session_id, self.expires_at))
+    def _session_event(self, what: Literal["created", "updated"], beta: bool) -> str:
+        """``session.*`` (GA) or ``transcription_session.*`` (beta), in the shape the SDK reads."""
+        if beta:
+            return self._event(f"transcription_session.{what}", session=self.state.beta_config())
+        return self._event(f"session.{what}", session=self.state.ga_config())
 
     async def opening(self, replay: Sequence[TranscriptFinal | TranslationFinal], resumed: bool) -> None:
-        await self.send_json_text(self._session_event("created"))
+        await self.send_json_text(self._session_event("created", self.beta))
 
     async def report(self, e: StreamerError) -> None:
-        param = e.param if isinstance(e, ClientEventError) else None
-        event_id = e.event_id if isinstance(e, ClientEventError) else None
+        event_id, param = self._refused or (None, None)
+        self._refused = None
+        if isinstance(e, ClientEventError):
+            event_id, param = e.event_id or event_id, e.param or param
         kind = "invalid_request_error" if e.status < 500 else "server_error"
         error = {"type": kind, "code": e.code, "message": e.message, "param": param, "event_id": event_id}
         await self.send_json_text(self._event("error", error=error))
@@ -295,7 +309,7 @@ class RealtimeConnection(AdapterConnection):
                         item_id=item.item_id,
                     )
                 )
-            out.append(self._committed(item.item_id))
+            out.extend(self._committed(item.item_id))
             return out
         if isinstance(message, TranscriptPartial):
             growing = self._items.get(message.segment_id)
@@ -331,12 +345,14 @@ class RealtimeConnection(AdapterConnection):
                 if message.retryable or message.code == "internal_error"
                 else "invalid_request_error"
             )
+            event_id, param = self._refused or (None, None)
+            self._refused = None
             server_error: dict[str, Any] = {
                 "type": kind,
                 "code": message.code,
                 "message": message.message,
-                "param": None,
-                "event_id": None,
+                "param": param,
+                "event_id": event_id,
             }
             return [self._event("error", error=server_error)]
         return []
@@ -347,12 +363,26 @@ class RealtimeConnection(AdapterConnection):
             item = self._items[segment_id] = _Item(new_id("item"), at_ms)
         return item
 
-    def _committed(self, item_id: str) -> str:
-        event = self._event(
-            "input_audio_buffer.committed", previous_item_id=self._previous_item, item_id=item_id
+    def _committed(self, item_id: str) -> list[str]:
+        """The buffer committed as a user item, and the item as OpenAI announces it: ``.created`` (beta),
+        ``.added`` then ``.done`` (GA; the audio is final at once, its transcript follows)."""
+        previous, self._previous_item = self._previous_item, item_id
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        out = [self._event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)]
+        kinds = (
+            ("conversation.item.created",)
+            if self.beta
+            else ("conversation.item.added", "conversation.item.done")
         )
-        self._previous_item = item_id
-        return event
+        out.extend(self._event(kind, previous_item_id=previous, item=item) for kind in kinds)
+        return out
 
     def _delta(self, item: _Item, text: str) -> list[str]:
         grown = text[len(item.said) :]
@@ -396,14 +426,19 @@ class RealtimeConnection(AdapterConnection):
             event = model.model_validate(raw)
         except ValidationError as e:
             raise invalid(e, event_id) from e
-        if isinstance(event, Append):
-            await self._append(event)
-        elif isinstance(event, BufferEvent) and event.type == "input_audio_buffer.commit":
-            await self._commit(event)
-        elif isinstance(event, BufferEvent):
-            await self._clear()
-        elif isinstance(event, SessionUpdate | BetaSessionUpdate):
-            await self._update(event)
+        try:
+            if isinstance(event, Append):
+                await self._append(event)
+            elif isinstance(event, BufferEvent) and event.type == "input_audio_buffer.commit":
+                await self._commit(event)
+            elif isinstance(event, BufferEvent):
+                await self._clear()
+            elif isinstance(event, SessionUpdate | BetaSessionUpdate):
+                await self._update(event)
+        except StreamerError:
+            # whatever refuses it (a limit, the quota, the session), the error names the client's event
+            self._refused = (event_id, "audio" if isinstance(event, Append) else None)
+            raise
         return False
 
     async def _append(self, event: Append) -> None:
@@ -441,7 +476,8 @@ class RealtimeConnection(AdapterConnection):
             return
         # no speech in the buffer: an item with an empty transcript, as OpenAI answers silence
         item_id = new_id("item")
-        await self.send_json_text(self._committed(item_id))
+        for frame in self._committed(item_id):
+            await self.send_json_text(frame)
         await self.send_json_text(self._completed(item_id, "", 0.0))
 
     async def _clear(self) -> None:
@@ -470,13 +506,26 @@ class RealtimeConnection(AdapterConnection):
         except ClientEventError as e:
             e.event_id = event.event_id
             raise
-        except ConfigError as e:
-            raise ClientEventError(e.message, code=e.code, event_id=event.event_id) from e
+        except UnsupportedLanguageError as e:
+            where = (
+                "audio.input.transcription"
+                if isinstance(event, SessionUpdate)
+                else "input_audio_transcription"
+            )
+            raise ClientEventError(
+                e.message, code=e.code, param=f"session.{where}.language", event_id=event.event_id
+            ) from e
+        except ConfigError as e:  # turn detection changed mid-utterance
+            where = "audio.input.turn_detection" if isinstance(event, SessionUpdate) else "turn_detection"
+            raise ClientEventError(
+                e.message, code=e.code, param=f"session.{where}", event_id=event.event_id
+            ) from e
         if config != self.session.config:
             await self.session.update_config(config)
             rethreshold(self.session, state.turns)  # a new rate resets the segmenter's thresholds
         self.state = state
-        await self.send_json_text(self._session_event("updated"))
+        # the reply follows the event's shape, whatever the connection's header said
+        await self.send_json_text(self._session_event("updated", isinstance(event, BetaSessionUpdate)))
 
 
 ROUTES = [

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streamer.adapters import openai_options
 from streamer.adapters.common import Turns, check_language, key_record
 from streamer.errors import BadRequestError, StreamerError
 from streamer.guards.keys import KeyRecord
@@ -188,6 +189,7 @@ class RealtimeState(BaseModel):
     include: list[str] = Field(default_factory=list)
 
     def updated_ga(self, s: GaSession, explicit_turns: bool) -> RealtimeState:
+        _refuse_unsupported(s, openai_options.GA)
         data = self.model_dump()
         audio_in = s.audio.input if s.audio else None
         if audio_in is not None:
@@ -206,7 +208,14 @@ class RealtimeState(BaseModel):
             data["include"] = s.include
         return RealtimeState.model_validate(data)
 
-    def updated_beta(self, s: BetaSession) -> RealtimeState:
+    def updated_beta(self, s: BetaSession, creating: bool = False) -> RealtimeState:
+        _refuse_unsupported(s, openai_options.BETA)
+        if not creating and s.client_secret is not None:
+            raise ClientEventError(
+                "client_secret is set when a session is created, not in an update",
+                code="unsupported_parameter",
+                param="session.client_secret",
+            )
         data = self.model_dump()
         if s.input_audio_format is not None:
             data["format"] = BETA_FORMATS[s.input_audio_format]
@@ -243,11 +252,15 @@ class RealtimeState(BaseModel):
         )
 
     def ga(self, session_id: str, expires_at: int) -> dict[str, Any]:
+        """The GA session as REST answers it (a client secret's ``session``): with its id and expiry."""
+        described = {"id": session_id, "object": "realtime.transcription_session", "expires_at": expires_at}
+        return {"type": "transcription", **described, **self.ga_config()}
+
+    def ga_config(self) -> dict[str, Any]:
+        """The GA session as ``session.created`` / ``.updated`` carry it: the SDK's
+        ``RealtimeTranscriptionSessionCreateRequest``, which has no id or expiry."""
         return {
             "type": "transcription",
-            "id": session_id,
-            "object": "realtime.transcription_session",
-            "expires_at": expires_at,
             "audio": {
                 "input": {
                     "format": self._format_out(),
@@ -260,17 +273,25 @@ class RealtimeState(BaseModel):
         }
 
     def beta(self, session_id: str, expires_at: int) -> dict[str, Any]:
+        """The beta session as ``POST /v1/realtime/transcription_sessions`` answers it."""
         return {
             "id": session_id,
             "object": "realtime.transcription_session",
             "expires_at": expires_at,
-            "input_audio_format": next(k for k, v in BETA_FORMATS.items() if v == self.format),
-            "input_audio_transcription": self.transcription.model_dump(exclude_none=True),
-            "turn_detection": self._turns_out(),
+            **self.beta_config(),
             "input_audio_noise_reduction": self.noise_reduction.model_dump()
             if self.noise_reduction
             else None,
             "include": self.include,
+        }
+
+    def beta_config(self) -> dict[str, Any]:
+        """The beta session as ``transcription_session.*`` events carry it (the SDK's
+        ``TranscriptionSession`` less its ``client_secret``, which a live socket never re-sends)."""
+        return {
+            "input_audio_format": next(k for k, v in BETA_FORMATS.items() if v == self.format),
+            "input_audio_transcription": self.transcription.model_dump(exclude_none=True),
+            "turn_detection": self._turns_out(),
             "modalities": ["text"],
         }
 
@@ -282,6 +303,12 @@ class RealtimeState(BaseModel):
 
     def _turns_out(self) -> dict[str, Any] | None:
         return self.turn_detection.model_dump(exclude_none=True) if self.turn_detection else None
+
+
+def _refuse_unsupported(session: BaseModel, table: dict[str, openai_options.Status]) -> None:
+    refused = openai_options.refusal(session, table)
+    if refused is not None:
+        raise ClientEventError(refused.message, code=refused.code, param=refused.param)
 
 
 def _rate(kind: FormatType, rate: int | None, param: str) -> int:

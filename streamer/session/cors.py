@@ -20,7 +20,16 @@ from streamer.session.validation import normalize_origin
 
 log = logging.getLogger(__name__)
 
-REST_PATHS = frozenset({"/v1/sessions", "/v1/sessions/{session_id}/resume", "/v1/demo/session", "/v1/models"})
+REST_PATHS = frozenset(
+    {
+        "/v1/sessions",
+        "/v1/sessions/{session_id}/resume",
+        "/v1/demo/session",
+        "/v1/stream/models",
+        "/v1/models",
+        "/v1/models/{model}",
+    }
+)
 ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
 EXPOSE_HEADERS = (
     "Retry-After",

@@ -31,6 +31,9 @@ REGISTRY: web.AppKey[SessionRegistry] = web.AppKey("registry", SessionRegistry)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)  # for traces of what it starts
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# a surface with its own error body (the vendor adapters) renders the refusals made here on its paths
+ErrorShape = Callable[[web.Request, StreamerError], web.Response | None]
+ERROR_SHAPE: web.AppKey[ErrorShape] = web.AppKey("error_shape", ErrorShape)  # type: ignore[arg-type]
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -116,7 +119,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             registry.check_auth_failures(address)
         response = await handler(request)
     except StreamerError as e:
-        response = error_response(e)
+        shape = request.app.get(ERROR_SHAPE)
+        response = (shape(request, e) if shape is not None else None) or error_response(e)
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -11,6 +11,7 @@ from streamer.errors import AuthError, ForbiddenError, OverloadedError, SessionN
 from streamer.guards.backend import BackendUnavailableError, QuotaDecision
 from streamer.guards.keys import DEMO_KEY_ID
 from streamer.protocol import SessionConfig, TranscriptFinal
+from streamer.services import Services
 from streamer.session.clients import client_address, networks, rate_key
 from streamer.session.edge import (
     REGISTRY,
@@ -155,10 +156,10 @@ async def demo_session(request: web.Request) -> web.Response:
     return await _start_session(request, DEMO_KEY_ID, settings.demo_max_sessions, config)
 
 
-async def list_models(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+def describe_models(services: Services) -> dict[str, Any]:
+    """What the loaded models support, in protocol v1's terms: ``GET /v1/stream/models``."""
     asr = services.asr
-    body: dict[str, Any] = {
+    return {
         "asr": {
             "name": asr.name,
             "multilingual": asr.multilingual,
@@ -167,4 +168,8 @@ async def list_models(request: web.Request) -> web.Response:
         },
         "mt": services.translator.describe() if services.translator is not None else None,
     }
-    return web.json_response(body)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """``GET /v1/stream/models``: the loaded models (``GET /v1/models`` is OpenAI's list)."""
+    return web.json_response(describe_models(request.app[SERVICES]))

@@ -145,7 +145,7 @@ async def test_wrong_credentials_are_refused_before_the_upgrade(make_server: Ser
         ) as response:
             assert response.status == 400
             body = await response.json()
-            assert body["err_code"] == "BAD_REQUEST" and "ttl_seconds" in body["err_msg"]
+            assert body["err_code"] == "Bad Request" and "ttl_seconds" in body["err_msg"]  # Deepgram's word
 
 
 async def _raw(server: TestServer, query: str, protocols: tuple[str, ...] = ("token", API_KEY)) -> Any:
@@ -170,20 +170,20 @@ async def _until_closed(ws: aiohttp.ClientWebSocketResponse) -> tuple[list[dict[
 
 async def test_bad_input_gets_deepgram_shaped_errors(make_server: ServerFactory) -> None:
     server = await make_server()
-    # an encoding this server does not decode: a close frame that says so
-    session, ws = await _raw(server, "encoding=amr-nb&sample_rate=8000")
-    assert ws.protocol == "token"  # the browser credential's subprotocol is answered
-    _, reason = await _until_closed(ws)
-    assert ws.close_code == 1008 and "encoding amr-nb is not supported" in reason
-    await session.close()
-    # a sample rate outside 8-48 kHz
-    session, ws = await _raw(server, "encoding=linear16&sample_rate=4000")
-    _, reason = await _until_closed(ws)
-    assert ws.close_code == 1008 and "sample_rate" in reason
-    await session.close()
+    # an encoding this server does not decode, a sample rate outside 8-48 kHz: 400 before the upgrade
+    for query, says in (
+        ("encoding=amr-nb&sample_rate=8000", "encoding amr-nb"),
+        ("encoding=linear16&sample_rate=4000", "sample_rate"),
+    ):
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(f"{ws_base(server)}/v1/listen?{query}", protocols=("token", API_KEY))
+        assert refused.value.status == 400 and refused.value.headers is not None
+        assert says in refused.value.headers["dg-error"]
     # unknown and malformed messages are answered with Error and the stream goes on; an oversized audio
     # message closes with 1009 after the accepted audio is finalized
     session, ws = await _raw(server, "encoding=linear16&sample_rate=16000")
+    assert ws.protocol == "token"  # the browser credential's subprotocol is answered
     await ws.send_str('{"type": "Configure", "features": {}}')
     await ws.send_str("not json")
     await ws.send_bytes(bytes(3200))

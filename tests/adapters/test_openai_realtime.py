@@ -70,7 +70,7 @@ async def test_server_vad_session_transcribes_with_append_only_deltas(
                         "format": {"type": "audio/pcm", "rate": RATE},
                         "transcription": {"model": "gpt-4o-transcribe", "language": "en"},
                         "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
-                        "noise_reduction": {"type": "near_field"},
+                        "noise_reduction": None,  # (near_field or far_field are refused: not applied)
                     }
                 },
             }

@@ -40,10 +40,20 @@ async def _preflight(
             return r
 
 
-@pytest.mark.parametrize("path", ["/v1/sessions", "/v1/models", "/v1/demo/session", "/v1/sessions/s1/resume"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/sessions",
+        "/v1/stream/models",
+        "/v1/models",
+        "/v1/models/whisper-1",
+        "/v1/demo/session",
+        "/v1/sessions/s1/resume",
+    ],
+)
 async def test_preflight_allows_listed_origins_only(make_server: Any, path: str) -> None:
     server = await _server(make_server, (ALLOWED + "/",))  # a trailing slash in the setting is forgiven
-    method = "GET" if path == "/v1/models" else "POST"
+    method = "GET" if "/models" in path else "POST"
     ok = await _preflight(server, path, ALLOWED, method)
     assert ok.status == 200
     assert ok.headers["Access-Control-Allow-Origin"] == ALLOWED

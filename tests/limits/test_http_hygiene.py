@@ -46,6 +46,7 @@ CASES: list[tuple[str, str, dict[str, str], Any, int]] = [
     ("GET", "/readyz", {}, None, 200),
     ("GET", "/metrics", {}, None, 200),
     ("GET", "/v1/models", {}, None, 200),
+    ("GET", "/v1/stream/models", {}, None, 200),
     ("GET", "/", {}, None, 200),
     ("GET", "/no/such/route", {}, None, 404),
     ("GET", "/v1/admin/../../etc/passwd", {}, None, 404),

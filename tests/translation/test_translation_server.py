@@ -1,5 +1,6 @@
-"""Translation through a real server: ``GET /v1/models``, one ``translation.final`` per final and target, in
-order, unsupported targets refused, batching across sessions, and the caches (in-process and Redis).
+"""Translation through a real server: ``GET /v1/stream/models``, one ``translation.final`` per final and
+target, in order, unsupported targets refused, batching across sessions, and the caches (in-process and
+Redis).
 
 FakeAsr makes the finals deterministic; the real Silero VAD cuts the English speech fixtures into
 utterances; a tiny generated NLLB-layout model (behind ``SpyEngine``) does the translating.
@@ -68,10 +69,13 @@ async def test_models_lists_the_asr_and_mt_models(make_server: Any, nllb: CT2Tra
     with_mt = await make_server(asr_engine=FakeAsr(), mt_engine=SpyEngine(nllb))
     without_mt = await make_server(asr_engine=FakeAsr())
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{base_url(with_mt)}/v1/models") as r:
+        async with http.get(f"{base_url(with_mt)}/v1/stream/models") as r:
             assert r.status == 200
             body = await r.json()
-        async with http.get(f"{base_url(without_mt)}/v1/models") as r:
+        async with http.get(f"{base_url(with_mt)}/v1/models") as r:  # OpenAI's list keeps them (deprecated)
+            assert r.status == 200
+            listed = await r.json()
+        async with http.get(f"{base_url(without_mt)}/v1/stream/models") as r:
             assert r.status == 200
             assert (await r.json())["mt"] is None
 
@@ -79,6 +83,7 @@ async def test_models_lists_the_asr_and_mt_models(make_server: Any, nllb: CT2Tra
     assert body["asr"]["tasks"] == ["transcribe"]
     languages = ["de", "en", "es"]
     assert body["mt"] == {"name": "nllb-200-tiny", "sources": languages, "targets": languages}
+    assert {"asr": listed["asr"], "mt": listed["mt"]} == body
 
 
 async def test_each_final_is_followed_by_one_translation_per_target(
