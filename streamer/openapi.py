@@ -381,7 +381,8 @@ def build_openapi() -> dict[str, Any]:
                 "A fresh token for a session whose connection dropped (same API key only)",
                 {
                     "201": _ok("Resume token issued", _ref(ResumeGrantBody)),
-                    **{str(s): _error(s) for s in (401, 404, 503)},
+                    # 429: the key's resumes a minute (STREAMER_RESUME_RATE_PER_KEY_PER_MIN)
+                    **{str(s): _error(s) for s in (401, 404, 429, 503)},
                 },
                 secured=True,
                 parameters=[

@@ -67,6 +67,7 @@ def _args(url: str, **overrides: Any) -> argparse.Namespace:
         "task": "transcribe",
         "translate_to": [],
         "json": False,
+        "encoding": "pcm16",
     }
     return argparse.Namespace(**{**base, **overrides})
 
