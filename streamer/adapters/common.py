@@ -240,5 +240,4 @@ class AdapterConnection(SessionSocket):
     async def end(self, reason: str = "client_closed") -> None:
         """The client is done: finalize, deliver every final, say goodbye, close normally."""
         await self.flush_audio()
-        await self.session.drain()
-        await self._finish(reason, CloseCode.NORMAL)
+        self.finish(reason, CloseCode.NORMAL)  # the connection's end drains, delivers and closes

@@ -160,7 +160,6 @@ class Connection(SessionSocket):
             check_session_config(self.services, config)
             await self.session.update_config(config)
         elif isinstance(message, SessionClose):
-            await self.session.drain()
-            await self._finish("client_closed", CloseCode.NORMAL)
+            self.finish("client_closed", CloseCode.NORMAL)  # the end drains, delivers and closes
             return True
         return False
