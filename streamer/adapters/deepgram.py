@@ -39,7 +39,6 @@ from streamer.protocol import (
     MIN_SAMPLE_RATE,
     CloseCode,
     ErrorEvent,
-    Pong,
     ServerMessage,
     SessionClosed,
     SessionConfig,
@@ -63,7 +62,6 @@ MIN_ENDPOINTING_MS = 100  # our VAD hears silence in 32 ms windows; shorter endp
 GRANT_TTL_S = 30.0
 MAX_GRANT_TTL_S = 3600.0
 SUBPROTOCOLS = ("token", "bearer")
-FINALIZE_MARK = "streamer.deepgram.finalize"  # an outbox marker, never sent as such
 
 
 class DeepgramRequestError(Exception):
@@ -334,7 +332,7 @@ class DeepgramConnection(AdapterConnection):
         await self.flush_audio()
         open_id = self.session.segmenter.open_segment_id
         await self.session.commit("finalize")
-        await self.outbox.put(Pong(id=f"{FINALIZE_MARK}:{open_id or ''}"))
+        await self.reply(lambda: self._finalize_mark(open_id))
 
     # ---- rendering
 
@@ -359,19 +357,21 @@ class DeepgramConnection(AdapterConnection):
             # speech that could not be transcribed still gets its (empty) final, as Deepgram sends them
             start = self._starts.get(message.segment_id, 0)
             out.extend(self._final(message.segment_id, "", [], start, start))
-        elif isinstance(message, Pong) and str(message.id).startswith(FINALIZE_MARK):
-            ended = str(message.id).rpartition(":")[2]
-            if ended:  # the Finalize ended this utterance: its result is the answer
-                self._finalized.add(int(ended))
-            elif self._stopped:  # answer after the results still coming
-                self._answer_after = max(self._stopped)
-            else:
-                out.append(self._finalize_answer())
         elif isinstance(message, ErrorEvent):
             out.append({"type": "Error", "variant": message.code, "description": message.message})
         elif isinstance(message, SessionClosed):
             out.append(self._metadata(message))
         return [json.dumps(m) for m in out]
+
+    def _finalize_mark(self, ended: int | None) -> str | None:
+        """A Finalize's turn in the outbox: every utterance that had ended before it has been seen ended."""
+        if ended is not None:  # the Finalize ended this utterance: its result is the answer
+            self._finalized.add(ended)
+        elif self._stopped:  # answer after the results still coming
+            self._answer_after = max(self._stopped)
+        else:
+            return json.dumps(self._finalize_answer())
+        return None
 
     def _final(
         self, segment_id: int, text: str, words: list[Word], start_ms: int, end_ms: int

@@ -239,14 +239,14 @@ class RealtimeConnection(AdapterConnection):
         return self._event(f"session.{what}", session=self.state.ga(self.openai_session_id, self.expires_at))
 
     async def opening(self, replay: Sequence[TranscriptFinal | TranslationFinal], resumed: bool) -> None:
-        await self.send_json_text(self._session_event("created"))
+        await self.reply(lambda: self._session_event("created"))
 
     async def report(self, e: StreamerError) -> None:
         param = e.param if isinstance(e, ClientEventError) else None
         event_id = e.event_id if isinstance(e, ClientEventError) else None
         kind = "invalid_request_error" if e.status < 500 else "server_error"
         error = {"type": kind, "code": e.code, "message": e.message, "param": param, "event_id": event_id}
-        await self.send_json_text(self._event("error", error=error))
+        await self.reply(lambda: self._event("error", error=error))
 
     def recoverable(self, e: StreamerError) -> bool:
         return super().recoverable(e) or isinstance(e, FrameTooLargeError)
@@ -425,8 +425,7 @@ class RealtimeConnection(AdapterConnection):
             return
         # no speech in the buffer: an item with an empty transcript, as OpenAI answers silence
         item_id = new_id("item")
-        await self.send_json_text(self._committed(item_id))
-        await self.send_json_text(self._completed(item_id, "", 0.0))
+        await self.reply(lambda: self._committed(item_id), lambda: self._completed(item_id, "", 0.0))
 
     async def _clear(self) -> None:
         """Drop the audio not yet committed: the open utterance is forgotten, not transcribed."""
@@ -438,7 +437,7 @@ class RealtimeConnection(AdapterConnection):
             segmenter.finish("cleared")  # the session never sees it end, so nothing transcribes it
             self.services.asr_batcher.discard_partial(self.session.session_id)
             self._items.pop(open_id, None)
-        await self.send_json_text(self._event("input_audio_buffer.cleared"))
+        await self.reply(lambda: self._event("input_audio_buffer.cleared"))
 
     async def _update(self, event: SessionUpdate | BetaSessionUpdate) -> None:
         try:
@@ -460,7 +459,7 @@ class RealtimeConnection(AdapterConnection):
             await self.session.update_config(config)
             rethreshold(self.session, state.turns)  # a new rate resets the segmenter's thresholds
         self.state = state
-        await self.send_json_text(self._session_event("updated"))
+        await self.reply(lambda: self._session_event("updated"))
 
 
 ROUTES = [

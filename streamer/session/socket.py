@@ -41,7 +41,7 @@ from streamer.protocol import (
 )
 from streamer.session.edge import idle_timeout_s, max_session_s
 from streamer.session.ending import Ending
-from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, Send, SlowConsumerError
+from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, Render, SlowConsumerError
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
@@ -77,7 +77,7 @@ class SessionSocket(ABC):
         ws: web.WebSocketResponse,
         session: StreamSession,
         transport: asyncio.Transport | None = None,
-        send: Send | None = None,
+        render: Render | None = None,
     ) -> None:
         self.registry = registry
         self.services = registry.services
@@ -87,7 +87,8 @@ class SessionSocket(ABC):
         self.session_id = session.session_id
         s = self.services.settings
         self.outbox = Outbox(
-            send or ws.send_str,
+            ws.send_str,
+            render=render,
             maxsize=s.session_out_queue,
             max_bytes=OUTBOX_MAX_BYTES,
             send_timeout_s=s.send_timeout_s,
