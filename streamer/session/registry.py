@@ -404,9 +404,8 @@ class SessionRegistry:
             parked = self._parked.get(session_id)
             if parked is not None:
                 # bounded: releasing aborts a finalization stuck behind a model that no longer answers
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.services.settings.drain_timeout_s):
-                        await parked.settled.wait()
+                with contextlib.suppress(SessionBusyError):
+                    await self._settled(parked)
             await self._expire(session_id)
         # bounded: a task that outlives its cancel (a library that swallows one) must not hold shutdown
         loop = asyncio.get_running_loop()

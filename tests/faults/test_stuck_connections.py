@@ -78,8 +78,9 @@ async def test_a_model_failure_behind_a_full_finals_queue_releases_the_session(
     serve: Callable[[Settings, FakeAsr], Awaitable[TestServer]],
 ) -> None:
     asr = FakeAsr(hang=True)  # a hung model, cut off by the batcher's watchdog
-    # a breaker that stays closed: readiness then depends on the model thread and the sessions alone
-    settings = make_settings(model_timeout_s=2.0, breaker_threshold=100)
+    # a breaker that stays closed: readiness then depends on the model thread and the sessions alone;
+    # room for one session, so one stuck session would refuse every other
+    settings = make_settings(model_timeout_s=2.0, breaker_threshold=100, max_sessions=1)
     server = await serve(settings, asr)
     registry = server.app[REGISTRY]
     try:
@@ -109,5 +110,8 @@ async def test_a_model_failure_behind_a_full_finals_queue_releases_the_session(
         await eventually(lambda: not registry.connections, "the connection to go", 5)
         await until(lambda: _active(server), 0, "the key's concurrent-session slot to be released")
         await until(lambda: _ready(server), 200, "/readyz to say ready")
+        # the instance admits sessions again (a stuck one kept it answering 503 to everyone)
+        async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+            await client.create_session()
     finally:
         asr.release()
