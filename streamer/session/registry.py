@@ -298,7 +298,11 @@ class SessionRegistry:
         self.check_capacity(resuming=session_id)
         live = self._connections.get(session_id)
         if live is not None:
-            await live.hand_over()
+            try:  # bounded: its end's steps are (a connection stuck past them shows on /readyz)
+                async with asyncio.timeout(self.endings.bound_s):
+                    await live.hand_over()
+            except TimeoutError:
+                raise SessionBusyError("the session's connection is still closing; retry shortly") from None
         parked = self._parked.get(session_id)
         if self.durable is not None:
             if parked is not None and parked.session.key_id == key_id:

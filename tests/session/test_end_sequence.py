@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
@@ -168,3 +169,33 @@ async def test_history_is_bounded_and_abort_joins_the_sessions_tasks() -> None:
         left.discard(asyncio.current_task())  # type: ignore[arg-type]
         assert not [t for t in left if "sess_long" in repr(t) or "_deliver_partial" in repr(t)], left
         writer.cancel()
+
+
+class _Stuck:
+    """An Attachment whose end never completes (a bug, or a library that swallowed a cancel)."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+
+    async def hand_over(self) -> None:
+        self.asked.set()
+        await asyncio.Event().wait()
+
+    async def shutdown(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_resume_does_not_wait_forever_for_a_connection_that_does_not_let_go() -> None:
+    async with services(settings=make_settings(resume_window_s=30.0)) as svc:
+        registry = SessionRegistry(svc)
+        registry.endings = Endings(0.2, time.monotonic)  # its end's bounds, shortened for the test
+        session = registry.open("sess_stuck", "key", SessionConfig(language="en"))
+        connection = _Stuck()
+        registry.attach(session, connection, Outbox(Sink()))
+        async with asyncio.timeout(5):
+            with pytest.raises(SessionBusyError):
+                await registry.resume("sess_stuck", "key")
+        assert connection.asked.is_set()
+        registry.detach(session, connection, ended=True)
+        async with asyncio.timeout(5):
+            await registry.close()
