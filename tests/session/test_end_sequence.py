@@ -68,8 +68,17 @@ async def _speak(session: StreamSession, vad: ScriptedVad, ended: int, open_afte
 async def test_a_session_whose_model_failed_while_parked_is_not_resumed_as_a_zombie(
     make_server: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    asr = FakeAsr(delay=1.0, fail=True)  # fails, but only after the client has gone
+    asr = FakeAsr(hang=True)  # answers nothing until released: then it fails, after the client has gone
     server = await make_server(make_settings(resume_window_s=30.0, breaker_threshold=100), asr_engine=asr)
+    registry = server.app[REGISTRY]
+    try:
+        await _resume_after_failure(server, asr, caplog)
+    finally:
+        asr.release()
+    await eventually(lambda: not registry.parked and not registry.sessions, "the session to be released")
+
+
+async def _resume_after_failure(server: TestServer, asr: FakeAsr, caplog: pytest.LogCaptureFixture) -> None:
     registry = server.app[REGISTRY]
     async with StreamerClient(base_url(server), api_key=API_KEY) as client:
         stream = await client.connect({"language": "en"})
@@ -80,6 +89,8 @@ async def test_a_session_whose_model_failed_while_parked_is_not_resumed_as_a_zom
         transport.abort()  # gone before the model's answer: the session is parked
         sid = stream.info.session_id
         await eventually(lambda: sid in registry.parked, "the session to be parked")
+        asr.fail = True
+        asr.release()
         await eventually(
             lambda: any("final for segment 1 failed" in r.getMessage() for r in caplog.records),
             "the parked session's final to fail",
@@ -95,7 +106,6 @@ async def test_a_session_whose_model_failed_while_parked_is_not_resumed_as_a_zom
         assert [e["code"] for e in errors] == ["model_unavailable"], events
         assert events[-1]["type"] == "session.closed" and events[-1]["reason"] == "model_unavailable"
         assert resumed.close_code == 1013
-    await eventually(lambda: not registry.parked and not registry.sessions, "the session to be released")
 
 
 async def test_readiness_is_false_while_a_connection_is_stuck_ending(make_server: ServerFactory) -> None:
