@@ -12,15 +12,12 @@ upgrade itself is checked like ``/v1/stream``'s (``streamer.session.socket.socke
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from abc import abstractmethod
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
-from pydantic import Field, TypeAdapter
 
 from streamer.errors import (
     AuthError,
@@ -36,15 +33,13 @@ from streamer.pipeline.segmenter import Segmenter, SegmenterConfig
 from streamer.protocol import CloseCode, ServerMessage, SessionConfig, TranscriptFinal, TranslationFinal
 from streamer.services import Services
 from streamer.session.edge import redeem_token
+from streamer.session.outbox import Reply
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 from streamer.session.socket import SessionSocket
 
 log = logging.getLogger(__name__)
 
-SERVER_MESSAGE: TypeAdapter[ServerMessage] = TypeAdapter(
-    Annotated[ServerMessage, Field(discriminator="type")]
-)
 NO_ENDPOINT_MS = 3_600_000  # "never end an utterance on silence": only commits (and max length) end it
 
 
@@ -175,7 +170,7 @@ class AdapterConnection(SessionSocket):
         session: StreamSession,
         transport: asyncio.Transport | None = None,
     ) -> None:
-        super().__init__(registry, ws, session, transport, send=self._deliver)
+        super().__init__(registry, ws, session, transport, render=self.render)
         self.reframer = Reframer()
 
     # ---- what a surface provides
@@ -194,15 +189,11 @@ class AdapterConnection(SessionSocket):
 
     # ---- the connection
 
-    async def send_json_text(self, text: str) -> None:
-        """A vendor frame outside the session's message order (answers to client events)."""
-        if not self.ws.closed:
-            with contextlib.suppress(ConnectionError):
-                await self.ws.send_str(text)
-
-    async def _deliver(self, text: str) -> None:
-        for frame in self.render(SERVER_MESSAGE.validate_json(text)):
-            await self.ws.send_str(frame)
+    async def reply(self, *frames: Callable[[], str | list[str] | None]) -> None:
+        """Answer a client event: its frames go out through the outbox, in order with the results queued
+        before them, under the same bounds (bytes, send timeout); each is made when its turn comes, so the
+        surface's rendering state changes in the writer alone (None: nothing to send after all)."""
+        await self.outbox.put(Reply(frames))
 
     async def on_binary(self, data: bytes) -> None:
         raise BadRequestError("this API takes no binary messages")
@@ -245,5 +236,4 @@ class AdapterConnection(SessionSocket):
     async def end(self, reason: str = "client_closed") -> None:
         """The client is done: finalize, deliver every final, say goodbye, close normally."""
         await self.flush_audio()
-        await self.session.drain()
-        await self._finish(reason, CloseCode.NORMAL)
+        self.finish(reason, CloseCode.NORMAL)  # the connection's end drains, delivers and closes

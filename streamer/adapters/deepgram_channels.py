@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from streamer.adapters.common import SERVER_MESSAGE, Reframer
+from streamer.adapters.common import Reframer
 from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
 from streamer.errors import StreamerError
 from streamer.protocol import Pong
@@ -48,6 +48,7 @@ class ChannelSession:
         self._on_fatal = on_fatal
         self.outbox = Outbox(
             self._send,
+            render=renderer.render,  # frames made by the writer, in order (no JSON round trip)
             maxsize=s.session_out_queue,
             max_bytes=OUTBOX_MAX_BYTES,
             send_timeout_s=s.send_timeout_s,
@@ -60,12 +61,11 @@ class ChannelSession:
         self.session.on_fatal = self._on_fatal
         self._writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.session.session_id}")
 
-    async def _send(self, text: str) -> None:
-        for frame in self.renderer.render(SERVER_MESSAGE.validate_json(text)):
-            if self._ws.closed:
-                return
-            with contextlib.suppress(ConnectionError):
-                await self._ws.send_str(frame)
+    async def _send(self, frame: str) -> None:
+        if self._ws.closed:
+            return
+        with contextlib.suppress(ConnectionError):
+            await self._ws.send_str(frame)
 
     async def push(self, pcm: bytes) -> None:
         pcm_input = self.session.pcm

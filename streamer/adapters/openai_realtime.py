@@ -262,7 +262,7 @@ class RealtimeConnection(AdapterConnection):
         return self._event(f"session.{what}", session=self.state.ga_config())
 
     async def opening(self, replay: Sequence[TranscriptFinal | TranslationFinal], resumed: bool) -> None:
-        await self.send_json_text(self._session_event("created", self.beta))
+        await self.reply(lambda: self._session_event("created", self.beta))
 
     async def report(self, e: StreamerError) -> None:
         event_id, param = self._refused or (None, None)
@@ -271,7 +271,7 @@ class RealtimeConnection(AdapterConnection):
             event_id, param = e.event_id or event_id, e.param or param
         kind = "invalid_request_error" if e.status < 500 else "server_error"
         error = {"type": kind, "code": e.code, "message": e.message, "param": param, "event_id": event_id}
-        await self.send_json_text(self._event("error", error=error))
+        await self.reply(lambda: self._event("error", error=error))
 
     def recoverable(self, e: StreamerError) -> bool:
         return super().recoverable(e) or isinstance(e, FrameTooLargeError)
@@ -476,9 +476,7 @@ class RealtimeConnection(AdapterConnection):
             return
         # no speech in the buffer: an item with an empty transcript, as OpenAI answers silence
         item_id = new_id("item")
-        for frame in self._committed(item_id):
-            await self.send_json_text(frame)
-        await self.send_json_text(self._completed(item_id, "", 0.0))
+        await self.reply(lambda: self._committed(item_id), lambda: self._completed(item_id, "", 0.0))
 
     async def _clear(self) -> None:
         """Drop the audio not yet committed: the open utterance is forgotten, not transcribed."""
@@ -490,7 +488,7 @@ class RealtimeConnection(AdapterConnection):
             segmenter.finish("cleared")  # the session never sees it end, so nothing transcribes it
             self.services.asr_batcher.discard_partial(self.session.session_id)
             self._items.pop(open_id, None)
-        await self.send_json_text(self._event("input_audio_buffer.cleared"))
+        await self.reply(lambda: self._event("input_audio_buffer.cleared"))
 
     async def _update(self, event: SessionUpdate | BetaSessionUpdate) -> None:
         try:
@@ -525,7 +523,8 @@ class RealtimeConnection(AdapterConnection):
             rethreshold(self.session, state.turns)  # a new rate resets the segmenter's thresholds
         self.state = state
         # the reply follows the event's shape, whatever the connection's header said
-        await self.send_json_text(self._session_event("updated", isinstance(event, BetaSessionUpdate)))
+        beta = isinstance(event, BetaSessionUpdate)
+        await self.reply(lambda: self._session_event("updated", beta))
 
 
 ROUTES = [

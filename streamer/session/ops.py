@@ -20,7 +20,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready only when models are loaded, breakers are closed and the state backend answers."""
+    """Ready only when models are loaded, breakers are closed, the state backend answers and no
+    connection is stuck ending."""
     ok, checks = await _readiness(request.app)
     return web.json_response(
         {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
@@ -40,8 +41,12 @@ async def _readiness(app: web.Application) -> tuple[bool, dict[str, str]]:
         # the reason goes to the log, not to whoever asks /readyz
         log.debug("state backend unreachable: %s", type(e).__name__)
         checks["state_backend"] = "unreachable"
-    if app[REGISTRY].draining:
+    registry = app[REGISTRY]
+    if registry.draining:
         checks["draining"] = "shutting down"
+    # a connection whose end overran its bounds holds a session and its key's slot: not ready
+    if stuck := registry.endings.stuck():
+        checks["sessions"] = f"{stuck} stuck ending"
     # half-open counts as ready: its probe needs a session's audio, which a load balancer would withhold
     return all(v in ("ok", "half_open") for v in checks.values()), checks
 

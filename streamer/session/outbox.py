@@ -1,5 +1,10 @@
 """A session's outgoing messages: one bounded queue, one writer task.
 
+Everything a connection sends goes through it, in order: protocol v1 messages (results, events, errors)
+and a vendor surface's replies to its client's events (:class:`Reply`). Each is encoded at the door by
+the writer: the message's protocol v1 JSON, or the surface's ``render`` of it into its vendor's frames,
+so a surface's rendering state changes in one task, in the order the client sees.
+
 Overflow policy: droppable messages (partials) are refused once the queue is half full (in messages or in
 bytes); everything else waits for room, which stops the session's reader and so pushes back on the client
 through TCP. The queue is bounded in bytes as well as messages, so a client that reads slowly pins at most
@@ -12,14 +17,34 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from streamer.protocol import ServerMessage, dump
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[str], Awaitable[None]]
+Render = Callable[[ServerMessage], list[str]]  # a vendor surface's frames for one protocol v1 message
 # the bytes of queued outgoing messages one session may hold (finals wait for room beyond it)
 OUTBOX_MAX_BYTES = 1 << 20
+# what a queued reply counts for in the byte bound (its frames are made when it is sent)
+REPLY_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A vendor surface's answer to a client event: frames made by the writer when their turn comes
+    (each callable gives a frame, a list of them, or None for nothing), in order with the results queued
+    before."""
+
+    frames: tuple[Callable[[], str | list[str] | None], ...]
+
+
+@dataclass(frozen=True)
+class _Queued:
+    item: ServerMessage | Reply
+    text: str  # the message's protocol v1 JSON ("" for a reply)
+    size: int
 
 
 class SlowConsumerError(Exception):
@@ -31,12 +56,14 @@ class Outbox:
         self,
         send: Send,
         *,
+        render: Render | None = None,
         maxsize: int = 256,
         max_bytes: int = OUTBOX_MAX_BYTES,
         send_timeout_s: float = 10.0,
     ) -> None:
         self._send = send
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)
+        self._render = render  # None: protocol v1, each message sent as its JSON
+        self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize)
         self._max_bytes = max_bytes
         self.queued_bytes = 0  # of messages queued or being sent
         self._room = asyncio.Event()  # set whenever bytes are released
@@ -51,39 +78,55 @@ class Outbox:
         if self.closed or backed_up:
             self.dropped += 1
             return False
-        text = dump(message)
-        self.queued_bytes += _size(text)
-        self._queue.put_nowait(text)
+        queued = _queued(message)
+        self.queued_bytes += queued.size
+        self._queue.put_nowait(queued)
         return True
 
-    async def put(self, message: ServerMessage) -> None:
-        """Queue a message that must be delivered; waits for room (in messages and in bytes)."""
+    async def put(self, message: ServerMessage | Reply) -> None:
+        """Queue a message (or a vendor's reply) that must be delivered; waits for room (in messages and
+        in bytes)."""
         if self.closed:
             return
-        text = dump(message)
-        size = _size(text)
+        queued = _queued(message)
         # one message always fits an empty outbox, however large
-        while self.queued_bytes and self.queued_bytes + size > self._max_bytes:
+        while self.queued_bytes and self.queued_bytes + queued.size > self._max_bytes:
             self._room.clear()
             await self._room.wait()
             if self.closed:
                 return
-        self.queued_bytes += size
-        await self._queue.put(text)
+        self.queued_bytes += queued.size
+        await self._queue.put(queued)
 
     async def run(self) -> None:
         """The writer: sends in order until ``finish`` or a send stalls past the timeout."""
         while True:
-            text = await self._queue.get()
-            if text is None:
+            queued = await self._queue.get()
+            if queued is None:
                 return
             try:
-                delivered = await self._send_one(text)
+                delivered = True
+                for frame in self._frames(queued):
+                    if not (delivered := await self._send_one(frame)):
+                        break
             finally:
-                self.queued_bytes = max(0, self.queued_bytes - _size(text))
+                self.queued_bytes = max(0, self.queued_bytes - queued.size)
                 self._room.set()
             if not delivered:
                 return
+
+    def _frames(self, queued: _Queued) -> list[str]:
+        """What goes on the wire for one queued item, made now (in the writer, in order)."""
+        item = queued.item
+        if isinstance(item, Reply):
+            frames: list[str] = []
+            for make in item.frames:
+                made = make()
+                frames.extend([] if made is None else [made] if isinstance(made, str) else made)
+            return frames
+        if self._render is None:
+            return [queued.text]
+        return self._render(item)
 
     async def _send_one(self, text: str) -> bool:
         """Send one message; False when the connection is gone."""
@@ -116,6 +159,9 @@ class Outbox:
             self.closed = True
 
 
-def _size(text: str) -> int:
-    """What a queued message costs in memory (its UTF-8 frame, as sent)."""
-    return len(text.encode())
+def _queued(item: ServerMessage | Reply) -> _Queued:
+    """An item and what it costs in memory while queued (a message: its UTF-8 JSON)."""
+    if isinstance(item, Reply):
+        return _Queued(item, "", REPLY_BYTES)
+    text = dump(item)
+    return _Queued(item, text, len(text.encode()))

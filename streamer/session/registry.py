@@ -18,6 +18,7 @@ resume reaches, including after the serving instance died.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Mapping
@@ -33,7 +34,8 @@ from streamer.guards.keys import KeyRecord
 from streamer.guards.load import PRIOR_SPEECH_SHARE, LoadMeter, expected_load
 from streamer.protocol import SessionConfig, TranscriptFinal, TranslationFinal
 from streamer.services import Services
-from streamer.session.durable import DurableSessions
+from streamer.session.durable import DurableSessions, SessionBusyError
+from streamer.session.ending import Endings, end_bound_s
 from streamer.session.outbox import Outbox
 from streamer.session.runtime import StreamSession
 from streamer.session.validation import check_session_config
@@ -69,6 +71,8 @@ class SessionRegistry:
     def __init__(self, services: Services, clock: Clock = time.monotonic) -> None:
         self.services = services
         s = services.settings
+        # connections ending now, and those whose end overran its bounds (readiness)
+        self.endings = Endings(end_bound_s(s), clock)
         self.admission = Admission(
             AdmissionLimits(
                 max_sessions=s.max_sessions,
@@ -257,7 +261,8 @@ class SessionRegistry:
         if self._live.pop(sid, None) is not None:
             self.services.metrics.active_sessions.dec()
         window = self.services.settings.resume_window_s
-        if ended or self.draining or self._closed or window <= 0:
+        # a session whose model failed cannot go on: resuming it would serve a zombie (issue 22, D2)
+        if ended or session.failure is not None or self.draining or self._closed or window <= 0:
             return self.spawn(self.release(session), f"release-{sid}")
         parked = self._parked[sid] = _Parked(session, asyncio.Event())
         log.info("session parked for %.0fs", window, extra={"session_id": sid})
@@ -304,23 +309,37 @@ class SessionRegistry:
         self.check_capacity(resuming=session_id, key_id=key_id)
         live = self._connections.get(session_id)
         if live is not None:
-            await live.hand_over()
+            try:  # bounded: its end's steps are (a connection stuck past them shows on /readyz)
+                async with asyncio.timeout(self.endings.bound_s):
+                    await live.hand_over()
+            except TimeoutError:
+                raise SessionBusyError("the session's connection is still closing; retry shortly") from None
         parked = self._parked.get(session_id)
         if self.durable is not None:
             if parked is not None and parked.session.key_id == key_id:
-                await parked.settled.wait()  # parked here a moment ago: its state is written once settled
+                await self._settled(parked)  # parked here a moment ago: its state is written once settled
             await self._beating(self.durable)
             state, history = await self.durable.claim(session_id, key_id)
             return self.durable.restore(session_id, state, history, self.load)
         if parked is None or parked.session.key_id != key_id:
             raise SessionNotFoundError("this session can no longer be resumed")
-        await parked.settled.wait()
+        await self._settled(parked)
         if self._parked.get(session_id) is not parked:  # expired or taken while we waited
             raise SessionNotFoundError("this session can no longer be resumed")
         del self._parked[session_id]
         if parked.expiry is not None:
             parked.expiry.cancel()
         return parked.session
+
+    async def _settled(self, parked: _Parked) -> None:
+        """Wait (bounded) until ``parked``'s detach has finished finalizing its open utterance."""
+        try:
+            async with asyncio.timeout(self.services.settings.drain_timeout_s):
+                await parked.settled.wait()
+        except TimeoutError:
+            raise SessionBusyError(
+                "the session is still finishing its last utterance; retry shortly", retry_after=2.0
+            ) from None
 
     async def repark(self, session: StreamSession) -> None:
         """A resume was taken but its socket never opened: keep the session resumable again."""
@@ -383,8 +402,10 @@ class SessionRegistry:
         if not connections:
             return
         log.info("draining %d sessions", len(connections))
-        # past the timeout the connections' handlers are cancelled by the server's own shutdown
-        await asyncio.wait([asyncio.create_task(c.shutdown()) for c in connections], timeout=timeout_s)
+        # past the timeout the connections' handlers are cancelled by the server's own shutdown; the
+        # waits are the registry's tasks, joined (or cancelled) by close()
+        ending = [self.spawn(c.shutdown(), "shutdown") for c in connections]
+        await asyncio.wait(ending, timeout=timeout_s)
 
     async def close(self) -> None:
         """Release every parked session and join the background tasks (before the backend closes)."""
@@ -397,7 +418,9 @@ class SessionRegistry:
         for session_id in list(self._parked):
             parked = self._parked.get(session_id)
             if parked is not None:
-                await parked.settled.wait()
+                # bounded: releasing aborts a finalization stuck behind a model that no longer answers
+                with contextlib.suppress(SessionBusyError):
+                    await self._settled(parked)
             await self._expire(session_id)
         # bounded: a task that outlives its cancel (a library that swallows one) must not hold shutdown
         loop = asyncio.get_running_loop()

@@ -1,8 +1,9 @@
 """One live session: audio in, VAD segmentation, partial and final transcription, results out.
 
 The WebSocket handler owns the socket and feeds this object from its single reader task. Finals are
-produced strictly in order by one emitter task reading a bounded queue of pending transcriptions, so a
-slow model pushes back on the reader (and through TCP on the client) instead of piling up audio.
+produced strictly in order by one emitter task reading a bounded queue of pending transcriptions
+(:mod:`streamer.session.finals`), so a slow model pushes back on the reader (and through TCP on the
+client) instead of piling up audio; a model failure ends the session (``failure``, ``on_fatal``).
 """
 
 from __future__ import annotations
@@ -11,21 +12,19 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from streamer import tracing
 from streamer.errors import StreamerError
 from streamer.guards.load import LoadMeter, speech_share
 from streamer.guards.ratelimit import AudioPacer
-from streamer.pipeline.align import word_timings
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.audio import MODEL_RATE, PcmInput
-from streamer.pipeline.fallback import Outcome, Verdict, ends_sentence, settle
+from streamer.pipeline.fallback import ends_sentence
 from streamer.pipeline.segmenter import Ended, Event, Paused, Segmenter, Started, Utterance
 from streamer.pipeline.stability import PartialStabilizer
 from streamer.protocol import (
-    ErrorEvent,
     ServerMessage,
     SessionConfig,
     SpeechStarted,
@@ -36,17 +35,13 @@ from streamer.protocol import (
     Warning_,
 )
 from streamer.services import Services
+from streamer.session.finals import Finals, Pending, ResultMessage, ms
 from streamer.session.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-PENDING_FINALS = 4  # per session; more waits (backpressure) rather than buffering
 LAG_WARNING_EVERY_S = 5.0
 VERDICT_WAIT_MAX_LOAD = 0.4  # the model's busy share above which a pause does not wait for its verdict
-
-
-def _ms(samples: int) -> int:
-    return samples * 1000 // MODEL_RATE
 
 
 @dataclass
@@ -78,16 +73,10 @@ class StreamSession:
         self.vad = services.vad.new_stream()
         self.segmenter = Segmenter(services.segmenter_config.for_input_rate(config.sample_rate))
         self.outbox: Outbox | None = None
-        self.seq = 0
         self.load = load if load is not None else LoadMeter()
         self.speech_s = 0.0  # audio of the utterances transcribed so far
-        self.history: list[TranscriptFinal | TranslationFinal] = []
         self.pacer: AudioPacer | None = None  # its connection's real-time pacer, kept for a resume (ws.py)
         self.started_at = time.monotonic()
-        # (utterance, its first decode, what that decode was: "final" or "speculative_used")
-        self._finals: asyncio.Queue[tuple[Utterance, asyncio.Task[AsrResult], str] | None] = asyncio.Queue(
-            PENDING_FINALS
-        )
         self._speculation: _Speculation | None = None
         # segmentation events are handled one batch at a time, in order: the reader's audio, and utterance
         # ends released when a late speculative decode says the sentence ended at its pause
@@ -96,17 +85,46 @@ class StreamSession:
         self._background: set[asyncio.Task[None]] = set()
         self._stabilizer = PartialStabilizer()
         self._partial_mark = 0  # open-segment length (samples) at the last partial request
-        self._partial_task: asyncio.Task[None] | None = None
         self._last_lag_warning = 0.0
-        self._emitter: asyncio.Task[None] | None = None
-        self._ended_at: dict[int, float] = {}  # segment id -> when its end was detected
         self._speech_at: dict[int, float] = {}  # open segment id -> when its speech was detected
         self.trace: tracing.SessionTrace = tracing.NOOP  # its spans (set at the upgrade if tracing is on)
-        self.on_fatal: Callable[[StreamerError], None] | None = None
         # write-through of each final and translation (durable sessions), awaited before it is sent, so a
         # final a client saw is never lost with its instance
         self.on_result: Callable[[TranscriptFinal | TranslationFinal], Awaitable[None]] | None = None
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
+        self.finals = Finals(self)  # its emitter, numbering and history
+
+    @property
+    def seq(self) -> int:
+        """The number of the latest final."""
+        return self.finals.seq
+
+    @seq.setter
+    def seq(self, seq: int) -> None:
+        self.finals.seq = seq
+
+    @property
+    def history(self) -> Sequence[ResultMessage]:
+        """The latest finals and translations, for a resume's replay."""
+        return self.finals.history
+
+    @history.setter
+    def history(self, messages: Sequence[ResultMessage]) -> None:
+        self.finals.history = messages
+
+    @property
+    def failure(self) -> StreamerError | None:
+        """Why the session cannot go on (its model failed), if it cannot."""
+        return self.finals.failure
+
+    @property
+    def on_fatal(self) -> Callable[[StreamerError], None] | None:
+        """Told once when the session fails (its connection ends on it)."""
+        return self.finals.on_failure
+
+    @on_fatal.setter
+    def on_fatal(self, callback: Callable[[StreamerError], None] | None) -> None:
+        self.finals.on_failure = callback
 
     # ---- lifecycle
 
@@ -118,8 +136,7 @@ class StreamSession:
         through the new outbox and none is replayed twice.
         """
         self.outbox = outbox
-        if self._emitter is None:
-            self._emitter = asyncio.create_task(self._emit_finals(), name=f"finals-{self.session_id}")
+        self.finals.start()
         if last_seq is None:
             return []
         return [m for m in self.history if m.seq > last_seq]
@@ -137,7 +154,7 @@ class StreamSession:
 
     @property
     def audio_ms(self) -> int:
-        return _ms(self.segmenter.samples)
+        return ms(self.segmenter.samples)
 
     async def push_audio(self, frame: bytes) -> None:
         """One binary frame: validate, resample, segment, and schedule transcription."""
@@ -163,22 +180,18 @@ class StreamSession:
     async def drain(self) -> None:
         """Finalize what is buffered and wait until every final (and translation) has been queued out."""
         await self.commit("close")
-        await self._finals.put(None)
-        if self._emitter is not None:
-            await self._emitter
+        await self.finals.drain()
 
     async def abort(self) -> None:
-        """The connection is gone: stop work in flight without delivering it."""
+        """The connection is gone: stop work in flight without delivering it, and wait until it has."""
         speculative = self._speculation.task if self._speculation else None
-        for task in (self._emitter, self._partial_task, speculative, *self._background):
-            if task is not None and not task.done():
-                task.cancel()
+        if speculative is not None:
+            speculative.cancel()
+        emitter = self.finals.abort()
+        stopping = {t for t in (emitter, *self._background) if t is not None and not t.done()}
+        for task in stopping:
+            task.cancel()
         self.services.asr_batcher.discard_partial(self.session_id)
-        while not self._finals.empty():
-            item = self._finals.get_nowait()
-            if item is not None:
-                item[1].cancel()
-        stopping = {t for t in (self._emitter, self._partial_task) if t is not None}
         if stopping:
             # asyncio.wait, not ``await task``: the tasks' own ends (cancelled) are expected and not ours
             # to raise, while a cancellation aimed at the task calling abort() still propagates
@@ -206,7 +219,7 @@ class StreamSession:
 
     # ---- segmentation events
 
-    async def _send(self, message: ServerMessage) -> None:
+    async def send(self, message: ServerMessage) -> None:
         """Queue a message that must not be dropped (to nobody while detached)."""
         if self.outbox is not None:
             await self.outbox.put(message)
@@ -216,9 +229,7 @@ class StreamSession:
             self._stabilizer = PartialStabilizer()
             self._partial_mark = 0
             self._speech_at = {event.segment_id: time.monotonic()}
-            await self._send(
-                SpeechStarted(segment_id=event.segment_id, audio_start_ms=_ms(event.start_sample))
-            )
+            await self.send(SpeechStarted(segment_id=event.segment_id, audio_start_ms=ms(event.start_sample)))
         elif isinstance(event, Paused):
             if self.services.settings.batching:
                 # a pause after speech resumed: the earlier speculation can no longer be the final
@@ -226,24 +237,24 @@ class StreamSession:
                 self._speculate(event.utterance)
         elif isinstance(event, Ended):
             self.services.asr_batcher.discard_partial(self.session_id)
-            await self._send(SpeechStopped(segment_id=event.segment_id, audio_end_ms=_ms(event.end_sample)))
+            await self.send(SpeechStopped(segment_id=event.segment_id, audio_end_ms=ms(event.end_sample)))
             utt = event.utterance
             spec = self._speculation
             if utt is None:
                 self._drop_speculation()
                 self.trace.done(event.segment_id, "too_short")
                 return
-            self._ended_at[event.segment_id] = time.monotonic()
-            self.trace.vad_end(event.segment_id, _ms(event.end_sample))
+            self.finals.ended_at[event.segment_id] = time.monotonic()
+            self.trace.vad_end(event.segment_id, ms(event.end_sample))
             self.speech_s += utt.duration_s
             self.load.record(speech_s=utt.duration_s, key=self.key_id)
             self.load.fallback.record_speech(self.key_id, self.session_id, utt.duration_s)
             if spec is not None and spec.segment_id == utt.segment_id and spec.end_sample == utt.end_sample:
                 self._speculation = None
-                await self._finals.put((utt, spec.task, "speculative_used"))
+                await self.finals.put(Pending(utt, spec.task, "speculative_used"))
             else:
                 self._drop_speculation()
-                await self._finals.put((utt, self._transcribe(utt), "final"))
+                await self.finals.put(Pending(utt, self._transcribe(utt), "final"))
 
     def _speculate(self, utt: Utterance) -> None:
         spec = _Speculation(utt.segment_id, utt.end_sample, utt, self._transcribe(utt))
@@ -262,7 +273,7 @@ class StreamSession:
         if spec is None:
             return
         if spec.task.done() and not spec.task.cancelled() and spec.task.exception() is None:
-            self._spend("speculative_wasted", spec.task.result())
+            self.spend("speculative_wasted", spec.task.result())
         spec.task.cancel()
 
     def _on_speculated(self, spec: _Speculation) -> None:
@@ -279,9 +290,7 @@ class StreamSession:
         ended = self.segmenter.release(spec.segment_id, spec.end_sample)
         if ended is not None:
             self._released.append(ended)
-            task = asyncio.create_task(self._flush_released_locked(), name=f"released-{self.session_id}")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._keep(asyncio.create_task(self._flush_released_locked(), name=f"released-{self.session_id}"))
 
     async def _flush_released_locked(self) -> None:
         async with self._events_lock:
@@ -292,7 +301,7 @@ class StreamSession:
         while self._released:
             await self._on_event(self._released.popleft())
 
-    def _spend(self, kind: str, result: AsrResult) -> None:
+    def spend(self, kind: str, result: AsrResult) -> None:
         """Account the model time a result cost to what it was for.
 
         Admission's load estimate counts the work a session cannot do without (finals, speculative and
@@ -306,26 +315,27 @@ class StreamSession:
         metrics.model_window.labels("padding").inc(result.padding_s)
         metrics.model_window.labels("audio").inc(max(0.0, result.window_s - result.padding_s))
 
-    def _request(self, utt: Utterance) -> AsrRequest:
+    def request_for(self, utt: Utterance) -> AsrRequest:
         return AsrRequest(utt.audio, self.config.task, self.config.language)
 
     def _transcribe(self, utt: Utterance) -> asyncio.Task[AsrResult]:
         # its model batches belong to the utterance's span (opened here when it is speculative)
         context = tracing.context_for(self.trace.utterance(utt.segment_id))
-        return asyncio.create_task(self._decode(self._request(utt)), context=context)
+        return asyncio.create_task(self._decode(self.request_for(utt)), context=context)
 
     async def _decode(self, request: AsrRequest) -> AsrResult:
         return await self.services.asr_batcher.submit_final(
             self.session_id, request.group, request, tenant=self.key_id
         )
 
-    async def _fallback(self, request: AsrRequest) -> AsrResult:
+    async def fallback(self, request: AsrRequest) -> AsrResult:
         result = await self._decode(request)
-        self._spend("fallback", result)
+        self.spend("fallback", result)
         self.load.fallback.charge(self.key_id, self.session_id, result.model_s)
         return result
 
-    def _fallback_allowed(self) -> bool:
+    def fallback_allowed(self) -> bool:
+        """Whether this session and its key have fallback model time left (``STREAMER_FALLBACK_BUDGET``)."""
         return self.load.fallback.allows(self.key_id, self.session_id, self.services.settings.fallback_budget)
 
     # ---- partials
@@ -349,7 +359,12 @@ class StreamSession:
         fut = self.services.asr_batcher.submit_partial(
             self.session_id, request.group, request, stale_after=1.5, tenant=self.key_id
         )
-        self._partial_task = asyncio.create_task(self._deliver_partial(utt.segment_id, fut))
+        self._keep(asyncio.create_task(self._deliver_partial(utt.segment_id, fut)))
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """A task of this session's, referenced until it ends and joined by :meth:`abort`."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _deliver_partial(self, segment_id: int, fut: asyncio.Future[AsrResult | None]) -> None:
         try:
@@ -359,7 +374,7 @@ class StreamSession:
         if result is None:
             await self._warn_lagging()
             return
-        self._spend("partial", result)
+        self.spend("partial", result)
         if self.segmenter.open_segment_id != segment_id or self.outbox is None:
             return
         update = self._stabilizer.update(result.text)
@@ -380,122 +395,3 @@ class StreamSession:
         self.outbox.offer(
             Warning_(code="lagging", message="the server is behind; partial results are being skipped")
         )
-
-    # ---- finals, strictly in order
-
-    async def _emit_finals(self) -> None:
-        while True:
-            item = await self._finals.get()
-            if item is None:
-                return
-            utt, task, kind = item
-            tracing.enter(self.trace.utterance(utt.segment_id))  # fallbacks, word timings, translations
-            try:
-                result = await task
-            except StreamerError as e:
-                self._log.warning("final for segment %d failed: %s", utt.segment_id, e.code)
-                self.trace.done(utt.segment_id, "error")
-                if self.on_fatal is not None:
-                    self.on_fatal(e)
-                return
-            self._spend(kind, result)
-            try:
-                verdict = await settle(
-                    result,
-                    self._request(utt),
-                    utt.audio,
-                    utt.speech_ms,
-                    self._fallback,
-                    utt.voiced_ms,
-                    self._fallback_allowed,
-                )
-            except StreamerError as e:
-                self._log.warning("fallback decode for segment %d failed: %s", utt.segment_id, e.code)
-                self.trace.done(utt.segment_id, "error")
-                if self.on_fatal is not None:
-                    self.on_fatal(e)
-                return
-            self._count(verdict)
-            if verdict.result is not None:
-                await self._deliver_final(utt, verdict.result)
-                self.trace.done(utt.segment_id, verdict.outcome.value)
-                continue
-            self.trace.done(utt.segment_id, verdict.outcome.value)
-            self._ended_at.pop(utt.segment_id, None)
-            if verdict.outcome is Outcome.UNRECOGNIZED_SPEECH:
-                await self._warn(
-                    Warning_(
-                        code="unrecognized_speech",
-                        message="speech was heard but could not be transcribed",
-                        segment_id=utt.segment_id,
-                    )
-                )
-
-    def _count(self, verdict: Verdict) -> None:
-        metrics = self.services.metrics
-        metrics.final_outcomes.labels(verdict.outcome.value).inc()
-        for attempt in verdict.attempts:
-            metrics.decode_attempts.labels(attempt).inc()
-        if verdict.result is None and verdict.reason is not None:
-            metrics.finals_rejected.labels(verdict.reason).inc()
-        if verdict.outcome is not Outcome.FIRST_TRY:
-            self._log.info(
-                "final %s after %s (%s)", verdict.outcome.value, "+".join(verdict.attempts), verdict.reason
-            )
-
-    async def _warn(self, warning: Warning_) -> None:
-        self.services.metrics.warnings.labels(warning.code).inc()
-        await self._send(warning)
-
-    async def _deliver_final(self, utt: Utterance, result: AsrResult) -> None:
-        words = None
-        if self.config.word_timestamps:  # a second pass of the model, through the same batcher
-            words = await word_timings(
-                self.services.asr_batcher,
-                self.session_id,
-                utt.audio,
-                result.text,
-                result.language,
-                _ms(utt.start_sample),
-            )
-        self.seq += 1
-        final = TranscriptFinal(
-            segment_id=utt.segment_id,
-            seq=self.seq,
-            text=result.text,
-            language=result.language,
-            audio_start_ms=_ms(utt.start_sample),
-            audio_end_ms=_ms(utt.end_sample),
-            words=words,
-        )
-        self.history.append(final)
-        if self.on_result is not None:
-            await self.on_result(final)
-        metrics = self.services.metrics
-        metrics.finals.inc()
-        latency = time.monotonic() - self._ended_at.pop(utt.segment_id, time.monotonic())
-        metrics.final_latency.observe(latency)
-        await self._send(final)
-        self.trace.final(utt.segment_id, self.seq, latency)
-        translator = self.services.translator
-        if translator is None or not self.config.translate_to:
-            return
-        self.trace.translating(utt.segment_id, self.config.translate_to)
-        try:
-            translations = await translator.translate(
-                self.session_id, result.text, result.language, self.config.translate_to
-            )
-        except StreamerError as e:
-            self.trace.translated(utt.segment_id, e.code)
-            # the transcript is delivered; say plainly that its translation is not coming
-            await self._send(
-                ErrorEvent(code=e.code, message=f"translation failed: {e.message}", retryable=e.retryable)
-            )
-            return
-        self.trace.translated(utt.segment_id)
-        for language, text in translations:
-            msg = TranslationFinal(segment_id=utt.segment_id, seq=self.seq, language=language, text=text)
-            self.history.append(msg)
-            if self.on_result is not None:
-                await self.on_result(msg)
-            await self._send(msg)

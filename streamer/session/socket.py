@@ -16,6 +16,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import replace
 
 from aiohttp import WSMsgType, web
 
@@ -39,7 +40,8 @@ from streamer.protocol import (
     TranslationFinal,
 )
 from streamer.session.edge import hold_slot, idle_timeout_s, max_session_s
-from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, Send, SlowConsumerError
+from streamer.session.ending import Ending
+from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, Render, SlowConsumerError
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
@@ -75,7 +77,7 @@ class SessionSocket(ABC):
         ws: web.WebSocketResponse,
         session: StreamSession,
         transport: asyncio.Transport | None = None,
-        send: Send | None = None,
+        render: Render | None = None,
     ) -> None:
         self.registry = registry
         self.services = registry.services
@@ -85,7 +87,8 @@ class SessionSocket(ABC):
         self.session_id = session.session_id
         s = self.services.settings
         self.outbox = Outbox(
-            send or ws.send_str,
+            ws.send_str,
+            render=render,
             maxsize=s.session_out_queue,
             max_bytes=OUTBOX_MAX_BYTES,
             send_timeout_s=s.send_timeout_s,
@@ -93,13 +96,14 @@ class SessionSocket(ABC):
         self.pacer = AudioPacer(s.max_realtime_factor, s.realtime_burst_s)
         self.messages = TokenBucket(s.max_messages_per_s, s.message_burst)
         self.quota = AudioQuota(self.services, session.key_id)
-        self.ended = False  # the session is over (closed, failed, shut down), not merely disconnected
-        self._closing: asyncio.Task[None] | None = None
+        self._ending: Ending | None = None  # set once, by the first end asked for
+        self._end_asked = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._in_message = False  # the reader is handling a message (not waiting for one)
         self._active_at = time.monotonic()  # the client's last audio or message
         self._idle_timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
-        self._serving = False  # the slot is refreshed while this is true (not only until a cancel lands)
         self._log = logging.LoggerAdapter(log, {"session_id": self.session_id})
 
     # ---- what a surface provides
@@ -132,44 +136,74 @@ class SessionSocket(ABC):
         """The close frame's reason text (protocol v1 says it in ``session.closed`` and sends none)."""
         return ""
 
-    # ---- the connection
+    # ---- the connection: one group of tasks, one end
 
     async def run(self, last_seq: int | None = None) -> None:
-        """Serve the socket until the client or the server ends it; then park or release the session."""
-        registry = self.registry
-        replay = registry.attach(self.session, self, self.outbox, last_seq)
-        self.session.on_fatal = self._on_fatal
-        self._writer = writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.session_id}")
+        """Serve the socket until the client or the server ends it; then park or release the session.
+
+        The connection's tasks (reader, writer, keep-alive) and the session's emitter are one group: the
+        first of them to end the connection (the reader at the client's close or an error, a timer, the
+        emitter's failure, shutdown, a hand-over) says how (:class:`Ending`); :meth:`_end` then runs the
+        end's steps, each bounded, and whatever way this handler leaves, its tasks are cancelled and
+        joined and the session is detached (parked or released) exactly once.
+        """
+        registry, session = self.registry, self.session
+        replay = registry.attach(session, self, self.outbox, last_seq)
+        session.on_fatal = self._on_fatal
+        loop = asyncio.get_running_loop()
+        sid = self.session_id
+        self._writer = writer = loop.create_task(self.outbox.run(), name=f"writer-{sid}")
         writer.add_done_callback(self._writer_done)
-        self._serving = True
-        keepalive = asyncio.create_task(self._hold_slot())
+        keepalive = loop.create_task(self._hold_slot(), name=f"keepalive-{sid}")
+        reader: asyncio.Task[None] | None = None
         # the limit holds for a client that has gone quiet too (the reader only checks it per message)
-        over_time = asyncio.get_running_loop().call_later(
-            max(0.0, self._deadline - time.monotonic()), self._over_time
-        )
+        over_time = loop.call_later(max(0.0, self._deadline - time.monotonic()), self._over_time)
         self._watch_idle()
         try:
+            # first, so that whatever ends the connection, its last messages follow these
             await self.opening(replay, resumed=last_seq is not None)
-            await self._read_loop()
+            self._reader = reader = loop.create_task(self._serve(), name=f"reader-{sid}")
+            if session.failure is not None:  # it failed while parked: say so instead of serving a zombie
+                self._on_fatal(session.failure)
+            await self._end_asked.wait()
+            assert self._ending is not None
+            await self._end(self._ending)
         finally:
-            self._serving = False
-            keepalive.cancel()
             over_time.cancel()
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
-            writer.cancel()
+            tasks = {t for t in (reader, writer, keepalive) if t is not None and not t.done()}
+            for task in tasks:
+                task.cancel()
             self.outbox.abandon()  # unblocks an emitter waiting for room in a queue nobody drains
             # in tasks the registry owns and joins at shutdown, so a cancelled handler cannot lose them;
             # the session stays findable (live, then parked) throughout: no window for a resume's 404
-            registry.spawn(self.quota.settle(), f"settle-{self.session_id}")
-            detached = registry.detach(self.session, self, ended=self.ended or not self.resumable)
+            registry.spawn(self.quota.settle(), f"settle-{sid}")
+            ended = self._ending is not None and self._ending.ended
+            detached = registry.detach(session, self, ended=ended or not self.resumable)
             try:
-                await _join(writer)
+                # their own ends are their callbacks' business; bounded, as a cancel may be swallowed
+                if tasks and (
+                    left := (await asyncio.wait(tasks, timeout=self.services.settings.send_timeout_s))[1]
+                ):
+                    self._log.error(
+                        "tasks still running after the end: %s", sorted(t.get_name() for t in left)
+                    )
                 await asyncio.shield(detached)
-                if not self.ws.closed:
-                    await self.ws.close(code=CloseCode.GOING_AWAY)
             finally:
+                registry.endings.done(self)
                 self._finished.set()
+
+    async def _serve(self) -> None:
+        """The reader task: the client's messages; its end ends the connection."""
+        try:
+            await self._read_loop()
+        except Exception:
+            # a bug, not the client's fault: say so (1011) instead of a bare close
+            self._log.exception("internal error in the %s connection", self.surface)
+            self.end_with(StreamerError("internal server error"))
+        # the client closed or vanished (no-op when the reader or another task ended it already)
+        self.ask_end(Ending.dropped("disconnected"))
 
     async def _hold_slot(self) -> None:
         """Keep this session's concurrent-session slot alive while connected (slots expire otherwise).
@@ -178,13 +212,16 @@ class SessionSocket(ABC):
         leave a task that keeps an ended session's slot taken forever (see ``DurableSessions.run``).
         """
         services, session = self.services, self.session
-        while self._serving:
+        while self._ending is None:
             with contextlib.suppress(StreamerError):  # fail_closed while Redis is down: try again later
                 await services.backend_call(
                     lambda: hold_slot(services, session.key_id, session.session_id, SLOT_TTL_S),
                     None,
                 )
-            await asyncio.sleep(SLOT_TTL_S / 3)
+            # not a sleep: the end wakes it, even after a cancel the Redis client swallowed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SLOT_TTL_S / 3):
+                    await self._end_asked.wait()
 
     @property
     def _deadline(self) -> float:
@@ -196,9 +233,7 @@ class SessionSocket(ABC):
         return max_session_s(self.services.settings, self.session.key_id)
 
     def _over_time(self) -> None:
-        if self._closing is None:
-            error = SessionLimitError(f"sessions are limited to {self._max_session_s:.0f}s")
-            self._closing = asyncio.create_task(self.close_with(error))
+        self.end_with(SessionLimitError(f"sessions are limited to {self._max_session_s:.0f}s"))
 
     def _watch_idle(self) -> None:
         """Close a session whose client has sent nothing (no audio, no message, not even a keep-alive) for
@@ -207,9 +242,8 @@ class SessionSocket(ABC):
         quiet = time.monotonic() - self._active_at
         if quiet < limit:
             self._idle_timer = asyncio.get_running_loop().call_later(limit - quiet, self._watch_idle)
-        elif self._closing is None:
-            error = SessionIdleError(f"no audio and no message for {limit:g}s")
-            self._closing = asyncio.create_task(self.close_with(error))
+        else:
+            self.end_with(SessionIdleError(f"no audio and no message for {limit:g}s"))
 
     def _writer_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -226,15 +260,19 @@ class SessionSocket(ABC):
         # a polite close would wait to flush to a client that does not read: cut the connection
         if self._transport is not None:
             self._transport.abort()
+        self.ask_end(
+            Ending("slow_consumer", CloseCode.GOING_AWAY, finalize=False, farewell=False, ended=False)
+        )
 
     async def _read_loop(self) -> None:
         limits = self.services.settings
         async for msg in self.ws:
             # messages already buffered are returned without suspending: give the other sessions a turn
             await asyncio.sleep(0)
-            if self._closing is not None:
+            if self._ending is not None:
                 break
             self._active_at = time.monotonic()
+            self._in_message = True
             try:
                 if time.monotonic() > self._deadline:
                     raise SessionLimitError(f"sessions are limited to {self._max_session_s:.0f}s")
@@ -259,78 +297,114 @@ class SessionSocket(ABC):
                     self.services.metrics.errors.labels(e.code).inc()
                     await self.report(e)  # the message is refused; the session goes on
                     continue
-                await self.close_with(e)
+                self.end_with(e)
                 return
             except Exception:
                 # a bug, not the client's fault: say so (1011) instead of a bare close
                 self._log.exception("internal error in the %s connection", self.surface)
-                await self.close_with(StreamerError("internal server error"))
+                self.end_with(StreamerError("internal server error"))
                 return
-        if self._closing is not None:
-            await self._closing
+            finally:
+                self._in_message = False
+            if self._ending is not None:  # ended while this message was handled
+                return
 
-    # ---- ends
+    # ---- the end
 
-    async def close_with(self, e: StreamerError) -> None:
+    def ask_end(self, ending: Ending) -> None:
+        """End the connection (the first ending asked for wins); :meth:`run` carries it out."""
+        if self._ending is None:
+            self._ending = ending
+            self._end_asked.set()
+
+    def end_with(self, e: StreamerError) -> None:
         """Finalize what was accepted, then say why and close with the contract's code."""
-        self._log.info("closing %s session: %s", self.surface, e.code)
-        # a drain that overruns must not keep the client from hearing why it is being closed
-        with contextlib.suppress(StreamerError, TimeoutError):
-            async with asyncio.timeout(self.services.settings.drain_timeout_s):
-                await self.session.drain()
-        self.services.metrics.errors.labels(e.code).inc()
-        await self._finish(e.code, e.close_code, e)
+        if self._ending is None:
+            self._log.info("closing %s session: %s", self.surface, e.code)
+            self.services.metrics.errors.labels(e.code).inc()
+        self.ask_end(Ending(e.code, e.close_code, e))
 
-    async def _finish(self, reason: str, code: int, error: StreamerError | None = None) -> None:
-        """The last messages (``error`` if any, then ``session.closed``), delivered, then the close."""
-        self.ended = True
-        session = self.session
+    def finish(self, reason: str, code: int) -> None:
+        """A normal end (the client closed the session): finalize, deliver, say goodbye, close."""
+        self.ask_end(Ending(reason, code))
+
+    def _on_fatal(self, e: StreamerError) -> None:
+        """The session's emitter failed: the model cannot serve it. Nothing is left to finalize."""
+        if self._ending is None:
+            self.services.metrics.errors.labels(e.code).inc()
+        self.ask_end(Ending(e.code, e.close_code, e, finalize=False))
+
+    async def _end(self, ending: Ending) -> None:
+        """The end, in order; every step bounded, so the handler returns and the session is detached."""
+        self.registry.endings.begin(self)
+        s = self.services.settings
+        # 1. stop reading: a message being handled may finish (bounded), a wait for the next one may not
+        reader = self._reader
+        if reader is not None and not reader.done():
+            if ending.finalize and self._in_message:
+                await asyncio.wait({reader}, timeout=s.drain_timeout_s)
+            reader.cancel()
+            await asyncio.wait({reader})
+        # 2, 3. commit the open utterance and drain the finals: what was accepted is delivered
+        if ending.finalize:
+            try:
+                async with asyncio.timeout(s.drain_timeout_s):
+                    await self.session.drain()
+            except StreamerError as e:  # the model failed on the way: that is why the session ends
+                self.services.metrics.errors.labels(e.code).inc()
+                ending = replace(ending, reason=e.code, code=e.close_code, error=e)
+            except TimeoutError:
+                # a drain that overruns must not keep the client from hearing why it is being closed
+                self._log.warning("closing without every final: the drain overran")
+        # 4. the last messages (``error`` if any, then ``session.closed``), delivered
+        if ending.farewell and not self.outbox.closed:
+            try:
+                async with asyncio.timeout(s.send_timeout_s):
+                    await self._farewell(ending)
+            except TimeoutError:
+                self._log.warning("the %s client did not take its last messages", self.surface)
+        # 5. close (a client that does not answer the close is cut off)
+        if not self.ws.closed:
+            reason = close_reason_bytes(ending.close_text or self.close_message(ending.reason, ending.error))
+            try:
+                async with asyncio.timeout(s.send_timeout_s):
+                    await self.ws.close(code=ending.code, message=reason)
+            except TimeoutError:
+                if self._transport is not None:
+                    self._transport.abort()
+        # 6. detach: in run's ``finally``, whichever way the handler leaves
+
+    async def _farewell(self, ending: Ending) -> None:
+        session, error = self.session, ending.error
         if error is not None:
             await self.outbox.put(
                 ErrorEvent(code=error.code, message=error.message, retryable=error.retryable)
             )
-        await self.outbox.put(SessionClosed(reason=reason, audio_ms=session.audio_ms, finals=session.seq))
+        await self.outbox.put(
+            SessionClosed(reason=ending.reason, audio_ms=session.audio_ms, finals=session.seq)
+        )
         await self.outbox.finish()
         if self._writer is not None:
-            # asyncio.timeout, not wait_for: see Outbox.run (3.11 can swallow a cancel in wait_for)
-            with contextlib.suppress(SlowConsumerError, TimeoutError):
-                async with asyncio.timeout(self.services.settings.send_timeout_s):
-                    await asyncio.shield(self._writer)
-        await self.ws.close(code=code, message=close_reason_bytes(self.close_message(reason, error)))
+            await asyncio.wait({self._writer})
 
     # ---- the registry's Attachment
 
     async def hand_over(self) -> None:
         """A resume for this session arrived while this connection still looks alive: let it go."""
-        await self.ws.close(code=CloseCode.GOING_AWAY, message=b"resumed elsewhere")
+        self.ask_end(Ending.dropped("resumed", close_text="resumed elsewhere"))
         await self._finished.wait()
 
     async def shutdown(self) -> None:
         """Server shutdown: finalize and deliver what was accepted, then close with 1001."""
-        if self._closing is None:
-            self._closing = asyncio.create_task(self._drain_and_close())
-        await self._closing
+        self.ask_end(Ending("server_shutdown", CloseCode.GOING_AWAY))
+        await self._finished.wait()
 
-    async def _drain_and_close(self) -> None:
-        with contextlib.suppress(StreamerError):
-            await self.session.drain()
-        await self._finish("server_shutdown", CloseCode.GOING_AWAY)
-
-    def _on_fatal(self, e: StreamerError) -> None:
-        if self._closing is None:
-            self._closing = asyncio.create_task(self._fatal(e))
-
-    async def _fatal(self, e: StreamerError) -> None:
-        self.services.metrics.errors.labels(e.code).inc()
-        await self._finish(e.code, e.close_code, e)
+    @property
+    def ending(self) -> Ending | None:
+        """How this connection is ending, once it is."""
+        return self._ending
 
 
 def close_reason_bytes(text: str) -> bytes:
     """A close frame's reason: at most 123 bytes, and still UTF-8 (a cut never splits a character)."""
     return text.encode()[:123].decode("utf-8", "ignore").encode()
-
-
-async def _join(task: asyncio.Task[None]) -> None:
-    """Wait for a task we cancelled. Its own outcome is its done callback's business; a cancellation
-    aimed at *us* while we wait still propagates (``asyncio.wait`` never raises the task's error)."""
-    await asyncio.wait({task})

@@ -174,7 +174,6 @@ class Connection(SessionSocket):
                 raise ConfigError("encoding can change only before the first audio frame")
             await self.session.update_config(config)
         elif isinstance(message, SessionClose):
-            await self.session.drain()
-            await self._finish("client_closed", CloseCode.NORMAL)
+            self.finish("client_closed", CloseCode.NORMAL)  # the end drains, delivers and closes
             return True
         return False

@@ -25,7 +25,7 @@ from support import API_KEY, base_url, make_settings, read_pcm16, silence, to_by
 from streamer.client import ClientError, Stream, StreamerClient
 from streamer.services import Services
 from streamer.session.edge import REGISTRY, SERVICES
-from streamer.session.runtime import PENDING_FINALS
+from streamer.session.finals import PENDING_FINALS
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 UTTERANCES = ("en_utt1.wav", "en_utt2.wav", "en_utt3.wav")
