@@ -1,0 +1,157 @@
+"""Deepgram pre-recorded ``POST /v1/listen`` has an upload's defences (issue 22 item 5, issue 23 items 1, 2
+and 5): it is refused before its body is read when the key has no free slot or no audio left, a key's
+uploads in progress are capped across both upload surfaces, its audio is paced and stops at the quota
+left, and shutdown ends it with a retryable 503, every refusal in Deepgram's error shape."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import wave
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+from fakes import FakeAsr
+from faults.streams import eventually
+from support import API_KEY, make_settings
+
+from streamer.guards.keys import issue_key
+from streamer.session.edge import REGISTRY, SERVICES
+
+from .conftest import http_base
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+URL = "/v1/listen"
+SLOW = {"upload_realtime_factor": 1.0, "realtime_burst_s": 1.0}  # an upload still running when looked at
+DEEPGRAM_ERROR = {"err_code", "err_msg", "request_id"}
+
+
+def _wav(seconds: float) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(bytes(int(seconds * 16000) * 2))
+    return out.getvalue()
+
+
+async def _post(
+    http: aiohttp.ClientSession, server: TestServer, body: bytes, key: str = API_KEY
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Token {key}", "Content-Type": "audio/wav"}
+    async with http.post(http_base(server) + URL, data=io.BytesIO(body), headers=headers) as r:
+        return r.status, json.loads(await r.text() or "null")
+
+
+async def _answer_before_the_body(server: TestServer, key: str = API_KEY) -> tuple[int, dict[str, Any]]:
+    """Promise 10 MB of body and deliver a WAV header: the answer must come anyway, without the body."""
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        head = (
+            f"POST {URL} HTTP/1.1\r\nHost: test\r\nAuthorization: Token {key}\r\n"
+            f"Content-Type: audio/wav\r\nContent-Length: {10 << 20}\r\n\r\n"
+        )
+        writer.write(head.encode() + _wav(0.1)[:44])
+        await writer.drain()
+        async with asyncio.timeout(5):
+            status_line = await reader.readline()
+            headers: dict[str, str] = {}
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers["content-length"]))
+        assert "retry-after" in headers and headers.get("dg-request-id"), headers
+        return int(status_line.split()[1]), json.loads(body)
+    finally:
+        writer.close()
+
+
+async def _upload_in_progress(
+    http: aiohttp.ClientSession, server: TestServer, post: Callable[[], Awaitable[tuple[int, Any]]]
+) -> asyncio.Task[tuple[int, Any]]:
+    registry = server.app[REGISTRY]
+    task = asyncio.create_task(post())
+    await eventually(lambda: len(registry.sessions) == 1 or task.done(), "the upload to be admitted")
+    assert not task.done(), task.result()
+    return task
+
+
+async def test_a_key_without_a_free_slot_is_refused_before_its_body_is_read(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server(make_settings(api_key_tier="free"), asr_engine=FakeAsr())  # 1 session per key
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            http_base(server) + "/v1/sessions", json={}, headers={"Authorization": f"Bearer {API_KEY}"}
+        ) as r:
+            assert r.status == 201, await r.text()  # the key's one slot, reserved for the token
+        status, body = await _answer_before_the_body(server)
+    assert status == 429, body
+    assert set(body) == DEEPGRAM_ERROR and body["err_code"] == "TOO_MANY_REQUESTS"
+    assert "concurrent" in body["err_msg"], body
+
+
+async def test_a_key_out_of_audio_is_refused_before_its_body_is_read(make_server: ServerFactory) -> None:
+    server = await make_server(asr_engine=FakeAsr())
+    services = server.app[SERVICES]
+    full_key, record = issue_key("quota", audio_seconds_per_day=5.0)
+    await services.backend.put_key(record)
+    await services.backend.charge_audio(record.key_id, 5.0, 5.0)
+    status, body = await _answer_before_the_body(server, full_key)
+    assert status == 429, body
+    assert set(body) == DEEPGRAM_ERROR and body["err_code"] == "TOO_MANY_REQUESTS"
+    assert "quota" in body["err_msg"], body
+
+
+async def test_decoding_stops_at_the_audio_the_key_has_left(make_server: ServerFactory) -> None:
+    server = await make_server(asr_engine=FakeAsr())
+    services = server.app[SERVICES]
+    full_key, record = issue_key("quota", audio_seconds_per_day=5.0)
+    await services.backend.put_key(record)
+    await services.backend.charge_audio(record.key_id, 2.0, 5.0)
+    async with aiohttp.ClientSession() as http:
+        status, body = await _post(http, server, _wav(20.0), full_key)
+    assert status == 429, body
+    assert body["err_code"] == "TOO_MANY_REQUESTS" and "3 s left" in body["err_msg"], body
+    await eventually(lambda: not server.app[REGISTRY].sessions, "the upload's session to be released")
+    assert await services.backend.audio_used(record.key_id) <= 5.0 + 1e-6
+
+
+async def test_a_keys_uploads_in_progress_are_capped_across_both_surfaces(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server(make_settings(uploads_per_key=1, **SLOW), asr_engine=FakeAsr())
+    async with aiohttp.ClientSession() as http:
+        first = await _upload_in_progress(http, server, lambda: _post(http, server, _wav(60.0)))
+        async with asyncio.timeout(5):
+            status, body = await _post(http, server, _wav(1.0))
+        assert status == 429, body
+        assert body["err_code"] == "TOO_MANY_REQUESTS" and "uploads in progress" in body["err_msg"]
+        # an OpenAI upload from the same key counts against the same limit
+        form = aiohttp.FormData()
+        form.add_field("model", "whisper-1")
+        form.add_field("file", io.BytesIO(_wav(1.0)), filename="a.wav")
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with http.post(http_base(server) + "/v1/audio/transcriptions", data=form, headers=headers) as r:
+            assert r.status == 429
+            assert (await r.json())["error"]["code"] == "concurrent_uploads_exceeded"
+        first.cancel()  # the client goes away: its upload stops and gives its slot back
+        await asyncio.wait({first})
+    await eventually(lambda: not server.app[REGISTRY].sessions, "the abandoned upload to stop")
+
+
+async def test_shutdown_stops_an_upload_with_a_retryable_503(make_server: ServerFactory) -> None:
+    server = await make_server(make_settings(**SLOW), asr_engine=FakeAsr())
+    async with aiohttp.ClientSession() as http:
+        upload = await _upload_in_progress(http, server, lambda: _post(http, server, _wav(60.0)))
+        closing = asyncio.create_task(server.close())
+        async with asyncio.timeout(10):
+            status, body = await upload
+        await closing
+    assert status == 503, body
+    assert set(body) == DEEPGRAM_ERROR and "shutting down" in body["err_msg"], body
