@@ -1,23 +1,31 @@
 """Deepgram pre-recorded ``POST /v1/listen`` has an upload's defences (issue 22 item 5, issue 23 items 1, 2
 and 5): it is refused before its body is read when the key has no free slot or no audio left, a key's
 uploads in progress are capped across both upload surfaces, its audio is paced and stops at the quota
-left, and shutdown ends it with a retryable 503, every refusal in Deepgram's error shape."""
+left, every channel's slot is kept alive while it runs, it stops when its client leaves, and shutdown
+ends it with a retryable 503, every refusal in Deepgram's error shape."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+import logging
 import wave
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from faults.streams import eventually
+from limits.conftest import EnergyVad
 from support import API_KEY, make_settings
 
+from streamer.adapters import upload_runner
+from streamer.app import create_app
+from streamer.guards.backend import MemoryBackend
 from streamer.guards.keys import issue_key
 from streamer.session.edge import REGISTRY, SERVICES
 
@@ -155,3 +163,86 @@ async def test_shutdown_stops_an_upload_with_a_retryable_503(make_server: Server
         await closing
     assert status == 503, body
     assert set(body) == DEEPGRAM_ERROR and "shutting down" in body["err_msg"], body
+
+
+class _WatchedBackend(MemoryBackend):
+    """The memory backend on a clock the test moves; says which slots are refreshed."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        super().__init__(clock=lambda: self.now)
+        self.refreshed: set[str] = set()
+        self.refreshing = asyncio.Event()
+
+    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> bool:
+        held = await super().refresh_session(key_id, session_id, ttl_s)
+        self.refreshed.add(session_id)
+        self.refreshing.set()
+        return held
+
+
+def _stereo(seconds: float) -> bytes:
+    return bytes(int(seconds * 16000) * 4)  # linear16, two channels
+
+
+async def test_every_channels_slot_lives_as_long_as_the_upload(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upload_runner, "SLOT_REFRESH_S", 0.05)  # the backend's clock runs 1000x faster
+    backend = _WatchedBackend()
+    server = await make_server(make_settings(**SLOW), asr_engine=FakeAsr(), backend=backend)
+    full_key, record = issue_key("two", max_sessions=2)
+    await backend.put_key(record)
+    registry = server.app[REGISTRY]
+    query = "?encoding=linear16&sample_rate=16000&channels=2&multichannel=true"
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Token {full_key}", "Content-Type": "audio/l16"}
+
+        async def post() -> tuple[int, Any]:
+            url = http_base(server) + URL + query
+            async with http.post(url, data=io.BytesIO(_stereo(60.0)), headers=headers) as r:
+                return r.status, await r.json()
+
+        upload = asyncio.create_task(post())
+        await eventually(lambda: len(registry.sessions) == 2 or upload.done(), "both channels' sessions")
+        assert not upload.done(), upload.result()
+        channels = {session.session_id for session in registry.sessions.values()}
+        for _ in range(3):  # 150 s on the backend's clock: a slot reserved once lasts 90
+            backend.refreshing.clear()
+            backend.now += 50.0
+            async with asyncio.timeout(5):
+                await backend.refreshing.wait()
+        await eventually(lambda: channels <= backend.refreshed, "every channel's slot to be refreshed")
+        # both slots still held: the key has no room for a third session
+        bearer = {"Authorization": f"Bearer {full_key}"}
+        async with http.post(http_base(server) + "/v1/sessions", json={}, headers=bearer) as r:
+            assert r.status == 429, await r.text()
+        upload.cancel()
+        await asyncio.wait({upload})
+    await eventually(lambda: not registry.sessions, "the abandoned upload to stop")
+    assert await backend.active_sessions(record.key_id) == 0
+
+
+async def test_an_upload_stops_when_its_client_leaves(caplog: pytest.LogCaptureFixture) -> None:
+    """As ``streamer serve`` runs it (no handler cancellation): the upload notices by itself."""
+    caplog.set_level(logging.INFO, logger="streamer.adapters.deepgram_rest")
+    app = create_app(make_settings(**SLOW), asr_engine=FakeAsr(), vad=EnergyVad())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    registry = app[REGISTRY]
+    try:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Token {API_KEY}", "Content-Type": "audio/wav"}
+            posting = asyncio.create_task(
+                http.post(f"http://{host}:{port}{URL}", data=io.BytesIO(_wav(60.0)), headers=headers)
+            )
+            await eventually(lambda: len(registry.sessions) == 1, "the upload to be admitted")
+            posting.cancel()
+            await asyncio.wait({posting})
+        await eventually(lambda: not registry.sessions, "the upload to notice its client left")
+        assert "the client left; its upload stopped" in caplog.text
+    finally:
+        await runner.cleanup()
