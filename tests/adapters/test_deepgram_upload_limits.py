@@ -10,41 +10,26 @@ import asyncio
 import io
 import json
 import logging
-import wave
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from faults.streams import eventually
-from limits.conftest import EnergyVad
 from support import API_KEY, make_settings
 
 from streamer.adapters import upload_runner
-from streamer.app import create_app
-from streamer.guards.backend import MemoryBackend
 from streamer.guards.keys import issue_key
 from streamer.session.edge import REGISTRY, SERVICES
 
 from .conftest import http_base
+from .uploads import SLOW, WatchedBackend, answer_before_the_body, serving, wav
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 URL = "/v1/listen"
-SLOW = {"upload_realtime_factor": 1.0, "realtime_burst_s": 1.0}  # an upload still running when looked at
 DEEPGRAM_ERROR = {"err_code", "err_msg", "request_id"}
-
-
-def _wav(seconds: float) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(bytes(int(seconds * 16000) * 2))
-    return out.getvalue()
 
 
 async def _post(
@@ -57,26 +42,13 @@ async def _post(
 
 async def _answer_before_the_body(server: TestServer, key: str = API_KEY) -> tuple[int, dict[str, Any]]:
     """Promise 10 MB of body and deliver a WAV header: the answer must come anyway, without the body."""
-    assert server.port is not None
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    try:
-        head = (
-            f"POST {URL} HTTP/1.1\r\nHost: test\r\nAuthorization: Token {key}\r\n"
-            f"Content-Type: audio/wav\r\nContent-Length: {10 << 20}\r\n\r\n"
-        )
-        writer.write(head.encode() + _wav(0.1)[:44])
-        await writer.drain()
-        async with asyncio.timeout(5):
-            status_line = await reader.readline()
-            headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers["content-length"]))
-        assert "retry-after" in headers and headers.get("dg-request-id"), headers
-        return int(status_line.split()[1]), json.loads(body)
-    finally:
-        writer.close()
+    head = (
+        f"POST {URL} HTTP/1.1\r\nHost: test\r\nAuthorization: Token {key}\r\n"
+        f"Content-Type: audio/wav\r\nContent-Length: {10 << 20}\r\n\r\n"
+    )
+    status, headers, body = await answer_before_the_body(server, head, wav(0.1)[:44])
+    assert "retry-after" in headers and headers.get("dg-request-id"), headers
+    return status, body
 
 
 async def _upload_in_progress(
@@ -94,14 +66,12 @@ async def test_a_key_without_a_free_slot_is_refused_before_its_body_is_read(
 ) -> None:
     server = await make_server(make_settings(api_key_tier="free"), asr_engine=FakeAsr())  # 1 session per key
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            http_base(server) + "/v1/sessions", json={}, headers={"Authorization": f"Bearer {API_KEY}"}
-        ) as r:
+        bearer = {"Authorization": f"Bearer {API_KEY}"}
+        async with http.post(http_base(server) + "/v1/sessions", json={}, headers=bearer) as r:
             assert r.status == 201, await r.text()  # the key's one slot, reserved for the token
-        status, body = await _answer_before_the_body(server)
-    assert status == 429, body
-    assert set(body) == DEEPGRAM_ERROR and body["err_code"] == "TOO_MANY_REQUESTS"
-    assert "concurrent" in body["err_msg"], body
+    status, body = await _answer_before_the_body(server)
+    assert status == 429 and set(body) == DEEPGRAM_ERROR, body
+    assert body["err_code"] == "TOO_MANY_REQUESTS" and "concurrent" in body["err_msg"], body
 
 
 async def test_a_key_out_of_audio_is_refused_before_its_body_is_read(make_server: ServerFactory) -> None:
@@ -111,9 +81,8 @@ async def test_a_key_out_of_audio_is_refused_before_its_body_is_read(make_server
     await services.backend.put_key(record)
     await services.backend.charge_audio(record.key_id, 5.0, 5.0)
     status, body = await _answer_before_the_body(server, full_key)
-    assert status == 429, body
-    assert set(body) == DEEPGRAM_ERROR and body["err_code"] == "TOO_MANY_REQUESTS"
-    assert "quota" in body["err_msg"], body
+    assert status == 429 and set(body) == DEEPGRAM_ERROR, body
+    assert body["err_code"] == "TOO_MANY_REQUESTS" and "quota" in body["err_msg"], body
 
 
 async def test_decoding_stops_at_the_audio_the_key_has_left(make_server: ServerFactory) -> None:
@@ -123,7 +92,7 @@ async def test_decoding_stops_at_the_audio_the_key_has_left(make_server: ServerF
     await services.backend.put_key(record)
     await services.backend.charge_audio(record.key_id, 2.0, 5.0)
     async with aiohttp.ClientSession() as http:
-        status, body = await _post(http, server, _wav(20.0), full_key)
+        status, body = await _post(http, server, wav(20.0), full_key)
     assert status == 429, body
     assert body["err_code"] == "TOO_MANY_REQUESTS" and "3 s left" in body["err_msg"], body
     await eventually(lambda: not server.app[REGISTRY].sessions, "the upload's session to be released")
@@ -135,15 +104,15 @@ async def test_a_keys_uploads_in_progress_are_capped_across_both_surfaces(
 ) -> None:
     server = await make_server(make_settings(uploads_per_key=1, **SLOW), asr_engine=FakeAsr())
     async with aiohttp.ClientSession() as http:
-        first = await _upload_in_progress(http, server, lambda: _post(http, server, _wav(60.0)))
+        first = await _upload_in_progress(http, server, lambda: _post(http, server, wav(60.0)))
         async with asyncio.timeout(5):
-            status, body = await _post(http, server, _wav(1.0))
+            status, body = await _post(http, server, wav(1.0))
         assert status == 429, body
         assert body["err_code"] == "TOO_MANY_REQUESTS" and "uploads in progress" in body["err_msg"]
         # an OpenAI upload from the same key counts against the same limit
         form = aiohttp.FormData()
         form.add_field("model", "whisper-1")
-        form.add_field("file", io.BytesIO(_wav(1.0)), filename="a.wav")
+        form.add_field("file", io.BytesIO(wav(1.0)), filename="a.wav")
         headers = {"Authorization": f"Bearer {API_KEY}"}
         async with http.post(http_base(server) + "/v1/audio/transcriptions", data=form, headers=headers) as r:
             assert r.status == 429
@@ -156,29 +125,13 @@ async def test_a_keys_uploads_in_progress_are_capped_across_both_surfaces(
 async def test_shutdown_stops_an_upload_with_a_retryable_503(make_server: ServerFactory) -> None:
     server = await make_server(make_settings(**SLOW), asr_engine=FakeAsr())
     async with aiohttp.ClientSession() as http:
-        upload = await _upload_in_progress(http, server, lambda: _post(http, server, _wav(60.0)))
+        upload = await _upload_in_progress(http, server, lambda: _post(http, server, wav(60.0)))
         closing = asyncio.create_task(server.close())
         async with asyncio.timeout(10):
             status, body = await upload
         await closing
     assert status == 503, body
     assert set(body) == DEEPGRAM_ERROR and "shutting down" in body["err_msg"], body
-
-
-class _WatchedBackend(MemoryBackend):
-    """The memory backend on a clock the test moves; says which slots are refreshed."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-        super().__init__(clock=lambda: self.now)
-        self.refreshed: set[str] = set()
-        self.refreshing = asyncio.Event()
-
-    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> bool:
-        held = await super().refresh_session(key_id, session_id, ttl_s)
-        self.refreshed.add(session_id)
-        self.refreshing.set()
-        return held
 
 
 def _stereo(seconds: float) -> bytes:
@@ -189,7 +142,7 @@ async def test_every_channels_slot_lives_as_long_as_the_upload(
     make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(upload_runner, "SLOT_REFRESH_S", 0.05)  # the backend's clock runs 1000x faster
-    backend = _WatchedBackend()
+    backend = WatchedBackend()
     server = await make_server(make_settings(**SLOW), asr_engine=FakeAsr(), backend=backend)
     full_key, record = issue_key("two", max_sessions=2)
     await backend.put_key(record)
@@ -224,25 +177,13 @@ async def test_every_channels_slot_lives_as_long_as_the_upload(
 
 
 async def test_an_upload_stops_when_its_client_leaves(caplog: pytest.LogCaptureFixture) -> None:
-    """As ``streamer serve`` runs it (no handler cancellation): the upload notices by itself."""
     caplog.set_level(logging.INFO, logger="streamer.adapters.deepgram_rest")
-    app = create_app(make_settings(**SLOW), asr_engine=FakeAsr(), vad=EnergyVad())
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    registry = app[REGISTRY]
-    try:
-        async with aiohttp.ClientSession() as http:
-            headers = {"Authorization": f"Token {API_KEY}", "Content-Type": "audio/wav"}
-            posting = asyncio.create_task(
-                http.post(f"http://{host}:{port}{URL}", data=io.BytesIO(_wav(60.0)), headers=headers)
-            )
-            await eventually(lambda: len(registry.sessions) == 1, "the upload to be admitted")
-            posting.cancel()
-            await asyncio.wait({posting})
+    async with serving(make_settings(**SLOW)) as (app, base), aiohttp.ClientSession() as http:
+        registry = app[REGISTRY]
+        headers = {"Authorization": f"Token {API_KEY}", "Content-Type": "audio/wav"}
+        posting = asyncio.create_task(http.post(base + URL, data=io.BytesIO(wav(60.0)), headers=headers))
+        await eventually(lambda: len(registry.sessions) == 1, "the upload to be admitted")
+        posting.cancel()
+        await asyncio.wait({posting})
         await eventually(lambda: not registry.sessions, "the upload to notice its client left")
-        assert "the client left; its upload stopped" in caplog.text
-    finally:
-        await runner.cleanup()
+    assert "the client left; its upload stopped" in caplog.text

@@ -9,12 +9,12 @@ import asyncio
 import io
 import struct
 import time
-import wave
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
+from adapters.uploads import wav
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
@@ -41,16 +41,6 @@ def one_hertz_wav(samples: int = 3590) -> bytes:
         + struct.pack("<I", len(data))
         + data
     )
-
-
-def silent_wav(seconds: float) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(bytes(int(seconds * 16000) * 2))
-    return out.getvalue()
 
 
 async def upload(http: aiohttp.ClientSession, server: TestServer, body: bytes) -> tuple[int, Any]:
@@ -131,7 +121,7 @@ async def test_a_flood_of_uploads_leaves_healthz_and_a_live_session_untouched(
 
         prober = asyncio.create_task(probe())
         floods = [post(http, server, one_hertz_wav()) for _ in range(3)]
-        floods += [timed(silent_wav(60.0)) for _ in range(3)]
+        floods += [timed(wav(60.0)) for _ in range(3)]
         try:
             async with asyncio.timeout(25):
                 results, _ = await asyncio.gather(asyncio.gather(*floods), live())
