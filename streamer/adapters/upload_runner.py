@@ -1,18 +1,20 @@
-"""An uploaded file's way through the server: admitted before its body is read, decoded as a stream in a
-worker thread, and fed to its session paced like live audio.
+"""An uploaded file's way through the server, for both upload surfaces (OpenAI's
+``/v1/audio/transcriptions``, Deepgram's pre-recorded ``/v1/listen``): admitted before its body is read,
+decoded as a stream, and fed to its sessions paced like live audio (:mod:`streamer.adapters.upload`
+carries the sessions; each surface keeps only its form and its answer).
 
 An upload is a session like any other, so it pays what a socket pays, and pays it first: the key's
 session rate, its uploads in progress (``uploads_per_key``), the daily audio quota left, the server's
 capacity and the key's concurrent-session slot are all checked before a byte of the body is read (a
-refused request costs no spooling and no decoding). The slot is kept alive while the upload runs, as a
-socket's is.
+refused request costs no spooling and no decoding). The slots (one per channel) are kept alive while
+the upload runs, as a socket's is.
 
-The file is never held decoded: a thread decodes it a chunk at a time into a short queue
-(``DECODE_AHEAD`` chunks), and the session takes chunks off it no faster than
-``upload_realtime_factor`` audio seconds per wall second, yielding to the event loop between chunks, so
-an hour of audio in a small file cannot stall the loop for the server's other clients. Decoding stops
-at the audio the key may still use today and at the session's length limit.
-"""
+The file is never held decoded: it is decoded a piece at a time (OpenAI's in a thread of its own into a
+short queue of ``DECODE_AHEAD`` chunks, Deepgram's by its container's own thread behind bounded
+buffers), and the sessions take pieces no faster than ``upload_realtime_factor`` audio seconds per wall
+second, yielding to the event loop between pieces, so an hour of audio in a small file cannot stall the
+loop for the server's other clients. Decoding stops at the audio the key may still use today (every
+channel's seconds count) and at the session's length limit."""
 
 from __future__ import annotations
 

@@ -187,3 +187,21 @@ async def test_an_upload_stops_when_its_client_leaves(caplog: pytest.LogCaptureF
         await asyncio.wait({posting})
         await eventually(lambda: not registry.sessions, "the upload to notice its client left")
     assert "the client left; its upload stopped" in caplog.text
+
+
+async def test_the_quota_cap_counts_every_channel(make_server: ServerFactory) -> None:
+    server = await make_server(asr_engine=FakeAsr())
+    services = server.app[SERVICES]
+    full_key, record = issue_key("quota", max_sessions=2, audio_seconds_per_day=5.0)
+    await services.backend.put_key(record)
+    query = "?encoding=linear16&sample_rate=16000&channels=2&multichannel=true"
+    headers = {"Authorization": f"Token {full_key}", "Content-Type": "audio/l16"}
+    async with aiohttp.ClientSession() as http:  # 4 s of stereo: 8 s of the key's 5
+        async with http.post(
+            http_base(server) + URL + query, data=io.BytesIO(_stereo(4.0)), headers=headers
+        ) as r:
+            status, body = r.status, await r.json()
+    assert status == 429 and body["err_code"] == "TOO_MANY_REQUESTS", body
+    assert "5 s left" in body["err_msg"], body
+    await eventually(lambda: not server.app[REGISTRY].sessions, "the upload's sessions to be released")
+    assert await services.backend.audio_used(record.key_id) <= 5.0 + 1e-6
