@@ -38,7 +38,7 @@ from streamer.adapters.deepgram_options import (
     session_config,
 )
 from streamer.adapters.deepgram_render import alternative, model_info, seconds
-from streamer.adapters.upload import Upload, client_gone
+from streamer.adapters.upload import Upload
 from streamer.adapters.upload_runner import Channels, ClientGoneError, Ticket, admitted
 from streamer.errors import InvalidAudioError, StreamerError
 from streamer.protocol import TranscriptFinal
@@ -95,8 +95,7 @@ async def transcribe(request: web.Request) -> web.StreamResponse:
                 try:
                     async with Upload(registry, ticket, open_channels) as upload:
                         rate = audio.format.session_rate
-                        gone = lambda: client_gone(request)  # noqa: E731
-                        finals = await upload.transcribe(_channels(spool, audio, body), rate, gone)
+                        finals = await upload.transcribe(_channels(spool, audio, body), rate, request)
                 finally:
                     audio.close()
     except DeepgramRequestError as e:

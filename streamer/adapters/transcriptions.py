@@ -24,7 +24,7 @@ from aiohttp import web
 from streamer import tracing
 from streamer.adapters.common import check_language
 from streamer.adapters.openai_session import bearer_key, error_response
-from streamer.adapters.upload import Upload, client_gone
+from streamer.adapters.upload import Upload
 from streamer.adapters.upload_form import Form, read_form
 from streamer.adapters.upload_runner import Channels, ClientGoneError, admitted, decoded
 from streamer.errors import StreamerError
@@ -86,8 +86,7 @@ async def _respond(request: web.Request, upload: Upload, source: IO[bytes], form
     if form.stream:
         return await _stream(request, upload, source)
     try:
-        gone = lambda: client_gone(request)  # noqa: E731
-        (finals,) = await upload.transcribe(_decoded(source, upload), MODEL_RATE, gone)
+        (finals,) = await upload.transcribe(_decoded(source, upload), MODEL_RATE, request)
     except StreamerError as e:
         return error_response(e)
     except ClientGoneError:
@@ -118,8 +117,7 @@ async def _stream(request: web.Request, upload: Upload, source: IO[bytes]) -> we
         await send({"type": "transcript.text.delta", "delta": delta})
 
     try:
-        gone = lambda: client_gone(request)  # noqa: E731
-        await upload.transcribe(_decoded(source, upload), MODEL_RATE, gone, on_final, start)
+        await upload.transcribe(_decoded(source, upload), MODEL_RATE, request, on_final, start)
     except StreamerError as e:
         if not response.prepared:  # refused before the first event: an ordinary error answer
             return error_response(e)

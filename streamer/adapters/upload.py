@@ -70,16 +70,17 @@ class Upload:
         self,
         source: AsyncGenerator[Channels, None],
         rate: int,
-        gone: Callable[[], bool],
+        request: web.Request,
         on_final: OnFinal | None = None,
         on_start: Callable[[], Awaitable[None]] | None = None,
     ) -> list[list[TranscriptFinal]]:
-        """Feed ``source`` (each channel's PCM16 at ``rate``) through the sessions, paced; every utterance
+        """Feed ``source`` (each channel's PCM16 at ``rate``) through the sessions, paced (stopping if
+        ``request``'s client leaves); every utterance
         finalized, each channel's finals in order (``on_final`` hears each as it comes). The audio's
         length is in :attr:`seconds`. Raises what stopped it: the feed's refusal, a fatal model error, a
         shutdown, :class:`~streamer.adapters.upload_runner.ClientGoneError`."""
         self._on_final = on_final
-        to = Feed(rate, self._push, gone, on_start)
+        to = Feed(rate, self._push, lambda: client_gone(request), on_start)
         feeding = asyncio.create_task(self._run(source, to))
         fatal = asyncio.create_task(self.fatal.wait())
         try:
