@@ -74,12 +74,19 @@ async def test_a_key_without_a_free_slot_is_refused_before_its_body_is_read(
     assert body["err_code"] == "TOO_MANY_REQUESTS" and "concurrent" in body["err_msg"], body
 
 
+async def _key_with_audio_used(server: TestServer, used_s: float) -> tuple[str, str]:
+    """A new key with 5 s of audio a day, ``used_s`` of them used: the key and its id."""
+    backend = server.app[SERVICES].backend
+    full_key, record = issue_key("quota", max_sessions=2, audio_seconds_per_day=5.0)
+    await backend.put_key(record)
+    if used_s:
+        await backend.charge_audio(record.key_id, used_s, 5.0)
+    return full_key, record.key_id
+
+
 async def test_a_key_out_of_audio_is_refused_before_its_body_is_read(make_server: ServerFactory) -> None:
     server = await make_server(asr_engine=FakeAsr())
-    services = server.app[SERVICES]
-    full_key, record = issue_key("quota", audio_seconds_per_day=5.0)
-    await services.backend.put_key(record)
-    await services.backend.charge_audio(record.key_id, 5.0, 5.0)
+    full_key, _ = await _key_with_audio_used(server, 5.0)
     status, body = await _answer_before_the_body(server, full_key)
     assert status == 429 and set(body) == DEEPGRAM_ERROR, body
     assert body["err_code"] == "TOO_MANY_REQUESTS" and "quota" in body["err_msg"], body
@@ -87,16 +94,13 @@ async def test_a_key_out_of_audio_is_refused_before_its_body_is_read(make_server
 
 async def test_decoding_stops_at_the_audio_the_key_has_left(make_server: ServerFactory) -> None:
     server = await make_server(asr_engine=FakeAsr())
-    services = server.app[SERVICES]
-    full_key, record = issue_key("quota", audio_seconds_per_day=5.0)
-    await services.backend.put_key(record)
-    await services.backend.charge_audio(record.key_id, 2.0, 5.0)
+    full_key, key_id = await _key_with_audio_used(server, 2.0)
     async with aiohttp.ClientSession() as http:
         status, body = await _post(http, server, wav(20.0), full_key)
     assert status == 429, body
     assert body["err_code"] == "TOO_MANY_REQUESTS" and "3 s left" in body["err_msg"], body
     await eventually(lambda: not server.app[REGISTRY].sessions, "the upload's session to be released")
-    assert await services.backend.audio_used(record.key_id) <= 5.0 + 1e-6
+    assert await server.app[SERVICES].backend.audio_used(key_id) <= 5.0 + 1e-6
 
 
 async def test_a_keys_uploads_in_progress_are_capped_across_both_surfaces(
@@ -191,9 +195,7 @@ async def test_an_upload_stops_when_its_client_leaves(caplog: pytest.LogCaptureF
 
 async def test_the_quota_cap_counts_every_channel(make_server: ServerFactory) -> None:
     server = await make_server(asr_engine=FakeAsr())
-    services = server.app[SERVICES]
-    full_key, record = issue_key("quota", max_sessions=2, audio_seconds_per_day=5.0)
-    await services.backend.put_key(record)
+    full_key, key_id = await _key_with_audio_used(server, 0.0)
     query = "?encoding=linear16&sample_rate=16000&channels=2&multichannel=true"
     headers = {"Authorization": f"Token {full_key}", "Content-Type": "audio/l16"}
     async with aiohttp.ClientSession() as http:  # 4 s of stereo: 8 s of the key's 5
@@ -204,4 +206,4 @@ async def test_the_quota_cap_counts_every_channel(make_server: ServerFactory) ->
     assert status == 429 and body["err_code"] == "TOO_MANY_REQUESTS", body
     assert "5 s left" in body["err_msg"], body
     await eventually(lambda: not server.app[REGISTRY].sessions, "the upload's sessions to be released")
-    assert await services.backend.audio_used(record.key_id) <= 5.0 + 1e-6
+    assert await server.app[SERVICES].backend.audio_used(key_id) <= 5.0 + 1e-6
