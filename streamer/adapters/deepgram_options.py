@@ -140,17 +140,21 @@ async def authenticate(request: web.Request, services: Services) -> tuple[KeyRec
     return key, answer
 
 
-async def admit_channels(
-    registry: SessionRegistry, key: KeyRecord, options: ListenOptions, count: int
-) -> list[StreamSession]:
-    """One session for each of ``count`` channels (all or none)."""
-    services = registry.services
-    config = SessionConfig(
+def session_config(services: Services, options: ListenOptions) -> SessionConfig:
+    """The session each channel runs."""
+    return SessionConfig(
         sample_rate=options.audio.session_rate,
         language=options.language,
         interim_results=options.interim_results,
         word_timestamps=supports_word_timestamps(services.asr),
     )
+
+
+async def admit_channels(
+    registry: SessionRegistry, key: KeyRecord, options: ListenOptions, count: int
+) -> list[StreamSession]:
+    """One session for each of ``count`` channels (all or none)."""
+    config = session_config(registry.services, options)
     sessions: list[StreamSession] = []
     try:
         for _ in range(count):

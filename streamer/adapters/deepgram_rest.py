@@ -1,26 +1,32 @@
 """Deepgram pre-recorded transcription: ``POST /v1/listen`` with the audio as the request body.
 
-The body is spooled, then decoded a piece at a time (any container ``deepgram_audio`` reads, or raw
-audio with ``encoding``), each channel streamed through an ordinary session (one per channel with
-``multichannel=true``), and the finals answered in Deepgram's response shape. A ``{"url": ...}`` body is
-refused: this server fetches nothing. A body that decodes to far more audio than its size can honestly
-hold (a bomb) is refused, as is more audio than a session may be long.
+The request goes through the same runner as OpenAI's uploads (:mod:`streamer.adapters.upload_runner`):
+admitted before its body is read (the key's session rate, its uploads in progress, its audio quota left,
+capacity, its concurrent-session slot), the slots kept alive while it runs, the audio fed to its
+sessions paced and charged, stopped at the quota left and at the session's length, a 503 on shutdown,
+stopped when the client leaves. Here only the body and the answer are Deepgram's: the body is spooled,
+then decoded a piece at a time (any container ``deepgram_audio`` reads, or raw audio with ``encoding``),
+each channel through its own session with ``multichannel=true`` (the further channels admitted when the
+audio says how many it has), and the finals answered in Deepgram's response shape. A ``{"url": ...}``
+body is refused: this server fetches nothing. A body that decodes to far more audio than its size can
+honestly hold (a bomb) is refused.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
+import logging
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from aiohttp import web
 
 from streamer import tracing
+from streamer.adapters.common import Turns, retune
 from streamer.adapters.deepgram_audio import ALL_CONTAINERS, AudioInput
 from streamer.adapters.deepgram_options import (
     DeepgramRequestError,
@@ -29,13 +35,19 @@ from streamer.adapters.deepgram_options import (
     authenticate,
     error_response,
     from_domain,
+    session_config,
 )
 from streamer.adapters.deepgram_render import alternative, model_info, seconds
-from streamer.adapters.upload import UploadRun
-from streamer.errors import InvalidAudioError, SessionLimitError, StreamerError
+from streamer.adapters.upload import Upload
+from streamer.adapters.upload_runner import Channels, ClientGoneError, Ticket, admitted
+from streamer.errors import InvalidAudioError, StreamerError
 from streamer.protocol import TranscriptFinal
 from streamer.session.edge import REGISTRY, REQUEST_ID
-from streamer.session.quota import AudioQuota
+from streamer.session.registry import SessionRegistry
+from streamer.session.runtime import StreamSession
+from streamer.session.validation import check_session_config
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 25 << 20  # as /v1/audio/transcriptions: it must arrive within STREAMER_BODY_TIMEOUT_S
 SPOOL_BYTES = 4 << 20  # larger bodies spill to a temporary file
@@ -62,23 +74,11 @@ async def transcribe(request: web.Request) -> web.StreamResponse:
                 "send the audio itself as the request body",
             )
         options = ListenOptions.parse(request.query, services, prerecorded=True)
-    except DeepgramRequestError as e:
-        return error_response(e, request_id)
-    except StreamerError as e:
-        services.metrics.refused(e)
-        return error_response(from_domain(e), request_id)
-    audio = AudioInput(options.audio, containers=ALL_CONTAINERS)
-    quota = AudioQuota(services, key.key_id)
-    try:
-        async with contextlib.AsyncExitStack() as stack:
+        async with admitted(registry, key) as ticket:
 
-            async def open_channels(count: int) -> list[UploadRun]:
+            async def open_channels(count: int) -> list[StreamSession]:
                 """The sessions, once the audio has said how many channels it has."""
-                try:
-                    sessions = await admit_channels(registry, key, options, count)
-                except StreamerError as e:
-                    services.metrics.refused(e)
-                    raise
+                sessions = await _open(registry, ticket, options, count)
                 sessions[0].trace = tracing.session_started(
                     sessions[0].trace,
                     sessions[0].session_id,
@@ -87,86 +87,95 @@ async def transcribe(request: web.Request) -> web.StreamResponse:
                     surface="deepgram",
                     deepgram_request_id=request_id,
                 )
-                return [await stack.enter_async_context(UploadRun(registry, s)) for s in sessions]
+                return sessions
 
-            body = await _Body(request, audio, quota, services.settings.max_session_s, open_channels).read()
-            finals = await asyncio.gather(*(run.finish() for run in body.runs))
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+                body = await _spool(request, spool)
+                audio = AudioInput(options.audio, containers=ALL_CONTAINERS)
+                try:
+                    async with Upload(registry, ticket, open_channels) as upload:
+                        rate = audio.format.session_rate
+                        finals = await upload.transcribe(_channels(spool, audio, body), rate, request)
+                finally:
+                    audio.close()
     except DeepgramRequestError as e:
         return error_response(e, request_id)
     except StreamerError as e:
+        services.metrics.refused(e)
         return error_response(from_domain(e), request_id)
-    finally:
-        audio.close()
-        registry.spawn(quota.settle(), f"settle-{request_id}")
+    except ClientGoneError:
+        log.info("the client left; its upload stopped (request %s)", request_id)
+        return web.Response(status=499)  # nobody reads it (nginx's "client closed request")
     return web.json_response(
-        _response(services.asr.name, request_id, options, body, list(finals)),
+        _response(services.asr.name, request_id, options, body, upload.seconds, finals),
         headers={"dg-request-id": request_id},
     )
 
 
+async def _open(
+    registry: SessionRegistry, ticket: Ticket, options: ListenOptions, count: int
+) -> list[StreamSession]:
+    """One session per channel (all or none): the first on the ticket's reserved slot, the others
+    admitted as a live socket's further channels are."""
+    config = session_config(registry.services, options)
+    check_session_config(registry.services, config)
+    first = registry.open(ticket.session_id, ticket.key.key_id, config)
+    retune(first, Turns(end_silence_ms=options.endpointing_ms))
+    try:
+        return [first, *await admit_channels(registry, ticket.key, options, count - 1)]
+    except BaseException:
+        await registry.release(first)
+        raise
+
+
+@dataclass
 class _Body:
-    """The request body, decoded as it arrives and pushed to each channel's session."""
+    """What the response's metadata says of the body: its size and hash."""
 
-    def __init__(
-        self,
-        request: web.Request,
-        audio: AudioInput,
-        quota: AudioQuota,
-        max_s: float,
-        open_channels: Callable[[int], Awaitable[list[UploadRun]]],
-    ) -> None:
-        self.request = request
-        self.audio = audio
-        self.quota = quota
-        self.max_s = max_s
-        self.open_channels = open_channels
-        self.runs: list[UploadRun] = []
-        self.rate = audio.format.session_rate
-        self.received = 0
-        self.seconds = 0.0
-        self.sha256 = hashlib.sha256()
+    received: int = 0
+    sha256: Any = field(default_factory=hashlib.sha256)
 
-    async def read(self) -> _Body:
-        """Spool the whole body first (its arrival has a deadline that transcription must not eat into),
-        then decode it a piece at a time into the sessions."""
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
-            async for chunk in self.request.content.iter_chunked(CHUNK_BYTES):
-                self.received += len(chunk)
-                if self.received > MAX_BODY_BYTES:
-                    raise DeepgramRequestError(
-                        413, "PAYLOAD_TOO_LARGE", f"the body is larger than {MAX_BODY_BYTES >> 20} MB"
-                    )
-                self.sha256.update(chunk)
-                spool.write(chunk)
-            spool.seek(0)
-            while chunk := spool.read(CHUNK_BYTES):
-                async for channels in self.audio.feed(chunk):
-                    await self._push(channels)
-        async for channels in self.audio.finish():
-            await self._push(channels)
-        if not self.runs:
-            raise InvalidAudioError("the body holds no audio")
-        return self
 
-    async def _push(self, channels: list[bytes]) -> None:
-        if not self.runs:
-            self.runs = await self.open_channels(len(channels))
-        seconds = len(channels[0]) / 2 / self.rate
-        self.seconds += seconds
-        if self.seconds > self.max_s:
-            raise SessionLimitError(f"the audio is longer than the {self.max_s:.0f} s a session may be")
-        if self.seconds > FREE_S + self.received / MIN_BYTES_PER_S:
-            raise InvalidAudioError(
-                f"the audio could not be decoded: {self.received} bytes decode to more than "
-                f"{self.seconds:.0f} s of audio (refused as a decompression bomb)"
+async def _spool(request: web.Request, spool: IO[bytes]) -> _Body:
+    """The whole body first (its arrival has a deadline that transcription must not eat into)."""
+    body = _Body()
+    async for chunk in request.content.iter_chunked(CHUNK_BYTES):
+        body.received += len(chunk)
+        if body.received > MAX_BODY_BYTES:
+            raise DeepgramRequestError(
+                413, "PAYLOAD_TOO_LARGE", f"the body is larger than {MAX_BODY_BYTES >> 20} MB"
             )
-        await self.quota.charge(seconds * len(channels))
-        for run, pcm in zip(self.runs, channels, strict=True):
-            await run.push(pcm)
+        body.sha256.update(chunk)
+        spool.write(chunk)
+    spool.seek(0)
+    return body
+
+
+async def _channels(spool: IO[bytes], audio: AudioInput, body: _Body) -> AsyncGenerator[Channels, None]:
+    """The spooled body decoded a piece at a time, only as fast as the runner takes it; a bomb refused."""
+    rate = audio.format.session_rate
+    decoded_s = 0.0
+    while True:
+        chunk = spool.read(CHUNK_BYTES)
+        async for channels in audio.feed(chunk) if chunk else audio.finish():
+            decoded_s += len(channels[0]) / 2 / rate
+            if decoded_s > FREE_S + body.received / MIN_BYTES_PER_S:
+                raise InvalidAudioError(
+                    f"the audio could not be decoded: {body.received} bytes decode to more than "
+                    f"{decoded_s:.0f} s of audio (refused as a decompression bomb)"
+                )
+            yield channels
+        if not chunk:
+            return
 
 
 def _response(
-    model: str, request_id: str, options: ListenOptions, body: _Body, finals: list[list[TranscriptFinal]]
+    model: str,
+    request_id: str,
+    options: ListenOptions,
+    body: _Body,
+    duration: float,
+    finals: list[list[TranscriptFinal]],
 ) -> dict[str, Any]:
     """Deepgram's pre-recorded response: metadata, each channel's transcript, utterances if asked."""
     model_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"streamer:{model}"))
@@ -199,7 +208,7 @@ def _response(
         "request_id": request_id,
         "sha256": body.sha256.hexdigest(),
         "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "duration": round(body.seconds, 3),
+        "duration": round(duration, 3),
         "channels": len(finals),
         "models": [model_uuid],
         "model_info": {model_uuid: model_info(model)},

@@ -1,36 +1,40 @@
-"""An uploaded file's way through the server: admitted before its body is read, decoded as a stream in a
-worker thread, and fed to its session paced like live audio.
+"""An uploaded file's way through the server, for both upload surfaces (OpenAI's
+``/v1/audio/transcriptions``, Deepgram's pre-recorded ``/v1/listen``): admitted before its body is read,
+decoded as a stream, and fed to its sessions paced like live audio (:mod:`streamer.adapters.upload`
+carries the sessions; each surface keeps only its form and its answer).
 
 An upload is a session like any other, so it pays what a socket pays, and pays it first: the key's
 session rate, its uploads in progress (``uploads_per_key``), the daily audio quota left, the server's
 capacity and the key's concurrent-session slot are all checked before a byte of the body is read (a
-refused request costs no spooling and no decoding). The slot is kept alive while the upload runs, as a
-socket's is.
+refused request costs no spooling and no decoding). The slots (one per channel) are kept alive while
+the upload runs, as a socket's is.
 
-The file is never held decoded: a thread decodes it a chunk at a time into a short queue
-(``DECODE_AHEAD`` chunks), and the session takes chunks off it no faster than
-``upload_realtime_factor`` audio seconds per wall second, yielding to the event loop between chunks, so
-an hour of audio in a small file cannot stall the loop for the server's other clients. Decoding stops
-at the audio the key may still use today and at the session's length limit.
-"""
+The file is never held decoded: it is decoded a piece at a time (OpenAI's in a thread of its own into a
+short queue of ``DECODE_AHEAD`` chunks, Deepgram's by its container's own thread behind bounded
+buffers), and the sessions take pieces no faster than ``upload_realtime_factor`` audio seconds per wall
+second, yielding to the event loop between pieces, so an hour of audio in a small file cannot stall the
+loop for the server's other clients. Decoding stops at the audio the key may still use today (every
+channel's seconds count) and at the session's length limit."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
+from dataclasses import dataclass, field
 from typing import IO
 
 import numpy as np
 import numpy.typing as npt
 
+from streamer.config import Settings
 from streamer.errors import InvalidAudioError, RateLimitedError, SessionLimitError, StreamerError
 from streamer.guards.backend import seconds_to_utc_midnight
 from streamer.guards.keys import KeyRecord
@@ -41,7 +45,6 @@ from streamer.services import Services
 from streamer.session.edge import hold_slot, max_session_s
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
-from streamer.session.runtime import StreamSession
 from streamer.session.socket import SLOT_TTL_S
 
 log = logging.getLogger(__name__)
@@ -62,28 +65,33 @@ class ClientGoneError(Exception):
 @dataclass
 class Ticket:
     """An admitted upload: its session id (the slot is held for it), its quota and how much audio it may
-    bring (the daily quota left and the session's length limit)."""
+    bring (the daily quota left, shared by its channels, and the session's length limit)."""
 
     key: KeyRecord
     session_id: str
     quota: AudioQuota
-    max_s: float
-    quota_bound: bool  # max_s is what is left of the key's daily quota (not the session limit)
+    limit_s: float  # the session's length limit
+    left_s: float | None  # the key's daily audio quota left (None: unlimited)
+    held: list[str] = field(default_factory=list)  # the further channels' session ids, slots kept too
 
-    def too_long(self) -> StreamerError:
-        if self.quota_bound:
+    def max_s(self, channels: int = 1) -> float:
+        """The audio each of ``channels`` sessions may take (each channel's second is charged)."""
+        return self.limit_s if self.left_s is None else min(self.limit_s, self.left_s / channels)
+
+    def too_long(self, channels: int = 1) -> StreamerError:
+        if self.left_s is not None and self.left_s / channels < self.limit_s:
             return RateLimitedError(
-                f"the audio is longer than the {self.max_s:.0f} s left in this key's daily audio quota",
+                f"the audio is longer than the {self.left_s:.0f} s left in this key's daily audio quota",
                 code="audio_quota_exceeded",
                 retry_after=seconds_to_utc_midnight(time.time()),
             )
-        return SessionLimitError(f"the audio is longer than the {self.max_s:.0f} s a session may be")
+        return SessionLimitError(f"the audio is longer than the {self.limit_s:.0f} s a session may be")
 
 
 @contextlib.asynccontextmanager
 async def admitted(registry: SessionRegistry, key: KeyRecord) -> AsyncIterator[Ticket]:
-    """Admit an upload for ``key`` before its body is read; the slot is kept alive until the block ends,
-    then given back (the session's own release gives it back too: that is idempotent)."""
+    """Admit an upload for ``key`` before its body is read; the slots are kept alive until the block ends,
+    then given back (the sessions' own release gives them back too: that is idempotent)."""
     services = registry.services
     settings = services.settings
     registry.check_session_rate(key.key_id)
@@ -95,7 +103,7 @@ async def admitted(registry: SessionRegistry, key: KeyRecord) -> AsyncIterator[T
             retry_after=RETRY_UPLOAD_S,
         )
     uploading[key.key_id] += 1  # before anything is awaited: concurrent requests see it
-    session_id = services.tokens.new_session_id()
+    ticket: Ticket | None = None
     keeper: asyncio.Task[None] | None = None
     try:
         quota = AudioQuota(services, key.key_id)
@@ -106,11 +114,11 @@ async def admitted(registry: SessionRegistry, key: KeyRecord) -> AsyncIterator[T
                 code="audio_quota_exceeded",
                 retry_after=seconds_to_utc_midnight(time.time()),
             )
+        session_id = services.tokens.new_session_id()
         await registry.reserve(key.key_id, key.session_limit, session_id)
-        keeper = asyncio.create_task(_keep_slot(services, key.key_id, session_id))
-        limit_s = max_session_s(settings, key.key_id)
-        max_s = limit_s if left is None else min(left, limit_s)
-        yield Ticket(key, session_id, quota, max_s=max_s, quota_bound=max_s < limit_s)
+        ticket = Ticket(key, session_id, quota, max_session_s(settings, key.key_id), left)
+        keeper = asyncio.create_task(_keep_slots(services, ticket))
+        yield ticket
     finally:
         uploading[key.key_id] -= 1
         if uploading[key.key_id] <= 0:
@@ -118,20 +126,26 @@ async def admitted(registry: SessionRegistry, key: KeyRecord) -> AsyncIterator[T
         if keeper is not None:
             keeper.cancel()
             await asyncio.wait({keeper})
-            # fail_closed while Redis is down: the slot then expires by itself; the answer stands
-            with contextlib.suppress(StreamerError):
-                await services.backend_call(
-                    lambda: services.backend.release_session(key.key_id, session_id), None
-                )
+        if ticket is not None:
+            for held in (ticket.session_id, *ticket.held):
+                # fail_closed while Redis is down: the slot then expires by itself; the answer stands
+                with contextlib.suppress(StreamerError):
+                    await services.backend_call(
+                        functools.partial(services.backend.release_session, key.key_id, held), None
+                    )
 
 
-async def _keep_slot(services: Services, key_id: str, session_id: str) -> None:
-    """Keep the upload's concurrent-session slot from expiring (it is reserved for ``SLOT_TTL_S``)."""
+async def _keep_slots(services: Services, ticket: Ticket) -> None:
+    """Keep the upload's concurrent-session slots from expiring (each is reserved for ``SLOT_TTL_S``)."""
+    key_id = ticket.key.key_id
     while True:
         await asyncio.sleep(SLOT_REFRESH_S)
-        with contextlib.suppress(StreamerError):  # fail_closed while Redis is down: try again later
-            # the same upkeep as a socket's: a slot the state backend lost is taken again
-            await services.backend_call(lambda: hold_slot(services, key_id, session_id, SLOT_TTL_S), None)
+        for session_id in (ticket.session_id, *ticket.held):
+            with contextlib.suppress(StreamerError):  # fail_closed while Redis is down: try again later
+                # the same upkeep as a socket's: a slot the state backend lost is taken again
+                await services.backend_call(
+                    functools.partial(hold_slot, services, key_id, session_id, SLOT_TTL_S), None
+                )
 
 
 Chunk = npt.NDArray[np.int16]
@@ -218,47 +232,60 @@ class _Pace:
             await asyncio.sleep(wait)
 
 
-async def feed(
-    session: StreamSession,
-    ticket: Ticket,
-    source: IO[bytes],
-    realtime_factor: float,
-    client_gone: Callable[[], bool],
-    on_start: Callable[[], Awaitable[None]] | None = None,
-) -> float:
-    """Decode ``source`` into ``session``, paced; returns the audio's length in seconds.
+Channels = list[bytes]  # one piece of PCM16 per channel, each as long, at the sessions' rate
 
-    Each chunk is charged to the key's quota, pushed through the session's VAD and segmenter on the
-    loop, then the loop is given to others. ``client_gone`` is asked between chunks: an upload nobody
-    waits for any more stops. ``on_start`` is awaited once the first chunk is decoded, so a file that
-    cannot be opened is refused before anything of the answer is sent.
-    """
-    settings = session.services.settings
-    chunk_samples = MODEL_RATE * min(1000, settings.max_frame_ms) // 1000
-    pace = _Pace(realtime_factor, settings.realtime_burst_s)
-    max_samples = int(ticket.max_s * MODEL_RATE)
-    total = 0
+
+async def decoded(source: IO[bytes], chunk_samples: int) -> AsyncGenerator[Channels, None]:
+    """A file's audio decoded in a thread (:func:`decoded_chunks`: mono, 16 kHz, sample rates under
+    8 kHz refused), ``chunk_samples`` at a time, at most ``DECODE_AHEAD`` chunks ahead of the reader."""
     stream = DecodedStream(
         decoded_chunks(source, rate=MODEL_RATE, chunk_samples=chunk_samples, min_rate=MIN_SAMPLE_RATE)
     )
     try:
         while (chunk := await stream.next()) is not None:
+            yield [chunk.astype("<i2", copy=False).tobytes()]
+    finally:
+        await stream.close()
+
+
+@dataclass
+class Feed:
+    """How an upload's audio reaches its sessions: ``push`` takes each piece of every channel's PCM16 at
+    ``rate``; ``client_gone`` is asked between pieces; ``on_start`` is awaited once, at the first piece."""
+
+    rate: int
+    push: Callable[[Channels], Awaitable[None]]
+    client_gone: Callable[[], bool]
+    on_start: Callable[[], Awaitable[None]] | None = None
+
+
+async def feed(source: AsyncGenerator[Channels, None], ticket: Ticket, to: Feed, settings: Settings) -> float:
+    """Take ``source``'s audio into the sessions, paced; returns its length in seconds (per channel).
+
+    Each piece is charged to the key's quota (every channel's seconds), pushed through the sessions' VAD
+    and segmenter on the loop, then the loop is given to others. An upload nobody waits for any more
+    stops. ``on_start`` comes once the first piece is decoded, so a file that cannot be opened is
+    refused before anything of the answer is sent. The source is closed however this ends.
+    """
+    pace = _Pace(settings.upload_realtime_factor, settings.realtime_burst_s)
+    on_start = to.on_start
+    total = 0  # samples per channel
+    async with contextlib.aclosing(source):
+        async for channels in source:
             if on_start is not None:
                 await on_start()
                 on_start = None
-            total += chunk.size
-            if total > max_samples:
-                raise ticket.too_long()
-            if client_gone():
+            samples = len(channels[0]) // 2
+            total += samples
+            if total > int(ticket.max_s(len(channels)) * to.rate):
+                raise ticket.too_long(len(channels))
+            if to.client_gone():
                 raise ClientGoneError
-            seconds = chunk.size / MODEL_RATE
+            seconds = samples / to.rate
             await pace.take(seconds)
-            await ticket.quota.charge(seconds)
-            await session.push_audio(chunk.astype("<i2", copy=False).tobytes())
-            await asyncio.sleep(0)  # the chunk's VAD ran on the loop: let the others have it now
-    finally:
-        await stream.close()
+            await ticket.quota.charge(seconds * len(channels))
+            await to.push(channels)
+            await asyncio.sleep(0)  # the piece's VAD ran on the loop: let the others have it now
     if total == 0:
         raise InvalidAudioError("the file holds no audio samples")
-    await session.drain()
-    return total / MODEL_RATE
+    return total / to.rate

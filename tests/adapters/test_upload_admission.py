@@ -8,13 +8,11 @@ import asyncio
 import io
 import json
 import logging
-import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from faults.streams import eventually
@@ -23,25 +21,15 @@ from support import API_KEY, make_settings
 
 from streamer.adapters import upload_runner
 from streamer.app import create_app
-from streamer.guards.backend import MemoryBackend
 from streamer.guards.keys import issue_key
 from streamer.session.edge import REGISTRY, SERVICES
 
 from .conftest import http_base
+from .uploads import SLOW, WatchedBackend, answer_before_the_body, serving, wav
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
 URL = "/v1/audio/transcriptions"
-
-
-def _wav(seconds: float) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(bytes(int(seconds * 16000) * 2))
-    return out.getvalue()
 
 
 def _form(body: bytes, **fields: str) -> aiohttp.FormData:
@@ -63,27 +51,14 @@ async def _post(
 
 async def _answer_before_the_body(server: TestServer, key: str = API_KEY) -> tuple[int, dict[str, Any]]:
     """Send a request that promises 10 MB of body and delivers a few bytes: the answer must come anyway."""
-    assert server.port is not None
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    try:
-        boundary = "b0undary"
-        head = (
-            f"POST {URL} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {10 << 20}\r\n\r\n"
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF'
-        )
-        writer.write(head.encode())
-        await writer.drain()
-        async with asyncio.timeout(5):
-            status_line = await reader.readline()
-            headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers["content-length"]))
-        return int(status_line.split()[1]), json.loads(body)
-    finally:
-        writer.close()
+    boundary = "b0undary"
+    head = (
+        f"POST {URL} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {10 << 20}\r\n\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF'
+    )
+    status, _, body = await answer_before_the_body(server, head, b"")
+    return status, body
 
 
 async def test_a_key_without_a_free_slot_is_refused_before_its_body_is_read(
@@ -119,7 +94,7 @@ async def test_decoding_stops_at_the_audio_the_key_has_left(make_server: ServerF
     await services.backend.put_key(record)
     await services.backend.charge_audio(record.key_id, 2.0, 5.0)
     async with aiohttp.ClientSession() as http:
-        status, body = await _post(http, server, _wav(20.0), full_key)
+        status, body = await _post(http, server, wav(20.0), full_key)
     assert status == 429, body
     assert body["error"]["code"] == "audio_quota_exceeded"
     assert "3 s left" in body["error"]["message"]
@@ -132,13 +107,10 @@ async def _upload_in_progress(
 ) -> asyncio.Task[tuple[int, Any]]:
     """An upload paced slowly enough (the test's settings) to still be running when the test looks."""
     registry = server.app[REGISTRY]
-    task = asyncio.create_task(_post(http, server, _wav(seconds)))
+    task = asyncio.create_task(_post(http, server, wav(seconds)))
     await eventually(lambda: len(registry.sessions) == 1 or task.done(), "the upload to be admitted")
     assert not task.done(), task.result()
     return task
-
-
-SLOW = {"upload_realtime_factor": 1.0, "realtime_burst_s": 1.0}
 
 
 async def test_a_key_may_have_only_so_many_uploads_in_progress(make_server: ServerFactory) -> None:
@@ -146,7 +118,7 @@ async def test_a_key_may_have_only_so_many_uploads_in_progress(make_server: Serv
     async with aiohttp.ClientSession() as http:
         first = await _upload_in_progress(http, server)
         async with asyncio.timeout(5):
-            status, body = await _post(http, server, _wav(1.0))
+            status, body = await _post(http, server, wav(1.0))
         assert status == 429, body
         assert body["error"]["code"] == "concurrent_uploads_exceeded"
         first.cancel()  # the client goes away: its upload stops and gives its slot back
@@ -155,33 +127,20 @@ async def test_a_key_may_have_only_so_many_uploads_in_progress(make_server: Serv
     await eventually(lambda: not registry.sessions, "the abandoned upload to stop")
 
 
-class _WatchedBackend(MemoryBackend):
-    """The memory backend on a clock the test moves; says when a slot is refreshed."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-        super().__init__(clock=lambda: self.now)
-        self.refreshed = asyncio.Event()
-
-    async def refresh_session(self, key_id: str, session_id: str, ttl_s: float) -> None:
-        await super().refresh_session(key_id, session_id, ttl_s)
-        self.refreshed.set()
-
-
 async def test_an_uploads_slot_lives_as_long_as_the_upload(
     make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(upload_runner, "SLOT_REFRESH_S", 0.05)  # the backend's clock runs 1000x faster
-    backend = _WatchedBackend()
+    backend = WatchedBackend()
     settings = make_settings(api_key_tier="free", **SLOW)  # one session per key
     server = await make_server(settings, asr_engine=FakeAsr(), backend=backend)
     async with aiohttp.ClientSession() as http:
         upload = await _upload_in_progress(http, server)
         for _ in range(3):  # 150 s on the backend's clock: a slot reserved once lasts 90
-            backend.refreshed.clear()
+            backend.refreshing.clear()
             backend.now += 50.0
             async with asyncio.timeout(5):
-                await backend.refreshed.wait()
+                await backend.refreshing.wait()
         async with http.post(http_base(server) + "/v1/sessions", json={}, headers=BEARER) as r:
             assert r.status == 429, await r.text()
             assert (await r.json())["error"]["code"] == "concurrent_sessions_exceeded"
@@ -210,10 +169,10 @@ async def test_a_stream_that_fails_to_start_gives_its_slot_back(failing_stream_s
     server = failing_stream_server
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.ClientError):  # the answer breaks off: the connection is cut
-            await _post(http, server, _wav(1.0), stream="true")
+            await _post(http, server, wav(1.0), stream="true")
     async with aiohttp.ClientSession() as http:
         # the key's one slot is free again at once (not after its 90 s expiry)
-        status, body = await _post(http, server, _wav(1.0))
+        status, body = await _post(http, server, wav(1.0))
     assert status == 200, body
     registry = server.app[REGISTRY]
     await eventually(lambda: not registry.sessions and not registry.parked, "the sessions to be released")
@@ -236,21 +195,13 @@ async def test_an_upload_stops_when_its_client_leaves(caplog: pytest.LogCaptureF
     """As ``streamer serve`` runs it: aiohttp does not cancel a handler whose client left (TestServer
     does), so the upload must notice by itself, or it would run on, paced, holding its slot."""
     caplog.set_level(logging.INFO, logger="streamer.adapters.transcriptions")
-    app = create_app(make_settings(**SLOW), asr_engine=FakeAsr(), vad=EnergyVad())
-    runner = web.AppRunner(app)  # handler_cancellation off, as in streamer/listen.py
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    registry = app[REGISTRY]
-    try:
+    async with serving(make_settings(**SLOW)) as (app, base):
+        registry = app[REGISTRY]
         async with aiohttp.ClientSession() as http:
-            form = _form(_wav(60.0))
-            posting = asyncio.create_task(http.post(f"http://{host}:{port}{URL}", data=form, headers=BEARER))
+            form = _form(wav(60.0))
+            posting = asyncio.create_task(http.post(base + URL, data=form, headers=BEARER))
             await eventually(lambda: len(registry.sessions) == 1, "the upload to be admitted")
             posting.cancel()
             await asyncio.wait({posting})
         await eventually(lambda: not registry.sessions, "the upload to notice its client left")
         assert "the client left; its upload stopped" in caplog.text
-    finally:
-        await runner.cleanup()

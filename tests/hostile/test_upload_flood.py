@@ -1,6 +1,7 @@
 """Uploads cannot stall the server: a WAV header that declares 1 Hz (a few kilobytes that resample to an
 hour) is refused, and long uploads are fed paced, yielding to the loop, so ``/healthz`` and a live
-``/v1/stream`` session beside a flood of them are untouched (issue 23 item 1)."""
+``/v1/stream`` session beside a flood of them are untouched (issue 23 item 1), on both upload surfaces
+(OpenAI's transcriptions and Deepgram's pre-recorded ``/v1/listen``: issue 22 item 5)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import asyncio
 import io
 import struct
 import time
-import wave
 from typing import Any
 
 import aiohttp
 import numpy as np
+import pytest
+from adapters.uploads import wav
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from faults.streams import CHUNK, utterance
+from support import API_KEY
 
 from .conftest import AUTH, hostile_settings, start_session
 
@@ -40,22 +43,29 @@ def one_hertz_wav(samples: int = 3590) -> bytes:
     )
 
 
-def silent_wav(seconds: float) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(bytes(int(seconds * 16000) * 2))
-    return out.getvalue()
-
-
 async def upload(http: aiohttp.ClientSession, server: TestServer, body: bytes) -> tuple[int, Any]:
     form = aiohttp.FormData()
     form.add_field("model", "whisper-1")
     form.add_field("file", io.BytesIO(body), filename="a.wav")
     async with http.post(server.make_url("/v1/audio/transcriptions"), data=form, headers=AUTH) as r:
         return r.status, await r.json()
+
+
+async def deepgram_upload(http: aiohttp.ClientSession, server: TestServer, body: bytes) -> tuple[int, Any]:
+    headers = {"Authorization": f"Token {API_KEY}", "Content-Type": "audio/wav"}
+    async with http.post(server.make_url("/v1/listen"), data=io.BytesIO(body), headers=headers) as r:
+        return r.status, await r.json()
+
+
+def deepgram_text(body: Any) -> str:
+    transcript: str = body["results"]["channels"][0]["alternatives"][0]["transcript"]
+    return transcript
+
+
+SURFACES = {
+    "transcriptions": (upload, lambda body: body["text"]),
+    "deepgram": (deepgram_upload, deepgram_text),
+}
 
 
 async def test_a_sample_rate_under_8_khz_is_refused_at_once(make_server: Any) -> None:
@@ -68,12 +78,16 @@ async def test_a_sample_rate_under_8_khz_is_refused_at_once(make_server: Any) ->
     assert "1 Hz" in body["error"]["message"] and "8000 Hz" in body["error"]["message"]
 
 
-async def test_a_flood_of_uploads_leaves_healthz_and_a_live_session_untouched(make_server: Any) -> None:
+@pytest.mark.parametrize("surface", SURFACES)
+async def test_a_flood_of_uploads_leaves_healthz_and_a_live_session_untouched(
+    make_server: Any, surface: str
+) -> None:
+    post, text = SURFACES[surface]
     # the real Silero VAD (the loop's cost per audio second), a fake model (the test's speed)
-    server: TestServer = await make_server(
-        hostile_settings(uploads_per_key=8), asr_engine=FakeAsr(text="hello there")
-    )
+    settings = hostile_settings(uploads_per_key=8)
+    server: TestServer = await make_server(settings, asr_engine=FakeAsr(text="hello there"))
     latencies: list[float] = []
+    took: list[float] = []
     live_events: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http:
         session = await start_session(http, server)
@@ -99,9 +113,15 @@ async def test_a_flood_of_uploads_leaves_healthz_and_a_live_session_untouched(ma
             while (msg := await ws.receive()).type == WSMsgType.TEXT:
                 live_events.append(msg.json())
 
+        async def timed(body: bytes) -> tuple[int, Any]:
+            started = asyncio.get_running_loop().time()
+            answer = await post(http, server, body)
+            took.append(asyncio.get_running_loop().time() - started)
+            return answer
+
         prober = asyncio.create_task(probe())
-        floods = [upload(http, server, one_hertz_wav()) for _ in range(3)]
-        floods += [upload(http, server, silent_wav(60.0)) for _ in range(3)]
+        floods = [post(http, server, one_hertz_wav()) for _ in range(3)]
+        floods += [timed(wav(60.0)) for _ in range(3)]
         try:
             async with asyncio.timeout(25):
                 results, _ = await asyncio.gather(asyncio.gather(*floods), live())
@@ -115,4 +135,7 @@ async def test_a_flood_of_uploads_leaves_healthz_and_a_live_session_untouched(ma
     print(f"healthz: {len(latencies)} probes, max {max(latencies) * 1000:.1f} ms")
     assert latencies and max(latencies) < HEALTHZ_MAX_S, sorted(latencies)[-5:]
     assert [status for status, _ in results] == [400, 400, 400, 200, 200, 200], results
-    assert [body["text"] for _, body in results[3:]] == ["", "", ""]
+    assert [text(body) for _, body in results[3:]] == ["", "", ""]
+    # fed paced: a minute of audio takes at least what the pacer allows (a floor, never a race)
+    floor_s = (60.0 - settings.realtime_burst_s) / settings.upload_realtime_factor
+    assert len(took) == 3 and min(took) >= floor_s, (took, floor_s)
