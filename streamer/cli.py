@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--translate-to", action="append", default=[], help="target language (repeatable)")
     stream.add_argument("--json", action="store_true", help="print every event as a JSON line")
     stream.add_argument(
-        "--encoding", choices=["pcm16", "mulaw", "alaw"], default="pcm16", help="send the audio as (G.711)"
+        "--encoding",
+        choices=["pcm16", "mulaw", "alaw", "webm", "ogg", "wav", "mp3", "flac", "container"],
+        default="pcm16",
+        help="send a WAV's PCM as pcm16 or G.711; or the file's bytes as they are, in this container",
     )
     stream.set_defaults(func=_stream)
 
