@@ -158,3 +158,57 @@ async def test_sample_rate_is_fixed_once_a_container_streams(server: TestServer)
             while (event := await stream.receive(timeout=TIMEOUT_S)) is not None and event["type"] != "pong":
                 pass
             assert event is not None and event["id"] == 3
+
+
+async def test_a_message_over_the_byte_bound_is_refused(server: TestServer) -> None:
+    async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+        stream = await client.connect({"encoding": "wav"})
+        async with stream:
+            header = encode(silence(0.1), 16000, "wav")
+            await stream.ws.send_bytes(header + b"\0" * (96_001 - len(header)))
+            events = await asyncio.wait_for(_collect(stream), TIMEOUT_S)
+            assert closing_error(events)["code"] == "frame_too_large"
+            assert await stream.receive(timeout=TIMEOUT_S) is None
+            assert stream.close_code == 1009
+
+
+async def test_commit_passes_on_what_the_bytes_so_far_decode_to(server: TestServer) -> None:
+    """A sentence, then input_audio.commit with no silence after it: its final comes from the commit."""
+    async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+        stream = await client.connect({"language": "en", "encoding": "flac"})
+        async with stream:
+            samples = np.concatenate([silence(0.3), read_pcm16(SENTENCE)])
+            flac = encode(samples, 16000, "flac")
+            await stream.send_container(flac, len(samples) / 16000, speed=SPEED, close=False)
+            await stream.commit()
+            while (event := await stream.receive(timeout=TIMEOUT_S)) is not None:
+                assert event["type"] != "error", event
+                if event["type"] == "transcript.final":
+                    break
+            assert event is not None
+            assert wer(load_transcripts()[SENTENCE]["text"], event["text"]) <= 0.2, event
+
+
+async def test_a_resumed_connection_starts_a_new_container_stream(server: TestServer) -> None:
+    """The first connection streams one sentence and drops; the resumed one sends a new Ogg stream (its
+    header first, as a restarted MediaRecorder does) with the next: both are transcribed, once."""
+    first, second = sentence(), np.concatenate([read_pcm16("en_utt2.wav"), silence(1.0)])
+    async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+        stream = await client.connect({"language": "en", "encoding": "ogg"})
+        await stream.send_container(encode(first, 16000, "ogg"), len(first) / 16000, speed=SPEED, close=False)
+        while (event := await stream.receive(timeout=TIMEOUT_S)) is not None:
+            assert event["type"] != "error", event
+            if event["type"] == "transcript.final":
+                break
+        await stream.ws.close()  # a drop: no session.close
+        resumed = await client.resume(stream)
+        async with resumed:
+            assert resumed.created is not None and resumed.created["resumed"] is True
+            events = asyncio.create_task(_collect(resumed))
+            await resumed.send_container(encode(second, 16000, "ogg"), len(second) / 16000, speed=SPEED)
+            later = await asyncio.wait_for(events, TIMEOUT_S)
+    assert not [e for e in later if e["type"] == "error"], later
+    finals = [e for e in later if e["type"] == "transcript.final"]
+    assert [e["seq"] for e in finals] == [2], finals
+    assert wer(load_transcripts()["en_utt2.wav"]["text"], finals[0]["text"]) <= 0.2, finals
+    assert finals[0]["audio_start_ms"] >= len(first) / 16 - 1000  # on the session's clock, after the first
