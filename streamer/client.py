@@ -216,7 +216,8 @@ class Stream:
 
     @property
     def encoding(self) -> str:
-        """The session's encoding (``pcm16``, ``mulaw`` or ``alaw``)."""
+        """The session's encoding (``pcm16``, ``mulaw``, ``alaw``, or a container: see
+        :meth:`send_container`)."""
         return str(self.info.config.get("encoding", "pcm16"))
 
     async def send_audio(self, pcm: bytes, sample_rate: int | None = None) -> None:
