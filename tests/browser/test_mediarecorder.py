@@ -10,12 +10,14 @@ the real tiny.en model, with no error.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
+from fakes import FakeAsr
 from playwright.async_api import Page, Request, WebSocket
 from support import load_transcripts, make_settings
 from test_demo_browser import (
@@ -29,6 +31,9 @@ from test_demo_browser import (
     words,
     write_microphone_wav,
 )
+
+from streamer.protocol import CloseCode
+from streamer.session.edge import REGISTRY
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +113,55 @@ async def _wait_for_words(page: Page, expected: set[str], timeout_s: float) -> l
             pytest.fail(f"the page went into its error state: {await page.text_content('#error')}")
         await page.wait_for_timeout(100)
     pytest.fail(f"finals did not contain {sorted(expected)} within {timeout_s:.0f}s; got {texts}")
+
+
+async def test_after_a_reconnect_the_recorder_starts_a_new_webm_stream(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A dropped connection (1011): the client starts a new session and the page a new recorder, whose
+    first chunk is a WebM header again, and the server decodes the new stream (a fake model: the audio
+    path is what is tested)."""
+    mic = tmp_path / "microphone.wav"
+    write_microphone_wav(mic)
+    server = await make_server(make_settings(demo=True), asr_engine=FakeAsr())
+    registry = server.app[REGISTRY]
+    log = PageLog()
+    sockets: list[list[bytes]] = []  # per socket, the first bytes of each binary message
+
+    def watch(ws: WebSocket) -> None:
+        frames: list[bytes] = []
+        sockets.append(frames)
+        ws.on("framesent", lambda payload: _sent(payload, frames))
+
+    async def decoded_ms(at_least: int) -> None:
+        deadline = time.monotonic() + STEP_TIMEOUT_MS / 1000
+        while time.monotonic() < deadline:
+            live = list(registry.connections.values())
+            if len(live) == 1 and live[0].session.audio_ms >= at_least:
+                return
+            await asyncio.sleep(0.05)
+        pytest.fail(
+            f"no {at_least} ms of decoded audio on one connection; error: {await page.text_content('#error')}"
+        )
+
+    async with chromium(mic) as browser:
+        context = await browser.new_context()
+        await context.add_init_script(NO_WORKLET)
+        page = await context.new_page()
+        page.on("websocket", watch)
+        page = await open_demo_in(page, base_url(server), log)
+        await page.click("#start")
+        await page.wait_for_selector("#status[data-state='live']", timeout=STEP_TIMEOUT_MS)
+        await decoded_ms(1000)
+        (connection,) = registry.connections.values()
+        await connection.ws.close(code=CloseCode.INTERNAL_ERROR)
+        await page.wait_for_selector("#status[data-state='reconnecting']", timeout=STEP_TIMEOUT_MS)
+        await page.wait_for_selector("#status[data-state='live']", timeout=STEP_TIMEOUT_MS)
+        await decoded_ms(1000)  # the new session decodes the new recorder's stream
+        assert await page.is_hidden("#error"), await page.text_content("#error")
+        await page.click("#stop")
+        await page.wait_for_selector("#status[data-state='closed']", timeout=STEP_TIMEOUT_MS)
+
+    assert len(sockets) == 2 and all(frames and frames[0].startswith(EBML) for frames in sockets), sockets
+    assert not log.page_errors, log.page_errors
+    assert not log.console_errors, log.console_errors
