@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     stream = sub.add_parser("stream", help="stream a WAV file to a server and print results live")
-    stream.add_argument("file", help="WAV file (mono or stereo, 16-bit, any rate from 8 to 48 kHz)")
+    stream.add_argument("file", help="WAV file (16-bit, 8-48 kHz), or a recording in a container --encoding")
     stream.add_argument("--url", default="http://127.0.0.1:8080")
     stream.add_argument("--api-key", help="API key (default: $STREAMER_API_KEY, else demo mode)")
     stream.add_argument("--realtime", action="store_true", help="pace the audio in real time")
@@ -94,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--translate-to", action="append", default=[], help="target language (repeatable)")
     stream.add_argument("--json", action="store_true", help="print every event as a JSON line")
     stream.add_argument(
-        "--encoding", choices=["pcm16", "mulaw", "alaw"], default="pcm16", help="send the audio as (G.711)"
+        "--encoding",
+        choices=["pcm16", "mulaw", "alaw", "webm", "ogg", "wav", "mp3", "flac", "container"],
+        default="pcm16",
+        help="send a WAV's PCM as pcm16 or G.711; or the file's bytes as they are, in this container",
     )
     stream.set_defaults(func=_stream)
 

@@ -11,7 +11,8 @@
 Events are the server's JSON messages as dicts. ``stream.send_pcm`` paces audio in real time (or as fast
 as the server accepts it) and ends with ``session.close``; iteration ends after ``session.closed``. With
 ``{"encoding": "mulaw"}`` (or ``"alaw"``) in the config, ``send_pcm`` encodes the PCM16 it is given to
-G.711 before sending it.
+G.711 before sending it; with a container encoding (``"webm"``, ``"ogg"``, ``"wav"``, ``"mp3"``,
+``"flac"``, ``"container"``), ``stream.send_container`` sends a recording's bytes as they are.
 
 Resume: every stream keeps the audio it sent after its last final (:class:`AudioBuffer`, bounded), and
 ``client.resume(stream)`` sends it again on the new connection, so the sentence that was in flight when a
@@ -215,7 +216,8 @@ class Stream:
 
     @property
     def encoding(self) -> str:
-        """The session's encoding (``pcm16``, ``mulaw`` or ``alaw``)."""
+        """The session's encoding (``pcm16``, ``mulaw``, ``alaw``, or a container: see
+        :meth:`send_container`)."""
         return str(self.info.config.get("encoding", "pcm16"))
 
     async def send_audio(self, pcm: bytes, sample_rate: int | None = None) -> None:
@@ -233,6 +235,41 @@ class Stream:
         self.buffer.add(pcm, rate, sample_bytes(self.encoding))
         async with self._sending:
             await self.ws.send_bytes(pcm)
+
+    async def send_container(
+        self,
+        data: bytes,
+        duration_s: float,
+        *,
+        chunk_ms: int = 250,
+        speed: float = 1.0,
+        close: bool = True,
+        on_chunk: Any = None,
+    ) -> float:
+        """Send a container's bytes as they are (a session whose ``encoding`` is a container: ``webm``,
+        ``ogg``, ``wav``, ``mp3``, ``flac`` or ``container``), cut into pieces of ``chunk_ms`` of its
+        ``duration_s`` as a MediaRecorder's ``timeslice`` would, each when its audio would have been
+        captured (``speed`` times real time; 0: as fast as the server reads); returns the monotonic time
+        the last piece was sent.
+
+        Unlike PCM, these bytes are not kept for a resume: a resumed connection starts a new container
+        stream (a header first), and a tail cut out of a container is not one.
+        """
+        pieces = max(1, round(duration_s * 1000 / chunk_ms))
+        step = min(-(-len(data) // pieces), int(self.info.limits.get("max_frame_bytes", 96_000)))
+        start = last = time.monotonic()
+        for i in range(0, len(data), step):
+            if speed > 0:
+                delay = start + i / len(data) * duration_s / speed - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await self.ws.send_bytes(data[i : i + step])
+            last = time.monotonic()
+            if on_chunk is not None:
+                on_chunk(min(len(data), i + step) / len(data) * duration_s * 1000, last)
+        if close:
+            await self.close_session()
+        return last
 
     async def commit(self) -> None:
         await self.send_json({"type": "input_audio.commit"})

@@ -1,4 +1,5 @@
-"""The client's side of a session's ``encoding``: PCM16 encoded to G.711 before it is sent.
+"""The client's side of a session's ``encoding``: PCM16 encoded to G.711 before it is sent, and how long
+a container a client sends as it is lasts.
 
 The server decodes (``streamer.pipeline.codecs``); a client encodes, so the encoders live with the
 client. Each is the ITU-T G.711 rule, computed for every sample at once: the segment (exponent) that
@@ -8,10 +9,15 @@ the step's middle).
 
 from __future__ import annotations
 
+import io
+
+import av
 import numpy as np
 import numpy.typing as npt
 
 ENCODINGS = ("pcm16", "mulaw", "alaw")
+# a recording's bytes sent as they are (docs/protocol.md, Containers); the server decodes them
+CONTAINERS = ("webm", "ogg", "wav", "mp3", "flac", "container")
 
 Pcm16 = npt.NDArray[np.int16]
 
@@ -59,3 +65,13 @@ def encode(pcm: bytes, encoding: str) -> bytes:
 def sample_bytes(encoding: str) -> int:
     """Bytes a sample takes in ``encoding``."""
     return 2 if encoding == "pcm16" else 1
+
+
+def container_seconds(data: bytes) -> float:
+    """How long the audio in a container file is (decoded to count: a live WebM states no duration)."""
+    samples = 0.0
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.audio[0]
+        for frame in container.decode(stream):
+            samples += frame.samples / frame.sample_rate
+    return samples

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from streamer.client import ClientError, StreamerClient, read_wav
+from streamer.client_audio import CONTAINERS, container_seconds
 from streamer.progress import StatusLine, bar
 
 
@@ -56,10 +59,17 @@ class _LiveView:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    pcm, rate = read_wav(args.file)
-    config: dict[str, Any] = {"sample_rate": rate, "task": args.task}
-    if args.encoding != "pcm16":  # the WAV's PCM is encoded by send_pcm (streamer.client_audio)
-        config["encoding"] = args.encoding
+    contained = args.encoding in CONTAINERS
+    if contained:  # the file's bytes go as they are: the server decodes the container
+        data = await asyncio.to_thread(Path(args.file).read_bytes)
+        total_s = await asyncio.to_thread(container_seconds, data)
+        config: dict[str, Any] = {"encoding": args.encoding, "task": args.task}
+    else:
+        pcm, rate = read_wav(args.file)
+        total_s = len(pcm) / 2 / rate
+        config = {"sample_rate": rate, "task": args.task}
+        if args.encoding != "pcm16":  # the WAV's PCM is encoded by send_pcm (streamer.client_audio)
+            config["encoding"] = args.encoding
     if args.language:
         config["language"] = args.language
     if args.translate_to:
@@ -72,11 +82,15 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"streamer: session refused: {e}", file=sys.stderr)
             return 1
         # progress and partials on one line redrawn in place: only on a terminal, never with --json
-        view = _LiveView(StatusLine.for_terminal(sys.stdout, quiet=args.json), len(pcm) / 2 / rate)
+        view = _LiveView(StatusLine.for_terminal(sys.stdout, quiet=args.json), total_s)
         async with stream:
-            sender = asyncio.create_task(
-                stream.send_pcm(pcm, rate, realtime=args.realtime, on_chunk=view.sent)
-            )
+            if contained:
+                # without --realtime, as fast as the server's pacing takes with room to spare
+                speed = 1.0 if args.realtime else 0.8 * float(stream.info.limits["max_realtime_factor"])
+                sending = stream.send_container(data, total_s, speed=speed, on_chunk=view.sent)
+            else:
+                sending = stream.send_pcm(pcm, rate, realtime=args.realtime, on_chunk=view.sent)
+            sender = asyncio.create_task(sending)
             try:
                 async for event in stream:
                     if args.json:
@@ -87,7 +101,10 @@ async def _run(args: argparse.Namespace) -> int:
                         view.print(line)
             finally:
                 view.status.close()
-            await sender
+            if stream.close_code is None:  # iteration ends at session.closed: the close frame says how
+                await stream.receive(timeout=10)
+            with contextlib.suppress(ConnectionError):  # the server closed first: the code says why
+                await sender
     return 0 if stream.close_code in (1000, None) else 1
 
 

@@ -39,6 +39,18 @@ class Encoding(StrEnum):
     PCM16 = "pcm16"  # signed 16-bit little-endian
     MULAW = "mulaw"  # G.711 μ-law, 8 bits a sample
     ALAW = "alaw"  # G.711 A-law, 8 bits a sample
+    # containerized audio, decoded as it streams in (each names the one container it must be)
+    WEBM = "webm"  # MediaRecorder's WebM (Opus)
+    OGG = "ogg"  # Ogg (Opus, Vorbis or FLAC)
+    WAV = "wav"
+    MP3 = "mp3"
+    FLAC = "flac"  # native FLAC (FLAC in Ogg is ``ogg``)
+    CONTAINER = "container"  # any of the above (or ADTS AAC), told by its magic bytes
+
+    @property
+    def contained(self) -> bool:
+        """Whether the bytes are a container (its header says rate and channels), not raw samples."""
+        return self not in (Encoding.PCM16, Encoding.MULAW, Encoding.ALAW)
 
 
 class _Wire(BaseModel):

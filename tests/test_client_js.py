@@ -32,3 +32,13 @@ def test_the_js_client_counts_g711_audio_by_its_one_byte_samples() -> None:
     # the resume re-sends from the frame that holds 1.5 s, which starts at 1 s of audio (counted as
     # PCM16, the three frames would have been 1.25 s in all, and the client would re-send nothing)
     assert result["params"]["audio_from_ms"] == "1000"
+
+
+def test_the_js_client_sends_a_containers_chunks_in_order_and_starts_a_new_stream_on_resume() -> None:
+    result = run_js(Path(__file__).parent / "js" / "container_chunks.mjs")
+    # none dropped while connecting (raw audio would keep only maxBufferMs), a typed array after a Blob
+    # goes after it, and session.close after the last chunk
+    assert result["first"] == ["HEADER", "c1", "c2", "c3"]
+    # the resumed socket: no audio_from_ms and nothing re-sent; the old recorder's chunk is discarded
+    assert result["params"] == {"last_seq": "0"}
+    assert result["second"] == ["HEADER2", "session.close"]

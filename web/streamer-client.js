@@ -38,9 +38,18 @@
  * Audio already sent after the last final is kept too (up to `maxResendMs`) and sent again on resume, from
  * where the server says its transcript ends (`audio_from_ms` on the resumed socket): a sentence in flight
  * when the connection, or the server instance behind it, died is transcribed once on the new connection.
+ *
+ * Containers: with `encoding` one of `CONTAINER_ENCODINGS` (`webm`, `ogg`, `wav`, `mp3`, `flac`,
+ * `container`), `sendAudio` takes a container's bytes as a recorder produces them (MediaRecorder's Blobs,
+ * ArrayBuffers, typed arrays), in order, the header first. Nothing is dropped while (re)connecting (a lost
+ * header would lose the stream) and nothing is kept to be sent again: a new connection's audio is a new
+ * container stream, so after a reconnect (`onStateChange("live", {reconnected: true})`) the app restarts
+ * its recorder; the old recorder's bytes still waiting are discarded.
  */
 
 const SUBPROTOCOL = "streamer.v1";
+/** `encoding` values whose audio is a container's bytes (docs/protocol.md, Containers). */
+export const CONTAINER_ENCODINGS = Object.freeze(["webm", "ogg", "wav", "mp3", "flac", "container"]);
 const TOKEN_PREFIX = "token.";
 
 /** Close codes of protocol v1 and what they mean to a user. */
@@ -112,7 +121,7 @@ function toArrayBuffer(data) {
     const { buffer, byteOffset, byteLength } = data;
     return byteOffset === 0 && byteLength === buffer.byteLength ? buffer : buffer.slice(byteOffset, byteOffset + byteLength);
   }
-  throw new TypeError("sendAudio expects a typed array or an ArrayBuffer of samples in the session's encoding");
+  throw new TypeError("sendAudio expects a typed array, an ArrayBuffer (or, for a container, a Blob)");
 }
 
 async function errorFromResponse(response, what) {
@@ -262,6 +271,8 @@ export class Session {
     this._resendMs = 0;
     this._everLive = false;
     this._closeWaiters = [];
+    this._blobs = Promise.resolve(); // a container's Blobs, read in order before they are sent
+    this._stream = 0; // which container stream a Blob belongs to (a reconnect starts a new one)
 
     this.ready = new Promise((resolve, reject) => {
       this._resolveReady = resolve;
@@ -274,11 +285,34 @@ export class Session {
   /**
    * Send mono audio at `config.sample_rate` in `config.encoding` (`pcm16`, the default: an Int16Array or
    * ArrayBuffer; `mulaw` / `alaw`: G.711 bytes, a Uint8Array): any whole number of samples per call, as
-   * the capture produces them (a call over the session's largest frame is split).
+   * the capture produces them (a call over the session's largest frame is split). With a container
+   * encoding: the container's next bytes (a MediaRecorder Blob, an ArrayBuffer), sent in call order.
    */
   sendAudio(data) {
     if (this._userClosing || this.state === "closed") return false;
-    const buffer = toArrayBuffer(data);
+    const blob = typeof Blob !== "undefined" && data instanceof Blob;
+    if (blob || this.contained()) {
+      // reading a Blob is asynchronous: every piece of a container waits its turn, so its bytes go out
+      // in the order they were recorded
+      const stream = this._stream;
+      const bytes = blob ? null : toArrayBuffer(data);
+      this._blobs = this._blobs
+        .then(() => bytes ?? data.arrayBuffer())
+        .then((buffer) => {
+          if (stream === this._stream && this.state !== "closed") this._sendBuffer(buffer);
+        })
+        .catch((e) => console.warn("streamer-client: a recorded chunk could not be read", e));
+      return this._isLive();
+    }
+    return this._sendBuffer(toArrayBuffer(data));
+  }
+
+  /** Whether `config.encoding` is a container (its bytes are sent as they are, see the module doc). */
+  contained() {
+    return CONTAINER_ENCODINGS.includes(this.config.encoding);
+  }
+
+  _sendBuffer(buffer) {
     if (buffer.byteLength === 0) return false;
     const maxBytes = this.limits?.max_frame_bytes ?? this._bytesFor(1000);
     // A frame over the session's limit would close the socket with 1009: split it instead.
@@ -327,6 +361,8 @@ export class Session {
     if (this.state === "closed") return this.closedEvent;
     const done = new Promise((resolve) => this._closeWaiters.push(resolve));
     if (this._userClosing) return done;
+    await this._blobs; // a recorder's last chunks are read and sent before session.close
+    if (this._userClosing || this.state === "closed") return done;
     this._userClosing = true;
     clearTimeout(this._timer);
     if (this._isLive()) {
@@ -369,6 +405,7 @@ export class Session {
   _buffer(piece) {
     this._pending.push(piece);
     this._pendingBytes += piece.byteLength;
+    if (this.contained()) return; // a container's bytes are one stream: none may be dropped
     const max = this._bytesFor(this.options.maxBufferMs);
     while (this._pendingBytes > max && this._pending.length > 1) {
       const dropped = this._pending.shift();
@@ -379,6 +416,7 @@ export class Session {
 
   _sendNow(piece) {
     this._ws.send(piece);
+    if (this.contained()) return; // its audio time is the server's to count; nothing is re-sent
     const ms = this._msFor(piece.byteLength);
     this._resend.push([this._timelineMs - this.offsetMs, ms, piece]);
     this._resendMs += ms;
@@ -450,7 +488,7 @@ export class Session {
           this._transcribedUntil(Number(info.transcribed_until_ms) || 0);
           const u = new URL(this.client.wsUrl(info.ws_url));
           u.searchParams.set("last_seq", String(this.resumeFrom()));
-          u.searchParams.set("audio_from_ms", String(Math.floor(this._resendFromMs())));
+          if (!this.contained()) u.searchParams.set("audio_from_ms", String(Math.floor(this._resendFromMs())));
           this._seenSeq = this.lastSeq;
           this._seenTranslations = new Set(this._translated);
           url = u.toString();
@@ -569,6 +607,12 @@ export class Session {
     this._attempt = 0;
     const wasLive = this._everLive;
     this._everLive = true;
+    if (wasLive && this.contained()) {
+      // the new connection starts a new container stream: the old one's tail would not decode
+      this._stream += 1;
+      this._pending = [];
+      this._pendingBytes = 0;
+    }
     this.lastError = null;
     this._setState("live", { sessionId: this.sessionId, resumed, reconnected: wasLive });
     if (resumed) {

@@ -8,6 +8,7 @@ import soxr
 
 from streamer.errors import FrameTooLargeError, InvalidAudioError
 from streamer.pipeline.codecs import SAMPLE_BYTES, Encoding, open_decoder
+from streamer.protocol import MAX_SAMPLE_RATE
 
 MODEL_RATE = 16000
 
@@ -15,17 +16,28 @@ Audio = npt.NDArray[np.float32]
 
 
 def sample_bytes(encoding: Encoding) -> int:
-    """Bytes one sample takes on the wire (a container is bounded as if it were PCM16)."""
+    """Bytes one sample takes on the wire; for a container, in the PCM16 it is decoded to."""
     return SAMPLE_BYTES.get(encoding, 2)
 
 
 def max_frame_bytes(sample_rate: int, max_frame_ms: int, encoding: Encoding = Encoding.PCM16) -> int:
-    """The largest binary frame a session may send: ``max_frame_ms`` of mono audio in ``encoding``."""
+    """The largest binary frame a session may send: ``max_frame_ms`` of mono audio in ``encoding``.
+
+    A container's message may hold as many bytes as ``max_frame_ms`` of 48 kHz PCM16, whatever the
+    session's rate: a WAV chunk at its own rate fits, and compressed audio (MediaRecorder's 250 ms
+    chunks are a few KiB) far more. What a container costs is paced in decoded seconds, not bytes.
+    """
+    if encoding.contained:
+        sample_rate = MAX_SAMPLE_RATE
     return sample_rate * max_frame_ms // 1000 * sample_bytes(encoding)
 
 
 class PcmInput:
     """Turns binary frames (``encoding``, mono, at ``sample_rate``) into float32 audio at 16 kHz.
+
+    With a container encoding the frames pushed are the container's audio already decoded to PCM16 at
+    ``sample_rate`` (``streamer.pipeline.container_input``), and ``max_frame_bytes`` bounds the
+    container's messages.
 
     Framing is the client's business: a frame holds any whole number of samples, from one up to
     ``max_frame_ms`` of audio (for PCM16 an odd byte count is the one framing error). Small frames cost
@@ -42,7 +54,7 @@ class PcmInput:
         self.sample_bytes = sample_bytes(encoding)
         self.min_frame_bytes = self.sample_bytes  # the smallest frame: one sample
         self.max_frame_bytes = max_frame_bytes(sample_rate, max_frame_ms, encoding)
-        self._decoder = open_decoder(encoding, sample_rate)
+        self._decoder = open_decoder(Encoding.PCM16 if encoding.contained else encoding, sample_rate)
         self._resampler = (
             None
             if sample_rate == MODEL_RATE
@@ -56,7 +68,7 @@ class PcmInput:
             raise FrameTooLargeError(
                 f"audio frame of {len(frame)} bytes exceeds the limit of {self.max_frame_bytes} bytes"
             )
-        if len(frame) % self.sample_bytes:
+        if len(frame) % self.sample_bytes and not self.encoding.contained:  # container bytes: any count
             raise InvalidAudioError(
                 f"audio frame of {len(frame)} bytes is not a whole number of {self.encoding} samples "
                 f"({self.sample_bytes} bytes each)"

@@ -16,6 +16,7 @@ from aiohttp import web
 from streamer import tracing
 from streamer.errors import AuthError, BadRequestError, ConfigError, RateLimitedError, StreamerError
 from streamer.pipeline.audio import max_frame_bytes
+from streamer.pipeline.container_input import AudioStreamError, ContainerInput
 from streamer.protocol import (
     MAX_SAMPLE_RATE,
     PROTOCOL_SUBPROTOCOL,
@@ -133,6 +134,7 @@ class Connection(SessionSocket):
     ) -> None:
         super().__init__(registry, ws, session, transport)
         self.resent = ResentAudio(session, None)  # a resume's re-sent audio (set by the handler)
+        self.container: ContainerInput | None = None  # a container encoding's stream, from its first byte
 
     async def opening(self, replay: Sequence[TranscriptFinal | TranslationFinal], resumed: bool) -> None:
         settings, session = self.services.settings, self.session
@@ -143,37 +145,74 @@ class Connection(SessionSocket):
         for message in replay:
             await self.outbox.put(message)
 
+    async def run(self, last_seq: int | None = None) -> None:
+        try:
+            await super().run(last_seq)
+        finally:
+            if self.container is not None:
+                self.container.close()
+
+    def recoverable(self, e: StreamerError) -> bool:
+        # a container stream that cannot be decoded cannot go on: unlike one bad raw frame, it ends
+        return super().recoverable(e) and not isinstance(e, AudioStreamError)
+
     async def on_binary(self, data: bytes) -> None:
-        """A frame of any whole number of samples in the session's encoding, limited in audio seconds."""
+        """A frame of any whole number of samples in the session's encoding, or a container stream's next
+        bytes (decoded off the loop); limited in audio seconds either way."""
         pcm = self.session.pcm
         pcm.validate(data)
-        seconds = pcm.seconds(data)
+        if not pcm.encoding.contained:
+            await self._accept(data)
+            return
+        if self.container is None:  # this connection's stream (a resume starts a new one)
+            pcm_bytes = max_frame_bytes(pcm.sample_rate, self.services.settings.max_frame_ms)
+            self.container = ContainerInput(pcm.encoding, pcm.sample_rate, pcm_bytes)
+        async for piece in self.container.feed(data):
+            await self._accept(piece)
+
+    async def _accept(self, frame: bytes) -> None:
+        """Audio in the session's sample format: paced, trimmed of a resume's repeat, charged, pushed."""
+        pcm = self.session.pcm
+        seconds = pcm.seconds(frame)
         if not self.resent.exempt(seconds) and not self.pacer.admit(seconds):
             raise RateLimitedError(
                 f"audio is arriving faster than {self.services.settings.max_realtime_factor:g}x real time",
                 code="audio_rate_exceeded",
             )
-        frame = self.resent.trim(data, pcm.sample_bytes)  # what the session transcribed already
+        frame = self.resent.trim(frame, pcm.sample_bytes)  # what the session transcribed already
         if not frame:
             return
         await self.quota.charge(pcm.seconds(frame))
         await self.session.push_audio(frame)
+
+    async def _decoded(self, end: bool) -> None:
+        """What the container's bytes so far decode to (``end``: the stream is over, all of it)."""
+        if self.container is None:
+            return
+        async for piece in self.container.finish() if end else self.container.feed(b""):
+            await self._accept(piece)
 
     async def on_text(self, data: str | bytes) -> bool:
         message = parse_client_message(data)
         if isinstance(message, Ping):
             await self.outbox.put(Pong(id=message.id))
         elif isinstance(message, InputAudioCommit):
+            await self._decoded(end=False)
             await self.session.commit()
         elif isinstance(message, SessionUpdate):
             config = apply_update(message.config, self.session.config)
             check_session_config(self.services, config)
             session = self.session
-            if config.encoding != session.config.encoding and (session.pcm.samples_in or session.audio_ms):
+            started = session.pcm.samples_in or session.audio_ms or self.container is not None
+            if config.encoding != session.config.encoding and started:
                 # the stream (and a resume's re-sent audio) is one encoding from its first byte
                 raise ConfigError("encoding can change only before the first audio frame")
+            if config.sample_rate != session.config.sample_rate and self.container is not None:
+                # the container's decoder resamples to the rate it started with
+                raise ConfigError("a container's sample_rate can change only before the first audio")
             await self.session.update_config(config)
         elif isinstance(message, SessionClose):
+            await self._decoded(end=True)  # what the container decoder still holds, then the end
             self.finish("client_closed", CloseCode.NORMAL)  # the end drains, delivers and closes
             return True
         return False

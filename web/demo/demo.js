@@ -1,10 +1,18 @@
 // The demo page: microphone -> AudioWorklet (PCM16, 16 kHz, 100 ms chunks) -> StreamerClient -> the page.
+// Where AudioWorklet is missing, MediaRecorder captures instead (WebM/Opus, or Ogg/Opus where that is what
+// the browser records; 250 ms chunks) and the session's encoding names that container: the server decodes.
 // No framework and no build step; everything the page shows is driven by protocol v1 events.
 
 import { StreamerClient, StreamerError } from "/web/streamer-client.js";
 
 const TARGET_RATE = 16000;
 const CHUNK_MS = 100;
+const TIMESLICE_MS = 250; // MediaRecorder: a chunk every 250 ms
+// what MediaRecorder may record, in order of preference, and the session encoding that names each
+const RECORDER_TYPES = [
+  ["audio/webm;codecs=opus", "webm"],
+  ["audio/ogg;codecs=opus", "ogg"],
+];
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -26,6 +34,8 @@ const ui = {
   placeholder: $("placeholder"),
   finals: $("finals"),
   partial: $("partial"),
+  capture: $("capture"),
+  captureDetail: $("capture-detail"),
 };
 
 const STATE_LABELS = {
@@ -39,8 +49,20 @@ const STATE_LABELS = {
 
 const client = new StreamerClient({ baseUrl: location.origin });
 let models = null;
-/** The running capture: { session, stream, context, node, source, sink }; null when idle. */
+/** The running capture: { session, stream, context, node, source, sink, recorder, meter }; null when idle. */
 let run = null;
+
+/** How this browser captures: the AudioWorklet (PCM16), else MediaRecorder (a container); null: neither. */
+function captureKind() {
+  if (window.AudioWorkletNode) return { kind: "worklet" };
+  if (!window.MediaRecorder) return null;
+  for (const [mime, encoding] of RECORDER_TYPES) {
+    if (MediaRecorder.isTypeSupported(mime)) return { kind: "recorder", mime, encoding };
+  }
+  return null;
+}
+
+const capture = captureKind();
 
 // --- small view helpers
 
@@ -244,6 +266,8 @@ function handlers() {
   return {
     onStateChange(state, info) {
       if (!run) return;
+      // a new connection is a new container stream: the recorder starts again, header first
+      if (state === "live" && info.reconnected && run.recorder) record(run);
       if (state === "live") {
         setStatus("live", info.reconnected ? (info.resumed ? "resumed" : "reconnected") : "");
         if (info.reconnected) showNotice(info.resumed ? "Reconnected; the session was resumed." : "Reconnected with a new session.");
@@ -298,10 +322,10 @@ async function start() {
   setControls(true);
   setStatus("connecting");
 
-  if (!navigator.mediaDevices?.getUserMedia || !window.AudioWorkletNode) {
+  if (!navigator.mediaDevices?.getUserMedia || !capture) {
     fail(
       window.isSecureContext
-        ? "This browser cannot capture audio (no getUserMedia or AudioWorklet)."
+        ? "This browser cannot capture audio (no getUserMedia, and neither AudioWorklet nor MediaRecorder with Opus)."
         : "The microphone needs a secure page: open this demo over https or on localhost.",
     );
     return;
@@ -318,6 +342,10 @@ async function start() {
     return;
   }
 
+  if (capture.kind === "recorder") {
+    await startRecorder(stream);
+    return;
+  }
   const context = new AudioContext({ latencyHint: "interactive" });
   run = { stream, context, session: null, node: null, source: null, sink: null };
   try {
@@ -359,6 +387,70 @@ async function start() {
   }
 }
 
+/** MediaRecorder capture: its chunks are a container stream the server decodes (the session's encoding). */
+async function startRecorder(stream) {
+  const session = client.connect({ ...currentConfig(), encoding: capture.encoding }, handlers());
+  run = { stream, context: null, session, recorder: null, meter: null };
+  startMeter(run);
+  record(run);
+  try {
+    await session.ready;
+  } catch (e) {
+    if (!(e instanceof StreamerError)) fail(String(e));
+  }
+}
+
+/** Start (or start again) the recorder: a new one writes a new container, its header first. */
+function record(current) {
+  const previous = current.recorder;
+  const recorder = new MediaRecorder(current.stream, { mimeType: capture.mime });
+  current.recorder = recorder; // chunks of any other recorder are ignored from now on
+  if (previous && previous.state !== "inactive") previous.stop();
+  recorder.ondataavailable = (e) => {
+    if (current.recorder !== recorder || e.data.size === 0) return;
+    current.session.sendAudio(e.data); // read and sent in order; kept by the client while connecting
+    lastAudioAt = performance.now();
+  };
+  recorder.start(TIMESLICE_MS);
+}
+
+/** Stop the recorder; resolves once its last chunk has been handed to the session. */
+function stopRecorder(recorder) {
+  return new Promise((resolve) => {
+    if (recorder.state === "inactive") {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(resolve, 1000);
+    recorder.addEventListener("stop", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    recorder.stop();
+  });
+}
+
+/** The level meter without a worklet: an AnalyserNode read ten times a second (none if audio is off). */
+function startMeter(current) {
+  if (!window.AudioContext) return;
+  try {
+    const context = new AudioContext();
+    const analyser = context.createAnalyser();
+    analyser.fftSize = 2048;
+    context.createMediaStreamSource(current.stream).connect(analyser);
+    const samples = new Float32Array(analyser.fftSize);
+    const timer = setInterval(() => {
+      analyser.getFloatTimeDomainData(samples);
+      let sum = 0;
+      for (const v of samples) sum += v * v;
+      setLevel(Math.sqrt(sum / samples.length));
+    }, 100);
+    Object.assign(current, { context, meter: timer });
+  } catch {
+    // the meter is a nicety: capture goes on without it
+  }
+}
+
 /** Flush the worklet's last partial chunk into the session (speech right before Stop counts too). */
 function flushWorklet(node) {
   return new Promise((resolve) => {
@@ -378,6 +470,7 @@ async function stop() {
   const current = run;
   ui.stop.disabled = true;
   setStatus("live", "finishing…");
+  if (current.recorder) await stopRecorder(current.recorder); // its last chunk first
   current.source?.disconnect();
   current.stream.getTracks().forEach((t) => t.stop());
   if (current.node) await flushWorklet(current.node);
@@ -392,6 +485,10 @@ async function stop() {
 
 function teardownAudio(current = run) {
   if (!current) return;
+  clearInterval(current.meter);
+  const recorder = current.recorder;
+  current.recorder = null;
+  if (recorder && recorder.state !== "inactive") recorder.stop();
   current.node?.port.postMessage("stop");
   current.stream?.getTracks().forEach((t) => t.stop());
   if (current.context && current.context.state !== "closed") current.context.close().catch(() => {});
@@ -418,5 +515,20 @@ window.addEventListener("pagehide", () => {
   if (run?.session) run.session.close();
 });
 
+function showCapture() {
+  ui.capture.dataset.kind = capture?.kind ?? "none";
+  if (capture?.kind === "recorder") {
+    ui.capture.textContent = "MediaRecorder";
+    ui.captureDetail.textContent = `${capture.mime} (no AudioWorklet here)`;
+  } else if (capture) {
+    ui.capture.textContent = "AudioWorklet";
+    ui.captureDetail.textContent = "PCM16, 16 kHz";
+  } else {
+    ui.capture.textContent = "unavailable";
+    ui.captureDetail.textContent = "";
+  }
+}
+
 setStatus("idle");
+showCapture();
 loadModels();
