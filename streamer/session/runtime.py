@@ -36,6 +36,7 @@ from streamer.protocol import (
     Warning_,
 )
 from streamer.services import Services
+from streamer.session.diarize import Part, SessionSpeakers
 from streamer.session.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class StreamSession:
         # final a client saw is never lost with its instance
         self.on_result: Callable[[TranscriptFinal | TranslationFinal], Awaitable[None]] | None = None
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
+        self.speakers = SessionSpeakers(session_id, services.speakers)  # labels with ``diarize``
 
     # ---- lifecycle
 
@@ -449,7 +451,7 @@ class StreamSession:
 
     async def _deliver_final(self, utt: Utterance, result: AsrResult) -> None:
         words = None
-        if self.config.word_timestamps:  # a second pass of the model, through the same batcher
+        if self.config.word_timestamps or self.config.diarize:  # a second pass, through the same batcher
             words = await word_timings(
                 self.services.asr_batcher,
                 self.session_id,
@@ -458,15 +460,26 @@ class StreamSession:
                 result.language,
                 _ms(utt.start_sample),
             )
+        # with diarize, one final per stretch of one voice, each with its speaker (session/diarize.py)
+        start_ms, end_ms = _ms(utt.start_sample), _ms(utt.end_sample)
+        parts = await self.speakers.parts(
+            self.config.diarize, utt.audio, start_ms, end_ms, result.text, words
+        )
+        for part in parts:
+            await self._deliver_part(utt, result.language, part)
+
+    async def _deliver_part(self, utt: Utterance, language: str, part: Part) -> None:
         self.seq += 1
         final = TranscriptFinal(
             segment_id=utt.segment_id,
             seq=self.seq,
-            text=result.text,
-            language=result.language,
-            audio_start_ms=_ms(utt.start_sample),
-            audio_end_ms=_ms(utt.end_sample),
-            words=words,
+            text=part.text,
+            language=language,
+            audio_start_ms=part.start_ms,
+            audio_end_ms=part.end_ms,
+            words=part.words,
+            speaker=part.speaker,
+            speaker_confidence=part.speaker_confidence,
         )
         self.history.append(final)
         if self.on_result is not None:
@@ -483,7 +496,7 @@ class StreamSession:
         self.trace.translating(utt.segment_id, self.config.translate_to)
         try:
             translations = await translator.translate(
-                self.session_id, result.text, result.language, self.config.translate_to
+                self.session_id, part.text, language, self.config.translate_to
             )
         except StreamerError as e:
             self.trace.translated(utt.segment_id, e.code)

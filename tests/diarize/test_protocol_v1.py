@@ -1,0 +1,71 @@
+"""Speaker labels on protocol v1 (``diarize: true``): the committed two-voice dialogue streamed through a
+real server (tiny.en, Silero, the GE2E encoder on its worker)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp.test_utils import TestServer
+from faults.streams import events_until_closed, of_type, send_audio
+from support import API_KEY, base_url, skip_or_fail, to_bytes
+
+from streamer.client import StreamerClient
+from streamer.pipeline.speakers_weights import default_wheel_path
+
+from .dialogue import best_mapping_share, two_voices
+
+pytestmark = pytest.mark.slow
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+UNTIL_MS = 13_300  # four turns: joe, alpha 305 ms later (inside one VAD utterance), joe, alpha
+
+
+@pytest.fixture(autouse=True)
+def _weights() -> None:
+    if not default_wheel_path().is_file():
+        skip_or_fail("the speaker encoder's weights are not in the cache (run scripts/setup.sh)")
+
+
+async def test_two_voices_get_their_own_speakers_and_a_quick_reply_its_own_final(
+    make_server: ServerFactory,
+) -> None:
+    dialogue = two_voices(UNTIL_MS)
+    server = await make_server()
+    async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+        stream = await client.connect({"language": "en", "interim_results": False, "diarize": True})
+        await send_audio(stream, to_bytes(dialogue.samples))
+        await stream.close_session()
+        events = await events_until_closed(stream, timeout=60)
+    finals = of_type(events, "transcript.final")
+    assert finals and all(isinstance(f.get("speaker"), int) for f in finals)
+    assert [f["seq"] for f in finals] == list(range(1, len(finals) + 1))
+    pairs = []
+    for f in finals:
+        assert [w["word"] for w in f["words"]] == f["text"].split()
+        assert {w["speaker"] for w in f["words"]} == {f["speaker"]}
+        assert 0 <= f["speaker_confidence"] <= 1
+        pairs += [(dialogue.speaker_at((w["start_ms"] + w["end_ms"]) / 2), w["speaker"]) for w in f["words"]]
+    # labels in order of first appearance, and the two voices told apart
+    first_seen = list(dict.fromkeys(f["speaker"] for f in finals))
+    assert first_seen == list(range(len(first_seen)))
+    assert len(first_seen) >= 2
+    assert best_mapping_share(pairs) >= 0.8, pairs
+    # a reply 305 ms after a question is inside one VAD utterance: it comes back as its own final
+    by_segment: dict[int, list[int]] = {}
+    for f in finals:
+        by_segment.setdefault(f["segment_id"], []).append(f["speaker"])
+    assert any(len(set(speakers)) >= 2 for speakers in by_segment.values()), by_segment
+
+
+async def test_without_diarize_finals_and_words_carry_no_speaker(make_server: ServerFactory) -> None:
+    dialogue = two_voices(3_600)  # the first question alone
+    server = await make_server()
+    async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+        stream = await client.connect({"language": "en", "interim_results": False, "word_timestamps": True})
+        await send_audio(stream, to_bytes(dialogue.samples))
+        await stream.close_session()
+        events = await events_until_closed(stream, timeout=30)
+    (final,) = of_type(events, "transcript.final")
+    assert final["words"] and "speaker" not in final and "speaker_confidence" not in final
+    assert all("speaker" not in w for w in final["words"])
