@@ -80,6 +80,7 @@ class ListenOptions:
     utterance_end_ms: int | None
     vad_events: bool
     utterances: bool  # pre-recorded: the response lists utterances
+    diarize: bool  # words carry ``speaker`` (a session's ``diarize``; refused when the server has none)
     model: str
 
     @classmethod
@@ -110,6 +111,7 @@ class ListenOptions:
             utterance_end_ms=integer(query, "utterance_end_ms", 1000, 5000),
             vad_events=flag(query, "vad_events", False),
             utterances=flag(query, "utterances", False),
+            diarize=flag(query, "diarize", False),
             model=query.get("model", "general"),
         )
 
@@ -142,6 +144,7 @@ async def admit_channels(
         language=options.language,
         interim_results=options.interim_results,
         word_timestamps=supports_word_timestamps(services.asr),
+        diarize=options.diarize,
     )
     sessions: list[StreamSession] = []
     try:

@@ -40,19 +40,28 @@ def model_info(name: str) -> dict[str, str]:
     return {"name": name, "version": "streamer", "arch": "whisper"}
 
 
-def alternative(text: str, words: list[Word], punctuate: bool) -> dict[str, Any]:
+def render_word(w: Word, punctuate: bool, speaker_confidence: float | None = None) -> dict[str, Any]:
+    """One ``words[]`` entry; with ``diarize`` it has ``speaker`` (and, pre-recorded only, as Deepgram
+    does, ``speaker_confidence``)."""
+    out: dict[str, Any] = {
+        "word": plain(w.word),
+        "start": seconds(w.start_ms),
+        "end": seconds(w.end_ms),
+        "confidence": round(w.probability, 4),
+        "punctuated_word": w.word.strip() if punctuate else plain(w.word),
+    }
+    if w.speaker is not None:
+        out["speaker"] = w.speaker
+        if speaker_confidence is not None:
+            out["speaker_confidence"] = speaker_confidence
+    return out
+
+
+def alternative(
+    text: str, words: list[Word], punctuate: bool, speaker_confidence: float | None = None
+) -> dict[str, Any]:
     """One ``alternatives[]`` entry: transcript, confidence (the words' mean), words."""
-    rendered: list[dict[str, Any]] = [
-        {
-            "word": plain(w.word),
-            "start": seconds(w.start_ms),
-            "end": seconds(w.end_ms),
-            "confidence": round(w.probability, 4),
-            "punctuated_word": w.word.strip() if punctuate else plain(w.word),
-        }
-        for w in words
-        if plain(w.word)
-    ]
+    rendered = [render_word(w, punctuate, speaker_confidence) for w in words if plain(w.word)]
     transcript = text.strip() if punctuate else " ".join(plain(w) for w in text.split() if plain(w))
     confidence = sum(w.probability for w in words) / len(words) if words else 0.0
     return {"transcript": transcript, "confidence": confidence, "words": rendered}
