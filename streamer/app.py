@@ -35,7 +35,7 @@ from streamer.pipeline.mt_cache import (
 )
 from streamer.pipeline.speakers_encoder import Encoder
 from streamer.pipeline.speakers_weights import WeightsError, load_encoder_weights
-from streamer.pipeline.speakers_worker import SpeakerWorker
+from streamer.pipeline.speakers_worker import SpeakerBatch, SpeakerWorker
 from streamer.pipeline.translation import TranslationService, run_mt_batch
 from streamer.pipeline.vad import SileroVad, VadModel
 from streamer.services import Services
@@ -222,7 +222,14 @@ def create_app(
             app[_SPEAKERS] = None
             yield
             return
-        async with SpeakerWorker(encoder.embed_windows) as worker:  # its one thread, one BLAS thread
+        metrics = app[_STATE].metrics
+
+        def on_batch(stats: SpeakerBatch) -> None:
+            metrics.batch_size.labels("speakers").observe(stats.jobs)
+            metrics.inference_seconds.labels("speakers").observe(stats.seconds)
+
+        # its one thread, limited to one BLAS thread
+        async with SpeakerWorker(encoder.embed_windows, on_batch=on_batch) as worker:
             app[_SPEAKERS] = worker
             yield
 

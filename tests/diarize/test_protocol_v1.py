@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from faults.streams import events_until_closed, of_type, send_audio
@@ -56,6 +57,15 @@ async def test_two_voices_get_their_own_speakers_and_a_quick_reply_its_own_final
     for f in finals:
         by_segment.setdefault(f["segment_id"], []).append(f["speaker"])
     assert any(len(set(speakers)) >= 2 for speakers in by_segment.values()), by_segment
+    # the embeddings ran as batches of the shared worker, counted like the other batchers'
+    async with aiohttp.ClientSession() as http, http.get(f"{base_url(server)}/metrics") as r:
+        metrics = await r.text()
+    counted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('streamer_batch_size_count{batcher="speakers"}')
+    ]
+    assert counted and float(counted[0].split()[-1]) >= len(finals), counted
 
 
 async def test_without_diarize_finals_and_words_carry_no_speaker(make_server: ServerFactory) -> None:
