@@ -3,6 +3,7 @@ real server (tiny.en, Silero, the GE2E encoder on its worker)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -79,3 +80,43 @@ async def test_without_diarize_finals_and_words_carry_no_speaker(make_server: Se
     (final,) = of_type(events, "transcript.final")
     assert final["words"] and "speaker" not in final and "speaker_confidence" not in final
     assert all("speaker" not in w for w in final["words"])
+
+
+async def test_a_resumed_session_keeps_its_speakers_numbers(make_server: ServerFactory) -> None:
+    # joe, alpha, joe, alpha, joe, alpha ("Sure."), joe | alpha, joe: after the drop alpha speaks first,
+    # so speakers numbered afresh would give her joe's 0
+    dialogue = two_voices(26_400)
+    cut = 20_100 * 16  # samples: between the seventh turn's end (19.85 s) and the eighth's start
+    server = await make_server()
+    async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+        first = await client.connect({"language": "en", "interim_results": False, "diarize": True})
+        await send_audio(first, to_bytes(dialogue.samples[:cut]))
+        await first.commit()
+        async with asyncio.timeout(60):  # until the last part of the committed utterance is in
+            while not any(
+                e["type"] == "transcript.final" and e["audio_end_ms"] >= 19_500 for _, e in first.events
+            ):
+                assert await first.receive() is not None
+        await first.ws.close()
+        second = await client.resume(first)
+        assert second.created is not None and second.created["resumed"] is True
+        await send_audio(second, to_bytes(dialogue.samples[cut:]))
+        await second.close_session()
+        rest = await events_until_closed(second, timeout=60)
+    before = [e for _, e in first.events if e["type"] == "transcript.final"]
+    after = of_type(rest, "transcript.final")
+    assert before and after
+    assert [f["seq"] for f in before + after] == list(range(1, len(before) + len(after) + 1))
+    pairs = [
+        (dialogue.speaker_at((w["start_ms"] + w["end_ms"]) / 2), w["speaker"])
+        for f in before + after
+        for w in f["words"]
+    ]
+    # one mapping of labels to voices holds on both sides of the reconnect: each keeps their number
+    assert best_mapping_share(pairs) >= 0.8, pairs
+    first_after = after[0]
+    voice = dialogue.speaker_at(first_after["words"][0]["end_ms"])
+    assert voice == 1  # alpha
+    assert first_after["speaker"] in {
+        f["speaker"] for f in before if dialogue.speaker_at(f["words"][0]["end_ms"]) == 1
+    }
