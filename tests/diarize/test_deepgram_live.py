@@ -80,6 +80,10 @@ async def test_the_sdk_gets_speaker_labelled_words_on_a_live_two_speaker_stream(
     assert best_mapping_share(pairs) >= 0.8, pairs
     # each Results is one voice
     assert all(len({w.speaker for w in m.channel.alternatives[0].words}) == 1 for m in finals)
+    # a reply inside one utterance is a final of its own, but not the utterance's end: as Deepgram does
+    # at a change of speaker, speech_final waits for the last part
+    assert any(m.speech_final is False for m in finals), [(m.speech_final, m.start) for m in finals]
+    assert finals[-1].speech_final is True
 
 
 async def test_diarize_without_the_encoder_is_refused_in_deepgrams_shape(make_server: ServerFactory) -> None:
