@@ -467,6 +467,7 @@ class StreamSession:
         )
         for part in parts:
             await self._deliver_part(utt, result.language, part)
+        self._ended_at.pop(utt.segment_id, None)  # each part's latency counts from the utterance's end
 
     async def _deliver_part(self, utt: Utterance, language: str, part: Part) -> None:
         self.seq += 1
@@ -486,7 +487,7 @@ class StreamSession:
             await self.on_result(final)
         metrics = self.services.metrics
         metrics.finals.inc()
-        latency = time.monotonic() - self._ended_at.pop(utt.segment_id, time.monotonic())
+        latency = time.monotonic() - self._ended_at.get(utt.segment_id, time.monotonic())
         metrics.final_latency.observe(latency)
         await self._send(final)
         self.trace.final(utt.segment_id, self.seq, latency)
