@@ -15,6 +15,7 @@ from aiohttp import web
 from streamer import tracing
 from streamer.adapters import setup_adapters
 from streamer.config import Settings
+from streamer.errors import ConfigError
 from streamer.guards.backend import StateBackend
 from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import KeyRing, static_key_pepper
@@ -32,6 +33,9 @@ from streamer.pipeline.mt_cache import (
     RedisTranslationCache,
     TranslationCache,
 )
+from streamer.pipeline.speakers_encoder import Encoder
+from streamer.pipeline.speakers_weights import WeightsError, load_encoder_weights
+from streamer.pipeline.speakers_worker import SpeakerBatch, SpeakerWorker
 from streamer.pipeline.translation import TranslationService, run_mt_batch
 from streamer.pipeline.vad import SileroVad, VadModel
 from streamer.services import Services
@@ -66,6 +70,22 @@ def load_mt_engine(settings: Settings) -> TranslationEngine:
 
     assert settings.mt_model is not None
     return CT2Translator(settings.mt_model, device=resolve_device(settings.device), intra_threads=1)
+
+
+def load_speaker_encoder(settings: Settings) -> Encoder | None:
+    """The speaker encoder, or None when diarization is off or its weights are not in the cache
+    (blocking: call it in a thread). Weights named by ``STREAMER_SPEAKER_WEIGHTS`` that cannot be read
+    stop the start: the operator asked for them."""
+    named = settings.speaker_weights
+    if named is not None and named.lower() == "off":
+        return None
+    try:
+        return Encoder(load_encoder_weights(Path(named) if named else None))
+    except WeightsError as e:
+        if named:
+            raise ConfigError(f"STREAMER_SPEAKER_WEIGHTS: {e}") from e
+        log.warning("diarization unavailable: %s", e)
+        return None
 
 
 def make_breaker(
@@ -133,6 +153,7 @@ class _Asr:
 # what one cleanup context hands to the next (private: routes read SERVICES and REGISTRY)
 _STATE: web.AppKey[_State] = web.AppKey("state", _State)
 _ASR: web.AppKey[_Asr] = web.AppKey("asr", _Asr)
+_SPEAKERS: web.AppKey[SpeakerWorker | None] = web.AppKey("speakers", object)  # type: ignore[arg-type]
 _MT: web.AppKey[TranslationService | None] = web.AppKey("mt", object)  # type: ignore[arg-type]
 
 
@@ -146,8 +167,9 @@ def create_app(
 ) -> web.Application:
     """Build the server. Engines and the state backend can be injected (tests pass fakes).
 
-    Four cleanup contexts, each unwinding only what it started, in reverse order: state (metrics, the
-    backend), ASR (model, VAD, batcher thread and watchdog), MT (model, batcher, cache), sessions
+    Five cleanup contexts, each unwinding only what it started, in reverse order: state (metrics, the
+    backend), ASR (model, VAD, batcher thread and watchdog), speakers (the encoder and its worker
+    thread, when its weights are there), MT (model, batcher, cache), sessions
     (the dependency record and the session registry). A failure while starting one unwinds the ones
     before it.
     """
@@ -194,6 +216,23 @@ def create_app(
             app[_ASR] = _Asr(engine, vad_model, batcher, breaker)
             yield
 
+    async def speakers_context(app: web.Application) -> AsyncIterator[None]:
+        encoder = await asyncio.to_thread(load_speaker_encoder, settings)
+        if encoder is None:
+            app[_SPEAKERS] = None
+            yield
+            return
+        metrics = app[_STATE].metrics
+
+        def on_batch(stats: SpeakerBatch) -> None:
+            metrics.batch_size.labels("speakers").observe(stats.jobs)
+            metrics.inference_seconds.labels("speakers").observe(stats.seconds)
+
+        # its one thread, limited to one BLAS thread
+        async with SpeakerWorker(encoder.embed_windows, on_batch=on_batch) as worker:
+            app[_SPEAKERS] = worker
+            yield
+
     async def mt_context(app: web.Application) -> AsyncIterator[None]:
         mt = mt_engine
         if mt is None and settings.mt_model:
@@ -230,6 +269,7 @@ def create_app(
             backend=state.backend,
             metrics=state.metrics,
             translator=translator,
+            speakers=app[_SPEAKERS],
             breakers=MappingProxyType(breakers),
         )
         registry = SessionRegistry(services)
@@ -242,7 +282,7 @@ def create_app(
         finally:
             await registry.close()
 
-    app.cleanup_ctx.extend([state_context, asr_context, mt_context, sessions_context])
+    app.cleanup_ctx.extend([state_context, asr_context, speakers_context, mt_context, sessions_context])
     app.on_shutdown.append(ops.drain_sessions)
     app.on_response_prepare.append(stamp_response)
     app.router.add_post("/v1/sessions", rest.create_session)

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
             "compute_type",
             "model_cache_dir",
             "mt_model",
+            "speaker_weights",
             "beam_size",
             "asr_threads",
         ),
@@ -154,6 +155,9 @@ class Settings(BaseSettings):
     compute_type: str = "int8"
     model_cache_dir: str | None = None
     mt_model: str | None = None
+    # resemblyzer's wheel (or its pretrained.pt) for speaker labels; unset: where scripts/setup.sh puts it
+    # (~/.cache/streamer/wheels); "off": no diarization. Absent weights make ``diarize`` a config error.
+    speaker_weights: str | None = None
     beam_size: int = Field(default=1, ge=1, le=16)
     asr_threads: int = Field(default=0, ge=0)  # CTranslate2 threads for the ASR model; 0 = one per core
     # --- state
@@ -274,7 +278,14 @@ class Settings(BaseSettings):
         return v
 
     @field_validator(
-        "admin_key", "public_url", "model_cache_dir", "mt_model", "redis_url", "web_root", mode="before"
+        "admin_key",
+        "public_url",
+        "model_cache_dir",
+        "mt_model",
+        "speaker_weights",
+        "redis_url",
+        "web_root",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, v: Any) -> Any:

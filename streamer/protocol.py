@@ -67,6 +67,7 @@ class SessionConfig(_Wire):
     translate_to: list[str] = Field(default_factory=list, max_length=8)
     interim_results: bool = True
     word_timestamps: bool = False  # finals carry ``words`` (a second, alignment pass of the model)
+    diarize: bool = False  # finals and their words carry ``speaker``; implies word timings
 
     @field_validator("language")
     @classmethod
@@ -96,6 +97,7 @@ class SessionConfigPatch(_Wire):
     translate_to: list[str] | None = Field(default=None, max_length=8)
     interim_results: bool | None = None
     word_timestamps: bool | None = None
+    diarize: bool | None = None
 
     def apply(self, config: SessionConfig) -> SessionConfig:
         """The config with this patch applied, validated as a whole."""
@@ -180,6 +182,7 @@ class Word(_Wire):
     start_ms: int
     end_ms: int
     probability: float
+    speaker: int | None = None  # with ``diarize``: its final's speaker
 
 
 class TranscriptFinal(_Wire):
@@ -191,6 +194,10 @@ class TranscriptFinal(_Wire):
     audio_start_ms: int
     audio_end_ms: int
     words: list[Word] | None = None  # only with ``word_timestamps``; left out of the JSON otherwise
+    # with ``diarize`` (left out otherwise, and when no label could be had): 0, 1, 2, ... in order of
+    # first appearance in the session, and how close the voice was to that speaker's (0-1)
+    speaker: int | None = None
+    speaker_confidence: float | None = None
 
 
 class TranslationFinal(_Wire):

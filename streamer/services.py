@@ -21,6 +21,7 @@ from streamer.metrics import Metrics
 from streamer.pipeline.asr import AsrEngine, AsrRequest, AsrResult
 from streamer.pipeline.batcher import MicroBatcher
 from streamer.pipeline.segmenter import SegmenterConfig
+from streamer.pipeline.speakers_worker import SpeakerWorker
 from streamer.pipeline.vad import VadModel
 from streamer.session.tokens import TokenService
 
@@ -66,6 +67,7 @@ class Services:
     backend: StateBackend
     metrics: Metrics
     translator: Translator | None = None
+    speakers: SpeakerWorker | None = None  # the speaker-embedding worker; None: diarization unavailable
     # by name ("asr", "state", "mt"): the admin API and /readyz show them, admission reads "asr"
     breakers: Mapping[str, CircuitBreaker] = field(default_factory=dict)
     outage: OutageLog = field(default_factory=OutageLog)  # one line per outage, not one per call

@@ -86,6 +86,7 @@ class ListenOptions:
     utterance_end_ms: int | None
     vad_events: bool
     utterances: bool  # pre-recorded: the response lists utterances
+    diarize: bool  # words carry ``speaker`` (a session's ``diarize``; refused when the server has none)
     model: str
 
     @classmethod
@@ -118,6 +119,7 @@ class ListenOptions:
             utterance_end_ms=integer(query, "utterance_end_ms", 1000, 5000),
             vad_events=flag(query, "vad_events", False),
             utterances=flag(query, "utterances", False),
+            diarize=flag(query, "diarize", False),
             model=query.get("model", "general"),
         )
 
@@ -147,6 +149,7 @@ def session_config(services: Services, options: ListenOptions) -> SessionConfig:
         language=options.language,
         interim_results=options.interim_results,
         word_timestamps=supports_word_timestamps(services.asr),
+        diarize=options.diarize,
     )
 
 

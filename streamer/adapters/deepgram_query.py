@@ -29,6 +29,7 @@ SUPPORTED = frozenset(
         "utterance_end_ms",
         "vad_events",
         "multichannel",
+        "diarize",
     }
 )
 # Deepgram's, not implemented here: refused whatever their value
@@ -37,7 +38,6 @@ REFUSED = frozenset(
         "callback",
         "callback_method",
         "detect_entities",
-        "diarize",
         "diarize_model",
         "dictation",
         "extra",

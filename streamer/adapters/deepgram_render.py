@@ -40,19 +40,28 @@ def model_info(name: str) -> dict[str, str]:
     return {"name": name, "version": "streamer", "arch": "whisper"}
 
 
-def alternative(text: str, words: list[Word], punctuate: bool) -> dict[str, Any]:
+def render_word(w: Word, punctuate: bool, speaker_confidence: float | None = None) -> dict[str, Any]:
+    """One ``words[]`` entry; with ``diarize`` it has ``speaker`` (and, pre-recorded only, as Deepgram
+    does, ``speaker_confidence``)."""
+    out: dict[str, Any] = {
+        "word": plain(w.word),
+        "start": seconds(w.start_ms),
+        "end": seconds(w.end_ms),
+        "confidence": round(w.probability, 4),
+        "punctuated_word": w.word.strip() if punctuate else plain(w.word),
+    }
+    if w.speaker is not None:
+        out["speaker"] = w.speaker
+        if speaker_confidence is not None:
+            out["speaker_confidence"] = speaker_confidence
+    return out
+
+
+def alternative(
+    text: str, words: list[Word], punctuate: bool, speaker_confidence: float | None = None
+) -> dict[str, Any]:
     """One ``alternatives[]`` entry: transcript, confidence (the words' mean), words."""
-    rendered: list[dict[str, Any]] = [
-        {
-            "word": plain(w.word),
-            "start": seconds(w.start_ms),
-            "end": seconds(w.end_ms),
-            "confidence": round(w.probability, 4),
-            "punctuated_word": w.word.strip() if punctuate else plain(w.word),
-        }
-        for w in words
-        if plain(w.word)
-    ]
+    rendered = [render_word(w, punctuate, speaker_confidence) for w in words if plain(w.word)]
     transcript = text.strip() if punctuate else " ".join(plain(w) for w in text.split() if plain(w))
     confidence = sum(w.probability for w in words) / len(words) if words else 0.0
     return {"transcript": transcript, "confidence": confidence, "words": rendered}
@@ -85,7 +94,8 @@ class ResultRenderer:
         self.audio_ms = audio_ms
         self.channel = [channel, channels]
         self._starts: dict[int, int] = {}  # segment id -> audio_start_ms
-        self._stopped: set[int] = set()  # ended segments whose final has not been rendered yet
+        # ended segments whose final has not been rendered yet -> where the segment ended
+        self._stopped: dict[int, int] = {}
         self._finalized: set[int] = set()  # segments a Finalize ended
         self._answer_after: int | None = None  # a Finalize that ended nothing is answered after this one
         self._created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -102,7 +112,7 @@ class ResultRenderer:
                 start = seconds(message.audio_start_ms)
                 out.append({"type": "SpeechStarted", "channel": self.channel, "timestamp": start})
         elif isinstance(message, SpeechStopped):
-            self._stopped.add(message.segment_id)
+            self._stopped[message.segment_id] = message.audio_end_ms
         elif isinstance(message, TranscriptPartial):
             if self.interim_results:
                 start = self._starts.get(message.segment_id, 0)
@@ -110,6 +120,12 @@ class ResultRenderer:
         elif isinstance(message, TranscriptFinal):
             words = message.words or []
             end = max(message.audio_end_ms, words[-1].end_ms if words else 0)
+            if message.audio_end_ms < self._stopped.get(message.segment_id, 0):
+                # diarize split the utterance and more of it follows: final, but not its end (Deepgram's
+                # speech_final, UtteranceEnd and a Finalize's answer come with the last part)
+                start = message.audio_start_ms
+                out.append(self._results(message.text, words, start, end, final=True, endpoint=False))
+                return [json.dumps(m) for m in out]
             out.extend(self._final(message.segment_id, message.text, words, message.audio_start_ms, end))
         elif isinstance(message, Warning_) and message.segment_id is not None:
             # speech that could not be transcribed still gets its (empty) final, as Deepgram sends them
@@ -134,7 +150,7 @@ class ResultRenderer:
     ) -> list[dict[str, Any]]:
         from_finalize = segment_id in self._finalized
         self._finalized.discard(segment_id)
-        self._stopped = {s for s in self._stopped if s > segment_id}
+        self._stopped = {s: e for s, e in self._stopped.items() if s > segment_id}
         self._starts.pop(segment_id, None)
         out = [self._results(text, words, start_ms, end_ms, final=True, from_finalize=from_finalize)]
         if self.utterance_end and text:
@@ -161,6 +177,7 @@ class ResultRenderer:
         *,
         final: bool,
         from_finalize: bool = False,
+        endpoint: bool = True,
     ) -> dict[str, Any]:
         result: dict[str, Any] = {
             "type": "Results",
@@ -168,7 +185,7 @@ class ResultRenderer:
             "duration": seconds(max(0, end_ms - start_ms)),
             "start": seconds(start_ms),
             "is_final": final,
-            "speech_final": final and not from_finalize,
+            "speech_final": final and endpoint and not from_finalize,
             "channel": {"alternatives": [alternative(text, words, self.punctuate)]},
             "metadata": {
                 "request_id": self.request_id,

@@ -188,7 +188,7 @@ def _response(
         for f in channel:
             if not f.text.strip():
                 continue
-            said = alternative(f.text, f.words or [], options.punctuate)
+            said = alternative(f.text, f.words or [], options.punctuate, f.speaker_confidence)
             utterances.append(
                 {
                     "start": seconds(f.audio_start_ms),
@@ -198,6 +198,7 @@ def _response(
                     "transcript": said["transcript"],
                     "words": said["words"],
                     "id": str(uuid.uuid4()),
+                    **({"speaker": f.speaker} if f.speaker is not None else {}),  # diarize
                 }
             )
     results: dict[str, Any] = {"channels": channels}

@@ -22,6 +22,7 @@ from typing import IO, Any
 from aiohttp import web
 
 from streamer import tracing
+from streamer.adapters import openai_diarized
 from streamer.adapters.common import check_language
 from streamer.adapters.openai_session import bearer_key, error_response
 from streamer.adapters.upload import Upload
@@ -53,6 +54,7 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
                     language=check_language(services, form.language),
                     interim_results=False,
                     word_timestamps="word" in form.granularities,
+                    diarize=form.response_format == openai_diarized.FORMAT,
                 )
                 check_session_config(services, config)
 
@@ -145,6 +147,8 @@ def _answer(form: Form, finals: list[TranscriptFinal], seconds: float) -> web.Re
         )
     if form.response_format == "json":
         return web.json_response({"text": text, "usage": usage})
+    if form.response_format == openai_diarized.FORMAT:
+        return web.json_response(openai_diarized.diarized(finals, seconds, usage))
     body: dict[str, Any] = {
         "task": "transcribe",
         "language": finals[0].language if finals else "",

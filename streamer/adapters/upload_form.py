@@ -18,7 +18,7 @@ from streamer.adapters.openai_session import ClientEventError
 
 MAX_UPLOAD_BYTES = 25 << 20  # OpenAI's limit for this endpoint
 SPOOL_BYTES = 4 << 20  # larger uploads spill to a temporary file
-FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 FIELDS = frozenset(
     {
         "file",

@@ -166,6 +166,14 @@ def pick_change(
     return plan.boundaries[best] if sims[best] < threshold else None
 
 
+def plan_part(audio: np.ndarray, words: Sequence[WordSpan], lo: int, hi: int) -> ChangePlan:
+    """:func:`plan_changes` for words ``lo:hi`` of an utterance (boundaries relative to ``lo``)."""
+    base = max(0.0, words[lo].start_s)  # timings may start a little before the audio does
+    part_audio = audio[int(base * RATE) : max(0, int(words[hi - 1].end_s * RATE)) + 1]
+    spans = [WordSpan(w.start_s - base, w.end_s - base) for w in words[lo:hi]]
+    return plan_changes(part_audio, spans)
+
+
 def find_changes(
     embed_windows: Callable[[np.ndarray], np.ndarray],
     audio: np.ndarray,
@@ -181,10 +189,7 @@ def find_changes(
         lo, hi = parts.pop()
         if hi - lo < 2:
             continue
-        base = max(0.0, words[lo].start_s)  # timings may start a little before the audio does
-        part_audio = audio[int(base * RATE) : max(0, int(words[hi - 1].end_s * RATE)) + 1]
-        spans = [WordSpan(w.start_s - base, w.end_s - base) for w in words[lo:hi]]
-        plan = plan_changes(part_audio, spans)
+        plan = plan_part(audio, words, lo, hi)
         if not plan.boundaries:
             continue
         at = pick_change(plan, embed_windows(plan.windows), threshold)

@@ -16,7 +16,10 @@ so no caller waits forever.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import glob
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -177,6 +180,7 @@ class SpeakerWorker:
             return jobs
 
     def _worker(self) -> None:
+        one_blas_thread()
         while (jobs := self._take()) is not None:
             started = time.monotonic()
             try:
@@ -203,6 +207,27 @@ class SpeakerWorker:
     def _call_soon(self, fn: Callable[..., object], *args: object) -> None:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(fn, *args)
+
+
+def one_blas_thread() -> bool:
+    """Limit the calling thread's OpenBLAS to one thread (numpy's bundled OpenBLAS, per thread).
+
+    The encoder's products are small (a batch of 256-wide rows); with two BLAS threads each step spin-waits
+    for the other, which cost 3-10x the CPU on the bench (BENCHMARKS.md, "Speakers"). Only this thread
+    is limited: ``openblas_set_num_threads_local`` leaves the rest of the process as it was. False (and a
+    log line) when numpy's OpenBLAS lacks it.
+    """
+    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "*openblas*.so*"))):
+        try:
+            setter = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+        setter(1)
+        return True
+    log.warning("numpy's OpenBLAS has no per-thread limit: the speaker encoder uses its default threads")
+    return False
 
 
 def _set_result(fut: asyncio.Future[np.ndarray], result: np.ndarray) -> None:

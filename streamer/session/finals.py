@@ -35,6 +35,7 @@ from streamer.protocol import (
     Warning_,
 )
 from streamer.services import Services
+from streamer.session.diarize import Part, SessionSpeakers
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Host(Protocol):
     config: SessionConfig
     trace: tracing.SessionTrace
     on_result: Callable[[ResultMessage], Awaitable[None]] | None
+    speakers: SessionSpeakers
 
     def request_for(self, utt: Utterance) -> AsrRequest: ...
 
@@ -219,7 +221,7 @@ class Finals:
         host = self._host
         services, config = host.services, host.config
         words = None
-        if config.word_timestamps:  # a second pass of the model, through the same batcher
+        if config.word_timestamps or config.diarize:  # a second pass of the model, through the same batcher
             words = await word_timings(
                 services.asr_batcher,
                 host.session_id,
@@ -228,19 +230,31 @@ class Finals:
                 result.language,
                 ms(utt.start_sample),
             )
+        # with diarize, one final per stretch of one voice, each with its speaker (session/diarize.py)
+        start_ms, end_ms = ms(utt.start_sample), ms(utt.end_sample)
+        parts = await host.speakers.parts(config.diarize, utt.audio, start_ms, end_ms, result.text, words)
+        for part in parts:
+            await self._deliver_part(utt, result.language, part)
+        self.ended_at.pop(utt.segment_id, None)  # each part's latency counts from the utterance's end
+
+    async def _deliver_part(self, utt: Utterance, language: str, part: Part) -> None:
+        host = self._host
+        services, config = host.services, host.config
         self.seq += 1
         final = TranscriptFinal(
             segment_id=utt.segment_id,
             seq=self.seq,
-            text=result.text,
-            language=result.language,
-            audio_start_ms=ms(utt.start_sample),
-            audio_end_ms=ms(utt.end_sample),
-            words=words,
+            text=part.text,
+            language=language,
+            audio_start_ms=part.start_ms,
+            audio_end_ms=part.end_ms,
+            words=part.words,
+            speaker=part.speaker,
+            speaker_confidence=part.speaker_confidence,
         )
         await self._keep(final)
         services.metrics.finals.inc()
-        latency = time.monotonic() - self.ended_at.pop(utt.segment_id, time.monotonic())
+        latency = time.monotonic() - self.ended_at.get(utt.segment_id, time.monotonic())
         services.metrics.final_latency.observe(latency)
         await host.send(final)
         host.trace.final(utt.segment_id, self.seq, latency)
@@ -250,7 +264,7 @@ class Finals:
         host.trace.translating(utt.segment_id, config.translate_to)
         try:
             translations = await translator.translate(
-                host.session_id, result.text, result.language, config.translate_to
+                host.session_id, part.text, language, config.translate_to
             )
         except StreamerError as e:
             host.trace.translated(utt.segment_id, e.code)
@@ -260,7 +274,7 @@ class Finals:
             )
             return
         host.trace.translated(utt.segment_id)
-        for language, text in translations:
-            msg = TranslationFinal(segment_id=utt.segment_id, seq=self.seq, language=language, text=text)
+        for translated_to, text in translations:
+            msg = TranslationFinal(segment_id=utt.segment_id, seq=self.seq, language=translated_to, text=text)
             await self._keep(msg)
             await host.send(msg)

@@ -35,6 +35,7 @@ from streamer.protocol import (
     Warning_,
 )
 from streamer.services import Services
+from streamer.session.diarize import SessionSpeakers
 from streamer.session.finals import Finals, Pending, ResultMessage, ms
 from streamer.session.outbox import Outbox
 
@@ -92,6 +93,7 @@ class StreamSession:
         # final a client saw is never lost with its instance
         self.on_result: Callable[[TranscriptFinal | TranslationFinal], Awaitable[None]] | None = None
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
+        self.speakers = SessionSpeakers(session_id, services.speakers)  # labels with ``diarize``
         self.finals = Finals(self)  # its emitter, numbering and history
 
     @property

@@ -77,6 +77,10 @@ def check_session_config(services: Services, config: SessionConfig) -> None:
     if config.task == "translate" and not asr.multilingual:
         raise ConfigError(f"task 'translate' needs a multilingual ASR model; {asr.name} is English-only")
     check_translation_targets(services, config.language, config.translate_to)
+    if config.diarize and services.speakers is None:
+        raise ConfigError(
+            "diarize is not available: the server has no speaker encoder (see STREAMER_SPEAKER_WEIGHTS)"
+        )
 
 
 def check_translation_targets(services: Services, source: str | None, targets: list[str]) -> None:

@@ -22,6 +22,7 @@ import openai
 import pydantic
 import pytest
 from aiohttp.test_utils import TestServer
+from diarize import test_deepgram_live
 from fakes import FakeAsr
 from openai.types.audio.transcription_create_params import TranscriptionCreateParamsBase
 from openai.types.beta.realtime import transcription_session_update as BetaUpdate
@@ -60,6 +61,7 @@ DEEPGRAM_HONOURED: dict[str, Callable[..., Any]] = {
     "utterance_end_ms": test_deepgram.test_the_sdk_transcribes_speech_with_word_times,
     "endpointing": test_deepgram.test_without_endpointing_finalize_ends_the_utterance,
     "multichannel": test_deepgram_codecs.test_stereo_multichannel_transcribes_each_channel,
+    "diarize": test_deepgram_live.test_the_sdk_gets_speaker_labelled_words_on_a_live_two_speaker_stream,
 }
 
 
