@@ -18,7 +18,7 @@ import numpy as np
 
 from streamer.errors import ConfigError, InvalidAudioError
 from streamer.pipeline.audio import MODEL_RATE
-from streamer.pipeline.codecs import Decoder, Encoding, open_decoder
+from streamer.pipeline.codecs import Decoder, Encoding, SampleDecoder, open_decoder
 from streamer.pipeline.containers import DEMUXERS
 from streamer.pipeline.streaming import LIVE_CONTAINERS, MAX_CHANNELS, ContainerDecoder, Expect
 
@@ -81,27 +81,15 @@ class AudioFormat:
         return self.encoding == "linear16" and (self.channels or 1) == 1
 
 
-class Float32Decoder:
+class Float32Decoder(SampleDecoder):
     """32-bit little-endian float PCM (``linear32``), clipped to [-1, 1] and scaled to PCM16."""
 
-    def __init__(self, sample_rate: int, channels: int = 1) -> None:
-        self.sample_rate = sample_rate
-        self.channels = channels
-        self._held = b""
+    width = 4
 
-    def decode(self, data: bytes) -> bytes:
-        data = self._held + data
-        whole = len(data) - len(data) % (4 * self.channels)
-        self._held = data[whole:]
-        samples = np.nan_to_num(np.frombuffer(data[:whole], dtype="<f4"), nan=0.0, posinf=1.0, neginf=-1.0)
+    def convert(self, data: bytes) -> bytes:
+        samples = np.nan_to_num(np.frombuffer(data, dtype="<f4"), nan=0.0, posinf=1.0, neginf=-1.0)
         pcm: bytes = (np.clip(samples, -1.0, 1.0) * 32767).round().astype("<i2").tobytes()
         return pcm
-
-    def flush(self) -> bytes:
-        if self._held:
-            self._held = b""
-            raise InvalidAudioError("the stream ended inside a 32-bit sample")
-        return b""
 
 
 class AudioInput:

@@ -61,8 +61,11 @@ MULAW_TO_PCM = _mulaw_table()
 ALAW_TO_PCM = _alaw_table()
 
 
-class PcmDecoder:
-    """PCM16 passes through; an odd trailing byte waits for its partner."""
+class SampleDecoder:
+    """Fixed-width samples (``width`` bytes each, ``channels`` interleaved): a message may end inside a
+    sample frame, whose bytes wait for the rest; :meth:`convert` turns whole frames into PCM16."""
+
+    width = 2
 
     def __init__(self, sample_rate: int, channels: int = 1) -> None:
         self.sample_rate = sample_rate
@@ -71,35 +74,35 @@ class PcmDecoder:
 
     def decode(self, data: bytes) -> bytes:
         data = self._held + data
-        whole = len(data) - len(data) % (2 * self.channels)
+        whole = len(data) - len(data) % (self.width * self.channels)
         self._held = data[whole:]
-        return data[:whole]
+        return self.convert(data[:whole])
+
+    def convert(self, data: bytes) -> bytes:
+        return data  # PCM16 passes through
 
     def flush(self) -> bytes:
         if self._held:
             self._held = b""
-            raise InvalidAudioError("the stream ended inside a 16-bit sample")
+            raise InvalidAudioError(f"the stream ended inside a {8 * self.width}-bit sample")
         return b""
 
 
-class G711Decoder:
+class PcmDecoder(SampleDecoder):
+    """PCM16 passes through; an odd trailing byte waits for its partner."""
+
+
+class G711Decoder(SampleDecoder):
     """G.711 μ-law or A-law, one byte a sample, expanded by table."""
 
+    width = 1
+
     def __init__(self, encoding: Encoding, sample_rate: int, channels: int = 1) -> None:
-        self.sample_rate = sample_rate
-        self.channels = channels
+        super().__init__(sample_rate, channels)
         self._table = MULAW_TO_PCM if encoding is Encoding.MULAW else ALAW_TO_PCM
-        self._held = b""
 
-    def decode(self, data: bytes) -> bytes:
-        data = self._held + data
-        whole = len(data) - len(data) % self.channels
-        self._held = data[whole:]
-        return self._table[np.frombuffer(data[:whole], dtype=np.uint8)].astype("<i2").tobytes()
-
-    def flush(self) -> bytes:
-        self._held = b""
-        return b""
+    def convert(self, data: bytes) -> bytes:
+        return self._table[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
 
 
 def open_decoder(encoding: Encoding, sample_rate: int, channels: int = 1) -> Decoder:
