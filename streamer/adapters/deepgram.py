@@ -32,6 +32,7 @@ from streamer.adapters.deepgram_options import (
     authenticate,
     error_response,
     from_domain,
+    traced,
 )
 from streamer.adapters.deepgram_query import close_prefix
 from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
@@ -39,7 +40,7 @@ from streamer.errors import AuthError, BadRequestError, StreamerError
 from streamer.guards.keys import KeyRecord
 from streamer.protocol import Pong, ServerMessage
 from streamer.services import Services
-from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
+from streamer.session.edge import REGISTRY, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 from streamer.session.socket import socket_response
@@ -111,14 +112,7 @@ async def listen(request: web.Request) -> web.StreamResponse:
     except StreamerError as e:
         services.metrics.refused(e)
         return error_response(from_domain(e), request_id)
-    sessions[0].trace = tracing.session_started(
-        sessions[0].trace,
-        sessions[0].session_id,
-        request.get(REQUEST_ID, ""),
-        started,
-        surface="deepgram",
-        deepgram_request_id=request_id,
-    )
+    traced(sessions, request, started, request_id)
     ws = socket_response((answer,) if answer else (), WS_MAX_MSG)
     ws.headers["dg-request-id"] = request_id
     try:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import MultiMapping
 
+from streamer import tracing
 from streamer.adapters.common import Turns, check_language, key_record, redeem, retune
 from streamer.adapters.deepgram_audio import AudioFormat
 from streamer.adapters.deepgram_query import ERR_CODES, check_query
@@ -17,6 +18,7 @@ from streamer.guards.keys import KeyRecord
 from streamer.pipeline.align import supports_word_timestamps
 from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SessionConfig
 from streamer.services import Services
+from streamer.session.edge import REQUEST_ID
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 from streamer.session.tokens import DEEPGRAM_AUDIENCE
@@ -169,3 +171,15 @@ async def admit_channels(
     for session in sessions:
         retune(session, Turns(end_silence_ms=options.endpointing_ms))
     return sessions
+
+
+def traced(sessions: list[StreamSession], request: web.Request, started: int, request_id: str) -> None:
+    """The session.start span of a Deepgram request (live or pre-recorded), on its first channel's session."""
+    sessions[0].trace = tracing.session_started(
+        sessions[0].trace,
+        sessions[0].session_id,
+        request.get(REQUEST_ID, ""),
+        started,
+        surface="deepgram",
+        deepgram_request_id=request_id,
+    )

@@ -36,13 +36,14 @@ from streamer.adapters.deepgram_options import (
     error_response,
     from_domain,
     session_config,
+    traced,
 )
 from streamer.adapters.deepgram_render import alternative, model_info, seconds
 from streamer.adapters.upload import Upload
 from streamer.adapters.upload_runner import Channels, ClientGoneError, Ticket, admitted
 from streamer.errors import InvalidAudioError, StreamerError
 from streamer.protocol import TranscriptFinal
-from streamer.session.edge import REGISTRY, REQUEST_ID
+from streamer.session.edge import REGISTRY
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 from streamer.session.validation import check_session_config
@@ -79,14 +80,7 @@ async def transcribe(request: web.Request) -> web.StreamResponse:
             async def open_channels(count: int) -> list[StreamSession]:
                 """The sessions, once the audio has said how many channels it has."""
                 sessions = await _open(registry, ticket, options, count)
-                sessions[0].trace = tracing.session_started(
-                    sessions[0].trace,
-                    sessions[0].session_id,
-                    request.get(REQUEST_ID, ""),
-                    started,
-                    surface="deepgram",
-                    deepgram_request_id=request_id,
-                )
+                traced(sessions, request, started, request_id)
                 return sessions
 
             with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
