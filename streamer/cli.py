@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default="tiny.en")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--utterances", type=int, default=3, help="sentences per session")
+    bench.add_argument(
+        "--encoding",
+        default="pcm16",
+        help="pcm16, or Opus in webm or ogg sent in 250 ms pieces; a comma list compares them in one run",
+    )
     bench.add_argument("--bound", type=float, default=1.5, help="p95 final-latency bound for capacity (s)")
     bench.add_argument(
         "--server-env", action="append", metavar="STREAMER_X=V", help="extra server setting (repeatable)"

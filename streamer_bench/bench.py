@@ -1,20 +1,22 @@
 """``streamer bench``: live sessions of real speech against a real server process, until latency breaks.
 
-For every techniques mode (``on``: batching, length buckets, early finals; ``off``) a server runs as its
-own process, so its CPU and memory are measured apart from the clients. For every start pattern (``sync``:
-all sessions within 0.1 s, the worst case; ``spread``: evenly over ``--spread-s``) and every N, N sessions
-stream their scripts (:mod:`streamer_bench.script`: the realistic corpus by default; ``--input
-continuous|dialogue|commands`` for the kinds of :mod:`streamer_bench.speech_kinds`) in real time over
-protocol v1. Scored per run (:mod:`streamer_bench.latency`): finals / sentences, lost and split sentences,
-refusals, final latency p50/p95/max, first partial p50, WER, warnings and errors by code, server CPU and
-peak RSS, the bench's own CPU; and from the server's ``/metrics`` (:mod:`streamer_bench.server_metrics`)
-where the model's time went and the event loop's lag.
+For every techniques mode (``on``: batching, length buckets, early finals; ``off``) a server runs as its own
+process, so its CPU and memory are measured apart from the clients. For every start pattern (``sync``: all
+sessions within 0.1 s, the worst case; ``spread``: evenly over ``--spread-s``) and every N, N sessions stream
+their scripts (:mod:`streamer_bench.script`: the realistic corpus by default; ``--input
+continuous|dialogue|commands`` for the kinds of :mod:`streamer_bench.speech_kinds`) in real time over protocol
+v1: as PCM16, or (``--encoding webm|ogg``, a list to compare) as Opus in a container, each session's audio
+encoded once and sent in 250 ms pieces as a browser's MediaRecorder does (:mod:`streamer_bench.recording`),
+its finals timed by the same definition on the decoded audio. Scored per run (:mod:`streamer_bench.latency`):
+finals / sentences, lost and split sentences, refusals, final latency p50/p95/max, first partial p50, WER,
+warnings and errors by code, server CPU and peak RSS, the bench's own CPU; and from the server's ``/metrics``
+(:mod:`streamer_bench.server_metrics`) where the model's time went and the event loop's lag.
 
-Capacity, per start pattern and mode: the largest N such that it and every smaller N of the sweep kept
-final p95 (per sentence; per final, from its last audio sent, for continuous reading and dialogue, whose
-finals end wherever the segmenter cut) within ``--bound`` with every sentence's final delivered (none
-lost, no session refused or broken off). A mode's sweep for a start pattern stops once p95 passes 4x the
-bound or most sessions are refused (:func:`stop_here`).
+Capacity, per start pattern and mode (and encoding, when not PCM16): the largest N such that it and every
+smaller N of the sweep kept final p95 (per sentence; per final, from its last audio sent, for continuous
+reading and dialogue, whose finals end wherever the segmenter cut) within ``--bound`` with every sentence's
+final delivered (none lost, no session refused or broken off). A mode's sweep for a start pattern stops once
+p95 passes 4x the bound or most sessions are refused (:func:`stop_here`).
 
 The server runs with its own admission as shipped (refusals are part of the answer); ``--server-env
 STREAMER_X=V`` changes a setting, e.g. ``STREAMER_SATURATION_LATENCY_S=1000`` to measure latency past the
@@ -39,6 +41,7 @@ from streamer_bench import server_metrics as sm
 from streamer_bench.cpu import cpu_info, cpu_kind, model_dir
 from streamer_bench.plots import write_plots
 from streamer_bench.progress import RunProgress, expected_seconds
+from streamer_bench.recording import ENCODINGS, record
 from streamer_bench.report import (
     SENTENCE_LATENCY,
     capacity,
@@ -72,16 +75,29 @@ def load_speech(data: Path = DATA) -> list[tuple[bytes, str]]:
 
 
 async def measure(
-    server: ServerProcess, mode: str, starts: str, scripts: Sequence[Script], offsets: Sequence[float]
+    server: ServerProcess,
+    mode: str,
+    starts: str,
+    scripts: Sequence[Script],
+    offsets: Sequence[float],
+    encoding: str = "pcm16",
 ) -> dict[str, Any]:
-    """One run: the sessions, the server watched, and the server's metrics before and after."""
+    """One run: the sessions (in ``encoding``), the server watched, and its metrics before and after."""
+    # encoded before the clock starts: a recorder's encoding is the client's cost, not the server's
+    recordings = None if encoding == "pcm16" else [record(s, encoding) for s in scripts]
     await settle(server.url)
     before = await scrape_text(server.url)
     async with Watch(server.process) as watch:
-        score = await run_sessions(server.url, scripts, starts, offsets)
+        score = await run_sessions(server.url, scripts, starts, offsets, recordings)
     after = await scrape_text(server.url)
     server.check_alive()
-    row: dict[str, Any] = {"mode": mode, "starts": starts, **score.summary(), **watch.summary()}
+    row: dict[str, Any] = {
+        "mode": mode,
+        "encoding": encoding,
+        "starts": starts,
+        **score.summary(),
+        **watch.summary(),
+    }
     row["expected"] = row["sentences"]  # the name plots and older readers use
     row["rss_timeline"] = watch.timeline
     if before is not None and after is not None:
@@ -107,6 +123,7 @@ class Options:
     server_env: dict[str, str]
     model: str
     device: str
+    encodings: tuple[str, ...] = ("pcm16",)
     idle: int | None = None
     soak: float = 0.0
     out: str | None = None
@@ -118,6 +135,9 @@ def parse_options(args: argparse.Namespace) -> Options:
         raise InputError("--utterances must be at least 1, --spread-s and --soak at least 0, --bound above 0")
     if args.idle is not None and args.idle < 1:
         raise InputError("--idle takes the number of idle sessions (at least 1)")
+    encodings = tuple(parse_list(args.encoding, ENCODINGS))
+    if encodings != ("pcm16",) and (args.idle is not None or args.soak):
+        raise InputError("--encoding applies to the sweep; --idle and --soak stream PCM16")
     env = {}
     for item in args.server_env or []:
         key, sep, value = item.partition("=")
@@ -134,6 +154,7 @@ def parse_options(args: argparse.Namespace) -> Options:
         server_env=env,
         model=args.model,
         device=args.device,
+        encodings=encodings,
         idle=args.idle,
         soak=args.soak,
         out=args.out,
@@ -188,20 +209,22 @@ async def _sweep(
     judged = latency_measure(source.info.get("kind"))
     """Every start pattern and N for one mode; each run's row is appended as soon as it is measured."""
     progress = RunProgress.on_terminal()  # stderr, on a terminal only
-    await measure(server, mode, "sync", [source.script(0, 1, 1)], [0.0])  # warm-up: first calls, caches
-    for starts in opts.starts:
-        for n in opts.counts:
-            scripts = [source.script(i, n, opts.utterances) for i in range(n)]
-            offsets = start_offsets(n, starts, opts.spread_s)
-            label = f"batching {mode}, {starts} starts, {n} sessions"
-            async with progress.running(label, expected_seconds(scripts, offsets)):
-                row = await measure(server, mode, starts, scripts, offsets)
-            row.pop("rss_timeline")
-            rows.append(row)
-            progress.clear()
-            print(json.dumps(row), flush=True)
-            if stop_here(row, opts.bound, judged):
-                break
+    for encoding in opts.encodings:
+        # warm-up: first calls, caches (and the first container decoder)
+        await measure(server, mode, "sync", [source.script(0, 1, 1)], [0.0], encoding)
+        for starts in opts.starts:
+            for n in opts.counts:
+                scripts = [source.script(i, n, opts.utterances) for i in range(n)]
+                offsets = start_offsets(n, starts, opts.spread_s)
+                label = f"batching {mode}, {encoding}, {starts} starts, {n} sessions"
+                async with progress.running(label, expected_seconds(scripts, offsets)):
+                    row = await measure(server, mode, starts, scripts, offsets, encoding)
+                row.pop("rss_timeline")
+                rows.append(row)
+                progress.clear()
+                print(json.dumps(row), flush=True)
+                if stop_here(row, opts.bound, judged):
+                    break
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -266,6 +289,7 @@ def report_header(opts: Options, source: Source) -> dict[str, Any]:
         "device": opts.device,
         "bound_s": opts.bound,
         "input": source.info,
+        "encodings": list(opts.encodings),
         "starts": opts.starts,
         "spread_s": opts.spread_s,
         "utterances": opts.utterances,

@@ -42,14 +42,16 @@ class _Sink(io.RawIOBase):
         return len(chunk)
 
 
-def encode(samples: np.ndarray, rate: int, container: str) -> bytes:
-    """Interleaved s16 ``samples`` (shape (n,) or (n, channels)) at ``rate`` in ``container``."""
+def encode(samples: np.ndarray, rate: int, container: str, options: dict[str, str] | None = None) -> bytes:
+    """Interleaved s16 ``samples`` (shape (n,) or (n, channels)) at ``rate`` in ``container``; ``options``
+    are the muxer's (default: :data:`LIVE_OPTIONS`' for the container)."""
     fmt, codec, codec_rate = FORMATS[container]
     channels = 1 if samples.ndim == 1 else samples.shape[1]
     layout = "mono" if channels == 1 else "stereo"
     sink, buffer = _Sink(), io.BytesIO()
     out = sink if container in LIVE_OPTIONS else buffer
-    with av.open(out, "w", format=fmt, options=LIVE_OPTIONS.get(container, {})) as file:
+    muxer = LIVE_OPTIONS.get(container, {}) if options is None else options
+    with av.open(out, "w", format=fmt, options=muxer) as file:
         stream = file.add_stream(codec, rate=codec_rate or rate, layout=layout)
         assert isinstance(stream, av.audio.stream.AudioStream)
         frame = av.AudioFrame.from_ndarray(

@@ -23,6 +23,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from streamer_bench.report import column
+
 WORK_KINDS = ("final", "partial", "mixed")
 COLOURS = {"on": "tab:blue", "off": "tab:orange"}
 
@@ -37,7 +39,7 @@ def _footer(fig: Figure, report: dict[str, Any]) -> None:
 
 
 def _modes(runs: list[dict[str, Any]]) -> list[str]:
-    return list(dict.fromkeys(r["mode"] for r in runs))
+    return list(dict.fromkeys(column(r) for r in runs))
 
 
 def latency_figure(report: dict[str, Any]) -> Figure:
@@ -46,7 +48,7 @@ def latency_figure(report: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for i, mode in enumerate(_modes(runs)):
-        mine = sorted((r for r in runs if r["mode"] == mode and r["lat_p95"] is not None), key=_sessions)
+        mine = sorted((r for r in runs if column(r) == mode and r["lat_p95"] is not None), key=_sessions)
         xs = [r["sessions"] for r in mine]
         colour = COLOURS.get(mode, f"C{i + 2}")
         ax.plot(xs, [r["lat_p95"] for r in mine], "o-", color=colour, label=f"batching {mode}: p95")
@@ -72,7 +74,7 @@ def modes_figure(report: dict[str, Any]) -> Figure:
     """Final p95 per mode at each session count every mode ran; capacity per mode."""
     runs = report["runs"]
     modes = _modes(runs)
-    p95 = {(r["mode"], r["sessions"]): r["lat_p95"] for r in runs if r["lat_p95"] is not None}
+    p95 = {(column(r), r["sessions"]): r["lat_p95"] for r in runs if r["lat_p95"] is not None}
     shared = sorted(set.intersection(*({n for m2, n in p95 if m2 == m} for m in modes)) if modes else set())
     fig = Figure(figsize=(9, 4.5), layout="constrained")
     bars, capacity = fig.subplots(1, 2, width_ratios=(3, 1))
@@ -104,7 +106,7 @@ def model_time_figure(report: dict[str, Any]) -> Figure | None:
         return None
     fig = Figure(figsize=(max(6.0, 0.45 * len(runs) + 2), 4.5), layout="constrained")
     ax = fig.add_subplot()
-    labels = [f"{r['mode']}\n{r['sessions']}" for r in runs]
+    labels = [f"{column(r)}\n{r['sessions']}" for r in runs]
     bottom = [0.0] * len(runs)
     # older results split batches (final, partial, mixed); newer ones split the work (see server_metrics)
     kinds = list(dict.fromkeys(k for r in runs for k in r["model"]["busy_s"]))

@@ -22,6 +22,12 @@ def latency_measure(input_kind: str | None) -> str:
     return FINAL_END_LATENCY if input_kind in ("continuous", "dialogue") else SENTENCE_LATENCY
 
 
+def column(run: dict[str, Any]) -> str:
+    """What a run is compared under: its techniques mode, and its encoding unless PCM16 (``on webm``)."""
+    encoding = run.get("encoding", "pcm16")
+    return str(run["mode"]) if encoding == "pcm16" else f"{run['mode']} {encoding}"
+
+
 def within_bound(run: dict[str, Any], bound: float, measure: str = SENTENCE_LATENCY) -> bool:
     """``measure`` within ``bound`` and every sentence's final delivered: none lost, refused or broken off."""
     return (
@@ -36,7 +42,8 @@ def within_bound(run: dict[str, Any], bound: float, measure: str = SENTENCE_LATE
 def capacity(
     runs: Sequence[dict[str, Any]], bound: float, measure: str = SENTENCE_LATENCY
 ) -> dict[str, dict[str, int]]:
-    """``{starts: {mode: N}}``: the largest N that, with every smaller N of its sweep, stayed within bound.
+    """``{starts: {mode: N}}``: the largest N that, with every smaller N of its sweep, stayed within bound
+    (a mode with another encoding than PCM16 is its own: ``on webm``, see :func:`column`).
 
     A failure at some N ends the count there even if a larger N happened to pass: capacity is what the
     server holds on every load up to it, not its luckiest run.
@@ -44,9 +51,9 @@ def capacity(
     out: dict[str, dict[str, int]] = {}
     for starts in dict.fromkeys(r.get("starts", "sync") for r in runs):
         out[starts] = {}
-        for mode in dict.fromkeys(r["mode"] for r in runs):
+        for mode in dict.fromkeys(column(r) for r in runs):
             mine = sorted(
-                (r for r in runs if r["mode"] == mode and r.get("starts", "sync") == starts),
+                (r for r in runs if column(r) == mode and r.get("starts", "sync") == starts),
                 key=lambda r: int(r["sessions"]),
             )
             if not mine:
@@ -103,7 +110,7 @@ def runs_table(runs: Sequence[dict[str, Any]]) -> str:
     ]
     for r in runs:
         rows.append(
-            f"| {r['mode']} | {r.get('starts', '–')} | {r['sessions']} | {r['finals']} / {r['sentences']} "
+            f"| {column(r)} | {r.get('starts', '–')} | {r['sessions']} | {r['finals']} / {r['sentences']} "
             f"| {r['lost']} | {r['split_sentences']} | {_v(r.get('merged_sentences'))} | {r['refused']} "
             f"| {_v(r['lat_p50'])} | {_v(r['lat_p95'])} | {_v(r['lat_max'])} "
             f"| {_v(r.get('lat_p95_unmerged'))} | {_v(r['first_partial_p50'])} | {_pct(r['wer'])} "
@@ -135,7 +142,7 @@ def work_table(runs: Sequence[dict[str, Any]]) -> str:
         if not w:
             continue
         rows.append(
-            f"| {r['mode']} | {r.get('starts', '–')} | {r['sessions']} | {_pct(w['model_busy_share'])} | "
+            f"| {column(r)} | {r.get('starts', '–')} | {r['sessions']} | {_pct(w['model_busy_share'])} | "
             + " | ".join(str(w["work_s"].get(k, 0.0)) for k in WORK_KINDS)
             + f" | {_pct(w['padding_share'])} | {_counts(w['decode_attempts'])} "
             f"| {lag_ms(w)} |"

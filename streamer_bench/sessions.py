@@ -1,7 +1,9 @@
 """The bench's sessions: each connects, streams its script in real time over protocol v1, and is scored.
 
 Synchronized starts wait at a gate until every session has connected (or been refused), then start their
-audio within 0.1 s; spread starts connect and stream at their own offsets.
+audio within 0.1 s; spread starts connect and stream at their own offsets. A session streams PCM16 in
+100 ms chunks, or, given its :class:`~streamer_bench.recording.Recording`, that container's 250 ms pieces
+(``encoding`` ``webm`` or ``ogg``), each when its audio begins; either is scored on the same sentences.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import aiohttp
 
 from streamer.client import ClientError, Stream, StreamerClient
 from streamer_bench.latency import Score, score_session
+from streamer_bench.recording import GRID_MS, Recording
 from streamer_bench.script import FRAME_MS, Script
 from streamer_bench.server import BENCH_KEY
 
@@ -43,10 +46,13 @@ def new_http() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
 
-async def connect_session(client: StreamerClient, rate: int) -> Stream | Score:
+async def connect_session(client: StreamerClient, rate: int, encoding: str = "pcm16") -> Stream | Score:
     """A live stream, or the Score of a session that never started (refused or failed)."""
     try:
-        return await client.connect({"sample_rate": rate, "language": "en"})
+        config: dict[str, object] = {"sample_rate": rate, "language": "en"}
+        if encoding != "pcm16":
+            config["encoding"] = encoding
+        return await client.connect(config)
     except ClientError as e:
         return Score(sessions=1, refused=1, errors=Counter([f"refused_{e.code}"]))
     except aiohttp.WSServerHandshakeError as e:  # refused at the upgrade: only the HTTP status is known
@@ -56,12 +62,19 @@ async def connect_session(client: StreamerClient, rate: int) -> Stream | Score:
 
 
 async def speak(
-    client: StreamerClient, script: Script, connect_at: float, gate: StartGate | None, offset: float
+    client: StreamerClient,
+    script: Script,
+    connect_at: float,
+    gate: StartGate | None,
+    offset: float,
+    recording: Recording | None = None,
 ) -> Score:
-    """One session: connect at ``connect_at``, stream the script in real time, read every event, score."""
+    """One session: connect at ``connect_at``, stream the script in real time (as PCM16, or as
+    ``recording``'s container pieces), read every event, score."""
     await asyncio.sleep(max(0.0, connect_at - time.monotonic()))
     try:
-        stream = await connect_session(client, script.rate)
+        encoding = recording.container if recording is not None else "pcm16"
+        stream = await connect_session(client, script.rate, encoding)
     finally:
         if gate is not None:
             gate.arrive()
@@ -72,12 +85,20 @@ async def speak(
     broke: str | None = None
     async with stream:
         reader = asyncio.create_task(read_all(stream))
-        times, broke = await _send(stream, script, begin, reader)
+        if recording is None:
+            chunks = _pcm_chunks(script)
+            starts = [k * CHUNK_MS / 1000 for k in range(len(chunks))]
+        else:
+            chunks, starts = list(recording.pieces), [ms / 1000 for ms in recording.starts_ms]
+        times, broke = await _send(stream, chunks, starts, begin, reader)
         try:
             await asyncio.wait_for(reader, DRAIN_TIMEOUT_S)
         except TimeoutError:
             broke = broke or "bench_timeout"
-    score = score_session(script.lines, times, CHUNK_MS, stream.events)
+    if recording is None:
+        score = score_session(script.lines, times, CHUNK_MS, stream.events)
+    else:  # the same definition on the decoded audio: each cell's time is when its piece went
+        score = score_session(script.lines, recording.cell_times(times), float(GRID_MS), stream.events)
     if broke is None and not any(e.get("type") == "session.closed" for _, e in stream.events):
         broke = f"closed_{stream.close_code}"
     if broke is not None:
@@ -86,20 +107,25 @@ async def speak(
     return score
 
 
-async def _send(
-    stream: Stream, script: Script, begin: float, reader: asyncio.Task[None]
-) -> tuple[list[float], str | None]:
-    """Chunks paced from ``begin``; the times they went, and why sending stopped early (None: it did not)."""
+def _pcm_chunks(script: Script) -> list[bytes]:
     step = script.rate * CHUNK_MS // 1000 * 2
+    return [script.pcm[i : i + step] for i in range(0, len(script.pcm), step)]
+
+
+async def _send(
+    stream: Stream, chunks: Sequence[bytes], starts: Sequence[float], begin: float, reader: asyncio.Task[None]
+) -> tuple[list[float], str | None]:
+    """Chunk ``k`` at ``begin + starts[k]`` (s); the times they went, and why sending stopped early (None:
+    it did not)."""
     times: list[float] = []
     try:
-        for k, i in enumerate(range(0, len(script.pcm), step)):
-            delay = begin + k * CHUNK_MS / 1000 - time.monotonic()
+        for chunk, at in zip(chunks, starts, strict=True):
+            delay = begin + at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             if reader.done():
                 return times, f"closed_{stream.close_code}"
-            await stream.ws.send_bytes(script.pcm[i : i + step])
+            await stream.ws.send_bytes(chunk)
             times.append(time.monotonic())
         await stream.close_session()
     except (ConnectionError, aiohttp.ClientError) as e:
@@ -112,14 +138,28 @@ async def read_all(stream: Stream) -> None:
         pass
 
 
-async def run_sessions(url: str, scripts: Sequence[Script], starts: str, offsets: Sequence[float]) -> Score:
-    """Every script as its own session, started as ``starts`` says; the sum of their scores."""
+async def run_sessions(
+    url: str,
+    scripts: Sequence[Script],
+    starts: str,
+    offsets: Sequence[float],
+    recordings: Sequence[Recording] | None = None,
+) -> Score:
+    """Every script as its own session, started as ``starts`` says, streamed as PCM16 or, given
+    ``recordings`` (one per script), as their containers; the sum of their scores."""
     gate = StartGate(len(scripts)) if starts == "sync" else None
     t0 = time.monotonic() + 0.1
     async with new_http() as http, StreamerClient(url, api_key=BENCH_KEY, http=http) as client:
         scores = await asyncio.gather(
             *(
-                speak(client, s, t0 if gate else t0 + offsets[i], gate, offsets[i] if gate else 0.0)
+                speak(
+                    client,
+                    s,
+                    t0 if gate else t0 + offsets[i],
+                    gate,
+                    offsets[i] if gate else 0.0,
+                    recordings[i] if recordings is not None else None,
+                )
                 for i, s in enumerate(scripts)
             ),
             return_exceptions=True,
