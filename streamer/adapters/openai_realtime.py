@@ -276,6 +276,12 @@ class RealtimeConnection(AdapterConnection):
     def recoverable(self, e: StreamerError) -> bool:
         return super().recoverable(e) or isinstance(e, FrameTooLargeError)
 
+    def idle_timeout_s(self) -> float | None:
+        """None: OpenAI's protocol has no keep-alive message, so a push-to-talk client silent for minutes
+        is not idle. The socket's heartbeat (a ping every 20 s, answered by every WebSocket client) cuts a
+        peer that has gone, and the session's length still bounds the rest."""
+        return None
+
     def max_text_bytes(self) -> int:
         """An append carries audio as base64: room for the largest append at any rate, and the event."""
         return MAX_APPEND_TEXT

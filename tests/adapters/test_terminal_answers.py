@@ -22,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from openai import AsyncOpenAI
-from support import API_KEY, base_url, resample_pcm, silence, to_bytes
+from support import API_KEY, base_url, make_settings, resample_pcm, silence, to_bytes
 
 from .conftest import Sentence, http_base, ws_base
 
@@ -162,3 +162,32 @@ async def test_protocol_v1_a_dropped_segment_gets_an_empty_final(
     assert "speech.stopped" in got
     assert message["text"] == "" and message["dropped"] in ("too_short", "nonspeech")
     assert message["segment_id"] == got["speech.stopped"]["segment_id"]
+
+
+async def test_openai_a_silent_push_to_talk_client_is_not_idle(make_server: ServerFactory) -> None:
+    server = await make_server(make_settings(idle_timeout_s=0.5), asr_engine=FakeAsr())
+    seen: list[Any] = []
+    async with (
+        _openai(server) as client,
+        client.realtime.connect(extra_query={"intent": "transcription"}) as c,
+    ):
+        await _until(c, "session.created", seen)
+        await asyncio.sleep(1.5)  # three idle timeouts of nothing at all (not a synchronization)
+        await _openai_vad(c)
+        updated = await _until(c, "session.updated", seen)
+    assert updated.session.type == "transcription"
+
+
+async def test_deepgram_idle_closes_with_net_0001_and_1011(make_server: ServerFactory) -> None:
+    server = await make_server(make_settings(idle_timeout_s=0.5), asr_engine=FakeAsr())
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(
+            f"{base_url(server)}/v1/listen?encoding=linear16&sample_rate=16000",
+            headers={"Authorization": f"Token {API_KEY}"},
+        ) as ws,
+    ):
+        async with asyncio.timeout(WAIT_S):
+            while (await ws.receive()).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                pass
+    assert ws.close_code == 1011
