@@ -185,7 +185,10 @@ def detail(
     (several sessions) how many sessions got each different result: the same audio streamed at once should
     come back the same, so a variant names what load changed."""
     owned_by_session = [
-        assign([e for e in events if e.get("type") == "transcript.final"], item.sentences)
+        assign(
+            [e for e in events if e.get("type") == "transcript.final" and not e.get("dropped")],
+            item.sentences,
+        )
         for events in sessions
     ]
     rows = []

@@ -48,7 +48,7 @@ async def _run(url: str, pcm: bytes, extra: dict[str, Any]) -> list[dict[str, An
         finals = []
         async with asyncio.timeout(300):
             while (event := await stream.receive()) is not None:
-                if event.get("type") == "transcript.final":
+                if event.get("type") == "transcript.final" and not event.get("dropped"):
                     finals.append(event)
     return finals
 

@@ -119,7 +119,7 @@ def score_session(
 
     Lines whose last chunk was never sent (the session broke off) are lost and have no latency.
     """
-    finals = [(t, e) for t, e in events if e.get("type") == "transcript.final"]
+    finals = [(t, e) for t, e in events if e.get("type") == "transcript.final" and not e.get("dropped")]
     score = Score(sessions=1, sentences=len(lines), finals=len(finals))
     if chunk_times:
         score.start_times.append(chunk_times[0])

@@ -86,7 +86,7 @@ def score(
     events: Sequence[dict[str, Any]], sentences: Sequence[Sentence], offline: Sequence[str] | None = None
 ) -> Tally:
     """Score one session's events against the item's sentences (and their offline transcripts)."""
-    finals = [e for e in events if e.get("type") == "transcript.final"]
+    finals = [e for e in events if e.get("type") == "transcript.final" and not e.get("dropped")]
     owned = assign(finals, sentences)
     tally = Tally(sentences=len(sentences), finals=len(finals))
     touched = [any(overlap_ms(f, s) > 0 for f in finals) for s in sentences]

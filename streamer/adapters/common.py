@@ -172,6 +172,9 @@ class AdapterConnection(SessionSocket):
     ) -> None:
         super().__init__(registry, ws, session, transport, render=self.render)
         self.reframer = Reframer()
+        # audio pushed since the last commit, the client's (reset by the surface) or the VAD's
+        self.uncommitted_ms = 0.0
+        self._open_seen: int | None = None  # the segment open after the last push
 
     # ---- what a surface provides
 
@@ -220,6 +223,28 @@ class AdapterConnection(SessionSocket):
         await self.quota.charge(seconds)
         for frame in self.reframer.frames(data, pcm.sample_bytes, pcm.max_frame_bytes):
             await self.session.push_audio(frame)
+            if not self._vad_committed():
+                self.uncommitted_ms += pcm.seconds(frame) * 1000
+
+    def _vad_committed(self) -> bool:
+        """Whether the segment open after the last push has ended since (in a push, or when a decode's
+        verdict released its pause): the VAD committed the buffer, and at most one frame was left."""
+        now = self.session.segmenter.open_segment_id
+        ended = self._open_seen is not None and now != self._open_seen
+        self._open_seen = now
+        if ended:
+            self.uncommitted_ms = 0.0
+        return ended
+
+    def emptied(self) -> None:
+        """The client committed or cleared the buffer (after the session ended its segment, if any)."""
+        self.uncommitted_ms = 0.0
+        self._open_seen = self.session.segmenter.open_segment_id
+
+    def buffered_ms(self) -> float:
+        """The audio not yet committed (by the client or the VAD)."""
+        self._vad_committed()
+        return self.uncommitted_ms
 
     async def flush_audio(self) -> None:
         """A sample left incomplete by the client's last message: completed with zero bytes (a commit must

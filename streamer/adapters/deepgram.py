@@ -36,9 +36,9 @@ from streamer.adapters.deepgram_options import (
 )
 from streamer.adapters.deepgram_query import close_prefix
 from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
-from streamer.errors import AuthError, BadRequestError, StreamerError
+from streamer.errors import AuthError, BadRequestError, SessionIdleError, StreamerError
 from streamer.guards.keys import KeyRecord
-from streamer.protocol import Pong, ServerMessage
+from streamer.protocol import CloseCode, Pong, ServerMessage
 from streamer.services import Services
 from streamer.session.edge import REGISTRY, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
@@ -49,10 +49,17 @@ from streamer.session.tokens import DEEPGRAM_AUDIENCE
 log = logging.getLogger(__name__)
 
 WS_MAX_MSG = 1 << 20  # aiohttp closes (1009) past this; below it the session's frame limit answers
+IDLE_S = 10.0  # Deepgram closes a stream that sent no audio and no KeepAlive for this long (NET-0001)
 GRANT_TTL_S = 30.0
 MAX_GRANT_TTL_S = 3600.0
 
 __all__ = ["ROUTES", "DeepgramRequestError", "authenticate"]
+
+
+class DeepgramIdleError(SessionIdleError):
+    """Deepgram's idle close: ``NET-0001`` with code 1011, as Deepgram documents it."""
+
+    close_code = CloseCode.INTERNAL_ERROR
 
 
 # ---- credentials
@@ -201,6 +208,14 @@ class DeepgramConnection(AdapterConnection):
                 self.audio.close()
             for channel in self.channels:
                 await channel.stop()
+
+    def idle_timeout_s(self) -> float | None:
+        """Deepgram's: 10 s without audio or a ``KeepAlive`` (or the server's idle timeout, if shorter)."""
+        limit = super().idle_timeout_s()
+        return IDLE_S if limit is None else min(IDLE_S, limit)
+
+    def idle_error(self, limit: float) -> StreamerError:
+        return DeepgramIdleError(f"no audio or KeepAlive for {limit:g}s")
 
     def recoverable(self, e: StreamerError) -> bool:
         # a stream that cannot be decoded stays so: close (DATA-0000) rather than refuse each message

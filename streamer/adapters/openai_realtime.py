@@ -246,7 +246,6 @@ class RealtimeConnection(AdapterConnection):
         self.expires_at = int(time.time() + self.services.settings.max_session_s)
         self._items: dict[int, _Item] = {}  # segment id -> item
         self._previous_item: str | None = None
-        self._appended_ms = 0.0  # audio appended since the last commit or clear
         # the client event being refused (its event_id, the param at fault) until its error is sent
         self._refused: tuple[str | None, str | None] | None = None
 
@@ -275,6 +274,12 @@ class RealtimeConnection(AdapterConnection):
 
     def recoverable(self, e: StreamerError) -> bool:
         return super().recoverable(e) or isinstance(e, FrameTooLargeError)
+
+    def idle_timeout_s(self) -> float | None:
+        """None: OpenAI's protocol has no keep-alive message, so a push-to-talk client silent for minutes
+        is not idle. The socket's heartbeat (a ping every 20 s, answered by every WebSocket client) cuts a
+        peer that has gone, and the session's length still bounds the rest."""
+        return None
 
     def max_text_bytes(self) -> int:
         """An append carries audio as base64: room for the largest append at any rate, and the event."""
@@ -460,20 +465,21 @@ class RealtimeConnection(AdapterConnection):
             await self.push_audio(audio)
         except FrameTooLargeError as e:
             raise ClientEventError(e.message, code=e.code, param="audio", event_id=event.event_id) from e
-        self._appended_ms += pcm.seconds(audio) * 1000
 
     async def _commit(self, event: BufferEvent) -> None:
-        if self._appended_ms < MIN_COMMIT_MS:
+        # the buffer holds what was appended since the last commit, the client's or the server VAD's
+        if self.buffered_ms() < MIN_COMMIT_MS:
             raise ClientEventError(
                 f"buffer too small: at least {MIN_COMMIT_MS} ms of audio must be appended before a commit",
                 code="input_audio_buffer_commit_empty",
                 event_id=event.event_id,
             )
-        self._appended_ms = 0.0
         await self.flush_audio()
         if self.session.segmenter.open_segment_id is not None:
             await self.session.commit("commit")  # its speech_stopped commits the item
+            self.emptied()
             return
+        self.emptied()
         # no speech in the buffer: an item with an empty transcript, as OpenAI answers silence
         item_id = new_id("item")
         await self.reply(lambda: self._committed(item_id), lambda: self._completed(item_id, "", 0.0))
@@ -481,13 +487,13 @@ class RealtimeConnection(AdapterConnection):
     async def _clear(self) -> None:
         """Drop the audio not yet committed: the open utterance is forgotten, not transcribed."""
         self.reframer.clear()
-        self._appended_ms = 0.0
         segmenter = self.session.segmenter
         open_id = segmenter.open_segment_id
         if open_id is not None:
             segmenter.finish("cleared")  # the session never sees it end, so nothing transcribes it
             self.services.asr_batcher.discard_partial(self.session.session_id)
             self._items.pop(open_id, None)
+        self.emptied()
         await self.reply(lambda: self._event("input_audio_buffer.cleared"))
 
     async def _update(self, event: SessionUpdate | BetaSessionUpdate) -> None:

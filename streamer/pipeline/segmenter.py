@@ -83,6 +83,7 @@ class Ended:
     end_sample: int
     reason: str
     utterance: Utterance | None
+    start_sample: int = 0  # where the segment started (an empty final for a too-short one says so)
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ class Segmenter:
         end = utt.end_sample if utt else seg.start_sample + len(seg.windows) * WINDOW
         self._open = None
         self.state = State.SILENCE
-        return Ended(seg.segment_id, end, reason, utt)
+        return Ended(seg.segment_id, end, reason, utt, seg.start_sample)
 
     def _force_split(self) -> list[Event]:
         """Split an over-long utterance at the quietest window of its last two seconds."""

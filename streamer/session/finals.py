@@ -7,6 +7,11 @@ bounded, so a slow model pushes back on the reader (and through TCP on the clien
 A decode that fails ends the emitter for good: the failure is kept (:attr:`Finals.failure`), reported
 once (``on_failure``), what is queued is cancelled, and later puts are dropped, so nothing ever waits for
 room in a queue whose consumer has gone (issue 22, D1). The session's connection ends on that report.
+
+Every segment whose end was announced (``speech.stopped``) gets exactly one terminal answer, in order: its
+final(s), an empty final that says why it has none (``dropped``: a blip too short to decode, or audio the
+decodes found no speech in), or a ``warning`` with its ``segment_id`` (speech that could not be
+transcribed). Vendor surfaces render that answer as their vendor does; a client awaiting it never hangs.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from streamer import tracing
 from streamer.errors import StreamerError
@@ -59,6 +64,15 @@ class Pending:
     kind: str
 
 
+@dataclass(frozen=True)
+class Dropped:
+    """An ended segment with nothing to decode (too short): its empty final, in order with the rest."""
+
+    segment_id: int
+    start_ms: int
+    end_ms: int
+
+
 class Host(Protocol):
     """What the emitter needs from its session (``StreamSession``)."""
 
@@ -85,7 +99,7 @@ class Finals:
 
     def __init__(self, host: Host) -> None:
         self._host = host
-        self._queue: asyncio.Queue[Pending | None] = asyncio.Queue(PENDING_FINALS)
+        self._queue: asyncio.Queue[Pending | Dropped | None] = asyncio.Queue(PENDING_FINALS)
         self._task: asyncio.Task[None] | None = None
         self._stopped = False  # failed or aborted: nothing is emitted any more
         self.failure: StreamerError | None = None
@@ -113,10 +127,11 @@ class Finals:
         if self._task is None and not self._stopped:
             self._task = asyncio.create_task(self._emit(), name=f"finals-{self._host.session_id}")
 
-    async def put(self, pending: Pending) -> None:
+    async def put(self, pending: Pending | Dropped) -> None:
         """Queue an ended utterance; waits for room while the emitter works, never once it has stopped."""
         if self._stopped:
-            pending.task.cancel()
+            if isinstance(pending, Pending):
+                pending.task.cancel()
             return
         await self._queue.put(pending)
         if self._stopped:  # stopped while we waited for room: nothing will take it
@@ -144,7 +159,7 @@ class Finals:
     def _clear(self) -> None:
         while not self._queue.empty():
             pending = self._queue.get_nowait()
-            if pending is not None:
+            if isinstance(pending, Pending):
                 pending.task.cancel()
 
     def _fail(self, e: StreamerError, segment_id: int, what: str) -> None:
@@ -159,6 +174,9 @@ class Finals:
     async def _emit(self) -> None:
         host = self._host
         while (pending := await self._queue.get()) is not None:
+            if isinstance(pending, Dropped):
+                await self._empty(pending.segment_id, pending.start_ms, pending.end_ms, "too_short")
+                continue
             utt = pending.utterance
             tracing.enter(host.trace.utterance(utt.segment_id))  # fallbacks, word timings, translations
             try:
@@ -195,6 +213,8 @@ class Finals:
                         segment_id=utt.segment_id,
                     )
                 )
+            else:  # noise, breath, a rejected hallucination: still the segment's answer, empty
+                await self._empty(utt.segment_id, ms(utt.start_sample), ms(utt.end_sample), "nonspeech")
 
     def _count(self, verdict: Verdict) -> None:
         metrics = self._host.services.metrics
@@ -216,6 +236,25 @@ class Finals:
         self._history.append(message)
         if self._host.on_result is not None:
             await self._host.on_result(message)
+
+    async def _empty(
+        self, segment_id: int, start_ms: int, end_ms: int, why: Literal["too_short", "nonspeech"]
+    ) -> None:
+        """The terminal answer of a segment without text: an empty final saying why (kept for a resume,
+        never translated)."""
+        self.ended_at.pop(segment_id, None)
+        self.seq += 1
+        final = TranscriptFinal(
+            segment_id=segment_id,
+            seq=self.seq,
+            text="",
+            language=self._host.config.language or "",
+            audio_start_ms=start_ms,
+            audio_end_ms=end_ms,
+            dropped=why,
+        )
+        await self._keep(final)
+        await self._host.send(final)
 
     async def _deliver(self, utt: Utterance, result: AsrResult) -> None:
         host = self._host

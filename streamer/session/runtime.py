@@ -36,7 +36,7 @@ from streamer.protocol import (
 )
 from streamer.services import Services
 from streamer.session.diarize import SessionSpeakers
-from streamer.session.finals import Finals, Pending, ResultMessage, ms
+from streamer.session.finals import Dropped, Finals, Pending, ResultMessage, ms
 from streamer.session.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,9 @@ class StreamSession:
             if utt is None:
                 self._drop_speculation()
                 self.trace.done(event.segment_id, "too_short")
+                # its speech.stopped was sent: its answer (an empty final) follows, in order
+                start, end = ms(event.start_sample), ms(event.end_sample)
+                await self.finals.put(Dropped(event.segment_id, start, end))
                 return
             self.finals.ended_at[event.segment_id] = time.monotonic()
             self.trace.vad_end(event.segment_id, ms(event.end_sample))

@@ -124,6 +124,15 @@ class SessionSocket(ABC):
         """The largest text message a client may send (a surface that carries audio as text allows more)."""
         return MAX_TEXT_BYTES
 
+    def idle_timeout_s(self) -> float | None:
+        """How long the client may send nothing (no audio, no message) before the session is closed;
+        None: never (the socket's heartbeat still cuts a peer that stopped answering pings)."""
+        return idle_timeout_s(self.services.settings, self.session.key_id)
+
+    def idle_error(self, limit: float) -> StreamerError:
+        """Why an idle session is closed, in the surface's terms."""
+        return SessionIdleError(f"no audio and no message for {limit:g}s")
+
     def recoverable(self, e: StreamerError) -> bool:
         """Whether ``e`` refuses one message only: reported, and the session goes on."""
         return isinstance(e, InvalidAudioError | BadRequestError | ConfigError | UnsupportedLanguageError)
@@ -238,12 +247,14 @@ class SessionSocket(ABC):
     def _watch_idle(self) -> None:
         """Close a session whose client has sent nothing (no audio, no message, not even a keep-alive) for
         the idle timeout: a silent socket would otherwise hold its slot until ``max_session_s``."""
-        limit = idle_timeout_s(self.services.settings, self.session.key_id)
+        limit = self.idle_timeout_s()
+        if limit is None:
+            return
         quiet = time.monotonic() - self._active_at
         if quiet < limit:
             self._idle_timer = asyncio.get_running_loop().call_later(limit - quiet, self._watch_idle)
         else:
-            self.end_with(SessionIdleError(f"no audio and no message for {limit:g}s"))
+            self.end_with(self.idle_error(limit))
 
     def _writer_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

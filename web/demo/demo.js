@@ -209,6 +209,7 @@ function clearPartial() {
 
 function addFinal(event, meta) {
   clearPartial();
+  if (event.dropped) return; // a segment without words: nothing to show
   ui.placeholder.hidden = true;
   const li = document.createElement("li");
   li.className = "final";
