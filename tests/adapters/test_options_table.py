@@ -24,6 +24,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from diarize import test_deepgram_live
 from fakes import FakeAsr
+from language import test_deepgram_multi
 from openai.types.audio.transcription_create_params import TranscriptionCreateParamsBase
 from openai.types.beta.realtime import transcription_session_update as BetaUpdate
 from openai.types.realtime.realtime_transcription_session_create_request import (
@@ -62,6 +63,7 @@ DEEPGRAM_HONOURED: dict[str, Callable[..., Any]] = {
     "endpointing": test_deepgram.test_without_endpointing_finalize_ends_the_utterance,
     "multichannel": test_deepgram_codecs.test_stereo_multichannel_transcribes_each_channel,
     "diarize": test_deepgram_live.test_the_sdk_gets_speaker_labelled_words_on_a_live_two_speaker_stream,
+    "language_hint": test_deepgram_multi.test_prerecorded_multi_detects_and_hints_restrict,
 }
 
 
