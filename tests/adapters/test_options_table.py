@@ -24,7 +24,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from diarize import test_deepgram_live
 from fakes import FakeAsr
-from language import test_deepgram_multi
+from language import test_deepgram_multi, test_openai_languages
 from openai.types.audio.transcription_create_params import TranscriptionCreateParamsBase
 from openai.types.beta.realtime import transcription_session_update as BetaUpdate
 from openai.types.realtime.realtime_transcription_session_create_request import (
@@ -315,6 +315,7 @@ OPENAI_HONOURED: dict[str, Callable[..., Any]] = {
     "input_audio_transcription": test_openai_realtime.test_the_beta_transcription_session_shape,
     "threshold": test_turn_detection_threshold_and_prefix_padding_are_honoured,
     "prefix_padding_ms": test_turn_detection_threshold_and_prefix_padding_are_honoured,
+    "languages": test_openai_languages.test_each_item_reports_its_detected_language,
     **dict.fromkeys(
         ("client_secret", "expires_at", "anchor", "seconds", "modalities"),
         test_beta_client_secret_and_modalities,
