@@ -67,3 +67,19 @@ async def test_a_given_language_is_not_reported_as_detected(
 ) -> None:
     done = await _completed(make_server, base_engine, {"language": "en"}, 1)
     assert done[0].languages is None
+
+
+async def test_an_upload_without_a_language_reports_the_detected_ones(
+    make_server: Any, base_engine: AsrEngine, bilingual: Bilingual
+) -> None:
+    server = await make_server(asr_engine=base_engine)
+    client = AsyncOpenAI(api_key=API_KEY, base_url=f"http://{server.host}:{server.port}/v1")
+    wav = (bilingual.root / "bilingual.wav").read_bytes()
+    verbose = await client.audio.transcriptions.create(
+        model="whisper-1", file=("talk.wav", wav, "audio/wav"), response_format="verbose_json"
+    )
+    plain = await client.audio.transcriptions.create(model="whisper-1", file=("talk.wav", wav, "audio/wav"))
+    await client.close()
+    # two utterances in each: verbose_json's one language is the first heard; json lists both
+    assert verbose.language == "en"
+    assert [lang.code for lang in plain.languages or []] == ["en", "ja"]
