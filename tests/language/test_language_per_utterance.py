@@ -75,3 +75,18 @@ async def test_language_lists_are_checked_against_the_model(make_server: Any) ->
             assert says in info.value.message, info.value.message
         created = await client.create_session({"language": "auto", "languages": ["EN"]})
     assert created.config["language"] is None and created.config["languages"] == ["en"]
+
+
+async def test_a_language_list_the_model_lacks_is_refused_in_an_update(make_server: Any) -> None:
+    server = await make_server()  # the English-only tiny.en
+    async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+        stream = await client.connect({"language": "auto"})
+        async with stream:
+            await stream.update(languages=["en", "ja"])
+            error = await stream.receive(timeout=10)
+            await stream.update(languages=["en"])  # a good one is applied: no error, the session goes on
+            await stream.close_session()
+            rest = await events_until_closed(stream, timeout=20)
+    assert error is not None and error["type"] == "error" and error["code"] == "invalid_config", error
+    assert "'ja'" in error["message"]
+    assert [e["type"] for e in rest] == ["session.closed"], rest
