@@ -52,6 +52,10 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
                 config = SessionConfig(
                     sample_rate=MODEL_RATE,
                     language=check_language(services, form.language),
+                    # a given language makes the list moot (as on the realtime surface)
+                    languages=[]
+                    if form.language
+                    else [check_language(services, code) or code for code in form.languages],
                     interim_results=False,
                     word_timestamps="word" in form.granularities,
                     diarize=form.response_format == openai_diarized.FORMAT,

@@ -7,6 +7,7 @@ import asyncio
 import base64
 from typing import Any
 
+import openai
 import pytest
 from openai import AsyncOpenAI
 from support import API_KEY, read_pcm16, resample_pcm, to_bytes
@@ -79,7 +80,17 @@ async def test_an_upload_without_a_language_reports_the_detected_ones(
         model="whisper-1", file=("talk.wav", wav, "audio/wav"), response_format="verbose_json"
     )
     plain = await client.audio.transcriptions.create(model="whisper-1", file=("talk.wav", wav, "audio/wav"))
+    # Japanese not allowed: never reported (its utterances come out in an allowed language, or not at all)
+    hinted = await client.audio.transcriptions.create(
+        model="whisper-1", file=("talk.wav", wav, "audio/wav"), languages=["en", "de"]
+    )
+    with pytest.raises(openai.BadRequestError) as refused:  # a code the model lacks
+        await client.audio.transcriptions.create(
+            model="whisper-1", file=("talk.wav", wav, "audio/wav"), languages=["en", "zz"]
+        )
     await client.close()
+    assert refused.value.status_code == 400 and "zz" in str(refused.value.body)
+    assert {lang.code for lang in hinted.languages or []} <= {"en", "de"}, hinted
     # two utterances in each: verbose_json's one language is the first heard; json lists both
     assert verbose.language == "en"
     assert [lang.code for lang in plain.languages or []] == ["en", "ja"]
