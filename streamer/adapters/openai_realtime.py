@@ -320,7 +320,10 @@ class RealtimeConnection(AdapterConnection):
             done = self._items.pop(message.segment_id, None) or _Item(new_id("item"), message.audio_start_ms)
             out = self._delta(done, message.text) if message.text.startswith(done.said) else []
             seconds = round((message.audio_end_ms - message.audio_start_ms) / 1000, 3)
-            detected = [message.language] if message.language_probability is not None else None
+            # GA only: the beta completed event has no languages
+            detected = (
+                [message.language] if message.language_probability is not None and not self.beta else None
+            )
             out.append(self._completed(done.item_id, message.text, seconds, detected))
             return out
         if isinstance(message, Warning_) and message.segment_id is not None:
