@@ -26,6 +26,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import deepgram.listen.v1.client  # noqa: F401 (the SDK imports it lazily, on first use)
     from deepgram import AsyncDeepgramClient
+    from deepgram.core.api_error import ApiError
     from deepgram.environment import DeepgramClientEnvironment
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:websockets.*")]
@@ -95,3 +96,14 @@ async def test_prerecorded_multi_detects_and_hints_restrict(
             request=wav.getvalue(), model="nova-3", language="multi", language_hint=["en", "de"]
         )
         assert hinted.results.channels[0].detected_language in ("en", "de")
+
+
+async def test_a_hint_the_model_lacks_is_a_400(make_server: Any) -> None:
+    server = await make_server()  # the English-only tiny.en
+    async with _client(server) as client:
+        with pytest.raises(ApiError) as refused:
+            async with client.listen.v1.connect(
+                model="nova-3", encoding="linear16", sample_rate=16000, language="multi", language_hint="ja"
+            ):
+                pass
+    assert refused.value.status_code == 400
