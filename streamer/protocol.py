@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 PROTOCOL_SUBPROTOCOL = "streamer.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "token."
@@ -21,6 +21,8 @@ MAX_SAMPLE_RATE = 48000
 MAX_TEXT_BYTES = 4096
 MAX_PING_ID_CHARS = 64
 MAX_PING_ID = 2**53  # what a JavaScript client can hold exactly
+AUTO_LANGUAGE = "auto"  # as ``language``: detect each utterance's language (the same as null)
+MAX_LANGUAGES = 16  # of a session's ``languages`` (detection's allowed list)
 
 
 class CloseCode(IntEnum):
@@ -62,7 +64,10 @@ class SessionConfig(_Wire):
 
     sample_rate: int = Field(default=16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
     encoding: Encoding = Encoding.PCM16  # of the binary frames; changes only before the first audio
+    # the spoken language; None (or "auto") detects it for each utterance
     language: str | None = Field(default=None, min_length=2, max_length=8)
+    # with language auto: the languages detection may choose from (empty: any the model knows)
+    languages: list[str] = Field(default_factory=list, max_length=MAX_LANGUAGES)
     task: Literal["transcribe", "translate"] = "transcribe"
     translate_to: list[str] = Field(default_factory=list, max_length=8)
     interim_results: bool = True
@@ -72,19 +77,30 @@ class SessionConfig(_Wire):
     @field_validator("language")
     @classmethod
     def _lower_language(cls, v: str | None) -> str | None:
-        return v.lower() if v else None
+        return None if not v or v.lower() == AUTO_LANGUAGE else v.lower()
 
-    @field_validator("translate_to")
+    @field_validator("translate_to", "languages")
     @classmethod
-    def _lower_targets(cls, v: list[str]) -> list[str]:
-        out: list[str] = []
-        for code in v:
-            code = code.strip().lower()
-            if not 2 <= len(code) <= 8:
-                raise ValueError(f"bad language code {code!r}")
-            if code not in out:
-                out.append(code)
-        return out
+    def _lower_codes(cls, v: list[str]) -> list[str]:
+        return language_codes(v)
+
+    @model_validator(mode="after")
+    def _language_in_languages(self) -> SessionConfig:
+        if self.language is not None and self.languages and self.language not in self.languages:
+            raise ValueError(f"language {self.language!r} is not one of languages {self.languages}")
+        return self
+
+
+def language_codes(codes: list[str]) -> list[str]:
+    """Lower-cased, de-duplicated language codes, in order; a code of the wrong length is refused."""
+    out: list[str] = []
+    for code in codes:
+        code = code.strip().lower()
+        if not 2 <= len(code) <= 8:
+            raise ValueError(f"bad language code {code!r}")
+        if code not in out:
+            out.append(code)
+    return out
 
 
 class SessionConfigPatch(_Wire):
@@ -93,6 +109,7 @@ class SessionConfigPatch(_Wire):
     sample_rate: int | None = Field(default=None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
     encoding: Encoding | None = None
     language: str | None = Field(default=None, min_length=2, max_length=8)
+    languages: list[str] | None = Field(default=None, max_length=MAX_LANGUAGES)
     task: Literal["transcribe", "translate"] | None = None
     translate_to: list[str] | None = Field(default=None, max_length=8)
     interim_results: bool | None = None
@@ -191,6 +208,8 @@ class TranscriptFinal(_Wire):
     seq: int
     text: str
     language: str
+    # how sure detection was of ``language`` (0-1); left out when the session gave its language
+    language_probability: float | None = None
     audio_start_ms: int
     audio_end_ms: int
     words: list[Word] | None = None  # only with ``word_timestamps``; left out of the JSON otherwise

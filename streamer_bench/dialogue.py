@@ -178,9 +178,10 @@ class Voices:
         self._phonemizer: Any = None
         self._clips: dict[tuple[str, str], np.ndarray] = {}
 
-    def speak(self, voice: str, text: str) -> np.ndarray:
+    def speak(self, voice: str, text: str, phonemes: str = "en-us") -> np.ndarray:
+        """``text`` in ``voice``; Kokoro voices read it with espeak-ng's ``phonemes`` (``"ja"``: kana)."""
         if (voice, text) not in self._clips:
-            raw, rate = self._piper_say(text) if voice == "joe" else self._kokoro_say(voice, text)
+            raw, rate = self._piper_say(text) if voice == "joe" else self._kokoro_say(voice, text, phonemes)
             clip = _trim(signals.resample(raw, rate, RATE))
             self._clips[voice, text] = signals.set_level(clip, LEVEL_DBFS[voice])
         return self._clips[voice, text]
@@ -196,7 +197,7 @@ class Voices:
         audio = np.concatenate([c.audio_float_array for c in self._piper.synthesize(text)])
         return audio, int(self._piper.config.sample_rate)
 
-    def _kokoro_say(self, voice: str, text: str) -> tuple[np.ndarray, int]:
+    def _kokoro_say(self, voice: str, text: str, phonemes: str) -> tuple[np.ndarray, int]:
         if self._kokoro is None:
             import importlib.resources
 
@@ -213,7 +214,7 @@ class Voices:
             self._phonemizer = EspeakPhonemizer()
         style = self._styles[KOKORO_VOICES[voice]]
         parts = []
-        for sentence in self._phonemizer.phonemize("en-us", text):
+        for sentence in self._phonemizer.phonemize(phonemes, text):
             tokens = [self._vocab[p] for p in "".join(sentence) if p in self._vocab][:510]
             ref = style[min(len(tokens), len(style) - 1)].reshape(1, -1).astype(np.float32)
             (audio,) = self._kokoro.run(

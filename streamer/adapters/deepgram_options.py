@@ -82,6 +82,7 @@ class ListenOptions:
 
     audio: AudioFormat
     language: str | None
+    languages: tuple[str, ...]  # language=multi: detection chooses among these (language_hint); () any
     interim_results: bool
     punctuate: bool
     endpointing_ms: int | None  # None: endpointing=false (only Finalize / CloseStream end an utterance)
@@ -109,12 +110,14 @@ class ListenOptions:
         else:
             endpointing_ms = max(MIN_ENDPOINTING_MS, integer(query, "endpointing", 0, 60_000) or 0)
         smart = flag(query, "smart_format", False)
+        # as on Deepgram, no language is English; multi detects each utterance's, and only then are the
+        # language_hint codes read (Deepgram biases detection toward them; here it chooses among them)
+        multi = query.get("language") == "multi"
+        hints = [check_language(services, hint) or "" for hint in query.getall("language_hint", [])]
         return cls(
             audio=audio,
-            # as on Deepgram, no language is English; multi detects it
-            language=check_language(services, query.get("language", "en"))
-            if query.get("language") != "multi"
-            else None,
+            language=None if multi else check_language(services, query.get("language", "en")),
+            languages=tuple(dict.fromkeys(hints)) if multi else (),
             interim_results=flag(query, "interim_results", False),
             punctuate=flag(query, "punctuate", False) or smart,
             endpointing_ms=endpointing_ms,
@@ -149,6 +152,7 @@ def session_config(services: Services, options: ListenOptions) -> SessionConfig:
     return SessionConfig(
         sample_rate=options.audio.session_rate,
         language=options.language,
+        languages=list(options.languages),
         interim_results=options.interim_results,
         word_timestamps=supports_word_timestamps(services.asr),
         diarize=options.diarize,

@@ -120,13 +120,21 @@ class ResultRenderer:
         elif isinstance(message, TranscriptFinal):
             words = message.words or []
             end = max(message.audio_end_ms, words[-1].end_ms if words else 0)
+            # language=multi: each final's alternative lists its detected language, as Deepgram's do
+            langs = [message.language] if message.language_probability is not None else None
             if message.audio_end_ms < self._stopped.get(message.segment_id, 0):
                 # diarize split the utterance and more of it follows: final, but not its end (Deepgram's
                 # speech_final, UtteranceEnd and a Finalize's answer come with the last part)
                 start = message.audio_start_ms
-                out.append(self._results(message.text, words, start, end, final=True, endpoint=False))
+                out.append(
+                    self._results(
+                        message.text, words, start, end, final=True, endpoint=False, languages=langs
+                    )
+                )
                 return [json.dumps(m) for m in out]
-            out.extend(self._final(message.segment_id, message.text, words, message.audio_start_ms, end))
+            out.extend(
+                self._final(message.segment_id, message.text, words, message.audio_start_ms, end, langs)
+            )
         elif isinstance(message, Warning_) and message.segment_id is not None:
             # speech that could not be transcribed still gets its (empty) final, as Deepgram sends them
             start = self._starts.get(message.segment_id, 0)
@@ -146,13 +154,23 @@ class ResultRenderer:
         return [json.dumps(m) for m in out]
 
     def _final(
-        self, segment_id: int, text: str, words: list[Word], start_ms: int, end_ms: int
+        self,
+        segment_id: int,
+        text: str,
+        words: list[Word],
+        start_ms: int,
+        end_ms: int,
+        languages: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         from_finalize = segment_id in self._finalized
         self._finalized.discard(segment_id)
         self._stopped = {s: e for s, e in self._stopped.items() if s > segment_id}
         self._starts.pop(segment_id, None)
-        out = [self._results(text, words, start_ms, end_ms, final=True, from_finalize=from_finalize)]
+        out = [
+            self._results(
+                text, words, start_ms, end_ms, final=True, from_finalize=from_finalize, languages=languages
+            )
+        ]
         if self.utterance_end and text:
             last_word_end = words[-1].end_ms if words else end_ms
             out.append(
@@ -178,7 +196,11 @@ class ResultRenderer:
         final: bool,
         from_finalize: bool = False,
         endpoint: bool = True,
+        languages: list[str] | None = None,
     ) -> dict[str, Any]:
+        alt = alternative(text, words, self.punctuate)
+        if languages:
+            alt["languages"] = languages
         result: dict[str, Any] = {
             "type": "Results",
             "channel_index": self.channel,
@@ -186,7 +208,7 @@ class ResultRenderer:
             "start": seconds(start_ms),
             "is_final": final,
             "speech_final": final and endpoint and not from_finalize,
-            "channel": {"alternatives": [alternative(text, words, self.punctuate)]},
+            "channel": {"alternatives": [alt]},
             "metadata": {
                 "request_id": self.request_id,
                 "model_info": model_info(self.model_name),

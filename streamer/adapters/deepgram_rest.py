@@ -178,7 +178,11 @@ def _response(
     for index, channel in enumerate(finals):
         text = " ".join(f.text.strip() for f in channel if f.text.strip())
         words = [w for f in channel for w in (f.words or [])]
-        channels.append({"alternatives": [alternative(text, words, options.punctuate)]})
+        out: dict[str, Any] = {"alternatives": [alternative(text, words, options.punctuate)]}
+        detected = [f.language for f in channel if f.language_probability is not None and f.text.strip()]
+        if detected:  # language=multi: the language of most utterances, as Deepgram's detect_language
+            out["detected_language"] = max(detected, key=detected.count)
+        channels.append(out)
         for f in channel:
             if not f.text.strip():
                 continue
@@ -193,6 +197,7 @@ def _response(
                     "words": said["words"],
                     "id": str(uuid.uuid4()),
                     **({"speaker": f.speaker} if f.speaker is not None else {}),  # diarize
+                    **({"languages": [f.language]} if f.language_probability is not None else {}),  # multi
                 }
             )
     results: dict[str, Any] = {"channels": channels}

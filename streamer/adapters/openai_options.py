@@ -45,7 +45,7 @@ _TRANSCRIPTION: dict[str, Status] = {
     ".prompt": "refused",
     ".delay": "refused",
     ".keywords": "refused",
-    ".languages": "refused",
+    ".languages": "supported",  # detection chooses among them (docs/api-openai.md)
 }
 GA: dict[str, Status] = {
     "type": "supported",

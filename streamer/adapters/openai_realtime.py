@@ -325,7 +325,11 @@ class RealtimeConnection(AdapterConnection):
             done = self._items.pop(message.segment_id, None) or _Item(new_id("item"), message.audio_start_ms)
             out = self._delta(done, message.text) if message.text.startswith(done.said) else []
             seconds = round((message.audio_end_ms - message.audio_start_ms) / 1000, 3)
-            out.append(self._completed(done.item_id, message.text, seconds))
+            # GA only: the beta completed event has no languages
+            detected = (
+                [message.language] if message.language_probability is not None and not self.beta else None
+            )
+            out.append(self._completed(done.item_id, message.text, seconds, detected))
             return out
         if isinstance(message, Warning_) and message.segment_id is not None:
             failed = self._items.pop(message.segment_id, None)
@@ -403,13 +407,18 @@ class RealtimeConnection(AdapterConnection):
             )
         ]
 
-    def _completed(self, item_id: str, transcript: str, seconds: float) -> str:
+    def _completed(
+        self, item_id: str, transcript: str, seconds: float, languages: list[str] | None = None
+    ) -> str:
+        # a detected language is reported as OpenAI's gpt-transcribe does: languages [{"code"}]
+        detected = {"languages": [{"code": code} for code in languages]} if languages is not None else {}
         return self._event(
             "conversation.item.input_audio_transcription.completed",
             item_id=item_id,
             content_index=0,
             transcript=transcript,
             usage={"type": "duration", "seconds": seconds},
+            **detected,
         )
 
     # ---- events in

@@ -248,6 +248,10 @@ class RealtimeState(BaseModel):
             sample_rate=self.rate,
             encoding=ENCODINGS[self.format],
             language=check_language(services, self.transcription.language),
+            # with no language: the ones detection may choose among (a given language makes them moot)
+            languages=[]
+            if self.transcription.language
+            else [check_language(services, code) or code for code in self.transcription.languages or []],
             interim_results=True,
         )
 

@@ -52,6 +52,10 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
                 config = SessionConfig(
                     sample_rate=MODEL_RATE,
                     language=check_language(services, form.language),
+                    # a given language makes the list moot (as on the realtime surface)
+                    languages=[]
+                    if form.language
+                    else [check_language(services, code) or code for code in form.languages],
                     interim_results=False,
                     word_timestamps="word" in form.granularities,
                     diarize=form.response_format == openai_diarized.FORMAT,
@@ -136,6 +140,12 @@ async def _stream(request: web.Request, upload: Upload, source: IO[bytes]) -> we
     return response
 
 
+def _detected(finals: list[TranscriptFinal]) -> list[str]:
+    """The detected languages of the finals that have text, most utterances first (ties: first heard)."""
+    said = [f.language for f in finals if f.language_probability is not None and f.text.strip()]
+    return sorted(dict.fromkeys(said), key=lambda code: -said.count(code))
+
+
 def _answer(form: Form, finals: list[TranscriptFinal], seconds: float) -> web.Response:
     text = " ".join(f.text for f in finals)
     usage = {"type": "duration", "seconds": round(seconds, 3)}
@@ -145,13 +155,17 @@ def _answer(form: Form, finals: list[TranscriptFinal], seconds: float) -> web.Re
         return web.Response(
             text=_captions(finals, vtt=form.response_format == "vtt"), content_type="text/plain"
         )
+    detected = _detected(finals)
     if form.response_format == "json":
-        return web.json_response({"text": text, "usage": usage})
+        # languages: as gpt-transcribe reports them, only when they were detected (no ``language`` sent)
+        languages = {"languages": [{"code": code} for code in detected]} if detected else {}
+        return web.json_response({"text": text, **languages, "usage": usage})
     if form.response_format == openai_diarized.FORMAT:
         return web.json_response(openai_diarized.diarized(finals, seconds, usage))
     body: dict[str, Any] = {
         "task": "transcribe",
-        "language": finals[0].language if finals else "",
+        # the language of most utterances when detected (Whisper's verbose_json has one language)
+        "language": detected[0] if detected else finals[0].language if finals else "",
         "duration": round(seconds, 3),
         "text": text,
         "usage": usage,

@@ -15,6 +15,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from streamer.adapters.openai_session import ClientEventError
+from streamer.protocol import MAX_LANGUAGES
 
 MAX_UPLOAD_BYTES = 25 << 20  # OpenAI's limit for this endpoint
 SPOOL_BYTES = 4 << 20  # larger uploads spill to a temporary file
@@ -24,6 +25,7 @@ FIELDS = frozenset(
         "file",
         "model",
         "language",
+        "languages[]",
         "prompt",
         "response_format",
         "temperature",
@@ -43,6 +45,7 @@ class Form:
     filename: str = ""
     model: str = ""
     language: str | None = None
+    languages: list[str] = field(default_factory=list)  # with no language: detection chooses among these
     response_format: str = "json"
     granularities: list[str] = field(default_factory=list)
     stream: bool = False
@@ -88,6 +91,10 @@ async def _fill(form: Form, request: web.Request) -> Form:
             form.model = value
         elif name == "language":
             form.language = value or None
+        elif name == "languages[]" and len(form.languages) < MAX_LANGUAGES:
+            form.languages.append(value)
+        elif name == "languages[]":
+            raise _bad(f"at most {MAX_LANGUAGES} languages", param="languages")
         elif name == "response_format":
             if value not in FORMATS:
                 raise _bad(f"response_format must be one of {', '.join(FORMATS)}", param=name)

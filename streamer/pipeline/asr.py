@@ -62,6 +62,9 @@ class AsrRequest:
     task: str = "transcribe"
     language: str | None = None
     decode: Decode | None = None  # None: the engine's default (greedy, or its configured beam size)
+    # When ``language`` is None, the languages detection may choose from (empty: any the model knows).
+    # Detection is per request, so requests with different lists share a model call.
+    languages: tuple[str, ...] = ()
 
     @property
     def group(self) -> tuple[str, str | None, str]:
@@ -80,6 +83,9 @@ class AsrResult:
     model_s: float = 0.0  # this request's share of its model call (the call's time split evenly)
     padding_s: float = 0.0  # silence the window added to the audio (work that transcribed nothing)
     window_s: float = 0.0  # the model input window this result was decoded in
+    # the detected language's probability (among the request's ``languages`` when it gave some); None
+    # when the language was given, not detected
+    language_probability: float | None = None
 
 
 class AsrEngine(Protocol):
@@ -211,9 +217,9 @@ class WhisperEngine:
         frames = bucket_frames(min(longest, 30 * MODEL_RATE), self.pad_to_buckets and not decode.full_window)
         batch = np.stack([self.features(r.audio[: 30 * MODEL_RATE], frames) for r in requests])
         encoded = self.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
-        languages = self._languages(requests, encoded)
+        detected = self._languages(requests, encoded)
         prompts = []
-        for req, lang in zip(requests, languages, strict=True):
+        for req, (lang, _) in zip(requests, detected, strict=True):
             tok = self._tokenizer(req.task, lang)
             prompts.append([*tok.sot_sequence, tok.no_timestamps])  # type: ignore[attr-defined]
         if self._suppress is None:
@@ -242,7 +248,7 @@ class WhisperEngine:
         eot = self._hf_tokenizer.token_to_id("<|endoftext|>")
         share = (time.perf_counter() - started) / len(requests)
         out = []
-        for request, result, lang in zip(requests, results, languages, strict=True):
+        for request, result, (lang, probability) in zip(requests, results, detected, strict=True):
             # scores are length-normalized log-probabilities; of several samples keep the likeliest
             scores = result.scores or [0.0] * len(result.sequences_ids)
             best = max(range(len(scores)), key=scores.__getitem__)
@@ -259,15 +265,39 @@ class WhisperEngine:
                     model_s=share,
                     padding_s=max(0.0, frames / FRAMES_PER_S - request.audio.size / MODEL_RATE),
                     window_s=frames / FRAMES_PER_S,
+                    language_probability=probability,
                 )
             )
         return out
 
-    def _languages(self, requests: Sequence[AsrRequest], encoded: object) -> list[str]:
+    def _languages(self, requests: Sequence[AsrRequest], encoded: object) -> list[tuple[str, float | None]]:
+        """Each request's language and, where it was detected, its probability.
+
+        Detection reads the encoder output already computed for the decode (one decoder step for the
+        whole batch), so every utterance of an auto-language session gets its own language.
+        """
         if not self.multilingual:
-            return ["en"] * len(requests)
-        langs = [r.language for r in requests]
-        if all(langs):
-            return [lang for lang in langs if lang]
+            return [("en", None)] * len(requests)
+        if all(r.language for r in requests):
+            return [(r.language or "", None) for r in requests]
         detected = self.model.detect_language(encoded)
-        return [lang or det[0][0][2:-2] for lang, det in zip(langs, detected, strict=True)]
+        return [
+            (r.language, None) if r.language else pick_language(scores, r.languages)
+            for r, scores in zip(requests, detected, strict=True)
+        ]
+
+
+def pick_language(scores: Sequence[tuple[str, float]], allowed: Sequence[str]) -> tuple[str, float]:
+    """The likeliest language of a detection (``[("<|en|>", 0.93), ...]``), among ``allowed`` if given.
+
+    Restricted to a list, the probability is renormalized over the listed languages: it says how sure
+    the model is of this language against the others the client expects, not against all 99.
+    """
+    ranked = [(token[2:-2], p) for token, p in scores]
+    if allowed:
+        ranked = [(lang, p) for lang, p in ranked if lang in allowed]
+        if not ranked:  # validation admits only languages the model has, so this is a model fault
+            raise ValueError(f"detection scored none of the languages {list(allowed)}")
+    lang, p = max(ranked, key=lambda lp: lp[1])
+    total = sum(q for _, q in ranked) if allowed else 1.0
+    return lang, float(p / total) if total > 0 else float(p)

@@ -273,10 +273,12 @@ class Finals:
         start_ms, end_ms = ms(utt.start_sample), ms(utt.end_sample)
         parts = await host.speakers.parts(config.diarize, utt.audio, start_ms, end_ms, result.text, words)
         for part in parts:
-            await self._deliver_part(utt, result.language, part)
+            await self._deliver_part(utt, result.language, result.language_probability, part)
         self.ended_at.pop(utt.segment_id, None)  # each part's latency counts from the utterance's end
 
-    async def _deliver_part(self, utt: Utterance, language: str, part: Part) -> None:
+    async def _deliver_part(
+        self, utt: Utterance, language: str, language_probability: float | None, part: Part
+    ) -> None:
         host = self._host
         services, config = host.services, host.config
         self.seq += 1
@@ -285,6 +287,7 @@ class Finals:
             seq=self.seq,
             text=part.text,
             language=language,
+            language_probability=language_probability,
             audio_start_ms=part.start_ms,
             audio_end_ms=part.end_ms,
             words=part.words,

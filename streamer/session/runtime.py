@@ -321,7 +321,8 @@ class StreamSession:
         metrics.model_window.labels("audio").inc(max(0.0, result.window_s - result.padding_s))
 
     def request_for(self, utt: Utterance) -> AsrRequest:
-        return AsrRequest(utt.audio, self.config.task, self.config.language)
+        config = self.config
+        return AsrRequest(utt.audio, config.task, config.language, languages=tuple(config.languages))
 
     def _transcribe(self, utt: Utterance) -> asyncio.Task[AsrResult]:
         # its model batches belong to the utterance's span (opened here when it is speculative)
@@ -360,7 +361,7 @@ class StreamSession:
         if utt is None or utt.audio.size - self._partial_mark < interval_ms * MODEL_RATE // 1000:
             return
         self._partial_mark = utt.audio.size
-        request = AsrRequest(utt.audio, self.config.task, self.config.language)
+        request = self.request_for(utt)
         fut = self.services.asr_batcher.submit_partial(
             self.session_id, request.group, request, stale_after=1.5, tenant=self.key_id
         )

@@ -74,6 +74,9 @@ def check_session_config(services: Services, config: SessionConfig) -> None:
     asr = services.asr
     if config.language is not None and config.language not in asr.languages():
         raise ConfigError(f"language {config.language!r} is not supported by the ASR model {asr.name}")
+    unknown = [code for code in config.languages if code not in asr.languages()]
+    if unknown:
+        raise ConfigError(f"languages {unknown} are not supported by the ASR model {asr.name}")
     if config.task == "translate" and not asr.multilingual:
         raise ConfigError(f"task 'translate' needs a multilingual ASR model; {asr.name} is English-only")
     check_translation_targets(services, config.language, config.translate_to)

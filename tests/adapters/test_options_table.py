@@ -24,6 +24,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from diarize import test_deepgram_live
 from fakes import FakeAsr
+from language import test_deepgram_multi, test_openai_languages
 from openai.types.audio.transcription_create_params import TranscriptionCreateParamsBase
 from openai.types.beta.realtime import transcription_session_update as BetaUpdate
 from openai.types.realtime.realtime_transcription_session_create_request import (
@@ -62,6 +63,7 @@ DEEPGRAM_HONOURED: dict[str, Callable[..., Any]] = {
     "endpointing": test_deepgram.test_without_endpointing_finalize_ends_the_utterance,
     "multichannel": test_deepgram_codecs.test_stereo_multichannel_transcribes_each_channel,
     "diarize": test_deepgram_live.test_the_sdk_gets_speaker_labelled_words_on_a_live_two_speaker_stream,
+    "language_hint": test_deepgram_multi.test_prerecorded_multi_detects_and_hints_restrict,
 }
 
 
@@ -313,6 +315,7 @@ OPENAI_HONOURED: dict[str, Callable[..., Any]] = {
     "input_audio_transcription": test_openai_realtime.test_the_beta_transcription_session_shape,
     "threshold": test_turn_detection_threshold_and_prefix_padding_are_honoured,
     "prefix_padding_ms": test_turn_detection_threshold_and_prefix_padding_are_honoured,
+    "languages": test_openai_languages.test_each_item_reports_its_detected_language,
     **dict.fromkeys(
         ("client_secret", "expires_at", "anchor", "seconds", "modalities"),
         test_beta_client_secret_and_modalities,
@@ -338,7 +341,7 @@ TRANSCRIPTION_FIELDS = sorted(TranscriptionCreateParamsBase.__annotations__)
 TRANSCRIPTION_HONOURED: dict[str, Callable[..., Any]] = dict.fromkeys(
     ("file", "model", "language", "response_format", "timestamp_granularities"),
     test_transcriptions.test_verbose_json_has_segments_and_words_inside_the_audio,
-)
+) | {"languages": test_openai_languages.test_an_upload_without_a_language_reports_the_detected_ones}
 # a value of each field's type, as the SDK sends it
 FORM_SAMPLES: dict[str, Any] = {
     "chunking_strategy": "auto",
@@ -346,7 +349,6 @@ FORM_SAMPLES: dict[str, Any] = {
     "keywords": ["streamer"],
     "known_speaker_names": ["ada"],
     "known_speaker_references": ["data:audio/wav;base64,AAAA"],
-    "languages": ["en"],
     "prompt": "expect technical words",
     "temperature": 0.2,
 }
