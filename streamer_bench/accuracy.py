@@ -7,6 +7,10 @@ model's offline beam-5 transcription of each whole sentence (and that offline WE
 lost sentences (no final overlaps them), merged and split sentences, stray finals and
 ``unrecognized_speech`` warnings; and finals on the non-speech clips. JSON (``--out``) and a markdown table.
 
+``--input commands`` (or ``dialogue``, ``continuous``) streams one stream of another kind of input
+(:mod:`streamer_bench.speech_kinds`) instead, scored as one condition named after the kind: short commands
+(1-2 s) are where a short decoding window loops.
+
 The server runs in this process on a free port unless ``--url`` names one (then ``--api-key`` too).
 """
 
@@ -30,15 +34,17 @@ import numpy as np
 
 from streamer.client import ClientError, Stream, StreamerClient
 from streamer_bench import corpus as corpus_mod
-from streamer_bench import signals
+from streamer_bench import signals, speech_kinds
 from streamer_bench.corpus import Corpus, CorpusParams, Item
-from streamer_bench.corpus_text import SENTENCES
+from streamer_bench.corpus_text import COMMANDS, DIALOGUE, SENTENCES
 from streamer_bench.cpu import cpu_info, model_dir
 from streamer_bench.report import machine
 from streamer_bench.scoring import Tally, assign, score
+from streamer_bench.speech_kinds import KINDS
 
 BENCH_KEY = "accuracy-key-0123456789abcdef0123456789abcdef"
 CHUNK_MS = 100
+KIND_TEXTS = {"continuous": SENTENCES, "dialogue": DIALOGUE, "commands": COMMANDS}
 OFFLINE_PAD_S = 0.2  # silence the offline decode gets around each sentence, as a segmenter would leave
 
 
@@ -52,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sentences", type=int, help="only the first N corpus sentences")
     parser.add_argument("--conditions", help="comma-separated conditions (default: all in the corpus)")
     parser.add_argument("--corpus", type=Path, help="a corpus directory (default: generated into the cache)")
+    parser.add_argument(
+        "--input",
+        choices=["corpus", *KINDS],
+        default="corpus",
+        help="the realistic corpus, or one stream of another kind (short commands: 1-2 s each)",
+    )
     parser.add_argument("--speed", type=float, default=1.0, help="send audio this many times real time")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline beam-5 reference")
     parser.add_argument("--out", type=Path, help="write the JSON results here")
@@ -97,6 +109,9 @@ def main(argv: list[str]) -> int:
 def _corpus(args: argparse.Namespace) -> Corpus:
     if args.corpus:
         return corpus_mod.load(args.corpus)
+    if args.input != "corpus":  # one stream, scored like a corpus condition named after its kind
+        texts = KIND_TEXTS[args.input][: args.sentences] if args.sentences else None
+        return speech_kinds.ensure(speech_kinds.params_for(args.input, texts))
     sentences = SENTENCES[: args.sentences] if args.sentences else SENTENCES
     return corpus_mod.ensure(CorpusParams(sentences=sentences))
 

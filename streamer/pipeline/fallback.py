@@ -15,7 +15,14 @@ import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult, compression_ratio
+from streamer.pipeline.asr import (
+    FALLBACK_LADDER,
+    FRAMES_PER_S,
+    FULL_WINDOW_FRAMES,
+    AsrRequest,
+    AsrResult,
+    compression_ratio,
+)
 from streamer.pipeline.audio import Audio
 from streamer.pipeline.hallucination import (
     RETRYABLE,
@@ -24,6 +31,7 @@ from streamer.pipeline.hallucination import (
     needs_fallback,
     normalise,
     rejection_reason,
+    repeated_sentence,
     restart_period,
 )
 
@@ -73,6 +81,8 @@ async def settle(
     ``allow`` is asked before each fallback decode; False stops the ladder (the budget is spent)."""
     reason = rejection_reason(first, audio)
     if reason is None and not needs_fallback(first):
+        if _short_window_repeat(first) and (allow is None or allow()):
+            return await _check_repeat(first, request, audio, submit)
         return Verdict(Outcome.FIRST_TRY, first, attempts=(first.decode,))
     trimmed = trim_loop(first, voiced_ms)
     if trimmed is not None and rejection_reason(trimmed, audio) is None:
@@ -102,6 +112,29 @@ async def settle(
     return Verdict(outcome, None, reason or "low_confidence", tuple(attempts))
 
 
+def _short_window_repeat(result: AsrResult) -> bool:
+    """A short sentence said twice, decoded in a window shorter than the 30 s the model was trained on."""
+    return (
+        result.window_s < FULL_WINDOW_FRAMES / FRAMES_PER_S
+        and repeated_sentence(result.text.split()) is not None
+    )
+
+
+async def _check_repeat(first: AsrResult, request: AsrRequest, audio: Audio, submit: Submit) -> Verdict:
+    """Decode a short repeated sentence again in the full window: the speaker's repeat, or the window's.
+
+    On short commands (1-2 s of speech in a 5 s window, 3-4 s of it padding) tiny.en writes the command
+    and then writes it again, with greedy and beam search alike; in the 30 s window it writes it once
+    (BENCHMARKS.md, "Short commands"). A phrase the speaker did say twice is said twice there too, and is
+    kept; so is the first decode when the check is not believable.
+    """
+    check = await submit(dataclasses.replace(request, decode=FALLBACK_LADDER[0]))
+    attempts = (first.decode, check.decode)
+    if rejection_reason(check, audio) is None and not needs_fallback(check):
+        return Verdict(Outcome.FALLBACK_RESCUED, check, "repetition", attempts)
+    return Verdict(Outcome.FIRST_TRY, first, "repetition", attempts)
+
+
 def ends_sentence(result: AsrResult, audio: Audio, voiced_ms: int = 0) -> bool:
     """Whether a decode of the audio so far reads as a finished sentence (believable, final punctuation).
 
@@ -115,7 +148,8 @@ def ends_sentence(result: AsrResult, audio: Audio, voiced_ms: int = 0) -> bool:
         if trimmed is None or rejection_reason(trimmed, audio) is not None:
             return False
         result = trimmed
-    text = result.text.rstrip()
+    tokens = result.text.split()
+    text = " ".join(tokens[: repeated_sentence(tokens) or len(tokens)])  # judged by its first copy
     if not text.endswith(SENTENCE_END):
         return False
     return not (result.language == "en" and _dependent_clause_only(text))
@@ -155,7 +189,8 @@ def trim_loop(result: AsrResult, voiced_ms: int) -> AsrResult | None:
     the window." for a whole sentence).
     """
     tokens = result.text.split()
-    n = restart_period([normalise(t) for t in tokens]) or cut_restart(tokens)
+    # a short sentence first: cut_restart cuts at the last sentence end, and would keep two copies of it
+    n = restart_period([normalise(t) for t in tokens]) or repeated_sentence(tokens) or cut_restart(tokens)
     if n is None or n < MIN_WORDS_PER_VOICED_S * voiced_ms / 1000:
         return None
     text = " ".join(tokens[:n])

@@ -110,6 +110,24 @@ def restart_period(words: list[str], min_n: int = MIN_REPEATED_PHRASE) -> int | 
     return None
 
 
+def repeated_sentence(tokens: list[str]) -> int | None:
+    """The words of a short sentence the text then says again from its start, if that is all it says.
+
+    "Call my sister. Call my sister." and "Start the dishwasher. Start the dishwasher. Start": a decoder
+    that finished a short command in a window mostly of silence and wrote it again. Too short for
+    :func:`restart_period` (people do repeat short phrases, so this is a suspicion, not a verdict): the
+    first copy has two or more words, ends a sentence, and everything after it repeats it (the last
+    copy possibly cut off).
+    """
+    words = [normalise(t) for t in tokens]
+    for n in range(2, min(MIN_REPEATED_PHRASE, len(words) // 2 + 1)):
+        if not tokens[n - 1].rstrip("\"')»”").endswith(SENTENCE_END):
+            continue
+        if all(words[i] == words[i - n] for i in range(n, len(words))):
+            return n
+    return None
+
+
 def needs_fallback(result: AsrResult) -> bool:
     """Whisper's own test for a failed decode: too repetitive, or too unlikely (unless it is silence)."""
     if result.compression_ratio > MAX_COMPRESSION_RATIO:

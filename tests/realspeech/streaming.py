@@ -22,9 +22,12 @@ def committed() -> Corpus:
     return corpus.load(CORPUS_DIR)
 
 
-async def stream_item(server: TestServer, item: Item, speed: float = SPEED) -> list[dict[str, Any]]:
-    """Every event one session receives while the item streams through it, up to ``session.closed``."""
-    pcm = committed().pcm(item).tobytes()
+async def stream_item(
+    server: TestServer, item: Item, speed: float = SPEED, source: Corpus | None = None
+) -> list[dict[str, Any]]:
+    """Every event one session receives while the item (of ``source``, default the committed corpus)
+    streams through it, up to ``session.closed``."""
+    pcm = (source or committed()).pcm(item).tobytes()
     step = item.sample_rate * 2 * CHUNK_MS // 1000
     async with StreamerClient(base_url(server), api_key=API_KEY) as client:
         stream = await client.connect({"sample_rate": item.sample_rate, "language": "en"})

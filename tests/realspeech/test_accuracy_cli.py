@@ -86,3 +86,11 @@ def test_the_detail_counts_what_each_session_heard() -> None:
     assert rows[1]["variants"] == {right[1]: 2, "something else": 1}
     # one session: no variants to count
     assert "variants" not in accuracy.detail([heard(right)], item, None)[0]
+
+
+def test_the_short_commands_are_an_input_of_the_accuracy_bench(capsys: pytest.CaptureFixture[str]) -> None:
+    assert accuracy.build_parser().parse_args(["--input", "commands"]).input == "commands"
+    assert accuracy.build_parser().parse_args([]).input == "corpus"
+    with pytest.raises(SystemExit):
+        accuracy.build_parser().parse_args(["--input", "podcasts"])
+    assert "podcasts" in capsys.readouterr().err

@@ -167,3 +167,54 @@ async def test_a_spent_fallback_budget_keeps_the_first_decode_or_warns() -> None
         crafted, REQUEST, AUDIO, 1500, Script(crafted, crafted), allow=lambda: next(budget)
     )
     assert verdict.attempts == ("greedy", "beam5", "t0.2", BUDGET_SPENT)
+
+
+# Short commands in a 5 s window (tiny.en, piper voice; BENCHMARKS.md "Short commands"): what the server
+# decoded, word for word, and delivered before the fix.
+SHORT = np.full(16000 * 1, 0.05, dtype=np.float32)
+SISTER = AsrResult("Call my sister.", "en", avg_logprob=-0.2, decode="beam5", window_s=30.0)
+
+
+def _short(text: str) -> AsrResult:
+    return AsrResult(text, "en", avg_logprob=-0.2, window_s=5.0)
+
+
+async def test_a_short_command_said_twice_in_a_short_window_is_checked_in_the_full_window() -> None:
+    model = Script(SISTER)
+    verdict = await settle(_short("Call my sister. Call my sister."), AsrRequest(SHORT), SHORT, 900, model)
+    assert model.asked == ["beam5"]  # the first ladder step: beam search in the 30 s window
+    assert verdict.result is SISTER and verdict.outcome is Outcome.FALLBACK_RESCUED
+    assert verdict.attempts == ("greedy", "beam5")
+
+
+async def test_a_repeat_the_full_window_hears_too_is_kept() -> None:
+    said_twice = AsrResult("Turn left. Turn left.", "en", avg_logprob=-0.3, decode="beam5", window_s=30.0)
+    verdict = await settle(_short("Turn left. Turn left."), AsrRequest(SHORT), SHORT, 900, Script(said_twice))
+    assert verdict.result is said_twice
+
+
+async def test_a_repeat_is_not_checked_when_the_budget_is_spent_or_the_window_was_full() -> None:
+    model = Script()
+    first = _short("Call my sister. Call my sister.")
+    verdict = await settle(first, AsrRequest(SHORT), SHORT, 900, model, allow=lambda: False)
+    assert verdict.result is first and model.asked == []
+    full = AsrResult(first.text, "en", avg_logprob=-0.2, window_s=30.0)
+    assert (await settle(full, AsrRequest(SHORT), SHORT, 900, model)).result is full
+    assert model.asked == []
+
+
+async def test_a_short_command_written_three_times_is_trimmed_to_one_copy() -> None:
+    # cut_restart alone cut at the last full stop: "Call my sister. Call my sister." was delivered
+    for text, first in [
+        ("Call my sister. Call my sister. Call my sister", "Call my sister."),
+        ("mute the television. mute the television. mute the television", "mute the television."),
+    ]:
+        looped = AsrResult(text, "en", avg_logprob=-0.2, window_s=5.0)
+        verdict = await settle(looped, AsrRequest(SHORT), SHORT, 900, Script(), voiced_ms=900)
+        assert verdict.outcome is Outcome.LOOP_TRIMMED
+        assert verdict.result is not None and verdict.result.text == first
+
+
+def test_a_short_command_and_its_cut_off_repeat_ends_the_sentence() -> None:
+    assert ends_sentence(_short("Start the dishwasher. Start the dishwasher. Start"), SHORT, 900)
+    assert not ends_sentence(_short("When we get home. When we get home. When"), SHORT, 900)
