@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable
 from streamer.errors import InvalidAudioError
 from streamer.pipeline.codecs import Encoding
 from streamer.pipeline.containers import UNDECODABLE
-from streamer.pipeline.streaming import LIVE_CONTAINERS, ContainerDecoder, Expect
+from streamer.pipeline.streaming import LIVE_CONTAINERS, AudioStreamError, ContainerDecoder, Expect
 
 # encoding -> the container its bytes must be (``container``: any the server reads live)
 EXPECT = {
@@ -30,10 +30,6 @@ EXPECT = {
     Encoding.FLAC: Expect(frozenset({"flac"})),
     Encoding.CONTAINER: Expect(),
 }
-
-
-class AudioStreamError(InvalidAudioError):
-    """The container stream cannot be decoded: unlike one bad raw frame, this ends the session."""
 
 
 class ContainerInput:

@@ -51,6 +51,11 @@ LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "
 LIVE_CONTAINERS = frozenset(DEMUXERS) - {"mp4"}  # MP4 needs its index, which may come last: not live
 
 
+class AudioStreamError(InvalidAudioError):
+    """A live stream cannot be decoded: unlike one bad raw frame or message, this ends the session
+    (every live surface over :class:`ContainerDecoder` raises it, and none counts it recoverable)."""
+
+
 @dataclass(frozen=True)
 class Expect:
     """What a client declared: the containers and the codec its audio must be (None: any we read)."""
