@@ -69,14 +69,14 @@ class ChannelSession:
 
     async def push(self, pcm: bytes) -> None:
         pcm_input = self.session.pcm
-        for frame in self._reframer.frames(pcm, pcm_input.min_frame_bytes, pcm_input.max_frame_bytes):
+        for frame in self._reframer.frames(pcm, pcm_input.sample_bytes, pcm_input.max_frame_bytes):
             await self.session.push_audio(frame)
 
     async def flush(self) -> None:
         """Audio shorter than a frame, padded to one (a commit must not lose it)."""
         held = len(self._reframer)
         if held:
-            await self.push(b"\0" * max(self.session.pcm.min_frame_bytes - held, held % 2))
+            await self.push(b"\0" * (self.session.pcm.sample_bytes - held))  # held: part of one sample
 
     async def finalize(self) -> None:
         await self.flush()

@@ -154,14 +154,14 @@ class _Run:
     async def push(self, pcm: bytes) -> None:
         """PCM16 at the session's rate, any length (cut to the frames its input accepts)."""
         pcm_input = self.session.pcm
-        for frame in self._reframer.frames(pcm, pcm_input.min_frame_bytes, pcm_input.max_frame_bytes):
+        for frame in self._reframer.frames(pcm, pcm_input.sample_bytes, pcm_input.max_frame_bytes):
             await self.session.push_audio(frame)
 
     async def finish(self) -> None:
         """The rest (padded to a frame), every utterance finalized, every final collected."""
         held = len(self._reframer)
         if held:
-            await self.push(b"\0" * max(self.session.pcm.min_frame_bytes - held, held % 2))
+            await self.push(b"\0" * (self.session.pcm.sample_bytes - held))  # held: part of one sample
         await self.session.drain()
         await self._outbox.finish()
         if self._writer is not None:

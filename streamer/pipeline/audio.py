@@ -52,7 +52,6 @@ class PcmInput:
         self.sample_rate = sample_rate
         self.encoding = encoding
         self.sample_bytes = sample_bytes(encoding)
-        self.min_frame_bytes = self.sample_bytes  # the smallest frame: one sample
         self.max_frame_bytes = max_frame_bytes(sample_rate, max_frame_ms, encoding)
         self._decoder = open_decoder(Encoding.PCM16 if encoding.contained else encoding, sample_rate)
         self._resampler = (
