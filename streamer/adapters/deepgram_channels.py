@@ -23,12 +23,6 @@ from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 
 
-def pieces(pcm: bytes, max_bytes: int) -> list[bytes]:
-    """``pcm`` cut into pieces the session's frame limit accepts."""
-    step = max_bytes - max_bytes % 2
-    return [pcm[i : i + step] for i in range(0, len(pcm), step)]
-
-
 class ChannelSession:
     """One further channel's session, fed and ended by the connection that carries the first."""
 

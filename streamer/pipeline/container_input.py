@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 
 from streamer.errors import InvalidAudioError
+from streamer.pipeline.audio import pieces
 from streamer.pipeline.codecs import Encoding
 from streamer.pipeline.containers import UNDECODABLE
 from streamer.pipeline.streaming import LIVE_CONTAINERS, AudioStreamError, ContainerDecoder, Expect
@@ -38,7 +39,7 @@ class ContainerInput:
 
     def __init__(self, encoding: Encoding, sample_rate: int, max_pcm_bytes: int) -> None:
         self.encoding = encoding
-        self.max_pcm_bytes = max_pcm_bytes - max_pcm_bytes % 2
+        self.max_pcm_bytes = max_pcm_bytes
         self.bytes_in = 0
         self._decoder = ContainerDecoder(sample_rate, 1, expect=EXPECT[encoding], allowed=LIVE_CONTAINERS)
 
@@ -51,7 +52,7 @@ class ContainerInput:
             first = False
             if not out:
                 return
-            for piece in self._pieces(out):
+            for piece in pieces(out, self.max_pcm_bytes):
                 yield piece
 
     async def finish(self) -> AsyncIterator[bytes]:
@@ -59,16 +60,12 @@ class ContainerInput:
         if self.bytes_in == 0:
             return
         while out := await self._guard(self._decoder.flush_async()):
-            for piece in self._pieces(out):
+            for piece in pieces(out, self.max_pcm_bytes):
                 yield piece
 
     def close(self) -> None:
         """Stop the decoder's thread (the connection is gone)."""
         self._decoder.close()
-
-    def _pieces(self, pcm: bytes) -> list[bytes]:
-        step = self.max_pcm_bytes
-        return [pcm[i : i + step] for i in range(0, len(pcm), step)]
 
     async def _guard(self, pending: Awaitable[bytes]) -> bytes:
         """``pending``'s PCM, or the stream's end as :class:`AudioStreamError`."""
