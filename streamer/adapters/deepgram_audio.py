@@ -134,10 +134,8 @@ class AudioInput:
                     yield out
                 return
             # the container's own thread decodes; this waits for it without holding the loop
-            out = await (decoder.decode_async(data) if data is not None else decoder.flush_async())
-            while out:
+            async for out in decoder.decoded(data):
                 yield out
-                out = await (decoder.decode_async(b"") if data is not None else decoder.flush_async())
         except AudioStreamError:
             raise
         except InvalidAudioError as e:

@@ -10,7 +10,8 @@ way on a future the thread resolves, holding no thread of its own.
 Memory stays bounded both ways: at most ``MAX_PENDING_BYTES`` of undecoded input and ``out_bytes`` of
 decoded output are held; a stream that decodes to more (a bomb) stops its thread until the caller takes
 the output, and the caller's pacer refuses audio that arrives faster than real time. A caller drains the
-output by calling ``decode(b"")`` (or ``flush()`` at the end) until it returns nothing.
+output by calling ``decode(b"")`` (or ``flush()`` at the end) until it returns nothing; on an event loop,
+:meth:`~ContainerDecoder.decoded` is that loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import av
@@ -120,6 +122,14 @@ class ContainerDecoder:
     async def flush_async(self) -> bytes:
         """:meth:`flush` for an event loop."""
         return await self._collect_async() if self._end() else b""
+
+    async def decoded(self, data: bytes | None) -> AsyncIterator[bytes]:
+        """Everything ``data`` completes, part by part as the caller takes it (``None``: the end of the
+        stream, everything left); the thread decodes the next part only once the caller asks for it."""
+        out = await (self.decode_async(data) if data is not None else self.flush_async())
+        while out:
+            yield out
+            out = await (self.decode_async(b"") if data is not None else self.flush_async())
 
     def _feed(self, data: bytes) -> None:
         with self._cond:
