@@ -17,15 +17,14 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import wave
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from streamer_bench.corpus import in_cache
 from streamer_bench.corpus_text import SENTENCES
 from streamer_bench.dialogue import RATE, Voices
 
@@ -100,21 +99,7 @@ def default_cache_dir() -> Path:
 
 def ensure(params: BilingualParams, cache_dir: Path | None = None) -> Bilingual:
     """The speech for ``params``: from the cache when it is there, else generated into it first."""
-    target = (cache_dir or default_cache_dir()) / params.key()
-    if (target / "manifest.json").is_file():
-        return load(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{params.key()}-", dir=target.parent))
-    try:
-        build(params, tmp)
-        tmp.rename(target)
-    except OSError:
-        if not (target / "manifest.json").is_file():
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return load(target)
+    return in_cache((cache_dir or default_cache_dir()) / params.key(), lambda out: build(params, out), load)
 
 
 def build(params: BilingualParams, out: Path) -> Bilingual:

@@ -28,11 +28,14 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from streamer_bench import signals
 from streamer_bench.corpus_text import SENTENCES, content_words
+
+T = TypeVar("T")
 
 VERSION = 1  # bump whenever the generator's output changes for the same parameters
 RATE = 16000
@@ -126,12 +129,17 @@ def ensure(params: CorpusParams, cache_dir: Path | None = None) -> Corpus:
 
 def cached(key: str, build_into: Callable[[Path], object], cache_dir: Path | None = None) -> Corpus:
     """The corpus cached under ``key``, built with ``build_into(directory)`` first when it is not there."""
-    target = (cache_dir or default_cache_dir()) / key
+    return in_cache((cache_dir or default_cache_dir()) / key, build_into, load)
+
+
+def in_cache(target: Path, build_into: Callable[[Path], object], load: Callable[[Path], T]) -> T:
+    """Generated speech read with ``load`` from ``target``, built with ``build_into(directory)`` first
+    when ``target`` has no ``manifest.json`` (the corpus, the dialogues and the bilingual set share it)."""
     if (target / "manifest.json").is_file():
         return load(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     # build beside the target and rename: a crash never leaves a half-written corpus under the key
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build_into(tmp)
         tmp.rename(target)

@@ -156,6 +156,25 @@ class Reframer:
         return len(self._pending)
 
 
+class FrameFeed:
+    """PCM16 of any length into one session, cut by a :class:`Reframer` into the frames its input
+    accepts: how a connection feeds a further channel's session, and an upload each of its sessions."""
+
+    def __init__(self, session: StreamSession) -> None:
+        self.session = session
+        self._reframer = Reframer()
+
+    async def push(self, pcm: bytes) -> None:
+        pcm_input = self.session.pcm
+        for frame in self._reframer.frames(pcm, pcm_input.sample_bytes, pcm_input.max_frame_bytes):
+            await self.session.push_audio(frame)
+
+    async def flush(self) -> None:
+        """A sample split at the end, padded to a whole one (a commit or the end must not lose it)."""
+        if held := len(self._reframer):
+            await self.push(b"\0" * (self.session.pcm.sample_bytes - held))
+
+
 class AdapterConnection(SessionSocket):
     """One vendor WebSocket and the session it carries: the reader, the writer and the guards are
     :class:`SessionSocket`'s; a surface renders protocol v1 messages and reads its client's events."""

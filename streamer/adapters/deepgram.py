@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from streamer import tracing
 from streamer.adapters import deepgram_rest
 from streamer.adapters.common import AdapterConnection, issue, key_record
-from streamer.adapters.deepgram_audio import AudioInput, AudioStreamError
-from streamer.adapters.deepgram_channels import ChannelSession, pieces
+from streamer.adapters.deepgram_audio import AudioInput
+from streamer.adapters.deepgram_channels import ChannelSession
 from streamer.adapters.deepgram_options import (
     SUBPROTOCOLS,
     DeepgramRequestError,
@@ -38,6 +38,8 @@ from streamer.adapters.deepgram_query import close_prefix
 from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
 from streamer.errors import AuthError, BadRequestError, SessionIdleError, StreamerError
 from streamer.guards.keys import KeyRecord
+from streamer.pipeline.audio import pieces
+from streamer.pipeline.streaming import AudioStreamError
 from streamer.protocol import CloseCode, Pong, ServerMessage
 from streamer.services import Services
 from streamer.session.edge import REGISTRY, SERVICES, check_origin

@@ -20,7 +20,13 @@ from streamer.errors import ConfigError, InvalidAudioError
 from streamer.pipeline.audio import MODEL_RATE
 from streamer.pipeline.codecs import Decoder, Encoding, SampleDecoder, open_decoder
 from streamer.pipeline.containers import DEMUXERS
-from streamer.pipeline.streaming import LIVE_CONTAINERS, MAX_CHANNELS, ContainerDecoder, Expect
+from streamer.pipeline.streaming import (
+    LIVE_CONTAINERS,
+    MAX_CHANNELS,
+    AudioStreamError,
+    ContainerDecoder,
+    Expect,
+)
 
 RAW = {"linear16": Encoding.PCM16, "mulaw": Encoding.MULAW, "alaw": Encoding.ALAW}
 FLOAT32 = "linear32"  # Deepgram's name for 32-bit little-endian float PCM
@@ -32,10 +38,6 @@ CONTAINED = {
 }
 ALL_CONTAINERS = frozenset(DEMUXERS)  # a whole file (pre-recorded): MP4 too, when its index comes first
 SUPPORTED = "linear16, linear32, mulaw, alaw, opus or ogg-opus (Ogg/WebM), flac, or none for containers"
-
-
-class AudioStreamError(InvalidAudioError):
-    """The stream itself cannot be decoded: unlike one bad message, this ends the session."""
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,8 @@ class AudioInput:
                     yield out
                 return
             # the container's own thread decodes; this waits for it without holding the loop
-            out = await (decoder.decode_async(data) if data is not None else decoder.flush_async())
-            while out:
+            async for out in decoder.decoded(data):
                 yield out
-                out = await (decoder.decode_async(b"") if data is not None else decoder.flush_async())
         except AudioStreamError:
             raise
         except InvalidAudioError as e:

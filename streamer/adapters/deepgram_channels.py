@@ -14,19 +14,13 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from streamer.adapters.common import Reframer
+from streamer.adapters.common import FrameFeed
 from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
 from streamer.errors import StreamerError
 from streamer.protocol import Pong
 from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-
-
-def pieces(pcm: bytes, max_bytes: int) -> list[bytes]:
-    """``pcm`` cut into pieces the session's frame limit accepts."""
-    step = max_bytes - max_bytes % 2
-    return [pcm[i : i + step] for i in range(0, len(pcm), step)]
 
 
 class ChannelSession:
@@ -53,7 +47,7 @@ class ChannelSession:
             max_bytes=OUTBOX_MAX_BYTES,
             send_timeout_s=s.send_timeout_s,
         )
-        self._reframer = Reframer()
+        self._feed = FrameFeed(session)
         self._writer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -68,25 +62,17 @@ class ChannelSession:
             await self._ws.send_str(frame)
 
     async def push(self, pcm: bytes) -> None:
-        pcm_input = self.session.pcm
-        for frame in self._reframer.frames(pcm, pcm_input.min_frame_bytes, pcm_input.max_frame_bytes):
-            await self.session.push_audio(frame)
-
-    async def flush(self) -> None:
-        """Audio shorter than a frame, padded to one (a commit must not lose it)."""
-        held = len(self._reframer)
-        if held:
-            await self.push(b"\0" * max(self.session.pcm.min_frame_bytes - held, held % 2))
+        await self._feed.push(pcm)
 
     async def finalize(self) -> None:
-        await self.flush()
+        await self._feed.flush()
         open_id = self.session.segmenter.open_segment_id
         await self.session.commit("finalize")
         await self.outbox.put(Pong(id=f"{FINALIZE_MARK}:{open_id or ''}"))
 
     async def finish(self, timeout_s: float) -> None:
         """Finalize, then deliver every result (bounded) before the connection's ``Metadata``."""
-        await self.flush()
+        await self._feed.flush()
         await self.session.drain()
         await self.outbox.finish()
         if self._writer is not None:

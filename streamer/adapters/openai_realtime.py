@@ -1,5 +1,6 @@
 """OpenAI Realtime, transcription sessions: ``GET /v1/realtime?intent=transcription`` (WebSocket),
-``POST /v1/realtime/client_secrets`` and the older beta ``POST /v1/realtime/transcription_sessions``.
+``POST /v1/realtime/client_secrets`` and the older beta ``POST /v1/realtime/transcription_sessions``
+(those two issue client secrets: :mod:`streamer.adapters.openai_secrets`).
 
 Every utterance the session's VAD finds (or a client commit ends) is one conversation item: its start and
 end become ``input_audio_buffer.speech_started`` / ``speech_stopped`` / ``committed``, the stable prefix
@@ -25,39 +26,29 @@ from pydantic import ValidationError
 from streamer import tracing
 from streamer.adapters.common import (
     AdapterConnection,
-    issue,
-    key_record,
-    redeem,
     rethreshold,
     retune,
 )
+from streamer.adapters.openai_secrets import authenticate, client_secrets, transcription_sessions
 from streamer.adapters.openai_session import (
     CLIENT_EVENTS,
     Append,
-    BetaSession,
     BetaSessionUpdate,
     BufferEvent,
     ClientEventError,
-    ExpiresAt,
     RealtimeState,
-    SecretRequest,
     SessionUpdate,
-    bearer_key,
     error_response,
     invalid,
-    json_body,
     json_object,
     new_id,
-    state_from_ga,
 )
 from streamer.errors import (
-    AuthError,
     ConfigError,
     FrameTooLargeError,
     StreamerError,
     UnsupportedLanguageError,
 )
-from streamer.guards.keys import KeyRecord
 from streamer.pipeline.audio import max_frame_bytes
 from streamer.protocol import (
     MAX_SAMPLE_RATE,
@@ -71,12 +62,10 @@ from streamer.protocol import (
     TranslationFinal,
     Warning_,
 )
-from streamer.services import Services
-from streamer.session.edge import REGISTRY, REQUEST_ID, SERVICES, check_origin
+from streamer.session.edge import REGISTRY, REQUEST_ID, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 from streamer.session.socket import socket_response
-from streamer.session.tokens import OPENAI_AUDIENCE
 
 log = logging.getLogger(__name__)
 
@@ -89,94 +78,12 @@ MAX_APPEND_BYTES = max_frame_bytes(MAX_SAMPLE_RATE, MAX_APPEND_S * 1000)
 MAX_APPEND_TEXT = 4 * -(-MAX_APPEND_BYTES // 3) + MAX_TEXT_BYTES  # its base64 and the event around it
 # beyond twice that aiohttp refuses (1009) before buffering; below, the text guard or the append answers
 WS_MAX_MSG = 2 * MAX_APPEND_TEXT
-SECRET_PREFIX = "ek_"
-INSECURE_KEY_PREFIX = "openai-insecure-api-key."
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 MIN_COMMIT_MS = 100
 QUERY_OPTIONS = frozenset({"intent", "model"})  # model: any name, served by the one model
 
 
-async def client_secrets(request: web.Request) -> web.Response:
-    """``POST /v1/realtime/client_secrets``: a single-use secret for one transcription session."""
-    services = request.app[SERVICES]
-    try:
-        key = await bearer_key(request, services)
-        try:
-            body = SecretRequest.model_validate(await json_body(request))
-        except ValidationError as e:
-            raise invalid(e, None) from e
-        raw = body.session or {"type": "transcription"}
-        if raw.get("type") != "transcription":
-            raise ClientEventError(
-                "this server offers transcription sessions only (session.type: transcription)",
-                code="invalid_value",
-                param="session.type",
-            )
-        state = state_from_ga(raw)
-        state.config(services)  # refuse a language the model lacks now, not at connect time
-        ttl = (body.expires_after or ExpiresAt()).seconds
-        extra = {"openai": state.model_dump(), "beta": False}
-        token, expires_at = issue(services, key, ttl, extra, OPENAI_AUDIENCE)
-    except StreamerError as e:
-        return error_response(e)
-    session_id = new_id("sess")
-    return web.json_response(
-        {
-            "value": SECRET_PREFIX + token,
-            "expires_at": int(expires_at),
-            "session": state.ga(session_id, int(expires_at)),
-        }
-    )
-
-
-async def transcription_sessions(request: web.Request) -> web.Response:
-    """``POST /v1/realtime/transcription_sessions`` (beta): the session and its client secret."""
-    services = request.app[SERVICES]
-    try:
-        key = await bearer_key(request, services)
-        try:
-            body = BetaSession.model_validate(await json_body(request))
-        except ValidationError as e:
-            raise invalid(e, None) from e
-        state = RealtimeState().updated_beta(body, creating=True)
-        state.config(services)
-        ttl = (
-            body.client_secret.expires_at
-            if body.client_secret and body.client_secret.expires_at
-            else ExpiresAt()
-        )
-        extra = {"openai": state.model_dump(), "beta": True}
-        token, expires_at = issue(services, key, ttl.seconds, extra, OPENAI_AUDIENCE)
-    except StreamerError as e:
-        return error_response(e)
-    session = state.beta(new_id("sess"), int(expires_at))
-    session["client_secret"] = {"value": SECRET_PREFIX + token, "expires_at": int(expires_at)}
-    return web.json_response(session)
-
-
 # ---- the socket
-
-
-async def _authenticate(
-    request: web.Request, services: Services
-) -> tuple[KeyRecord, RealtimeState | None, bool]:
-    """The key, the session a client secret carried (if one was used), and whether it was beta's."""
-    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-    credential = next(
-        (p[len(INSECURE_KEY_PREFIX) :] for p in offered if p.startswith(INSECURE_KEY_PREFIX)), None
-    )
-    if credential is None:
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            credential = value.strip()
-    if not credential:
-        raise AuthError("send Authorization: Bearer <api key or client secret>")
-    if not credential.startswith(SECRET_PREFIX):
-        return await key_record(services, credential), None, False
-    key, extra = await redeem(services, credential[len(SECRET_PREFIX) :], OPENAI_AUDIENCE)
-    carried = extra.get("openai")
-    state = RealtimeState.model_validate(carried) if isinstance(carried, dict) else None
-    return key, state, bool(extra.get("beta"))
 
 
 async def realtime(request: web.Request) -> web.StreamResponse:
@@ -188,7 +95,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "") or BETA_SUBPROTOCOL in offered
     try:
         check_origin(request)
-        key, state, beta_secret = await _authenticate(request, services)
+        key, state, beta_secret = await authenticate(request, services)
         unknown = next((name for name in request.query if name not in QUERY_OPTIONS), None)
         if unknown is not None:  # refused, never ignored (docs/api-openai.md)
             raise ClientEventError(

@@ -364,7 +364,8 @@ def new_id(prefix: str) -> str:
 # ---- OpenAI's error shape, for the REST routes
 
 
-def _error_body(message: str, kind: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+def error_body(message: str, kind: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error body (every OpenAI route's refusals, the router's on its paths too)."""
     return {"error": {"message": message, "type": kind, "code": code, "param": param}}
 
 
@@ -374,7 +375,7 @@ def error_response(e: StreamerError) -> web.Response:
         kind = "rate_limit_error"
     param = e.param if isinstance(e, ClientEventError) else None
     headers = {"Retry-After": str(max(1, round(e.retry_after)))} if e.retry_after is not None else {}
-    return web.json_response(_error_body(e.message, kind, e.code, param), status=e.status, headers=headers)
+    return web.json_response(error_body(e.message, kind, e.code, param), status=e.status, headers=headers)
 
 
 async def bearer_key(request: web.Request, services: Services) -> KeyRecord:

@@ -16,7 +16,7 @@ from types import TracebackType
 
 from aiohttp import web
 
-from streamer.adapters.common import Reframer
+from streamer.adapters.common import FrameFeed
 from streamer.adapters.upload_runner import Channels, Feed, Ticket, feed
 from streamer.errors import OverloadedError, StreamerError
 from streamer.protocol import TranscriptFinal
@@ -128,7 +128,7 @@ class _Run:
         self.registry = upload.registry
         self.session = session
         self.finals: list[TranscriptFinal] = []
-        self._reframer = Reframer()
+        self._feed = FrameFeed(session)
         self._outbox = Outbox(self._collect, maxsize=self.registry.services.settings.session_out_queue)
         self._writer: asyncio.Task[None] | None = None
 
@@ -153,15 +153,11 @@ class _Run:
 
     async def push(self, pcm: bytes) -> None:
         """PCM16 at the session's rate, any length (cut to the frames its input accepts)."""
-        pcm_input = self.session.pcm
-        for frame in self._reframer.frames(pcm, pcm_input.min_frame_bytes, pcm_input.max_frame_bytes):
-            await self.session.push_audio(frame)
+        await self._feed.push(pcm)
 
     async def finish(self) -> None:
         """The rest (padded to a frame), every utterance finalized, every final collected."""
-        held = len(self._reframer)
-        if held:
-            await self.push(b"\0" * max(self.session.pcm.min_frame_bytes - held, held % 2))
+        await self._feed.flush()
         await self.session.drain()
         await self._outbox.finish()
         if self._writer is not None:

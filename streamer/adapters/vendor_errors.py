@@ -6,7 +6,6 @@ migrating client's error handling sees what it was written for."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from aiohttp import web
 
@@ -24,22 +23,18 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def _deepgram(e: web.HTTPException) -> web.Response:
-    request_id = str(uuid.uuid4())
-    message = e.reason
-    headers = {"dg-request-id": request_id, "dg-error": message}
-    body = {
-        "err_code": ERR_CODES.get(e.status, e.reason.upper()),
-        "err_msg": message,
-        "request_id": request_id,
-    }
-    return web.json_response(body, status=e.status, headers={**_kept(e), **headers})
+    err_code = ERR_CODES.get(e.status, e.reason.upper())
+    refused = deepgram_options.DeepgramRequestError(e.status, err_code, e.reason)
+    response = deepgram_options.error_response(refused, str(uuid.uuid4()))
+    response.headers.update(_kept(e))
+    return response
 
 
 def _openai(request: web.Request, e: web.HTTPException) -> web.Response:
     where = f"({request.method} {request.path[:200]})"
     message = f"Invalid URL {where}" if e.status == 404 else f"{e.reason} {where}"
-    error: dict[str, Any] = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
-    return web.json_response({"error": error}, status=e.status, headers=_kept(e))
+    body = openai_session.error_body(message, "invalid_request_error", None)
+    return web.json_response(body, status=e.status, headers=_kept(e))
 
 
 def _kept(e: web.HTTPException) -> dict[str, str]:

@@ -32,6 +32,12 @@ def max_frame_bytes(sample_rate: int, max_frame_ms: int, encoding: Encoding = En
     return sample_rate * max_frame_ms // 1000 * sample_bytes(encoding)
 
 
+def pieces(pcm: bytes, max_bytes: int) -> list[bytes]:
+    """Decoded PCM16 cut into pieces of whole samples, each at most ``max_bytes`` (a frame's limit)."""
+    step = max_bytes - max_bytes % 2
+    return [pcm[i : i + step] for i in range(0, len(pcm), step)]
+
+
 class PcmInput:
     """Turns binary frames (``encoding``, mono, at ``sample_rate``) into float32 audio at 16 kHz.
 
@@ -52,7 +58,6 @@ class PcmInput:
         self.sample_rate = sample_rate
         self.encoding = encoding
         self.sample_bytes = sample_bytes(encoding)
-        self.min_frame_bytes = self.sample_bytes  # the smallest frame: one sample
         self.max_frame_bytes = max_frame_bytes(sample_rate, max_frame_ms, encoding)
         self._decoder = open_decoder(Encoding.PCM16 if encoding.contained else encoding, sample_rate)
         self._resampler = (

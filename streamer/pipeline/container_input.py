@@ -14,12 +14,13 @@ MediaRecorder restarted after a reconnect sends a new header).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 from streamer.errors import InvalidAudioError
+from streamer.pipeline.audio import pieces
 from streamer.pipeline.codecs import Encoding
 from streamer.pipeline.containers import UNDECODABLE
-from streamer.pipeline.streaming import LIVE_CONTAINERS, ContainerDecoder, Expect
+from streamer.pipeline.streaming import LIVE_CONTAINERS, AudioStreamError, ContainerDecoder, Expect
 
 # encoding -> the container its bytes must be (``container``: any the server reads live)
 EXPECT = {
@@ -32,52 +33,39 @@ EXPECT = {
 }
 
 
-class AudioStreamError(InvalidAudioError):
-    """The container stream cannot be decoded: unlike one bad raw frame, this ends the session."""
-
-
 class ContainerInput:
     """One container stream in, mono PCM16 at ``sample_rate`` out, in pieces of at most
     ``max_pcm_bytes``."""
 
     def __init__(self, encoding: Encoding, sample_rate: int, max_pcm_bytes: int) -> None:
         self.encoding = encoding
-        self.max_pcm_bytes = max_pcm_bytes - max_pcm_bytes % 2
+        self.max_pcm_bytes = max_pcm_bytes
         self.bytes_in = 0
         self._decoder = ContainerDecoder(sample_rate, 1, expect=EXPECT[encoding], allowed=LIVE_CONTAINERS)
 
     async def feed(self, data: bytes) -> AsyncIterator[bytes]:
         """The PCM16 that ``data`` completes (maybe none yet: a header, a partial page)."""
         self.bytes_in += len(data)
-        first = True
-        while True:
-            out = await self._guard(self._decoder.decode_async(data if first else b""))
-            first = False
-            if not out:
-                return
-            for piece in self._pieces(out):
-                yield piece
+        async for piece in self._decoded(data):
+            yield piece
 
     async def finish(self) -> AsyncIterator[bytes]:
         """The end of the stream: everything left in the decoder."""
         if self.bytes_in == 0:
             return
-        while out := await self._guard(self._decoder.flush_async()):
-            for piece in self._pieces(out):
-                yield piece
+        async for piece in self._decoded(None):
+            yield piece
 
     def close(self) -> None:
         """Stop the decoder's thread (the connection is gone)."""
         self._decoder.close()
 
-    def _pieces(self, pcm: bytes) -> list[bytes]:
-        step = self.max_pcm_bytes
-        return [pcm[i : i + step] for i in range(0, len(pcm), step)]
-
-    async def _guard(self, pending: Awaitable[bytes]) -> bytes:
-        """``pending``'s PCM, or the stream's end as :class:`AudioStreamError`."""
+    async def _decoded(self, data: bytes | None) -> AsyncIterator[bytes]:
+        """The decoder's PCM for ``data`` in pieces, or the stream's end as :class:`AudioStreamError`."""
         try:
-            return await pending
+            async for out in self._decoder.decoded(data):
+                for piece in pieces(out, self.max_pcm_bytes):
+                    yield piece
         except InvalidAudioError as e:
             message = e.message if e.message.startswith(UNDECODABLE) else f"{UNDECODABLE}: {e.message}"
             raise AudioStreamError(f"{message} (encoding {self.encoding})") from e

@@ -10,7 +10,8 @@ way on a future the thread resolves, holding no thread of its own.
 Memory stays bounded both ways: at most ``MAX_PENDING_BYTES`` of undecoded input and ``out_bytes`` of
 decoded output are held; a stream that decodes to more (a bomb) stops its thread until the caller takes
 the output, and the caller's pacer refuses audio that arrives faster than real time. A caller drains the
-output by calling ``decode(b"")`` (or ``flush()`` at the end) until it returns nothing.
+output by calling ``decode(b"")`` (or ``flush()`` at the end) until it returns nothing; on an event loop,
+:meth:`~ContainerDecoder.decoded` is that loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import av
@@ -49,6 +51,11 @@ STALL_S = 30.0  # a decode thread that neither asks for input nor produces outpu
 HINTS = {"mp4": " (read front to back: its index, moov, must come first, as -movflags +faststart writes)"}
 LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 LIVE_CONTAINERS = frozenset(DEMUXERS) - {"mp4"}  # MP4 needs its index, which may come last: not live
+
+
+class AudioStreamError(InvalidAudioError):
+    """A live stream cannot be decoded: unlike one bad raw frame or message, this ends the session
+    (every live surface over :class:`ContainerDecoder` raises it, and none counts it recoverable)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,14 @@ class ContainerDecoder:
     async def flush_async(self) -> bytes:
         """:meth:`flush` for an event loop."""
         return await self._collect_async() if self._end() else b""
+
+    async def decoded(self, data: bytes | None) -> AsyncIterator[bytes]:
+        """Everything ``data`` completes, part by part as the caller takes it (``None``: the end of the
+        stream, everything left); the thread decodes the next part only once the caller asks for it."""
+        out = await (self.decode_async(data) if data is not None else self.flush_async())
+        while out:
+            yield out
+            out = await (self.decode_async(b"") if data is not None else self.flush_async())
 
     def _feed(self, data: bytes) -> None:
         with self._cond:

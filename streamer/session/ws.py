@@ -16,7 +16,8 @@ from aiohttp import web
 from streamer import tracing
 from streamer.errors import AuthError, BadRequestError, ConfigError, RateLimitedError, StreamerError
 from streamer.pipeline.audio import max_frame_bytes
-from streamer.pipeline.container_input import AudioStreamError, ContainerInput
+from streamer.pipeline.container_input import ContainerInput
+from streamer.pipeline.streaming import AudioStreamError
 from streamer.protocol import (
     MAX_SAMPLE_RATE,
     PROTOCOL_SUBPROTOCOL,
