@@ -25,6 +25,7 @@ from streamer.pipeline.fallback import ends_sentence
 from streamer.pipeline.segmenter import Ended, Event, Paused, Segmenter, Started, Utterance
 from streamer.pipeline.stability import PartialStabilizer
 from streamer.protocol import (
+    EndReason,
     ServerMessage,
     SessionConfig,
     SpeechStarted,
@@ -43,6 +44,17 @@ log = logging.getLogger(__name__)
 
 LAG_WARNING_EVERY_S = 5.0
 VERDICT_WAIT_MAX_LOAD = 0.4  # the model's busy share above which a pause does not wait for its verdict
+# the segmenter's reason for an end, as a final tells it (EndReason): a Deepgram Finalize is the client's
+# commit, a dropped connection's end the server's drain
+END_REASONS: dict[str, EndReason] = {
+    "silence": "silence",
+    "max_length": "max_length",
+    "commit": "commit",
+    "finalize": "commit",
+    "close": "close",
+    "drain": "drain",
+    "disconnect": "drain",
+}
 
 
 @dataclass
@@ -179,9 +191,11 @@ class StreamSession:
             if ended is not None:
                 await self._on_event(ended)
 
-    async def drain(self) -> None:
-        """Finalize what is buffered and wait until every final (and translation) has been queued out."""
-        await self.commit("close")
+    async def drain(self, reason: EndReason = "close") -> None:
+        """Finalize what is buffered and wait until every final (and translation) has been queued out.
+
+        ``reason`` says who ended the stream: ``close`` the client, ``drain`` the server."""
+        await self.commit(reason)
         await self.finals.drain()
 
     async def abort(self) -> None:
@@ -242,12 +256,13 @@ class StreamSession:
             await self.send(SpeechStopped(segment_id=event.segment_id, audio_end_ms=ms(event.end_sample)))
             utt = event.utterance
             spec = self._speculation
+            end_reason = END_REASONS[event.reason]
             if utt is None:
                 self._drop_speculation()
                 self.trace.done(event.segment_id, "too_short")
                 # its speech.stopped was sent: its answer (an empty final) follows, in order
                 start, end = ms(event.start_sample), ms(event.end_sample)
-                await self.finals.put(Dropped(event.segment_id, start, end))
+                await self.finals.put(Dropped(event.segment_id, start, end, end_reason))
                 return
             self.finals.ended_at[event.segment_id] = time.monotonic()
             self.trace.vad_end(event.segment_id, ms(event.end_sample))
@@ -256,10 +271,10 @@ class StreamSession:
             self.load.fallback.record_speech(self.key_id, self.session_id, utt.duration_s)
             if spec is not None and spec.segment_id == utt.segment_id and spec.end_sample == utt.end_sample:
                 self._speculation = None
-                await self.finals.put(Pending(utt, spec.task, "speculative_used"))
+                await self.finals.put(Pending(utt, spec.task, "speculative_used", end_reason))
             else:
                 self._drop_speculation()
-                await self.finals.put(Pending(utt, self._transcribe(utt), "final"))
+                await self.finals.put(Pending(utt, self._transcribe(utt), "final", end_reason))
 
     def _speculate(self, utt: Utterance) -> None:
         spec = _Speculation(utt.segment_id, utt.end_sample, utt, self._transcribe(utt))
