@@ -51,6 +51,18 @@ HISTORY_KEEP = 64
 
 ResultMessage = TranscriptFinal | TranslationFinal
 
+# the segmenter's reason for an end, as a final tells it (EndReason): a Deepgram Finalize is the client's
+# commit, a dropped connection's end the server's drain
+END_REASONS: dict[str, EndReason] = {
+    "silence": "silence",
+    "max_length": "max_length",
+    "commit": "commit",
+    "finalize": "commit",
+    "close": "close",
+    "drain": "drain",
+    "disconnect": "drain",
+}
+
 
 def ms(samples: int) -> int:
     return samples * 1000 // MODEL_RATE

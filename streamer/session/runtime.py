@@ -37,24 +37,13 @@ from streamer.protocol import (
 )
 from streamer.services import Services
 from streamer.session.diarize import SessionSpeakers
-from streamer.session.finals import Dropped, Finals, Pending, ResultMessage, ms
+from streamer.session.finals import END_REASONS, Dropped, Finals, Pending, ResultMessage, ms
 from streamer.session.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 LAG_WARNING_EVERY_S = 5.0
 VERDICT_WAIT_MAX_LOAD = 0.4  # the model's busy share above which a pause does not wait for its verdict
-# the segmenter's reason for an end, as a final tells it (EndReason): a Deepgram Finalize is the client's
-# commit, a dropped connection's end the server's drain
-END_REASONS: dict[str, EndReason] = {
-    "silence": "silence",
-    "max_length": "max_length",
-    "commit": "commit",
-    "finalize": "commit",
-    "close": "close",
-    "drain": "drain",
-    "disconnect": "drain",
-}
 
 
 @dataclass

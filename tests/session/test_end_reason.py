@@ -8,9 +8,11 @@ import json
 
 import numpy as np
 from fakes import FakeAsr
-from support import make_settings
+from faults.streams import utterance
+from support import API_KEY, ServerFactory, base_url, make_settings
 
 from session.doubles import ScriptedVad, Sink, services
+from streamer.client import StreamerClient
 from streamer.protocol import SessionConfig
 from streamer.session.outbox import Outbox
 from streamer.session.runtime import StreamSession
@@ -72,3 +74,21 @@ async def test_a_commit_and_a_finalize_say_commit() -> None:
 async def test_the_end_of_the_stream_says_who_ended_it() -> None:
     assert await _finals([1.0] * SPEECH, "close") == ["close"]
     assert await _finals([1.0] * SPEECH, "server") == ["drain"]
+
+
+async def test_a_v1_client_closing_inside_speech_gets_a_final_that_says_close(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server()
+    pcm = utterance(tail_s=0.0)  # the stream ends inside the utterance: no pause ends it first
+    async with StreamerClient(base_url(server), api_key=API_KEY) as client:
+        stream = await client.connect({"language": "en"})
+        async with stream:
+            for i in range(0, len(pcm), 3200):
+                await stream.ws.send_bytes(pcm[i : i + 3200])
+            await stream.close_session()
+            async with asyncio.timeout(30):
+                events = [e async for e in stream]
+    finals = [e for e in events if e["type"] == "transcript.final"]
+    assert finals and finals[-1]["text"], events
+    assert finals[-1]["end_reason"] == "close"
