@@ -202,6 +202,12 @@ class Word(_Wire):
     speaker: int | None = None  # with ``diarize``: its final's speaker
 
 
+# what ended an utterance: ``silence`` (the end-of-utterance pause), ``max_length`` (split at the
+# maximum utterance length, speech goes on), ``commit`` (the client's commit or Finalize), ``drain`` (the
+# server ended the stream: shutdown, an error, a dropped connection), ``close`` (the client ended the stream)
+EndReason = Literal["silence", "max_length", "commit", "drain", "close"]
+
+
 class TranscriptFinal(_Wire):
     type: Literal["transcript.final"] = "transcript.final"
     segment_id: int
@@ -220,6 +226,8 @@ class TranscriptFinal(_Wire):
     # the segment's terminal answer when it has no text (left out otherwise): ``too_short`` (a blip),
     # ``nonspeech`` (noise, breath, a rejected hallucination); ``text`` is then empty
     dropped: Literal["too_short", "nonspeech"] | None = None
+    # what ended the utterance (every final of the server has it; left out of a replayed older one)
+    end_reason: EndReason | None = None
 
 
 class TranslationFinal(_Wire):

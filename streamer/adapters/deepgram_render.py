@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streamer.protocol import (
+    EndReason,
     ErrorEvent,
     Pong,
     ServerMessage,
@@ -133,7 +134,15 @@ class ResultRenderer:
                 )
                 return [json.dumps(m) for m in out]
             out.extend(
-                self._final(message.segment_id, message.text, words, message.audio_start_ms, end, langs)
+                self._final(
+                    message.segment_id,
+                    message.text,
+                    words,
+                    message.audio_start_ms,
+                    end,
+                    langs,
+                    message.end_reason,
+                )
             )
         elif isinstance(message, Warning_) and message.segment_id is not None:
             # speech that could not be transcribed still gets its (empty) final, as Deepgram sends them
@@ -161,17 +170,30 @@ class ResultRenderer:
         start_ms: int,
         end_ms: int,
         languages: list[str] | None = None,
+        end_reason: EndReason | None = None,
     ) -> list[dict[str, Any]]:
         from_finalize = segment_id in self._finalized
         self._finalized.discard(segment_id)
         self._stopped = {s: e for s, e in self._stopped.items() if s > segment_id}
         self._starts.pop(segment_id, None)
+        # Deepgram's speech_final marks an endpoint: the speaker paused. A split at the maximum length (the
+        # speech goes on) and the end of the stream are final without one; a Finalize says from_finalize.
+        # Unknown (a warning's empty final): counted as the pause it most often is.
+        endpoint = end_reason in (None, "silence", "commit")
         out = [
             self._results(
-                text, words, start_ms, end_ms, final=True, from_finalize=from_finalize, languages=languages
+                text,
+                words,
+                start_ms,
+                end_ms,
+                final=True,
+                from_finalize=from_finalize,
+                endpoint=endpoint,
+                languages=languages,
             )
         ]
-        if self.utterance_end and text:
+        # UtteranceEnd follows a gap without words: a split at the maximum length has none, speech goes on
+        if self.utterance_end and text and end_reason != "max_length":
             last_word_end = words[-1].end_ms if words else end_ms
             out.append(
                 {"type": "UtteranceEnd", "channel": self.channel, "last_word_end": seconds(last_word_end)}

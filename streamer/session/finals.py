@@ -32,6 +32,7 @@ from streamer.pipeline.audio import MODEL_RATE
 from streamer.pipeline.fallback import Outcome, Verdict, settle
 from streamer.pipeline.segmenter import Utterance
 from streamer.protocol import (
+    EndReason,
     ErrorEvent,
     ServerMessage,
     SessionConfig,
@@ -50,6 +51,18 @@ HISTORY_KEEP = 64
 
 ResultMessage = TranscriptFinal | TranslationFinal
 
+# the segmenter's reason for an end, as a final tells it (EndReason): a Deepgram Finalize is the client's
+# commit, a dropped connection's end the server's drain
+END_REASONS: dict[str, EndReason] = {
+    "silence": "silence",
+    "max_length": "max_length",
+    "commit": "commit",
+    "finalize": "commit",
+    "close": "close",
+    "drain": "drain",
+    "disconnect": "drain",
+}
+
 
 def ms(samples: int) -> int:
     return samples * 1000 // MODEL_RATE
@@ -62,6 +75,7 @@ class Pending:
     utterance: Utterance
     task: asyncio.Task[AsrResult]
     kind: str
+    end_reason: EndReason
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,7 @@ class Dropped:
     segment_id: int
     start_ms: int
     end_ms: int
+    end_reason: EndReason
 
 
 class Host(Protocol):
@@ -175,7 +190,9 @@ class Finals:
         host = self._host
         while (pending := await self._queue.get()) is not None:
             if isinstance(pending, Dropped):
-                await self._empty(pending.segment_id, pending.start_ms, pending.end_ms, "too_short")
+                await self._empty(
+                    pending.segment_id, pending.start_ms, pending.end_ms, "too_short", pending.end_reason
+                )
                 continue
             utt = pending.utterance
             tracing.enter(host.trace.utterance(utt.segment_id))  # fallbacks, word timings, translations
@@ -200,7 +217,7 @@ class Finals:
                 return
             self._count(verdict)
             if verdict.result is not None:
-                await self._deliver(utt, verdict.result)
+                await self._deliver(utt, verdict.result, pending.end_reason)
                 host.trace.done(utt.segment_id, verdict.outcome.value)
                 continue
             host.trace.done(utt.segment_id, verdict.outcome.value)
@@ -214,7 +231,9 @@ class Finals:
                     )
                 )
             else:  # noise, breath, a rejected hallucination: still the segment's answer, empty
-                await self._empty(utt.segment_id, ms(utt.start_sample), ms(utt.end_sample), "nonspeech")
+                await self._empty(
+                    utt.segment_id, ms(utt.start_sample), ms(utt.end_sample), "nonspeech", pending.end_reason
+                )
 
     def _count(self, verdict: Verdict) -> None:
         metrics = self._host.services.metrics
@@ -238,7 +257,12 @@ class Finals:
             await self._host.on_result(message)
 
     async def _empty(
-        self, segment_id: int, start_ms: int, end_ms: int, why: Literal["too_short", "nonspeech"]
+        self,
+        segment_id: int,
+        start_ms: int,
+        end_ms: int,
+        why: Literal["too_short", "nonspeech"],
+        end_reason: EndReason,
     ) -> None:
         """The terminal answer of a segment without text: an empty final saying why (kept for a resume,
         never translated)."""
@@ -252,11 +276,12 @@ class Finals:
             audio_start_ms=start_ms,
             audio_end_ms=end_ms,
             dropped=why,
+            end_reason=end_reason,
         )
         await self._keep(final)
         await self._host.send(final)
 
-    async def _deliver(self, utt: Utterance, result: AsrResult) -> None:
+    async def _deliver(self, utt: Utterance, result: AsrResult, end_reason: EndReason) -> None:
         host = self._host
         services, config = host.services, host.config
         words = None
@@ -273,11 +298,16 @@ class Finals:
         start_ms, end_ms = ms(utt.start_sample), ms(utt.end_sample)
         parts = await host.speakers.parts(config.diarize, utt.audio, start_ms, end_ms, result.text, words)
         for part in parts:
-            await self._deliver_part(utt, result.language, result.language_probability, part)
+            await self._deliver_part(utt, result.language, result.language_probability, part, end_reason)
         self.ended_at.pop(utt.segment_id, None)  # each part's latency counts from the utterance's end
 
     async def _deliver_part(
-        self, utt: Utterance, language: str, language_probability: float | None, part: Part
+        self,
+        utt: Utterance,
+        language: str,
+        language_probability: float | None,
+        part: Part,
+        end_reason: EndReason,
     ) -> None:
         host = self._host
         services, config = host.services, host.config
@@ -293,6 +323,7 @@ class Finals:
             words=part.words,
             speaker=part.speaker,
             speaker_confidence=part.speaker_confidence,
+            end_reason=end_reason,
         )
         await self._keep(final)
         services.metrics.finals.inc()

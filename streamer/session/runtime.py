@@ -25,6 +25,7 @@ from streamer.pipeline.fallback import ends_sentence
 from streamer.pipeline.segmenter import Ended, Event, Paused, Segmenter, Started, Utterance
 from streamer.pipeline.stability import PartialStabilizer
 from streamer.protocol import (
+    EndReason,
     ServerMessage,
     SessionConfig,
     SpeechStarted,
@@ -36,7 +37,7 @@ from streamer.protocol import (
 )
 from streamer.services import Services
 from streamer.session.diarize import SessionSpeakers
-from streamer.session.finals import Dropped, Finals, Pending, ResultMessage, ms
+from streamer.session.finals import END_REASONS, Dropped, Finals, Pending, ResultMessage, ms
 from streamer.session.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -179,9 +180,11 @@ class StreamSession:
             if ended is not None:
                 await self._on_event(ended)
 
-    async def drain(self) -> None:
-        """Finalize what is buffered and wait until every final (and translation) has been queued out."""
-        await self.commit("close")
+    async def drain(self, reason: EndReason = "close") -> None:
+        """Finalize what is buffered and wait until every final (and translation) has been queued out.
+
+        ``reason`` says who ended the stream: ``close`` the client, ``drain`` the server."""
+        await self.commit(reason)
         await self.finals.drain()
 
     async def abort(self) -> None:
@@ -242,12 +245,13 @@ class StreamSession:
             await self.send(SpeechStopped(segment_id=event.segment_id, audio_end_ms=ms(event.end_sample)))
             utt = event.utterance
             spec = self._speculation
+            end_reason = END_REASONS[event.reason]
             if utt is None:
                 self._drop_speculation()
                 self.trace.done(event.segment_id, "too_short")
                 # its speech.stopped was sent: its answer (an empty final) follows, in order
                 start, end = ms(event.start_sample), ms(event.end_sample)
-                await self.finals.put(Dropped(event.segment_id, start, end))
+                await self.finals.put(Dropped(event.segment_id, start, end, end_reason))
                 return
             self.finals.ended_at[event.segment_id] = time.monotonic()
             self.trace.vad_end(event.segment_id, ms(event.end_sample))
@@ -256,10 +260,10 @@ class StreamSession:
             self.load.fallback.record_speech(self.key_id, self.session_id, utt.duration_s)
             if spec is not None and spec.segment_id == utt.segment_id and spec.end_sample == utt.end_sample:
                 self._speculation = None
-                await self.finals.put(Pending(utt, spec.task, "speculative_used"))
+                await self.finals.put(Pending(utt, spec.task, "speculative_used", end_reason))
             else:
                 self._drop_speculation()
-                await self.finals.put(Pending(utt, self._transcribe(utt), "final"))
+                await self.finals.put(Pending(utt, self._transcribe(utt), "final", end_reason))
 
     def _speculate(self, utt: Utterance) -> None:
         spec = _Speculation(utt.segment_id, utt.end_sample, utt, self._transcribe(utt))

@@ -360,7 +360,8 @@ class SessionSocket(ABC):
         if ending.finalize:
             try:
                 async with asyncio.timeout(s.drain_timeout_s):
-                    await self.session.drain()
+                    # a normal close is the client's end of the stream; any other, the server's
+                    await self.session.drain("close" if ending.code == CloseCode.NORMAL else "drain")
             except StreamerError as e:  # the model failed on the way: that is why the session ends
                 self.services.metrics.errors.labels(e.code).inc()
                 ending = replace(ending, reason=e.code, code=e.close_code, error=e)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestServer
 from encoders import encode
-from support import API_KEY, make_settings, skip_or_fail, to_bytes
+from support import API_KEY, make_settings, silence, skip_or_fail, to_bytes
 
 from streamer.pipeline.speakers_weights import default_wheel_path
 
@@ -66,6 +66,8 @@ async def test_the_sdk_gets_speaker_labelled_words_on_a_live_two_speaker_stream(
         step = 1600
         for i in range(0, dialogue.samples.size, step):
             await socket.send_media(to_bytes(dialogue.samples[i : i + step]))
+        # a pause ends the last utterance (speech the stream's end cuts off is final, not speech_final)
+        await socket.send_media(to_bytes(silence(1.0)))
         await socket.send_close_stream()
         messages = await receiving
     finals = [
