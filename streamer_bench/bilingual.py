@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import wave
 from dataclasses import asdict, dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer_bench.corpus import in_cache
+from streamer_bench.corpus import cache_root, in_cache
 from streamer_bench.corpus_text import SENTENCES
 from streamer_bench.dialogue import RATE, Voices
 
@@ -93,8 +92,7 @@ def load(root: Path) -> Bilingual:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "streamer" / "bilingual"
+    return cache_root("bilingual")
 
 
 def ensure(params: BilingualParams, cache_dir: Path | None = None) -> Bilingual:

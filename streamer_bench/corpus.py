@@ -117,9 +117,14 @@ def load(root: Path) -> Corpus:
     return Corpus(root=root, key=data["key"], items=items)
 
 
-def default_cache_dir() -> Path:
+def cache_root(kind: str) -> Path:
+    """Where generated speech of one ``kind`` is cached (``$XDG_CACHE_HOME/streamer/<kind>``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "streamer" / "corpus"
+    return Path(base) / "streamer" / kind
+
+
+def default_cache_dir() -> Path:
+    return cache_root("corpus")
 
 
 def ensure(params: CorpusParams, cache_dir: Path | None = None) -> Corpus:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import wave
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from streamer_bench import signals
-from streamer_bench.corpus import in_cache
+from streamer_bench.corpus import cache_root, in_cache
 from streamer_bench.corpus_text import SENTENCES
 from streamer_bench.dialogue_text import COMMANDS, THREE_SPEAKERS, TWO_SPEAKERS, Line
 
@@ -138,8 +137,7 @@ def load(root: Path) -> Dialogues:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "streamer" / "dialogue"
+    return cache_root("dialogue")
 
 
 def ensure(params: DialogueParams, cache_dir: Path | None = None) -> Dialogues:
