@@ -243,7 +243,7 @@ class DeepgramConnection(AdapterConnection):
         for piece in pieces(first, self.session.pcm.max_frame_bytes):
             await self.push_audio(piece)
         for channel, pcm in zip(self.channels, rest, strict=True):
-            await self.quota.charge(len(pcm) / 2 / channel.session.config.sample_rate)
+            await self.quota.charge(channel.session.pcm.seconds(pcm))
             await channel.push(pcm)
 
     async def on_text(self, data: str | bytes) -> bool:
