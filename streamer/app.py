@@ -15,11 +15,13 @@ from aiohttp import web
 from streamer import tracing
 from streamer.adapters import setup_adapters
 from streamer.config import Settings
+from streamer.edge import admin, ops, rest, ws
+from streamer.edge.cors import setup_cors
+from streamer.edge.handshake import REGISTRY, SERVICES, edge_middleware, stamp_response
 from streamer.errors import ConfigError
-from streamer.guards.backend import StateBackend
 from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import KeyRing, static_key_pepper
-from streamer.guards.state import create_backend
+from streamer.guards.tokens import TokenService
 from streamer.looplag import loop_lag_watched
 from streamer.metrics import Metrics
 from streamer.openapi import openapi_json
@@ -39,11 +41,9 @@ from streamer.pipeline.speakers_worker import SpeakerBatch, SpeakerWorker
 from streamer.pipeline.translation import TranslationService, run_mt_batch
 from streamer.pipeline.vad import SileroVad, VadModel
 from streamer.services import Services
-from streamer.session import admin, ops, rest, ws
-from streamer.session.cors import setup_cors
-from streamer.session.edge import REGISTRY, SERVICES, edge_middleware, stamp_response
 from streamer.session.registry import SessionRegistry
-from streamer.session.tokens import TokenService
+from streamer.state.backend import StateBackend
+from streamer.state.connect import create_backend
 
 log = logging.getLogger(__name__)
 

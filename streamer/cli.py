@@ -49,7 +49,7 @@ BENCH_MISSING = "the benchmarks are not installed: pip install 'streamer[bench]'
 def _bench(args: argparse.Namespace) -> int:
     try:
         from streamer_bench.accuracy import main as run_accuracy
-        from streamer_bench.bench import run_bench
+        from streamer_bench.entry import run_bench
     except ModuleNotFoundError as e:
         if e.name is None or not e.name.startswith("streamer_bench"):
             raise

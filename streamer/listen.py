@@ -31,9 +31,9 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from streamer.config import Settings
+from streamer.edge.clients import Network, canonical, networks, trusted
+from streamer.edge.handshake import SECURITY_HEADERS, SERVER_NAME, Listener
 from streamer.protocol import error_body
-from streamer.session.clients import Network, canonical, networks, trusted
-from streamer.session.edge import SECURITY_HEADERS, SERVER_NAME, Listener
 
 log = logging.getLogger(__name__)
 

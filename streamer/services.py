@@ -14,16 +14,16 @@ from typing import Protocol, TypeVar
 
 from streamer.config import Settings
 from streamer.errors import OverloadedError, StreamerError
-from streamer.guards.backend import BackendUnavailableError, OutageLog, StateBackend
 from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import KeyRecord, KeyRing, hash_key, key_id_of
+from streamer.guards.tokens import TokenService
 from streamer.metrics import Metrics
 from streamer.pipeline.asr import AsrEngine, AsrRequest, AsrResult
 from streamer.pipeline.batcher import MicroBatcher
 from streamer.pipeline.segmenter import SegmenterConfig
 from streamer.pipeline.speakers_worker import SpeakerWorker
 from streamer.pipeline.vad import VadModel
-from streamer.session.tokens import TokenService
+from streamer.state.backend import BackendUnavailableError, OutageLog, StateBackend
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

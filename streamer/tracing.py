@@ -23,12 +23,10 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from streamer.pipeline.batchqueue import Job, Priority
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, SpanContext, Tracer, TracerProvider
@@ -259,7 +257,24 @@ class _LiveSessionTrace(SessionTrace):
             self.done(segment_id, "session_ended")
 
 
-def model_batch(batcher: str, jobs: Sequence[Job[Any]], started: float, seconds: float) -> None:
+class BatchedJob(Protocol):
+    """What a span needs of one job of a model batch (the pipeline's ``Job`` is one)."""
+
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def key(self) -> Hashable: ...
+    @property
+    def payload(self) -> object: ...
+    @property
+    def submitted(self) -> float: ...
+    @property
+    def trace(self) -> object: ...
+    @property
+    def final(self) -> bool: ...
+
+
+def model_batch(batcher: str, jobs: Sequence[BatchedJob], started: float, seconds: float) -> None:
     """One model call that took ``seconds``; ``started`` is on the clock of the jobs' ``submitted``.
 
     Runs on the model thread. Padding is reported for audio jobs (payloads with an ``audio`` array): the
@@ -273,7 +288,7 @@ def model_batch(batcher: str, jobs: Sequence[Job[Any]], started: float, seconds:
 
     end = time.time_ns()
     handles = [job.trace for job in jobs if isinstance(job.trace, Handle)]
-    finals = sum(1 for job in jobs if job.priority is Priority.FINAL)
+    finals = sum(1 for job in jobs if job.final)
     attributes: dict[str, Any] = {
         "streamer.batcher": batcher,
         "streamer.batch.size": len(jobs),

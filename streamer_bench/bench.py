@@ -227,26 +227,6 @@ async def _sweep(
                     break
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """``streamer bench``: the sweep (or ``--soak``, or ``--idle``); 2 on bad options or missing input."""
-    try:
-        opts = parse_options(args)
-        source = load_source(args)
-        if opts.idle:
-            from streamer_bench.idle import run_idle
-
-            return run_idle(opts, source)
-        if opts.soak:
-            return run_soak(opts, source)
-        return run_sweep(opts, source)
-    except InputError as e:
-        print(f"streamer bench: {e}", file=sys.stderr)
-        return 2
-    except ServerError as e:  # idle and soak: one server, nothing measured without it
-        print(f"streamer bench: {e}", file=sys.stderr)
-        return 1
-
-
 def run_sweep(opts: Options, source: Source) -> int:
     report = report_header(opts, source)
     report["runs"] = []

@@ -91,7 +91,7 @@ async def measure(wav: Path, rounds: int) -> dict[str, list[Run]]:
 
     from streamer.app import create_app
     from streamer.config import Settings
-    from streamer.session.edge import SERVICES
+    from streamer.edge.handshake import SERVICES
 
     with wave.open(str(wav), "rb") as w:
         if w.getframerate() != 16000 or w.getnchannels() != 1 or w.getsampwidth() != 2:

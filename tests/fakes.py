@@ -42,3 +42,22 @@ class FakeAsr:
         if self.fail:
             raise RuntimeError("fake engine failure")
         return [AsrResult(text=self.text, language="en", avg_logprob=-0.1) for _ in requests]
+
+
+class FakeClock:
+    """A clock that only moves when told to: ``clock.advance(2.5)``; call it to read the time."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+
+    def __call__(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` (never backwards: real monotonic clocks cannot)."""
+        if seconds < 0:
+            raise ValueError(f"a clock cannot go backwards (advance({seconds}))")
+        self._now += seconds
+
+    def __repr__(self) -> str:
+        return f"FakeClock({self._now!r})"

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestServer
 from support import API_KEY, JWT_SECRET, base_url
 
 from streamer.client import ClientError, StreamerClient
+from streamer.guards.tokens import TokenService
 from streamer.protocol import SessionConfig
-from streamer.session.tokens import TokenService
 
 
 async def _post_session(server: TestServer, headers: dict[str, str]) -> aiohttp.ClientResponse:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from streamer.adapters import deepgram, openai_models, openai_realtime, transcriptions
 from streamer.adapters.vendor_errors import domain_error, vendor_errors
-from streamer.session.edge import ERROR_SHAPE
+from streamer.edge.handshake import ERROR_SHAPE
 
 
 def setup_adapters(app: web.Application) -> None:

@@ -6,7 +6,7 @@ the :class:`SessionRegistry` (rate, capacity, the key's concurrent-session quota
 under the same guards as ``/v1/stream`` (the connection is a :class:`SessionSocket`, like its): frame size,
 real-time pacing, the message rate, the text size, the key's daily audio quota, the idle timeout and the
 session length. Vendor client events become session calls (``commit``, ``drain``, ``update_config``). The
-upgrade itself is checked like ``/v1/stream``'s (``streamer.session.socket.socket_response``).
+upgrade itself is checked like ``/v1/stream``'s (``streamer.edge.socket.socket_response``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
+from streamer.edge.handshake import redeem_token
+from streamer.edge.socket import SessionSocket
 from streamer.errors import (
     AuthError,
     BadRequestError,
@@ -32,11 +34,9 @@ from streamer.guards.keys import KeyRecord
 from streamer.pipeline.segmenter import Segmenter, SegmenterConfig
 from streamer.protocol import CloseCode, ServerMessage, SessionConfig, TranscriptFinal, TranslationFinal
 from streamer.services import Services
-from streamer.session.edge import redeem_token
 from streamer.session.outbox import Reply
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.socket import SessionSocket
 
 log = logging.getLogger(__name__)
 

@@ -36,17 +36,17 @@ from streamer.adapters.deepgram_options import (
 )
 from streamer.adapters.deepgram_query import close_prefix
 from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
+from streamer.edge.handshake import REGISTRY, SERVICES, check_origin
+from streamer.edge.socket import socket_response
 from streamer.errors import AuthError, BadRequestError, SessionIdleError, StreamerError
 from streamer.guards.keys import KeyRecord
+from streamer.guards.tokens import DEEPGRAM_AUDIENCE
 from streamer.pipeline.audio import pieces
 from streamer.pipeline.streaming import AudioStreamError
 from streamer.protocol import CloseCode, Pong, ServerMessage
 from streamer.services import Services
-from streamer.session.edge import REGISTRY, SERVICES, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.socket import socket_response
-from streamer.session.tokens import DEEPGRAM_AUDIENCE
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ from streamer import tracing
 from streamer.adapters.common import Turns, check_language, key_record, redeem, retune
 from streamer.adapters.deepgram_audio import AudioFormat
 from streamer.adapters.deepgram_query import ERR_CODES, check_query
+from streamer.edge.handshake import REQUEST_ID
 from streamer.errors import AuthError, ConfigError, StreamerError
 from streamer.guards.keys import KeyRecord
+from streamer.guards.tokens import DEEPGRAM_AUDIENCE
 from streamer.pipeline.align import supports_word_timestamps
 from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SessionConfig
 from streamer.services import Services
-from streamer.session.edge import REQUEST_ID
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.tokens import DEEPGRAM_AUDIENCE
 
 SUBPROTOCOLS = ("token", "bearer")
 MIN_ENDPOINTING_MS = 100  # our VAD hears silence in 32 ms windows; shorter endpoints cut words apart

@@ -41,9 +41,9 @@ from streamer.adapters.deepgram_options import (
 from streamer.adapters.deepgram_render import alternative, model_info, seconds
 from streamer.adapters.upload import Upload
 from streamer.adapters.upload_runner import Channels, ClientGoneError, Ticket, admitted
+from streamer.edge.handshake import REGISTRY
 from streamer.errors import InvalidAudioError, StreamerError
 from streamer.protocol import TranscriptFinal
-from streamer.session.edge import REGISTRY
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 from streamer.session.validation import check_session_config

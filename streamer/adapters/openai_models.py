@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from streamer.edge.handshake import SERVICES
+from streamer.edge.rest import describe_models
 from streamer.services import Services
-from streamer.session.edge import SERVICES
-from streamer.session.rest import describe_models
 
 OWNER = "streamer"
 OPENAI_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")

@@ -43,6 +43,8 @@ from streamer.adapters.openai_session import (
     json_object,
     new_id,
 )
+from streamer.edge.handshake import REGISTRY, REQUEST_ID, check_origin
+from streamer.edge.socket import socket_response
 from streamer.errors import (
     ConfigError,
     FrameTooLargeError,
@@ -62,10 +64,8 @@ from streamer.protocol import (
     TranslationFinal,
     Warning_,
 )
-from streamer.session.edge import REGISTRY, REQUEST_ID, check_origin
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.socket import socket_response
 
 log = logging.getLogger(__name__)
 

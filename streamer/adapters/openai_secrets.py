@@ -22,11 +22,11 @@ from streamer.adapters.openai_session import (
     new_id,
     state_from_ga,
 )
+from streamer.edge.handshake import SERVICES
 from streamer.errors import AuthError, StreamerError
 from streamer.guards.keys import KeyRecord
+from streamer.guards.tokens import OPENAI_AUDIENCE
 from streamer.services import Services
-from streamer.session.edge import SERVICES
-from streamer.session.tokens import OPENAI_AUDIENCE
 
 SECRET_PREFIX = "ek_"
 INSECURE_KEY_PREFIX = "openai-insecure-api-key."

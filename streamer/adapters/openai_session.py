@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamer.adapters import openai_options
 from streamer.adapters.common import Turns, check_language, key_record
+from streamer.edge.handshake import bearer
 from streamer.errors import BadRequestError, StreamerError
 from streamer.guards.keys import KeyRecord
 from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Encoding, SessionConfig
 from streamer.services import Services
-from streamer.session.edge import bearer
 
 DEFAULT_RATE = 24000  # OpenAI's PCM rate
 G711_RATE = 8000  # audio/pcmu and audio/pcma are telephony's G.711: 8 kHz only

@@ -28,10 +28,10 @@ from streamer.adapters.openai_session import bearer_key, error_response
 from streamer.adapters.upload import Upload
 from streamer.adapters.upload_form import Form, read_form
 from streamer.adapters.upload_runner import Channels, ClientGoneError, admitted, decoded
+from streamer.edge.handshake import REGISTRY, REQUEST_ID
 from streamer.errors import StreamerError
 from streamer.pipeline.audio import MODEL_RATE
 from streamer.protocol import SessionConfig, TranscriptFinal, Word
-from streamer.session.edge import REGISTRY, REQUEST_ID
 from streamer.session.runtime import StreamSession
 from streamer.session.validation import check_session_config
 

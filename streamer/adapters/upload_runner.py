@@ -35,17 +35,17 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.config import Settings
+from streamer.edge.handshake import hold_slot, max_session_s
+from streamer.edge.socket import SLOT_TTL_S
 from streamer.errors import InvalidAudioError, RateLimitedError, SessionLimitError, StreamerError
-from streamer.guards.backend import seconds_to_utc_midnight
 from streamer.guards.keys import KeyRecord
 from streamer.pipeline.audio import MODEL_RATE
 from streamer.pipeline.containers import decoded_chunks
 from streamer.protocol import MIN_SAMPLE_RATE
 from streamer.services import Services
-from streamer.session.edge import hold_slot, max_session_s
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
-from streamer.session.socket import SLOT_TTL_S
+from streamer.state.backend import seconds_to_utc_midnight
 
 log = logging.getLogger(__name__)
 

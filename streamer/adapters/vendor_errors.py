@@ -11,8 +11,8 @@ from aiohttp import web
 
 from streamer.adapters import deepgram_options, openai_session
 from streamer.adapters.deepgram_query import ERR_CODES
+from streamer.edge.handshake import Handler
 from streamer.errors import StreamerError
-from streamer.session.edge import Handler
 
 DEEPGRAM_PREFIXES = ("/v1/listen", "/v1/auth/grant")
 OPENAI_PREFIXES = ("/v1/realtime", "/v1/audio/", "/v1/models")

@@ -1,6 +1,6 @@
 """Admission control: whether a new session may start now. Pure: it reads numbers, never internals.
 
-The capacity check reads a :class:`BatcherSnapshot` (the batcher's public statistics) and the ASR
+The capacity check reads a :class:`ModelQueue` (the batcher's public statistics) and the ASR
 breaker's state; the per-key session rate and the demo page's rate per client address are token buckets
 kept here (a bounded number of them, never forgetting a throttled one: ``ratelimit.BucketTable``). Each
 refusal names its reason (the ``refusals`` metric label) and carries the domain error the edge reports.
@@ -9,15 +9,15 @@ refusal names its reason (the ``refusals`` metric label) and carries the domain 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from streamer.errors import ModelUnavailableError, OverloadedError, RateLimitedError, StreamerError
 from streamer.guards.breaker import BreakerState
 from streamer.guards.clock import Clock, monotonic
 from streamer.guards.load import KeyLoad
 from streamer.guards.ratelimit import BucketTable
-from streamer.pipeline.batcher import BatcherSnapshot
 
-__all__ = ["MAX_RATE_BUCKETS", "Admission", "AdmissionLimits", "Refusal"]
+__all__ = ["MAX_RATE_BUCKETS", "Admission", "AdmissionLimits", "ModelQueue", "Refusal"]
 
 # Buckets kept per rate (keys, addresses); a full table forgets full, then idle unthrottled ones first.
 MAX_RATE_BUCKETS = 10_000
@@ -32,6 +32,22 @@ class Refusal(Exception):
         super().__init__(reason)
         self.reason = reason
         self.error = error
+
+
+class ModelQueue(Protocol):
+    """The model batcher's load as admission reads it, taken in one step (the pipeline's
+    ``BatcherSnapshot`` is one; admission does not import the pipeline)."""
+
+    @property
+    def hung(self) -> bool: ...
+    @property
+    def finals_pending(self) -> int: ...  # final jobs holding a slot (queued or running)
+    @property
+    def max_pending_finals(self) -> int: ...
+    @property
+    def latency_ewma_s(self) -> float: ...
+    @property
+    def last_batch_at(self) -> float: ...  # the batcher's clock; 0.0 before the first batch
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,7 @@ class Admission:
         *,
         draining: bool,
         live_sessions: int,
-        batcher: BatcherSnapshot,
+        batcher: ModelQueue,
         breaker_state: BreakerState | None,
         breaker_retry_after: float = 0.0,
         load_with_new: float | None = None,

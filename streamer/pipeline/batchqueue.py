@@ -42,6 +42,10 @@ class Job(Generic[P]):
     ticket: object = field(default=None, repr=False)  # the caller's handle (e.g. a future)
     trace: object = field(default=None, repr=False)  # the submitter's span (streamer.tracing.Handle)
 
+    @property
+    def final(self) -> bool:
+        return self.priority is Priority.FINAL
+
     def is_stale(self, now: float) -> bool:
         return self.stale_after is not None and now - self.submitted > self.stale_after
 

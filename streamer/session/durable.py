@@ -28,13 +28,13 @@ from collections.abc import Callable, Sequence
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from streamer.errors import SessionNotFoundError, StreamerError
-from streamer.guards.backend import BackendUnavailableError, SessionRecord
 from streamer.guards.load import LoadMeter
 from streamer.guards.ratelimit import AudioPacer
 from streamer.pipeline.audio import MODEL_RATE
 from streamer.protocol import CloseCode, SessionConfig, TranscriptFinal, TranslationFinal, dump
 from streamer.services import Services
 from streamer.session.runtime import StreamSession
+from streamer.state.backend import BackendUnavailableError, SessionRecord
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from streamer.errors import RateLimitedError
-from streamer.guards.backend import BackendUnavailableError, QuotaDecision
 from streamer.guards.keys import DEMO_KEY_ID, KeyRecord
 from streamer.services import Services
+from streamer.state.backend import BackendUnavailableError, QuotaDecision
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ from typing import Any, Protocol
 
 from streamer.errors import AuthError, RateLimitedError, SessionNotFoundError, StreamerError
 from streamer.guards.admission import Admission, AdmissionLimits, Refusal
-from streamer.guards.backend import BackendUnavailableError, QuotaDecision
 from streamer.guards.clock import Clock
 from streamer.guards.keys import KeyRecord
 from streamer.guards.load import PRIOR_SPEECH_SHARE, LoadMeter, expected_load
@@ -39,6 +38,7 @@ from streamer.session.ending import Endings, end_bound_s
 from streamer.session.outbox import Outbox
 from streamer.session.runtime import StreamSession
 from streamer.session.validation import check_session_config
+from streamer.state.backend import BackendUnavailableError, QuotaDecision
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from faults.streams import eventually
 from support import API_KEY, make_settings
 
 from streamer.adapters import upload_runner
+from streamer.edge.handshake import REGISTRY, SERVICES
 from streamer.guards.keys import issue_key
-from streamer.session.edge import REGISTRY, SERVICES
 
 from .conftest import http_base
 from .uploads import SLOW, WatchedBackend, answer_before_the_body, serving, wav

@@ -18,8 +18,8 @@ from fakes import FakeAsr
 from support import API_KEY, make_settings
 
 from streamer.adapters.openai_realtime import MAX_APPEND_TEXT
+from streamer.edge.socket import close_reason_bytes
 from streamer.protocol import MAX_TEXT_BYTES
-from streamer.session.socket import close_reason_bytes
 
 from .conftest import ws_base
 

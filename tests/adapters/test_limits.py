@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from support import API_KEY, make_settings
 
+from streamer.edge.handshake import SERVICES
 from streamer.guards.keys import issue_key
-from streamer.session.edge import SERVICES
 
 from .conftest import http_base, ws_base
 

@@ -19,7 +19,7 @@ from limits.conftest import EnergyVad
 
 from streamer.app import create_app
 from streamer.config import Settings
-from streamer.guards.backend import MemoryBackend
+from streamer.state.backend import MemoryBackend
 
 SLOW = {"upload_realtime_factor": 1.0, "realtime_burst_s": 1.0}  # an upload still running when looked at
 

@@ -27,8 +27,8 @@ from fakes import FakeAsr
 from playwright.async_api import Browser, Page, async_playwright
 from support import base_url, in_ci, load_transcripts, make_settings, read_pcm16, silence
 
+from streamer.edge.handshake import REGISTRY
 from streamer.protocol import CloseCode
-from streamer.session.edge import REGISTRY
 
 pytestmark = pytest.mark.slow
 

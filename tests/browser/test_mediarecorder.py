@@ -32,8 +32,8 @@ from test_demo_browser import (
     write_microphone_wav,
 )
 
+from streamer.edge.handshake import REGISTRY
 from streamer.protocol import CloseCode
-from streamer.session.edge import REGISTRY
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ from fakes import FakeAsr
 from support import API_KEY, base_url, make_settings, skip_or_fail
 
 from streamer.app import create_app
+from streamer.edge.handshake import SERVICES
 from streamer.errors import ConfigError
 from streamer.pipeline.speakers_weights import default_wheel_path
-from streamer.session.edge import SERVICES
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

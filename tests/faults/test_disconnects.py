@@ -21,11 +21,11 @@ from support import API_KEY, base_url, make_settings
 
 from faults.streams import eventually, next_event, send_audio, utterance
 from streamer.client import Stream, StreamerClient
-from streamer.session.edge import REGISTRY, SERVICES
+from streamer.edge.handshake import REGISTRY, SERVICES
+from streamer.edge.ws import Connection
 from streamer.session.outbox import Outbox
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.ws import Connection
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 # half of en_utt1 (0.3 s lead + 1.6 s of speech): the utterance is open when the client goes

@@ -19,7 +19,7 @@ from support import API_KEY, base_url, make_settings
 
 from faults.streams import events_until_closed, eventually, of_type, send_audio, utterance
 from streamer.client import ClientError, StreamerClient
-from streamer.session.edge import SERVICES
+from streamer.edge.handshake import SERVICES
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

@@ -9,7 +9,7 @@ from fakes import FakeAsr
 from support import API_KEY, base_url
 
 from streamer.client import StreamerClient
-from streamer.session.edge import REGISTRY
+from streamer.edge.handshake import REGISTRY
 
 
 async def test_unexpected_exception_closes_with_1011_after_an_error_event(make_server: Any) -> None:

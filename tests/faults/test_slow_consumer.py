@@ -26,7 +26,7 @@ from fakes import FakeAsr
 from support import API_KEY, base_url, make_settings
 
 from faults.streams import eventually
-from streamer.session.edge import REGISTRY
+from streamer.edge.handshake import REGISTRY
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 PING_ID = "x" * 64  # the longest id allowed (tests/hostile: a long one is refused)

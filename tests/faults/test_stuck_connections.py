@@ -23,8 +23,8 @@ from faults.streams import CHUNK, eventually, of_type, utterance
 from streamer.app import create_app
 from streamer.client import StreamerClient
 from streamer.config import Settings
+from streamer.edge.handshake import REGISTRY, SERVICES
 from streamer.pipeline.vad import SileroVad
-from streamer.session.edge import REGISTRY, SERVICES
 
 UTTERANCES = 6  # one more than the finals queue (4) and the emitter's own hold: the reader must wait
 

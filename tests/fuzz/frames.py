@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 from support import read_pcm16, to_bytes
 
-from streamer.session.ws import WS_MAX_MSG
+from streamer.edge.ws import WS_MAX_MSG
 
 SPEECH = to_bytes(read_pcm16("en_utt1.wav"))
 MAX_FRAME = 16000 * 2  # 1 s at the default 16 kHz

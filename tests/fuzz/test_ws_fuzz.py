@@ -39,9 +39,9 @@ from support import API_KEY, make_settings, silence, to_bytes
 from fuzz.frames import FRESH, SCRIPTS, SPEECH, Frame, Noise, Speech
 from fuzz.threaded import ThreadedServer
 from streamer.client import StreamerClient
+from streamer.edge.ws import WS_MAX_MSG
 from streamer.pipeline.vad import SileroVad
 from streamer.protocol import ServerMessage
-from streamer.session.ws import WS_MAX_MSG
 
 CONTRACT_CLOSE_CODES = {1000, 1001, 1008, 1009, 1011, 1013}
 SERVER_MESSAGE: TypeAdapter[ServerMessage] = TypeAdapter(

@@ -17,8 +17,8 @@ from aiohttp import web
 
 from streamer.app import create_app
 from streamer.config import Settings
+from streamer.edge.handshake import REGISTRY, SERVICES
 from streamer.services import Services
-from streamer.session.edge import REGISTRY, SERVICES
 from streamer.session.registry import SessionRegistry
 
 T = TypeVar("T")

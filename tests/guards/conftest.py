@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis
+from fakes import FakeClock
 
-from streamer.guards import FakeClock, MemoryBackend, StateBackend
-from streamer.guards.redis_backend import RedisBackend
+from streamer.state.backend import MemoryBackend, StateBackend
+from streamer.state.redis_backend import RedisBackend
 
 # 2023-11-14 22:13:20 UTC: 6,400 s before a UTC midnight, so day arithmetic is checkable by hand.
 EPOCH = 1_700_000_000.0

@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from streamer.guards import KeyRecord, StateBackend, issue_key
+from streamer.guards.keys import KeyRecord, issue_key
+from streamer.state.backend import StateBackend
 
 from .conftest import Elapse
 

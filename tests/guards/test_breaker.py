@@ -3,8 +3,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from fakes import FakeClock
 
-from streamer.guards import BreakerOpenError, BreakerState, BreakerTimeoutError, CircuitBreaker, FakeClock
+from streamer.guards.breaker import BreakerOpenError, BreakerState, BreakerTimeoutError, CircuitBreaker
 
 
 class Changes:

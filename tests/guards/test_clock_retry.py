@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.guards import FakeClock, backoff_delays, retry_async
+from streamer.guards.retry import backoff_delays, retry_async
 
 
 def test_fake_clock_moves_only_when_told() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.guards import TIERS, KeyRecord, KeyRing, generate_key, hash_key, issue_key, key_id_of
+from streamer.guards.keys import TIERS, KeyRecord, KeyRing, generate_key, hash_key, issue_key, key_id_of
 
 ALNUM = set(string.ascii_letters + string.digits)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeClock
 
-from streamer.guards import FakeClock, MemoryBackend, create_backend
+from streamer.state.backend import MemoryBackend
+from streamer.state.connect import create_backend
 
 
 async def test_audio_quota_resets_at_utc_midnight(clock: FakeClock) -> None:

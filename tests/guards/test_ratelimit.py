@@ -3,10 +3,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from fakes import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.guards import AudioPacer, FakeClock, TokenBucket
+from streamer.guards.ratelimit import AudioPacer, TokenBucket
 
 
 def test_bucket_starts_full_and_refuses_beyond_burst() -> None:

@@ -11,8 +11,10 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamer.guards import BackendUnavailableError, create_backend, issue_key
-from streamer.guards.redis_backend import RedisBackend, _redact, record_from_fields, record_to_fields
+from streamer.guards.keys import issue_key
+from streamer.state.backend import BackendUnavailableError
+from streamer.state.connect import create_backend
+from streamer.state.redis_backend import RedisBackend, _redact, record_from_fields, record_to_fields
 
 from .conftest import RedisFactory
 

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from streamer.guards import StateBackend
+from streamer.state.backend import StateBackend
 
 from .conftest import Elapse
 

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from limits.conftest import EnergyVad
 
-from streamer.session.ws import WS_MAX_MSG
+from streamer.edge.ws import WS_MAX_MSG
 
 from . import rawws
 from .conftest import RawSockets, healthz_seconds, hostile_settings, start_session

@@ -10,8 +10,8 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from limits.conftest import EnergyVad
 
-from streamer.guards.backend import BackendUnavailableError, MemoryBackend
-from streamer.session.edge import content_security_policy
+from streamer.edge.handshake import content_security_policy
+from streamer.state.backend import BackendUnavailableError, MemoryBackend
 
 from .conftest import hostile_settings, start_session
 

@@ -12,7 +12,7 @@ from fakes import FakeAsr
 from faults.streams import eventually
 from limits.conftest import EnergyVad
 
-from streamer.session.edge import REGISTRY
+from streamer.edge.handshake import REGISTRY
 
 from .conftest import hostile_settings, start_session
 

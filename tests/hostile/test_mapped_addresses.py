@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from limits.conftest import EnergyVad
 
-from streamer.session import clients
+from streamer.edge import clients
 
 from .conftest import AUTH, hostile_settings
 from .test_demo import demo_start

@@ -22,12 +22,12 @@ from faults.streams import eventually
 from limits.conftest import EnergyVad, tone
 from support import API_KEY, make_settings
 
+from streamer.edge.handshake import REGISTRY
 from streamer.guards.admission import Admission, AdmissionLimits, Refusal
 from streamer.guards.load import FallbackBudget, LoadMeter, expected_load
 from streamer.pipeline.asr import FALLBACK_LADDER, AsrRequest, AsrResult
 from streamer.pipeline.batcher import BatcherSnapshot, MicroBatcher
 from streamer.pipeline.batchqueue import BatchQueue, Job, Priority
-from streamer.session.edge import REGISTRY
 
 HONEST_KEY = "honest-key-0123456789abcdef0123456789abcdef"
 COST_S = 1.0  # model seconds the fake reports for each decode of crafted audio

@@ -15,7 +15,7 @@ from fakes import FakeAsr
 from faults.streams import eventually
 from limits.conftest import EnergyVad
 
-from streamer.session.edge import REGISTRY
+from streamer.edge.handshake import REGISTRY
 
 from .conftest import AUTH, hostile_settings
 

@@ -17,8 +17,8 @@ from limits.conftest import ADMIN, EnergyVad, free_port
 
 from streamer.app import create_app
 from streamer.config import Settings
+from streamer.edge.handshake import SECURITY_HEADERS
 from streamer.listen import Phase, RequestWatch, start
-from streamer.session.edge import SECURITY_HEADERS
 
 from .conftest import AUTH, hostile_settings
 

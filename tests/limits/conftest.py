@@ -25,9 +25,9 @@ from redis.exceptions import RedisError
 from support import make_settings, skip_or_fail
 
 from streamer.client import Stream
-from streamer.guards.redis_backend import RedisBackend
 from streamer.pipeline.audio import Audio
 from streamer.pipeline.vad import WINDOW
+from streamer.state.redis_backend import RedisBackend
 
 ADMIN_KEY = make_settings().admin_key
 assert ADMIN_KEY is not None

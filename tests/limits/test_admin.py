@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from support import JWT_SECRET, base_url, make_settings
 
+from streamer.edge.handshake import SERVICES
 from streamer.guards.breaker import BreakerState
-from streamer.session.edge import SERVICES
 
 from .conftest import ADMIN, ADMIN_KEY, EnergyVad, create_key, post_session
 

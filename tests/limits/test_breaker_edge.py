@@ -13,7 +13,7 @@ from fakes import FakeAsr
 from support import API_KEY, base_url, make_settings
 
 from streamer.client import Stream, StreamerClient
-from streamer.session.edge import SERVICES
+from streamer.edge.handshake import SERVICES
 
 from .conftest import ADMIN, error_of, events_until_closed, frames, post_session, tone
 

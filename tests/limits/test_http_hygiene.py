@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from support import API_KEY, JWT_SECRET, base_url, make_settings
 
-from streamer.guards.backend import MemoryBackend
+from streamer.edge.handshake import SECURITY_HEADERS
 from streamer.guards.keys import KeyRecord
-from streamer.session.edge import SECURITY_HEADERS
+from streamer.state.backend import MemoryBackend
 
 from .conftest import ADMIN, ADMIN_KEY, EnergyVad
 

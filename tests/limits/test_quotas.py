@@ -13,9 +13,9 @@ from fakes import FakeAsr
 from support import base_url, make_settings
 
 from streamer.client import StreamerClient
-from streamer.guards.backend import MemoryBackend, StateBackend
-from streamer.session.edge import SERVICES
+from streamer.edge.handshake import SERVICES
 from streamer.session.quota import CHARGE_STEP_S
+from streamer.state.backend import MemoryBackend, StateBackend
 
 from .conftest import EnergyVad, create_key, error_of, events_until_closed, frames, post_session, quiet
 

@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from support import API_KEY, base_url, make_settings
 
-from streamer.guards.backend import MemoryBackend
-from streamer.guards.redis_backend import RedisBackend
+from streamer.edge.handshake import SERVICES
+from streamer.guards.tokens import TokenService
 from streamer.protocol import SessionConfig
-from streamer.session.edge import SERVICES
-from streamer.session.tokens import TokenService
+from streamer.state.backend import MemoryBackend
+from streamer.state.redis_backend import RedisBackend
 
 from .conftest import RedisProcess, post_session
 
@@ -53,7 +53,7 @@ async def _restart(redis_process: RedisProcess) -> None:
 async def test_live_sessions_slots_are_asserted_again_after_a_restart(
     make_server: Any, vad: Any, redis_process: RedisProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("streamer.session.socket.SLOT_TTL_S", 1.5)  # refreshed every 0.5 s
+    monkeypatch.setattr("streamer.edge.socket.SLOT_TTL_S", 1.5)  # refreshed every 0.5 s
     server = await _server(make_server, vad, redis_process)
     base = base_url(server)
     observer = RedisBackend(redis_process.url)

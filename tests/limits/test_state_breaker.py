@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fakes import FakeClock
 
 from streamer.config import Settings
 from streamer.errors import OverloadedError
-from streamer.guards.backend import BackendUnavailableError
 from streamer.guards.breaker import BreakerState, CircuitBreaker
-from streamer.guards.clock import FakeClock
 from streamer.metrics import Metrics
 from streamer.services import Services
+from streamer.state.backend import BackendUnavailableError
 
 
 class FlakyCall:

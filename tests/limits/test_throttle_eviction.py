@@ -4,10 +4,10 @@ throttled address fresh guesses (issue 23, item 11). Pure: an injected clock, no
 from __future__ import annotations
 
 import pytest
+from fakes import FakeClock
 
 from streamer.guards import ratelimit
 from streamer.guards.admission import MAX_RATE_BUCKETS, Admission, AdmissionLimits, Refusal
-from streamer.guards.clock import FakeClock
 
 PER_MIN = 10.0
 

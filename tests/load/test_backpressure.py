@@ -23,8 +23,8 @@ from fakes import FakeAsr
 from support import API_KEY, base_url, make_settings, read_pcm16, silence, to_bytes
 
 from streamer.client import ClientError, Stream, StreamerClient
+from streamer.edge.handshake import REGISTRY, SERVICES
 from streamer.services import Services
-from streamer.session.edge import REGISTRY, SERVICES
 from streamer.session.finals import PENDING_FINALS
 
 ServerFactory = Callable[..., Awaitable[TestServer]]

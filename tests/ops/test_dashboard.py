@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import API_KEY, base_url, make_settings, read_pcm16, silence, skip_or_fail, to_bytes
 
 from streamer.client import StreamerClient
-from streamer.session.edge import SERVICES
+from streamer.edge.handshake import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "streamer.json"

@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import API_KEY, base_url, make_settings, read_pcm16, silence, to_bytes
 
 from streamer.client import Stream, StreamerClient
+from streamer.edge.handshake import REGISTRY, SERVICES
 from streamer.logs import JsonFormatter
-from streamer.session.edge import REGISTRY, SERVICES
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 SPOKEN = "zebra quartz nebula"  # what the fake model "hears": must never reach a log line
@@ -174,7 +174,7 @@ async def test_request_id_is_honoured_or_issued(make_server: ServerFactory) -> N
 
 
 # the modules whose log records are about one session
-SESSION_LOGGERS = ("streamer.session.socket", "streamer.session.runtime", "streamer.session.registry")
+SESSION_LOGGERS = ("streamer.edge.socket", "streamer.session.runtime", "streamer.session.registry")
 
 
 async def test_logs_name_the_session_and_never_a_secret(

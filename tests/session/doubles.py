@@ -13,14 +13,14 @@ from fakes import FakeAsr
 from support import JWT_SECRET, make_settings
 
 from streamer.config import Settings
-from streamer.guards.backend import MemoryBackend
 from streamer.guards.keys import KeyRing
+from streamer.guards.tokens import TokenService
 from streamer.metrics import Metrics
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.batcher import MicroBatcher
 from streamer.pipeline.vad import WINDOW
 from streamer.services import Services
-from streamer.session.tokens import TokenService
+from streamer.state.backend import MemoryBackend
 
 
 @dataclass

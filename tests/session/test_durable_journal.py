@@ -9,13 +9,13 @@ from support import make_settings
 
 from session.doubles import services
 from streamer.errors import SessionNotFoundError
-from streamer.guards.backend import BackendUnavailableError, MemoryBackend
 from streamer.guards.load import LoadMeter
 from streamer.guards.ratelimit import AudioPacer
 from streamer.protocol import SessionConfig, TranscriptFinal, TranslationFinal
 from streamer.services import Services
 from streamer.session.durable import DurableSessions, DurableState, ResentAudio, kept_pacer
 from streamer.session.runtime import StreamSession
+from streamer.state.backend import BackendUnavailableError, MemoryBackend
 
 
 class DownBackend(MemoryBackend):

@@ -28,10 +28,10 @@ from support import (
 )
 
 from streamer.client import SessionInfo, Stream, StreamerClient
+from streamer.edge.handshake import REGISTRY
 from streamer.protocol import SessionConfig, TranscriptFinal
 from streamer.session import durable
 from streamer.session.durable import DurableSessions
-from streamer.session.edge import REGISTRY
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

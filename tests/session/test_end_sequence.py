@@ -23,10 +23,10 @@ from support import API_KEY, ServerFactory, base_url, make_settings
 
 from session.doubles import ScriptedVad, Sink, services
 from streamer.client import StreamerClient
+from streamer.edge.handshake import REGISTRY
 from streamer.pipeline.segmenter import Ended, Segmenter
 from streamer.protocol import SessionConfig, TranscriptFinal
 from streamer.session.durable import SessionBusyError
-from streamer.session.edge import REGISTRY
 from streamer.session.ending import Endings
 from streamer.session.finals import HISTORY_KEEP
 from streamer.session.outbox import Outbox

@@ -15,13 +15,13 @@ from support import API_KEY, base_url, make_settings
 
 from session.doubles import services
 from streamer.client import Stream, StreamerClient
+from streamer.edge.handshake import REGISTRY
 from streamer.errors import OverloadedError, RateLimitedError
-from streamer.guards.backend import BackendUnavailableError, MemoryBackend, QuotaDecision
 from streamer.guards.keys import KeyRecord
 from streamer.protocol import SessionConfig
-from streamer.session.edge import REGISTRY
 from streamer.session.outbox import Outbox
 from streamer.session.registry import SessionRegistry
+from streamer.state.backend import BackendUnavailableError, MemoryBackend, QuotaDecision
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

@@ -9,12 +9,12 @@ from fakes import FakeAsr
 from support import make_settings
 
 from session.doubles import ScriptedVad, Sink, services
+from streamer.edge.ws import Connection
 from streamer.pipeline.segmenter import Ended, Segmenter
 from streamer.protocol import Pong, SessionConfig
 from streamer.session.outbox import Outbox
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.ws import Connection
 
 SPEECH_WINDOWS = 20
 FRAME_8K = np.zeros(160, dtype="<i2").tobytes()  # 20 ms at 8 kHz

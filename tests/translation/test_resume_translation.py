@@ -8,9 +8,9 @@ from faults.streams import eventually
 from support import API_KEY, base_url
 
 from streamer.client import StreamerClient
+from streamer.edge.handshake import REGISTRY
 from streamer.pipeline.mt import CT2Translator
 from streamer.protocol import TranslationFinal
-from streamer.session.edge import REGISTRY
 
 from .conftest import NumberingAsr, SpyEngine, events_until, send_audio, speech
 

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any
 
 import pytest
+from fakes import FakeClock
 
 from streamer.errors import ModelUnavailableError
 from streamer.guards.breaker import BreakerState, CircuitBreaker
-from streamer.guards.clock import FakeClock
 from streamer.pipeline.batcher import BatchStats, MicroBatcher
 
 KEY = ("transcribe", "en")

@@ -14,6 +14,15 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from streamer import tracing
+from streamer.edge.handshake import (
+    REGISTRY,
+    REQUEST_ID,
+    check_origin,
+    error_response,
+    redeem_token,
+    session_limits,
+)
+from streamer.edge.socket import SessionSocket, socket_response
 from streamer.errors import AuthError, BadRequestError, ConfigError, RateLimitedError, StreamerError
 from streamer.pipeline.audio import max_frame_bytes
 from streamer.pipeline.container_input import ContainerInput
@@ -33,17 +42,8 @@ from streamer.protocol import (
     TranslationFinal,
 )
 from streamer.session.durable import ResentAudio, kept_pacer
-from streamer.session.edge import (
-    REGISTRY,
-    REQUEST_ID,
-    check_origin,
-    error_response,
-    redeem_token,
-    session_limits,
-)
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
-from streamer.session.socket import SessionSocket, socket_response
 from streamer.session.validation import apply_update, check_session_config, parse_client_message
 
 # The largest legal message is one binary frame of max_frame_ms at 48 kHz (96,000 bytes for 1 s). aiohttp

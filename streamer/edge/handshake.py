@@ -14,14 +14,14 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from streamer.config import Settings
+from streamer.edge.clients import client_address, networks, rate_key
 from streamer.errors import AuthError, ForbiddenError, StreamerError
 from streamer.guards.keys import DEMO_KEY_ID
+from streamer.guards.tokens import AUDIENCE, SessionGrant
 from streamer.pipeline.audio import max_frame_bytes
 from streamer.protocol import Encoding, Limits, error_body
 from streamer.services import Services
-from streamer.session.clients import client_address, networks, rate_key
 from streamer.session.registry import SessionRegistry
-from streamer.session.tokens import AUDIENCE, SessionGrant
 from streamer.session.validation import origin_allowed
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The Redis :class:`~streamer.guards.backend.StateBackend`: quotas shared by every server instance.
+"""The Redis :class:`~streamer.state.backend.StateBackend`: quotas shared by every server instance.
 
 Each check-and-update is one Lua script, so it is atomic across instances. Scripts read the clock with
 Redis ``TIME``, never the caller's clock: instances whose clocks disagree still agree on when a slot
@@ -26,8 +26,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
-from streamer.guards import redis_scripts as scripts
-from streamer.guards.backend import (
+from streamer.guards.keys import KeyRecord
+from streamer.state import redis_scripts as scripts
+from streamer.state.backend import (
     AUDIO_EPSILON,
     BackendUnavailableError,
     Claim,
@@ -38,7 +39,6 @@ from streamer.guards.backend import (
     check_limit,
     check_ttl,
 )
-from streamer.guards.keys import KeyRecord
 
 __all__ = ["RedisBackend"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streamer.session.edge import REGISTRY, SERVICES
+from streamer.edge.handshake import REGISTRY, SERVICES
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from streamer.edge.handshake import SERVICES, Handler, Listener, bearer, listener_of
 from streamer.errors import AuthError, BadRequestError, OverloadedError, StreamerError
-from streamer.guards.backend import BackendUnavailableError
 from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import DEFAULT_TIER, TIERS, KeyRecord, issue_key
 from streamer.services import Services
-from streamer.session.edge import SERVICES, Handler, Listener, bearer, listener_of
 from streamer.session.validation import parse_model
+from streamer.state.backend import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from streamer.errors import AuthError, ForbiddenError, OverloadedError, SessionNotFoundError
-from streamer.guards.backend import BackendUnavailableError, QuotaDecision
-from streamer.guards.keys import DEMO_KEY_ID
-from streamer.protocol import SessionConfig, TranscriptFinal
-from streamer.services import Services
-from streamer.session.clients import client_address, networks, rate_key
-from streamer.session.edge import (
+from streamer.edge.clients import client_address, networks, rate_key
+from streamer.edge.handshake import (
     REGISTRY,
     SERVICES,
     bearer,
@@ -21,8 +16,13 @@ from streamer.session.edge import (
     error_response,
     session_limits,
 )
+from streamer.errors import AuthError, ForbiddenError, OverloadedError, SessionNotFoundError
+from streamer.guards.keys import DEMO_KEY_ID
+from streamer.protocol import SessionConfig, TranscriptFinal
+from streamer.services import Services
 from streamer.session.registry import ConcurrentSessionsError
 from streamer.session.validation import check_session_config, parse_session_config
+from streamer.state.backend import BackendUnavailableError, QuotaDecision
 
 log = logging.getLogger(__name__)
 

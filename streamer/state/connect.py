@@ -1,6 +1,6 @@
 """Connecting the state backend: in-process without a URL, Redis (checked with a few pings) with one.
 
-Apart from :mod:`streamer.guards.backend`, so the Redis backend (which builds on that module) is only
+Apart from :mod:`streamer.state.backend`, so the Redis backend (which builds on that module) is only
 imported here, and only when a URL is given.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from streamer.guards.backend import BackendUnavailableError, MemoryBackend, StateBackend
 from streamer.guards.retry import retry_async
+from streamer.state.backend import BackendUnavailableError, MemoryBackend, StateBackend
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ async def create_backend(
     if not redis_url:
         log.info("state backend: in-memory (limits are per process)")
         return MemoryBackend()
-    from streamer.guards.redis_backend import RedisBackend  # redis is only needed with a URL
+    from streamer.state.redis_backend import RedisBackend  # redis is only needed with a URL
 
     backend = RedisBackend(redis_url)
     try:

@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from aiohttp import WSMsgType, web
 
+from streamer.edge.handshake import hold_slot, idle_timeout_s, max_session_s
 from streamer.errors import (
     BadRequestError,
     ConfigError,
@@ -39,7 +40,6 @@ from streamer.protocol import (
     TranscriptFinal,
     TranslationFinal,
 )
-from streamer.session.edge import hold_slot, idle_timeout_s, max_session_s
 from streamer.session.ending import Ending
 from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, Render, SlowConsumerError
 from streamer.session.quota import AudioQuota

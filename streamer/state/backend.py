@@ -2,7 +2,7 @@
 single-use token ids and admin-created keys; and sessions' durable state (resume on any instance).
 
 :class:`StateBackend` is the interface; :class:`MemoryBackend` serves one process (and tests), and
-``streamer.guards.redis_backend.RedisBackend`` serves a fleet. Every check-and-update is atomic: the memory
+``streamer.state.redis_backend.RedisBackend`` serves a fleet. Every check-and-update is atomic: the memory
 backend's critical sections contain no ``await``, the Redis backend runs them as Lua scripts.
 """
 
