@@ -36,6 +36,7 @@ from streamer.adapters.deepgram_options import (
 )
 from streamer.adapters.deepgram_query import close_prefix
 from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
+from streamer.edge.credentials import authorization
 from streamer.edge.handshake import REGISTRY, SERVICES, check_origin
 from streamer.edge.socket import socket_response
 from streamer.errors import AuthError, BadRequestError, SessionIdleError, StreamerError
@@ -72,10 +73,10 @@ async def grant(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     request_id = str(uuid.uuid4())
     try:
-        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() not in SUBPROTOCOLS or not credential.strip():
+        scheme, credential = authorization(request)
+        if scheme not in SUBPROTOCOLS or not credential:
             raise AuthError("send Authorization: Token <api key>")
-        key = await key_record(services, credential.strip())
+        key = await key_record(services, credential)
         ttl = GRANT_TTL_S
         if request.can_read_body and (raw := await request.read()).strip():
             try:

@@ -13,6 +13,7 @@ from streamer import tracing
 from streamer.adapters.common import Turns, check_language, key_record, redeem, retune
 from streamer.adapters.deepgram_audio import AudioFormat
 from streamer.adapters.deepgram_query import ERR_CODES, check_query
+from streamer.edge.credentials import authorization, offered_subprotocols, retry_after
 from streamer.edge.handshake import REQUEST_ID
 from streamer.errors import AuthError, ConfigError, StreamerError
 from streamer.guards.keys import KeyRecord
@@ -52,7 +53,7 @@ def error_response(e: DeepgramRequestError, request_id: str) -> web.Response:
     printable = "".join(c if c.isprintable() else " " for c in e.message[:200])
     headers = {"dg-request-id": request_id, "dg-error": printable}
     if e.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(e.retry_after)))
+        headers["Retry-After"] = retry_after(e.retry_after)
     body = {"err_code": e.err_code, "err_msg": e.message, "request_id": request_id}
     return web.json_response(body, status=e.status, headers=headers)
 
@@ -131,12 +132,11 @@ class ListenOptions:
 
 async def authenticate(request: web.Request, services: Services) -> tuple[KeyRecord, str | None]:
     """The key behind the request, and the subprotocol to answer when the credential came in one."""
-    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    offered = offered_subprotocols(request)
     if len(offered) >= 2 and offered[0].lower() in SUBPROTOCOLS:
         scheme, credential, answer = offered[0].lower(), offered[1], offered[0]
     else:
-        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        scheme, credential, answer = scheme.lower(), credential.strip(), None
+        (scheme, credential), answer = authorization(request), None
     if not credential or scheme not in SUBPROTOCOLS:
         raise AuthError("send Authorization: Token <api key> or Bearer <temporary token>")
     if scheme == "token":

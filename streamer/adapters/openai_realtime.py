@@ -43,6 +43,7 @@ from streamer.adapters.openai_session import (
     json_object,
     new_id,
 )
+from streamer.edge.credentials import offered_subprotocols
 from streamer.edge.handshake import REGISTRY, REQUEST_ID, check_origin
 from streamer.edge.socket import socket_response
 from streamer.errors import (
@@ -91,7 +92,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     started = tracing.now()  # the session.start span: from here to admission
     registry = request.app[REGISTRY]
     services = registry.services
-    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    offered = offered_subprotocols(request)
     beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "") or BETA_SUBPROTOCOL in offered
     try:
         check_origin(request)

@@ -22,6 +22,7 @@ from streamer.adapters.openai_session import (
     new_id,
     state_from_ga,
 )
+from streamer.edge.credentials import authorization, offered_subprotocols
 from streamer.edge.handshake import SERVICES
 from streamer.errors import AuthError, StreamerError
 from streamer.guards.keys import KeyRecord
@@ -94,14 +95,14 @@ async def authenticate(
     request: web.Request, services: Services
 ) -> tuple[KeyRecord, RealtimeState | None, bool]:
     """The key, the session a client secret carried (if one was used), and whether it was beta's."""
-    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    offered = offered_subprotocols(request)
     credential = next(
         (p[len(INSECURE_KEY_PREFIX) :] for p in offered if p.startswith(INSECURE_KEY_PREFIX)), None
     )
     if credential is None:
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            credential = value.strip()
+        scheme, value = authorization(request)
+        if scheme == "bearer":
+            credential = value
     if not credential:
         raise AuthError("send Authorization: Bearer <api key or client secret>")
     if not credential.startswith(SECRET_PREFIX):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamer.adapters import openai_options
 from streamer.adapters.common import Turns, check_language, key_record
+from streamer.edge.credentials import retry_after
 from streamer.edge.handshake import bearer
 from streamer.errors import BadRequestError, StreamerError
 from streamer.guards.keys import KeyRecord
@@ -374,7 +375,7 @@ def error_response(e: StreamerError) -> web.Response:
     if e.status == 429:
         kind = "rate_limit_error"
     param = e.param if isinstance(e, ClientEventError) else None
-    headers = {"Retry-After": str(max(1, round(e.retry_after)))} if e.retry_after is not None else {}
+    headers = {"Retry-After": retry_after(e.retry_after)} if e.retry_after is not None else {}
     return web.json_response(error_body(e.message, kind, e.code, param), status=e.status, headers=headers)
 
 

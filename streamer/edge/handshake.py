@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import uuid
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -15,6 +14,7 @@ from aiohttp import web
 
 from streamer.config import Settings
 from streamer.edge.clients import client_address, networks, rate_key
+from streamer.edge.credentials import authorization, retry_after
 from streamer.errors import AuthError, ForbiddenError, StreamerError
 from streamer.guards.keys import DEMO_KEY_ID
 from streamer.guards.tokens import AUDIENCE, SessionGrant
@@ -91,7 +91,7 @@ async def stamp_response(request: web.Request, response: web.StreamResponse) -> 
 def error_response(e: StreamerError, headers: dict[str, str] | None = None) -> web.Response:
     hdrs = dict(headers or {})
     if e.retry_after is not None:
-        hdrs["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+        hdrs["Retry-After"] = retry_after(e.retry_after)
     if e.status == 401:
         hdrs["WWW-Authenticate"] = 'Bearer realm="streamer"'
     return web.json_response(error_body(e.code, e.message), status=e.status, headers=hdrs)
@@ -140,11 +140,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def bearer(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    scheme, value = authorization(request)
+    if scheme != "bearer" or not value:
         raise AuthError("missing API key: send Authorization: Bearer <key>")
-    return value.strip()
+    return value
 
 
 async def redeem_token(services: Services, token: str, audience: str = AUDIENCE) -> SessionGrant:

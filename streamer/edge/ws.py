@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from streamer import tracing
+from streamer.edge.credentials import offered_subprotocols
 from streamer.edge.handshake import (
     REGISTRY,
     REQUEST_ID,
@@ -53,9 +54,7 @@ WS_MAX_MSG = 2 * max_frame_bytes(MAX_SAMPLE_RATE, 1000)
 
 def _token_from(request: web.Request) -> tuple[str | None, bool]:
     """The token from ``?token=`` or the ``token.<jwt>`` subprotocol; and whether subprotocols were used."""
-    header = request.headers.get("Sec-WebSocket-Protocol", "")
-    protocols = [p.strip() for p in header.split(",") if p.strip()]
-    for proto in protocols:
+    for proto in offered_subprotocols(request):
         if proto.startswith(TOKEN_SUBPROTOCOL_PREFIX):
             return proto[len(TOKEN_SUBPROTOCOL_PREFIX) :], True
     return request.query.get("token"), False
