@@ -10,6 +10,7 @@ the step's middle).
 from __future__ import annotations
 
 import io
+import wave
 
 import av
 import numpy as np
@@ -75,3 +76,16 @@ def container_seconds(data: bytes) -> float:
         for frame in container.decode(stream):
             samples += frame.samples / frame.sample_rate
     return samples
+
+
+def read_wav(path: str) -> tuple[bytes, int]:
+    """PCM16 mono bytes and the sample rate of a 16-bit WAV file (stereo is mixed down)."""
+    with wave.open(path, "rb") as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path}: only 16-bit WAV is supported")
+        rate, channels = w.getframerate(), w.getnchannels()
+        data = w.readframes(w.getnframes())
+    if channels > 1:
+        samples = np.frombuffer(data, dtype="<i2").reshape(-1, channels).mean(axis=1)
+        data = samples.astype("<i2").tobytes()
+    return data, rate

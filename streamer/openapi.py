@@ -1,180 +1,45 @@
 """The OpenAPI 3.1 description of the REST API, served at ``GET /openapi.json``.
 
 Bodies are described by pydantic models: the wire models of :mod:`streamer.protocol` (``SessionConfig``,
-``Limits``) and, below, the shapes the REST handlers answer with. The document is built once per process;
-its schemas come from the same models that validate requests, so the description cannot drift from what
-the server accepts. The WebSocket protocol is not described here (see docs/protocol.md).
+``Limits``) and the shapes the REST handlers answer with (:mod:`streamer.openapi_bodies`). The document
+is built once per process; its schemas come from the same models that validate requests, so the
+description cannot drift from what the server accepts. The WebSocket protocol is not described here
+(see docs/protocol.md).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from streamer import __version__
-from streamer.protocol import Limits, SessionConfig
+from streamer.openapi_bodies import (
+    MODELS,
+    ClientSecretBody,
+    DeepgramErrorBody,
+    DeepgramGrantBody,
+    DeepgramGrantRequest,
+    ErrorBody,
+    HealthBody,
+    ModelsBody,
+    OpenAIErrorBody,
+    OpenAIModel,
+    OpenAIModelList,
+    ReadinessBody,
+    ResumeGrantBody,
+    SessionGrantBody,
+    TranscriptionBody,
+    TranscriptionSessionBody,
+)
+from streamer.protocol import SessionConfig
 
 REF = "#/components/schemas/{model}"
 
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SessionGrantBody(_Body):
-    """``201`` from ``POST /v1/sessions`` and ``POST /v1/demo/session``."""
-
-    session_id: str
-    token: str = Field(description="Single-use JWT for GET /v1/stream (?token= or token.<jwt> subprotocol)")
-    expires_at: float = Field(description="Unix time after which the token can no longer connect")
-    ws_url: str
-    config: SessionConfig
-    limits: Limits
-
-
-class ResumeGrantBody(SessionGrantBody):
-    """``201`` from ``POST /v1/sessions/{session_id}/resume``."""
-
-    last_seq: int = Field(description="The seq of the last final the session has produced")
-    transcribed_until_ms: int = Field(
-        description="Session time before which all audio is in a final or held no speech: a client sends "
-        "again what it kept from there on (GET /v1/stream with audio_from_ms)"
-    )
-
-
-class ErrorDetail(BaseModel):
-    # the contract fixes code and message; an error may carry more (never secrets or stack traces)
-    model_config = ConfigDict(extra="allow")
-
-    code: str
-    message: str
-
-
-class ErrorBody(_Body):
-    error: ErrorDetail
-
-
-class AsrInfo(_Body):
-    name: str
-    multilingual: bool
-    languages: list[str]
-    tasks: list[Literal["transcribe", "translate"]]
-
-
-class ModelsBody(_Body):
-    asr: AsrInfo
-    mt: dict[str, Any] | None
-
-
-class OpenAIModel(_Body):
-    """One entry of OpenAI's model list (``GET /v1/models``), and ``GET /v1/models/{model}``."""
-
-    id: str
-    object: Literal["model"]
-    created: int
-    owned_by: str
-
-
-class OpenAIModelList(ModelsBody):
-    """``GET /v1/models``: OpenAI's list; ``asr`` and ``mt`` are deprecated (``GET /v1/stream/models``)."""
-
-    object: Literal["list"]
-    data: list[OpenAIModel]
-
-
-class HealthBody(_Body):
-    status: Literal["ok"]
-
-
-class ReadinessBody(_Body):
-    status: Literal["ready", "not_ready"]
-    checks: dict[str, str]
-
-
-# ---- the vendor-compatible surfaces (streamer/adapters/, docs/api-openai.md, docs/api-deepgram.md)
-
-
-class DeepgramGrantRequest(_Body):
-    ttl_seconds: float | None = Field(default=None, ge=1, le=3600)
-
-
-class DeepgramGrantBody(_Body):
-    """``200`` from ``POST /v1/auth/grant``: a single-use token for one ``GET /v1/listen``."""
-
-    access_token: str
-    expires_in: float
-
-
-class DeepgramErrorBody(_Body):
-    err_code: str
-    err_msg: str
-    request_id: str
-
-
-class OpenAIErrorDetail(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    message: str
-    type: str
-    code: str | None
-    param: str | None = None
-
-
-class OpenAIErrorBody(_Body):
-    error: OpenAIErrorDetail
-
-
-class ClientSecretBody(BaseModel):
-    """``200`` from ``POST /v1/realtime/client_secrets``: a single-use secret for one session."""
-
-    model_config = ConfigDict(extra="allow")
-
-    value: str = Field(description="ek_...: the credential for GET /v1/realtime (Bearer or subprotocol)")
-    expires_at: int
-    session: dict[str, Any]
-
-
-class TranscriptionSessionBody(BaseModel):
-    """``200`` from ``POST /v1/realtime/transcription_sessions`` (the beta shape)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    id: str
-    object: Literal["realtime.transcription_session"]
-    client_secret: dict[str, Any]
-
-
-class TranscriptionBody(BaseModel):
-    """``200`` from ``POST /v1/audio/transcriptions`` (json and verbose_json)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    text: str
-
-
-_MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-    (DeepgramGrantRequest, "validation"),
-    (DeepgramGrantBody, "serialization"),
-    (DeepgramErrorBody, "serialization"),
-    (OpenAIErrorBody, "serialization"),
-    (ClientSecretBody, "serialization"),
-    (TranscriptionSessionBody, "serialization"),
-    (TranscriptionBody, "serialization"),
-    (SessionConfig, "validation"),
-    (SessionGrantBody, "serialization"),
-    (ResumeGrantBody, "serialization"),
-    (ErrorBody, "serialization"),
-    (ModelsBody, "serialization"),
-    (OpenAIModel, "serialization"),
-    (OpenAIModelList, "serialization"),
-    (HealthBody, "serialization"),
-    (ReadinessBody, "serialization"),
-]
 
 _ERRORS = {
     400: "Bad session config or request",
@@ -354,9 +219,9 @@ def _operation(
 @functools.cache
 def _schemas() -> tuple[dict[tuple[type[BaseModel], JsonSchemaMode], str], dict[str, Any]]:
     """``(model, mode) -> $ref`` and the component schemas, all in one pass (shared ``$defs``)."""
-    refs, top = models_json_schema(_MODELS, ref_template=REF)
+    refs, top = models_json_schema(MODELS, ref_template=REF)
     defs: dict[str, Any] = top.get("$defs", {})
-    return {(m, mode): refs[(m, mode)]["$ref"] for m, mode in _MODELS}, defs
+    return {(m, mode): refs[(m, mode)]["$ref"] for m, mode in MODELS}, defs
 
 
 def _ref(model: type[BaseModel], mode: JsonSchemaMode = "serialization") -> str:

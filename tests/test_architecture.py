@@ -98,12 +98,13 @@ LAYERS: list[set[str]] = [
     {"session"},
     {"edge"},
     {"adapters"},
+    {"openapi_bodies"},
     {"openapi", "listen"},
     {"app"},
     {"cli"},
     {"__main__"},
 ]
-CLIENT = {"client", "client_audio", "client_cli"}
+CLIENT = {"client", "client_audio", "client_resend", "client_cli"}
 # what runs only above the session domain: the HTTP server
 EDGE_ONLY = {"aiohttp"}
 
