@@ -45,7 +45,7 @@ NO_ENDPOINT_MS = 3_600_000  # "never end an utterance on silence": only commits 
 
 async def key_record(services: Services, presented: str) -> KeyRecord:
     """The record of an API key presented in a vendor's header; 401 when it is not one."""
-    key = await services.authenticate(presented)
+    key = await services.state.authenticate(presented)
     if key is None:
         raise AuthError("unknown API key")
     return key

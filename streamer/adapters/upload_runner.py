@@ -130,7 +130,7 @@ async def admitted(registry: SessionRegistry, key: KeyRecord) -> AsyncIterator[T
             for held in (ticket.session_id, *ticket.held):
                 # fail_closed while Redis is down: the slot then expires by itself; the answer stands
                 with contextlib.suppress(StreamerError):
-                    await services.backend_call(
+                    await services.state.call(
                         functools.partial(services.backend.release_session, key.key_id, held), None
                     )
 
@@ -143,7 +143,7 @@ async def _keep_slots(services: Services, ticket: Ticket) -> None:
         for session_id in (ticket.session_id, *ticket.held):
             with contextlib.suppress(StreamerError):  # fail_closed while Redis is down: try again later
                 # the same upkeep as a socket's: a slot the state backend lost is taken again
-                await services.backend_call(
+                await services.state.call(
                     functools.partial(hold_slot, services, key_id, session_id, SLOT_TTL_S), None
                 )
 

@@ -151,7 +151,7 @@ async def redeem_token(services: Services, token: str, audience: str = AUDIENCE)
     and its key must still be valid now (a key revoked after the token was issued opens nothing)."""
     grant = await services.tokens.redeem(
         token,
-        lambda jti, ttl: services.backend_call(lambda: services.backend.consume_jti(jti, ttl), True),
+        lambda jti, ttl: services.state.call(lambda: services.backend.consume_jti(jti, ttl), True),
         audience=audience,
     )
     if not await _key_still_valid(services, grant.key_id):
@@ -170,7 +170,7 @@ async def _key_still_valid(services: Services, key_id: str) -> bool:
         return record is not None and not record.revoked
 
     # the outage policy decides while the key store is down (fail_open: the token was valid when issued)
-    return await services.backend_call(stored, True)
+    return await services.state.call(stored, True)
 
 
 async def hold_slot(services: Services, key_id: str, session_id: str, ttl_s: float) -> None:

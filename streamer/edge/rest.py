@@ -78,7 +78,7 @@ def _ws_url(request: web.Request) -> str:
 
 async def create_session(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
-    key = await registry.services.authenticate(bearer(request))
+    key = await registry.services.state.authenticate(bearer(request))
     if key is None:
         raise AuthError("unknown API key")
     registry.check_session_rate(key.key_id)
@@ -89,7 +89,7 @@ async def resume_session(request: web.Request) -> web.Response:
     """A fresh single-use token for a session whose connection dropped (same key only)."""
     registry = request.app[REGISTRY]
     services = registry.services
-    key = await services.authenticate(bearer(request))
+    key = await services.state.authenticate(bearer(request))
     if key is None:
         raise AuthError("unknown API key")
     session_id = request.match_info["session_id"]

@@ -223,7 +223,7 @@ class SessionSocket(ABC):
         services, session = self.services, self.session
         while self._ending is None:
             with contextlib.suppress(StreamerError):  # fail_closed while Redis is down: try again later
-                await services.backend_call(
+                await services.state.call(
                     lambda: hold_slot(services, session.key_id, session.session_id, SLOT_TTL_S),
                     None,
                 )

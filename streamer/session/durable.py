@@ -124,7 +124,7 @@ class Journal:
             services, state = self._durable.services, self.state.model_dump_json()
             try:
                 # through the state breaker: while Redis is known to be down, a final is not held up
-                ok = await services.backend_call(
+                ok = await services.state.call(
                     lambda: services.backend.save_session_state(
                         self.session.session_id,
                         self._durable.instance_id,

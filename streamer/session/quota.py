@@ -32,7 +32,7 @@ class AudioQuota:
         if not self._limit_known:
             static = [r for r in self._services.keys.records if r.key_id == self._key_id]
             unknown: KeyRecord | None = _UNKNOWN
-            record = static[0] if static else await self._services.backend_call(self._stored_key, unknown)
+            record = static[0] if static else await self._services.state.call(self._stored_key, unknown)
             if record is _UNKNOWN:
                 return None  # the backend is down (failing open): look again at the next charge
             self._limit = record.audio_limit_s if record is not None else None
@@ -47,7 +47,7 @@ class AudioQuota:
         amount, self._uncharged = self._uncharged, 0.0
         limit = await self._daily_limit()
         services = self._services
-        decision = await services.backend_call(
+        decision = await services.state.call(
             lambda: services.backend.charge_audio(self._key_id, amount, limit),
             QuotaDecision(allowed=True, limit=None, remaining=None, reset_s=0.0),
         )
@@ -65,7 +65,7 @@ class AudioQuota:
         if limit is None:
             return None
         services = self._services
-        used = await services.backend_call(lambda: services.backend.audio_used(self._key_id), 0.0)
+        used = await services.state.call(lambda: services.backend.audio_used(self._key_id), 0.0)
         return max(0.0, limit - used - self._uncharged)
 
     async def settle(self) -> None:

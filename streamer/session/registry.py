@@ -191,7 +191,7 @@ class SessionRegistry:
         self.check_capacity(key_id=key_id)
         services = self.services
         open_quota = QuotaDecision(allowed=True, limit=None, remaining=None, reset_s=0.0)
-        quota = await services.backend_call(
+        quota = await services.state.call(
             lambda: services.backend.acquire_session(
                 key_id, session_id, max_sessions, services.tokens.ttl_s + SLOT_GRACE_S
             ),
@@ -283,7 +283,7 @@ class SessionRegistry:
                 parked.expiry = asyncio.get_running_loop().call_later(window, self._expire_soon, sid)
             parked.settled.set()
         services = self.services
-        await services.backend_call(
+        await services.state.call(
             lambda: services.backend.refresh_session(session.key_id, sid, window + SLOT_GRACE_S), None
         )
 

@@ -124,10 +124,10 @@ async def test_an_outage_is_logged_once_and_its_end_once(
 ) -> None:
     server = await _server(make_server, vad, redis_process)
     base = base_url(server)
-    caplog.set_level(logging.WARNING, logger="streamer.services")
+    caplog.set_level(logging.WARNING, logger="streamer.state.guarded")
 
     def lines(text: str) -> int:
-        return len([r for r in caplog.records if r.name == "streamer.services" and text in r.getMessage()])
+        return len([r for r in caplog.records if r.name == "streamer.state.guarded" and text in r.getMessage()])
 
     async with aiohttp.ClientSession() as http:
         redis_process.stop()

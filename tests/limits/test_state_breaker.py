@@ -47,14 +47,14 @@ async def test_open_breaker_skips_the_backend_and_applies_fail_open() -> None:
     clock = FakeClock()
     svc, call = services("fail_open", clock), FlakyCall()
     for _ in range(3):
-        assert await svc.backend_call(call, "fallback") == "fallback"
+        assert await svc.state.call(call, "fallback") == "fallback"
     assert svc.breakers["state"].state is BreakerState.OPEN
-    assert await svc.backend_call(call, "fallback") == "fallback"
+    assert await svc.state.call(call, "fallback") == "fallback"
     assert call.calls == 3  # the fourth request did not wait on the dead backend
 
     call.down = False
     clock.advance(2.1)  # half-open: one probe goes through and closes the breaker
-    assert await svc.backend_call(call, "fallback") == "answer"
+    assert await svc.state.call(call, "fallback") == "answer"
     assert svc.breakers["state"].state is BreakerState.CLOSED
 
 
@@ -63,8 +63,8 @@ async def test_open_breaker_with_fail_closed_refuses_fast() -> None:
     svc, call = services("fail_closed", clock), FlakyCall()
     for _ in range(3):
         with pytest.raises(OverloadedError):
-            await svc.backend_call(call, None)
+            await svc.state.call(call, None)
     with pytest.raises(OverloadedError) as e:
-        await svc.backend_call(call, None)
+        await svc.state.call(call, None)
     assert call.calls == 3
     assert e.value.retryable and e.value.status == 503
