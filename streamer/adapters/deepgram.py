@@ -161,6 +161,7 @@ def renderer(
 
 class DeepgramConnection(AdapterConnection):
     surface = "deepgram"
+    pings_are_activity = False  # Deepgram: only audio or KeepAlive hold off NET-0001
 
     def __init__(
         self,

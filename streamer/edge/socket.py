@@ -48,6 +48,9 @@ from streamer.session.runtime import StreamSession
 
 log = logging.getLogger(__name__)
 
+# a client's ping (answered by the reader) and its pong (to the server's heartbeat): not messages of the
+# surface; a pong never counts as the client's activity, a ping where the surface says so
+_CONTROL = (WSMsgType.PING, WSMsgType.PONG)
 SLOT_TTL_S = 90.0  # a connected session's concurrent-session slot is refreshed every third of this
 
 
@@ -55,12 +58,14 @@ def socket_response(
     protocols: tuple[str, ...], max_msg_size: int, *, decode_text: bool = True
 ) -> web.WebSocketResponse:
     """The upgrade every surface answers with: no permessage-deflate (4 KiB on the wire would inflate to
-    megabytes of the loop's CPU time) and aiohttp's ping every 20 s (a vanished peer is seen)."""
+    megabytes of the loop's CPU time) and aiohttp's ping every 20 s (a vanished peer is seen). The client's
+    pings reach the reader (answered there), so they count as activity and against the message rate."""
     return web.WebSocketResponse(
         protocols=protocols,
         max_msg_size=max_msg_size,
         compress=False,
         heartbeat=20.0,
+        autoping=False,
         decode_text=decode_text,
     )
 
@@ -70,6 +75,7 @@ class SessionSocket(ABC):
 
     surface = "stream"  # for logs
     resumable = True  # a dropped connection parks the session for a resume; False: the drop ends it
+    pings_are_activity = True  # a client's WebSocket ping keeps the session from its idle timeout
 
     def __init__(
         self,
@@ -282,7 +288,8 @@ class SessionSocket(ABC):
             await asyncio.sleep(0)
             if self._ending is not None:
                 break
-            self._active_at = time.monotonic()
+            if (msg.type == WSMsgType.PING and self.pings_are_activity) or msg.type not in _CONTROL:
+                self._active_at = time.monotonic()
             self._in_message = True
             try:
                 if time.monotonic() > self._deadline:
@@ -301,6 +308,8 @@ class SessionSocket(ABC):
                         )
                     if await self.on_text(msg.data):
                         return
+                elif msg.type == WSMsgType.PING:
+                    await self.ws.pong(msg.data)
                 elif msg.type == WSMsgType.ERROR:
                     break
             except StreamerError as e:

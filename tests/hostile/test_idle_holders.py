@@ -54,3 +54,47 @@ async def test_a_client_that_pings_is_not_idle(make_server: Any) -> None:
             assert await ws.receive_json(timeout=5.0) == {"type": "pong", "id": n}
             await asyncio.sleep(IDLE_S / 3)
         await ws.close()
+
+
+async def test_a_client_that_sends_websocket_pings_is_not_idle(make_server: Any) -> None:
+    """A native client's keep-alive is often the WebSocket's own ping frame, not a protocol message."""
+    server: TestServer = await make_server(
+        hostile_settings(idle_timeout_s=IDLE_S), asr_engine=FakeAsr(), vad=EnergyVad()
+    )
+    async with aiohttp.ClientSession() as http:
+        session = await start_session(http, server)
+        ws = await http.ws_connect(
+            server.make_url(f"/v1/stream?token={session['token']}"), autoping=False, heartbeat=None
+        )
+        assert (await ws.receive_json(timeout=5.0))["type"] == "session.created"
+        for n in range(8):  # 1.6 s, well past the idle timeout, a ping frame every 0.2 s, each answered
+            await ws.ping(b"%d" % n)
+            answer = await ws.receive(timeout=5.0)
+            assert answer.type == WSMsgType.PONG and answer.data == b"%d" % n, answer
+            await asyncio.sleep(IDLE_S / 3)
+        assert not ws.closed
+        await ws.close()
+
+
+async def test_websocket_pings_count_against_the_message_rate(make_server: Any) -> None:
+    """Answering a ping costs the server: a flood of them is refused like a flood of messages."""
+    server: TestServer = await make_server(
+        hostile_settings(max_messages_per_s=5.0, message_burst=5), asr_engine=FakeAsr(), vad=EnergyVad()
+    )
+    async with aiohttp.ClientSession() as http:
+        session = await start_session(http, server)
+        ws = await http.ws_connect(
+            server.make_url(f"/v1/stream?token={session['token']}"), autoping=False, heartbeat=None
+        )
+        assert (await ws.receive_json(timeout=5.0))["type"] == "session.created"
+        for n in range(20):
+            await ws.ping(b"%d" % n)
+        codes = []
+        async with asyncio.timeout(5.0):
+            while (msg := await ws.receive()).type in (WSMsgType.PONG, WSMsgType.TEXT):
+                if msg.type == WSMsgType.TEXT and msg.json()["type"] == "error":
+                    codes.append(msg.json()["code"])
+                if len(codes) >= 1:
+                    break
+        assert codes == ["message_rate_exceeded"]
+        await ws.close()
