@@ -18,15 +18,13 @@ resume reaches, including after the serving instance died.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from streamer.errors import AuthError, RateLimitedError, SessionNotFoundError, StreamerError
+from streamer.errors import AuthError, RateLimitedError, StreamerError
 from streamer.guards.admission import Admission, AdmissionLimits, Refusal
 from streamer.guards.clock import Clock
 from streamer.guards.keys import KeyRecord
@@ -36,14 +34,13 @@ from streamer.services import Services
 from streamer.session.durable import DurableSessions, SessionBusyError
 from streamer.session.ending import Endings, end_bound_s
 from streamer.session.outbox import Outbox
+from streamer.session.parking import SLOT_GRACE_S, DurableParking, Parked, Parking
 from streamer.session.runtime import StreamSession
 from streamer.session.validation import check_session_config
 from streamer.state.backend import BackendUnavailableError, QuotaDecision
 
 log = logging.getLogger(__name__)
 
-# a parked session's concurrent-session slot outlives its window by this much (then it expires by itself)
-SLOT_GRACE_S = 30.0
 # how long closing waits for the registry's background tasks (settlements, releases, finalizations)
 CLOSE_TIMEOUT_S = 10.0
 
@@ -56,13 +53,6 @@ class Attachment(Protocol):
 
     async def shutdown(self) -> None:
         """Server shutdown: finalize and deliver what was accepted, then close."""
-
-
-@dataclass
-class _Parked:
-    session: StreamSession
-    settled: asyncio.Event  # set once the detach has finished finalizing the open utterance
-    expiry: asyncio.TimerHandle | None = None
 
 
 class SessionRegistry:
@@ -87,13 +77,16 @@ class SessionRegistry:
         self.load = LoadMeter(clock)
         self._live: dict[str, StreamSession] = {}
         self._connections: dict[str, Attachment] = {}
-        self._parked: dict[str, _Parked] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
         self._closed = False
-        # with shared state: sessions written through and resumable on any instance (session/durable.py)
-        self.durable = DurableSessions(services) if services.settings.redis_url else None
-        self._heartbeat: asyncio.Task[None] | None = None
+        # with shared state: sessions written through and resumable on any instance (session/parking.py)
+        self.parking = (
+            DurableParking(services, self.spawn, self.release, self.load)
+            if services.settings.redis_url
+            else Parking(services, self.spawn, self.release)
+        )
+        self._parked = self.parking.parked  # the sessions waiting for a resume (owned by the parking)
 
     # ---- what is here (read-only views)
 
@@ -110,6 +103,11 @@ class SessionRegistry:
     def parked(self) -> Mapping[str, StreamSession]:
         """Sessions waiting for a resume."""
         return MappingProxyType({sid: p.session for sid, p in self._parked.items()})
+
+    @property
+    def durable(self) -> DurableSessions | None:
+        """The shared state's record of sessions, with ``STREAMER_REDIS_URL``."""
+        return self.parking.durable
 
     def find(self, session_id: str) -> StreamSession | None:
         """A live or parked session."""
@@ -231,21 +229,8 @@ class SessionRegistry:
         metrics.active_sessions.inc()
         if last_seq is None:
             metrics.sessions_total.inc()
-        if self.durable is not None and session.on_result is None:  # a new session (a claimed one has one)
-            self.spawn(self._write_through(self.durable, session), f"durable-{sid}")
+        self.parking.started(session)
         return session.attach(outbox, last_seq)
-
-    async def _write_through(self, durable: DurableSessions, session: StreamSession) -> None:
-        """Start a new session's durable record (this instance beating first, so the claim is valid)."""
-        journal = durable.journal(session)
-        await self._beating(durable)
-        await journal.touch()
-
-    async def _beating(self, durable: DurableSessions) -> None:
-        """This instance's heartbeat is running (the sessions it holds are its own only while it beats)."""
-        if self._heartbeat is None:
-            self._heartbeat = self.spawn(durable.run(), "durable-heartbeat")
-            await durable.beat()
 
     def detach(self, session: StreamSession, connection: Attachment, *, ended: bool) -> asyncio.Task[None]:
         """``connection`` is gone: park the session, or release it (``ended``, draining, no window).
@@ -264,44 +249,9 @@ class SessionRegistry:
         # a session whose model failed cannot go on: resuming it would serve a zombie (issue 22, D2)
         if ended or session.failure is not None or self.draining or self._closed or window <= 0:
             return self.spawn(self.release(session), f"release-{sid}")
-        parked = self._parked[sid] = _Parked(session, asyncio.Event())
+        parked = self._parked[sid] = Parked(session, asyncio.Event())
         log.info("session parked for %.0fs", window, extra={"session_id": sid})
-        return self.spawn(self._park(parked, window), f"park-{sid}")
-
-    async def _park(self, parked: _Parked, window: float) -> None:
-        session, sid = parked.session, parked.session.session_id
-        try:
-            await session.detach()
-            if self.durable is not None:
-                await self._park_durably(self.durable, session, window)
-        finally:
-            if self.durable is not None:
-                # parked in the shared state now, for any instance; its slot expires unless resumed
-                if self._parked.get(sid) is parked:
-                    del self._parked[sid]
-            elif self._parked.get(sid) is parked:
-                parked.expiry = asyncio.get_running_loop().call_later(window, self._expire_soon, sid)
-            parked.settled.set()
-        services = self.services
-        await services.state.call(
-            lambda: services.backend.refresh_session(session.key_id, sid, window + SLOT_GRACE_S), None
-        )
-
-    async def _park_durably(self, durable: DurableSessions, session: StreamSession, window: float) -> None:
-        """Finish every final of the session (each written through), then release it to any instance."""
-        finalized = False
-        try:
-            # bounded: a failed model leaves the finals queue undrained; then the audio is not claimed done
-            async with asyncio.timeout(self.services.settings.drain_timeout_s):
-                await session.drain()
-            finalized = True
-        except (StreamerError, TimeoutError) as e:
-            log.warning("parking without finishing: %r", e, extra={"session_id": session.session_id})
-        finally:
-            journal = durable.forget(session)
-            await session.abort()
-        if journal is not None:
-            await journal.park(window, finalized=finalized)
+        return self.spawn(self.parking.park(parked, window), f"park-{sid}")
 
     async def resume(self, session_id: str, key_id: str) -> StreamSession:
         """Take over the session a resume token names: parked, or still attached to a dying connection;
@@ -314,63 +264,16 @@ class SessionRegistry:
                     await live.hand_over()
             except TimeoutError:
                 raise SessionBusyError("the session's connection is still closing; retry shortly") from None
-        parked = self._parked.get(session_id)
-        if self.durable is not None:
-            if parked is not None and parked.session.key_id == key_id:
-                await self._settled(parked)  # parked here a moment ago: its state is written once settled
-            await self._beating(self.durable)
-            state, history = await self.durable.claim(session_id, key_id)
-            return self.durable.restore(session_id, state, history, self.load)
-        if parked is None or parked.session.key_id != key_id:
-            raise SessionNotFoundError("this session can no longer be resumed")
-        await self._settled(parked)
-        if self._parked.get(session_id) is not parked:  # expired or taken while we waited
-            raise SessionNotFoundError("this session can no longer be resumed")
-        del self._parked[session_id]
-        if parked.expiry is not None:
-            parked.expiry.cancel()
-        return parked.session
-
-    async def _settled(self, parked: _Parked) -> None:
-        """Wait (bounded) until ``parked``'s detach has finished finalizing its open utterance."""
-        try:
-            async with asyncio.timeout(self.services.settings.drain_timeout_s):
-                await parked.settled.wait()
-        except TimeoutError:
-            raise SessionBusyError(
-                "the session is still finishing its last utterance; retry shortly", retry_after=2.0
-            ) from None
+        return await self.parking.take(session_id, key_id)
 
     async def repark(self, session: StreamSession) -> None:
         """A resume was taken but its socket never opened: keep the session resumable again."""
-        window = self.services.settings.resume_window_s
-        sid = session.session_id
-        if self.durable is not None:
-            journal = self.durable.forget(session)
-            if journal is not None:
-                await journal.park(window)
-            return
-        parked = self._parked[sid] = _Parked(session, asyncio.Event())
-        parked.expiry = asyncio.get_running_loop().call_later(window, self._expire_soon, sid)
-        parked.settled.set()
-
-    def _expire_soon(self, session_id: str) -> None:
-        self.spawn(self._expire(session_id), f"expire-{session_id}")
-
-    async def _expire(self, session_id: str) -> None:
-        parked = self._parked.pop(session_id, None)
-        if parked is None:
-            return
-        if parked.expiry is not None:
-            parked.expiry.cancel()
-        log.info("resume window over; releasing session", extra={"session_id": session_id})
-        await self.release(parked.session)
+        await self.parking.repark(session, self.services.settings.resume_window_s)
 
     async def release(self, session: StreamSession) -> None:
         """End a session for good: stop its work and give back its key's concurrent-session slot."""
         await session.abort()
-        if self.durable is not None:
-            await self.durable.drop(session)
+        await self.parking.dropped(session)
         try:
             await self.services.backend.release_session(session.key_id, session.session_id)
         except BackendUnavailableError as e:
@@ -411,17 +314,7 @@ class SessionRegistry:
         """Release every parked session and join the background tasks (before the backend closes)."""
         self.draining = True
         self._closed = True
-        if self.durable is not None:
-            self.durable.stop()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-        for session_id in list(self._parked):
-            parked = self._parked.get(session_id)
-            if parked is not None:
-                # bounded: releasing aborts a finalization stuck behind a model that no longer answers
-                with contextlib.suppress(SessionBusyError):
-                    await self._settled(parked)
-            await self._expire(session_id)
+        await self.parking.close()
         # bounded: a task that outlives its cancel (a library that swallows one) must not hold shutdown
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CLOSE_TIMEOUT_S
