@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from aiohttp import WSMsgType, web
@@ -68,6 +68,20 @@ def socket_response(
         autoping=False,
         decode_text=decode_text,
     )
+
+
+async def upgrade(
+    request: web.Request, ws: web.WebSocketResponse, give_back: Callable[[], Awaitable[None]]
+) -> asyncio.Transport | None:
+    """Finish the WebSocket handshake of every surface; if it fails (the client left, the peer's headers),
+    ``give_back`` what was admitted for it (sessions, a resumed session's parking) before raising.
+    Returns the connection's transport (a slow reader's connection is cut through it)."""
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        await give_back()
+        raise
+    return request.transport if isinstance(request.transport, asyncio.Transport) else None
 
 
 class SessionSocket(ABC):

@@ -23,7 +23,7 @@ from streamer.edge.handshake import (
     redeem_token,
     session_limits,
 )
-from streamer.edge.socket import SessionSocket, socket_response
+from streamer.edge.socket import SessionSocket, socket_response, upgrade
 from streamer.errors import AuthError, BadRequestError, ConfigError, RateLimitedError, StreamerError
 from streamer.pipeline.audio import max_frame_bytes
 from streamer.pipeline.container_input import ContainerInput
@@ -87,13 +87,14 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         max(WS_MAX_MSG, 2 * max_frame_bytes(MAX_SAMPLE_RATE, services.settings.max_frame_ms)),
         decode_text=False,  # undecodable text is our bad_request, not aiohttp's 1007 close
     )
-    try:
-        await ws.prepare(request)
-    except BaseException:
+
+    async def give_back() -> None:
         if grant.resume:
-            await registry.repark(session)
-        raise
-    transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
+            await registry.repark(session)  # resumable again
+        else:
+            await registry.release(session)  # its key's slot, not held until it expires
+
+    transport = await upgrade(request, ws, give_back)
     connection = Connection(registry, ws, session, transport)
     durable = registry.durable
     received_ms = durable.received_ms(session) if durable is not None else None
