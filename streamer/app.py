@@ -300,7 +300,7 @@ def create_app(
         app.router.add_static("/demo/", web_root / "demo", show_index=False)
         app.router.add_static("/web/", web_root, show_index=False)
     setup_adapters(app)  # Deepgram- and OpenAI-compatible surfaces (streamer/adapters/)
-    # --- admin API and CORS (session/admin.py, session/cors.py); CORS wraps routes, so it comes last
+    # --- admin API and CORS (edge/admin.py, edge/cors.py); CORS wraps routes, so it comes last
     admin.setup_admin(app)
     setup_cors(app, settings)
     return app
