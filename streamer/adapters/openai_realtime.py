@@ -132,6 +132,10 @@ class _Item:
         self.item_id = item_id
         self.start_ms = start_ms
         self.said = ""  # the deltas sent so far (append-only)
+        # OpenAI transcribes an item once it is committed, so its client knows the item before any of its
+        # deltas: what is stable before the commit waits for it
+        self.committed = False
+        self.held = ""
 
 
 class RealtimeConnection(AdapterConnection):
@@ -221,16 +225,20 @@ class RealtimeConnection(AdapterConnection):
                         item_id=item.item_id,
                     )
                 )
-            out.extend(self._committed(item.item_id))
+            out.extend(self._announce(item))
             return out
         if isinstance(message, TranscriptPartial):
             growing = self._items.get(message.segment_id)
             if growing is None or not message.stable_text.startswith(growing.said):
                 return []
+            if not growing.committed:
+                growing.held = message.stable_text
+                return []
             return self._delta(growing, message.stable_text)
         if isinstance(message, TranscriptFinal):
             done = self._items.pop(message.segment_id, None) or _Item(new_id("item"), message.audio_start_ms)
-            out = self._delta(done, message.text) if message.text.startswith(done.said) else []
+            out = self._announce(done)  # (a final whose end was not announced: its item first)
+            out += self._delta(done, message.text) if message.text.startswith(done.said) else []
             seconds = round((message.audio_end_ms - message.audio_start_ms) / 1000, 3)
             # GA only: the beta completed event has no languages
             detected = (
@@ -242,20 +250,14 @@ class RealtimeConnection(AdapterConnection):
             failed = self._items.pop(message.segment_id, None)
             if failed is None:
                 return []
-            error: dict[str, Any] = {
-                "type": "transcription_error",
-                "code": message.code,
-                "message": message.message,
-            }
-            return [
-                self._event(
-                    "conversation.item.input_audio_transcription.failed",
-                    item_id=failed.item_id,
-                    content_index=0,
-                    error=error,
-                )
-            ]
+            return [*self._announce(failed), self._failed(failed, message.code, message.message)]
         if isinstance(message, ErrorEvent):
+            out = []
+            if self.session.failure is not None:
+                # the model failed and the session ends: every item the client awaits fails with it
+                ended = [item for item in self._items.values() if item.committed]
+                out = [self._failed(item, message.code, message.message) for item in ended]
+                self._items = {k: item for k, item in self._items.items() if not item.committed}
             kind = (
                 "server_error"
                 if message.retryable or message.code == "internal_error"
@@ -270,7 +272,7 @@ class RealtimeConnection(AdapterConnection):
                 "param": param,
                 "event_id": event_id,
             }
-            return [self._event("error", error=server_error)]
+            return [*out, self._event("error", error=server_error)]
         return []
 
     def _item(self, segment_id: int, at_ms: int) -> _Item:
@@ -278,6 +280,22 @@ class RealtimeConnection(AdapterConnection):
         if item is None:
             item = self._items[segment_id] = _Item(new_id("item"), at_ms)
         return item
+
+    def _announce(self, item: _Item) -> list[str]:
+        """The item's commit and announcement, once, then the deltas held back for it."""
+        if item.committed:
+            return []
+        item.committed = True
+        return [*self._committed(item.item_id), *self._delta(item, item.held)]
+
+    def _failed(self, item: _Item, code: str, message: str) -> str:
+        error = {"type": "transcription_error", "code": code, "message": message}
+        return self._event(
+            "conversation.item.input_audio_transcription.failed",
+            item_id=item.item_id,
+            content_index=0,
+            error=error,
+        )
 
     def _committed(self, item_id: str) -> list[str]:
         """The buffer committed as a user item, and the item as OpenAI announces it: ``.created`` (beta),
