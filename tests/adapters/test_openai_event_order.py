@@ -19,57 +19,16 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
-from openai import AsyncOpenAI
-from support import API_KEY, make_settings, resample_pcm, silence, to_bytes
+from support import make_settings, resample_pcm, silence, to_bytes
 
-from .conftest import Sentence, http_base, ws_base
+from .conftest import Sentence
+from .realtime_events import ABOUT_ITEM, ANNOUNCED, TERMINAL, check_order, openai_client
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 RATE = 24000
 STEP = RATE // 20  # 50 ms an append, as a microphone sends
 WAIT_S = 20.0
 TEXT = "hello there, how are you"
-ANNOUNCED = {
-    "ga": ("input_audio_buffer.committed", "conversation.item.added", "conversation.item.done"),
-    "beta": ("input_audio_buffer.committed", "conversation.item.created"),
-}
-TERMINAL = (
-    "conversation.item.input_audio_transcription.completed",
-    "conversation.item.input_audio_transcription.failed",
-)
-ABOUT_ITEM = ("conversation.item.input_audio_transcription.delta", *TERMINAL)
-
-
-def _client(server: TestServer) -> AsyncOpenAI:
-    return AsyncOpenAI(
-        api_key=API_KEY, base_url=f"{http_base(server)}/v1", websocket_base_url=f"{ws_base(server)}/v1"
-    )
-
-
-def _item_of(event: Any) -> str | None:
-    if event.type in ("conversation.item.created", "conversation.item.added", "conversation.item.done"):
-        return str(event.item.id)
-    return getattr(event, "item_id", None)
-
-
-def check_order(events: list[Any], shape: str) -> dict[str, int]:
-    """Assert OpenAI's order for every item: announced in full before any delta or terminal event, and
-    then exactly one terminal event. Returns the number of terminal events per item."""
-    announced: dict[str, list[str]] = {}
-    terminal: dict[str, int] = {}
-    for i, event in enumerate(events):
-        item_id = _item_of(event)
-        if event.type in ANNOUNCED[shape]:
-            announced.setdefault(str(item_id), []).append(event.type)
-        elif event.type in ABOUT_ITEM:
-            said = announced.get(str(item_id), [])
-            assert said == list(ANNOUNCED[shape]), (i, event.type, item_id, said)
-            assert terminal.get(str(item_id), 0) == 0, (i, "after its terminal event", event.type)
-            if event.type in TERMINAL:
-                terminal[str(item_id)] = 1
-    for item_id in announced:
-        assert terminal.get(item_id) == 1, (item_id, "committed and never answered")
-    return terminal
 
 
 async def _append(connection: Any, samples: np.ndarray) -> None:
@@ -108,7 +67,7 @@ async def test_server_vad_deltas_follow_their_items_announcement(
     server = await _fast_server(make_server)
     events: list[Any] = []
     async with (
-        _client(server) as client,
+        openai_client(server) as client,
         client.realtime.connect(extra_query={"intent": "transcription"}) as c,
     ):
         await c.session.update(
@@ -131,7 +90,7 @@ async def test_manual_commit_deltas_follow_the_commit(make_server: ServerFactory
     server = await _fast_server(make_server)
     events: list[Any] = []
     async with (
-        _client(server) as client,
+        openai_client(server) as client,
         client.realtime.connect(extra_query={"intent": "transcription"}) as c,
     ):
         await c.session.update(
@@ -148,7 +107,7 @@ async def test_beta_deltas_follow_item_created(make_server: ServerFactory, sente
     server = await _fast_server(make_server)
     events: list[Any] = []
     async with (
-        _client(server) as client,
+        openai_client(server) as client,
         client.beta.realtime.connect(model="gpt-4o-transcribe", extra_query={"intent": "transcription"}) as c,
     ):
         await c.transcription_session.update(
@@ -188,7 +147,7 @@ async def test_a_failed_model_fails_each_committed_item_before_its_error(
     server = await make_server(asr_engine=FakeAsr(fail=True))
     events: list[Any] = []
     async with (
-        _client(server) as client,
+        openai_client(server) as client,
         client.realtime.connect(extra_query={"intent": "transcription"}) as c,
     ):
         await c.session.update(
