@@ -22,9 +22,9 @@ from typing import IO, Any
 from aiohttp import web
 
 from streamer import tracing
-from streamer.adapters import openai_diarized
 from streamer.adapters.common import check_language
-from streamer.adapters.openai_session import bearer_key, error_response
+from streamer.adapters.openai import diarized as openai_diarized
+from streamer.adapters.openai.rest import bearer_key, error_response
 from streamer.adapters.upload import Upload
 from streamer.adapters.upload_form import Form, read_form
 from streamer.adapters.upload_runner import Channels, ClientGoneError, admitted, decoded

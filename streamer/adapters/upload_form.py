@@ -14,7 +14,7 @@ from typing import IO
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from streamer.adapters.openai_session import ClientEventError
+from streamer.adapters.openai.wire import ClientEventError
 from streamer.protocol import MAX_LANGUAGES
 
 MAX_UPLOAD_BYTES = 25 << 20  # OpenAI's limit for this endpoint

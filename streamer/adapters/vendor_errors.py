@@ -9,8 +9,9 @@ import uuid
 
 from aiohttp import web
 
-from streamer.adapters import deepgram_options, openai_session
+from streamer.adapters import deepgram_options
 from streamer.adapters.deepgram_query import ERR_CODES
+from streamer.adapters.openai import rest as openai_rest
 from streamer.edge.handshake import Handler
 from streamer.errors import StreamerError
 
@@ -33,7 +34,7 @@ def _deepgram(e: web.HTTPException) -> web.Response:
 def _openai(request: web.Request, e: web.HTTPException) -> web.Response:
     where = f"({request.method} {request.path[:200]})"
     message = f"Invalid URL {where}" if e.status == 404 else f"{e.reason} {where}"
-    body = openai_session.error_body(message, "invalid_request_error", None)
+    body = openai_rest.error_body(message, "invalid_request_error", None)
     return web.json_response(body, status=e.status, headers=_kept(e))
 
 
@@ -62,5 +63,5 @@ def domain_error(request: web.Request, e: StreamerError) -> web.Response | None:
     if _under(request.path, DEEPGRAM_PREFIXES):
         return deepgram_options.refusal(e)
     if _under(request.path, OPENAI_PREFIXES):
-        return openai_session.error_response(e)
+        return openai_rest.error_response(e)
     return None

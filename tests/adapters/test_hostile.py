@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from support import API_KEY, make_settings
 
-from streamer.adapters.openai_realtime import MAX_APPEND_TEXT
+from streamer.adapters.openai.socket import MAX_APPEND_TEXT
 from streamer.edge.socket import close_reason_bytes
 from streamer.protocol import MAX_TEXT_BYTES
 

@@ -32,7 +32,8 @@ from openai.types.realtime.realtime_transcription_session_create_request import 
 )
 from support import API_KEY, resample_pcm, to_bytes
 
-from streamer.adapters import deepgram_query, openai_options
+from streamer.adapters import deepgram_query
+from streamer.adapters.openai import options as openai_options
 
 from . import test_deepgram, test_deepgram_codecs, test_openai_realtime, test_transcriptions
 from .conftest import Sentence, http_base, ws_base
@@ -213,7 +214,9 @@ def _realtime_doc() -> dict[str, str]:
 def test_every_realtime_session_field_is_supported_or_refused(table: str, paths: list[str]) -> None:
     entries = getattr(openai_options, table)
     unclassified = [p for p in paths if openai_options.status(entries, p) is None]
-    assert not unclassified, f"classify the SDK's new fields in openai_options.{table}: {unclassified}"
+    assert not unclassified, (
+        f"classify the SDK's new fields in streamer.adapters.openai.options.{table}: {unclassified}"
+    )
     documented = _realtime_doc()
     for path in paths:
         parent = path.rpartition(".")[0]

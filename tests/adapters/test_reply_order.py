@@ -11,8 +11,8 @@ from typing import Any
 
 from session.doubles import services
 
-from streamer.adapters.openai_realtime import RealtimeConnection
-from streamer.adapters.openai_session import RealtimeState
+from streamer.adapters.openai.socket import RealtimeConnection
+from streamer.adapters.openai.state import RealtimeState
 from streamer.errors import BadRequestError
 from streamer.protocol import SpeechStopped
 from streamer.session.registry import SessionRegistry
@@ -50,7 +50,7 @@ async def test_replies_keep_their_place_behind_queued_results() -> None:
         # a result of the audio (an utterance committed), then the reader's replies to two client events
         await connection.outbox.put(SpeechStopped(segment_id=1, audio_end_ms=900))
         await connection.report(BadRequestError("a refused event"))
-        await connection.reply(lambda: connection._committed("item_empty"))
+        await connection.reply(lambda: connection.events.committed("item_empty"))
 
         wire.release.set()
         await connection.outbox.finish()

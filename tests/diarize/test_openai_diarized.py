@@ -12,7 +12,7 @@ from encoders import encode
 from openai import AsyncOpenAI
 from support import API_KEY, make_settings, skip_or_fail
 
-from streamer.adapters.openai_diarized import speaker_name
+from streamer.adapters.openai.diarized import speaker_name
 from streamer.pipeline.speakers_weights import default_wheel_path
 
 from .dialogue import best_mapping_share, two_voices

@@ -1,29 +1,30 @@
-"""OpenAI Realtime transcription sessions in OpenAI's terms: the wire models this server reads (GA and
-beta shapes), the session's settings and how they map onto a protocol v1 session, and OpenAI's error
-shape for the REST routes.
-"""
+"""An OpenAI Realtime transcription session's settings in OpenAI's terms: how an update (GA or beta) changes
+them, which are refused (:mod:`streamer.adapters.openai.options`), how they map onto a protocol v1
+session, and how both shapes render them."""
 
 from __future__ import annotations
 
-import json
-import uuid
-from typing import Any, Literal
+from typing import Any
 
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streamer.adapters import openai_options
-from streamer.adapters.common import Turns, check_language, key_record
-from streamer.edge.credentials import retry_after
-from streamer.edge.handshake import bearer
-from streamer.errors import BadRequestError, StreamerError
-from streamer.guards.keys import KeyRecord
+from streamer.adapters.common import Turns, check_language
+from streamer.adapters.openai import options
+from streamer.adapters.openai.wire import (
+    BetaSession,
+    ClientEventError,
+    FormatType,
+    GaSession,
+    NoiseReduction,
+    Transcription,
+    TurnDetection,
+    invalid,
+)
 from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Encoding, SessionConfig
 from streamer.services import Services
 
 DEFAULT_RATE = 24000  # OpenAI's PCM rate
 G711_RATE = 8000  # audio/pcmu and audio/pcma are telephony's G.711: 8 kHz only
-FormatType = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
 # the session's encoding of each GA format, and the GA format of each beta name
 ENCODINGS: dict[FormatType, Encoding] = {
     "audio/pcm": Encoding.PCM16,
@@ -35,142 +36,6 @@ BETA_FORMATS: dict[str, FormatType] = {
     "g711_ulaw": "audio/pcmu",
     "g711_alaw": "audio/pcma",
 }
-SECRET_TTL_S = 600
-MAX_SECRET_TTL_S = 7200
-
-# ---- wire models (what this server reads; unknown fields are refused, as OpenAI refuses them)
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AudioFormat(_In):
-    type: FormatType = "audio/pcm"
-    rate: int | None = None
-
-
-class Transcription(_In):
-    model: str | None = None
-    language: str | None = None
-    prompt: str | None = None
-    delay: str | None = None
-    keywords: list[str] | None = None
-    languages: list[str] | None = None
-
-
-class TurnDetection(_In):
-    type: Literal["server_vad", "semantic_vad"] = "server_vad"
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    prefix_padding_ms: int | None = Field(default=None, ge=0, le=5000)
-    silence_duration_ms: int | None = Field(default=None, ge=0, le=10_000)
-    create_response: bool | None = None
-    interrupt_response: bool | None = None
-    idle_timeout_ms: int | None = None
-    eagerness: Literal["low", "medium", "high", "auto"] | None = None
-
-
-class NoiseReduction(_In):
-    type: str | None = None
-    strength: float | None = None
-
-
-class AudioInput(_In):
-    format: AudioFormat | None = None
-    transcription: Transcription | None = None
-    turn_detection: TurnDetection | None = None
-    noise_reduction: NoiseReduction | None = None
-
-
-class Audio(_In):
-    input: AudioInput | None = None
-
-
-class GaSession(_In):
-    """``session`` of ``session.update`` and of a client secret (GA)."""
-
-    type: Literal["transcription"]
-    audio: Audio | None = None
-    include: list[str] | None = None
-
-
-class ExpiresAt(_In):
-    anchor: Literal["created_at"] = "created_at"
-    seconds: int = Field(default=SECRET_TTL_S, ge=10, le=MAX_SECRET_TTL_S)
-
-
-class BetaClientSecret(_In):
-    expires_at: ExpiresAt | None = None
-
-
-class BetaSession(_In):
-    """``session`` of ``transcription_session.update`` and the body of ``transcription_sessions`` (beta)."""
-
-    input_audio_format: Literal["pcm16", "g711_ulaw", "g711_alaw"] | None = None
-    input_audio_transcription: Transcription | None = None
-    turn_detection: TurnDetection | None = None
-    input_audio_noise_reduction: NoiseReduction | None = None
-    include: list[str] | None = None
-    modalities: list[str] | None = None
-    client_secret: BetaClientSecret | None = None
-
-
-class SecretRequest(_In):
-    expires_after: ExpiresAt | None = None
-    session: dict[str, Any] | None = None
-
-
-class SessionUpdate(_In):
-    type: Literal["session.update"]
-    event_id: str | None = None
-    session: GaSession
-
-
-class BetaSessionUpdate(_In):
-    type: Literal["transcription_session.update"]
-    event_id: str | None = None
-    session: BetaSession
-
-
-class Append(_In):
-    type: Literal["input_audio_buffer.append"]
-    event_id: str | None = None
-    audio: str
-
-
-class BufferEvent(_In):
-    type: Literal["input_audio_buffer.commit", "input_audio_buffer.clear"]
-    event_id: str | None = None
-
-
-CLIENT_EVENTS: dict[str, type[_In]] = {
-    "session.update": SessionUpdate,
-    "transcription_session.update": BetaSessionUpdate,
-    "input_audio_buffer.append": Append,
-    "input_audio_buffer.commit": BufferEvent,
-    "input_audio_buffer.clear": BufferEvent,
-}
-
-
-class ClientEventError(BadRequestError):
-    """A refused client event, with what OpenAI's ``error`` names: ``param`` and the event's id."""
-
-    def __init__(
-        self, message: str, *, code: str, param: str | None = None, event_id: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.param = param
-        self.event_id = event_id
-
-
-def invalid(e: ValidationError, event_id: str | None, prefix: str = "") -> ClientEventError:
-    first = e.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    param = f"{prefix}{where}" if prefix and where else (where or prefix or None)
-    kind = "unknown_parameter" if first.get("type") == "extra_forbidden" else "invalid_value"
-    return ClientEventError(f"{first.get('msg')}: {param}", code=kind, param=param, event_id=event_id)
-
 
 # ---- the session's state, in OpenAI's terms
 
@@ -190,7 +55,7 @@ class RealtimeState(BaseModel):
     include: list[str] = Field(default_factory=list)
 
     def updated_ga(self, s: GaSession, explicit_turns: bool) -> RealtimeState:
-        _refuse_unsupported(s, openai_options.GA)
+        _refuse_unsupported(s, options.GA)
         data = self.model_dump()
         audio_in = s.audio.input if s.audio else None
         if audio_in is not None:
@@ -210,7 +75,7 @@ class RealtimeState(BaseModel):
         return RealtimeState.model_validate(data)
 
     def updated_beta(self, s: BetaSession, creating: bool = False) -> RealtimeState:
-        _refuse_unsupported(s, openai_options.BETA)
+        _refuse_unsupported(s, options.BETA)
         if not creating and s.client_secret is not None:
             raise ClientEventError(
                 "client_secret is set when a session is created, not in an update",
@@ -310,8 +175,8 @@ class RealtimeState(BaseModel):
         return self.turn_detection.model_dump(exclude_none=True) if self.turn_detection else None
 
 
-def _refuse_unsupported(session: BaseModel, table: dict[str, openai_options.Status]) -> None:
-    refused = openai_options.refusal(session, table)
+def _refuse_unsupported(session: BaseModel, table: dict[str, options.Status]) -> None:
+    refused = options.refusal(session, table)
     if refused is not None:
         raise ClientEventError(refused.message, code=refused.code, param=refused.param)
 
@@ -356,45 +221,3 @@ def state_from_ga(raw: dict[str, Any]) -> RealtimeState:
     audio_in = session.audio.input if session.audio else None
     explicit = audio_in is not None and "turn_detection" in audio_in.model_fields_set
     return RealtimeState().updated_ga(session, explicit)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:24]}"
-
-
-# ---- OpenAI's error shape, for the REST routes
-
-
-def error_body(message: str, kind: str, code: str | None, param: str | None = None) -> dict[str, Any]:
-    """OpenAI's error body (every OpenAI route's refusals, the router's on its paths too)."""
-    return {"error": {"message": message, "type": kind, "code": code, "param": param}}
-
-
-def error_response(e: StreamerError) -> web.Response:
-    kind = "invalid_request_error" if e.status < 500 else "server_error"
-    if e.status == 429:
-        kind = "rate_limit_error"
-    param = e.param if isinstance(e, ClientEventError) else None
-    headers = {"Retry-After": retry_after(e.retry_after)} if e.retry_after is not None else {}
-    return web.json_response(error_body(e.message, kind, e.code, param), status=e.status, headers=headers)
-
-
-async def bearer_key(request: web.Request, services: Services) -> KeyRecord:
-    """The record of the key in ``Authorization: Bearer``; 401 without one."""
-    return await key_record(services, bearer(request))
-
-
-def json_object(raw: str | bytes, what: str) -> dict[str, Any]:
-    """``raw`` as a JSON object, or the client error that says what is wrong with ``what``."""
-    try:
-        value = json.loads(raw)
-    except ValueError as e:
-        raise ClientEventError(f"{what} is not valid JSON", code="invalid_json") from e
-    if not isinstance(value, dict):
-        raise ClientEventError(f"{what} must be a JSON object", code="invalid_value")
-    return value
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read() if request.can_read_body else b""
-    return json_object(raw, "the body") if raw.strip() else {}

@@ -1,6 +1,6 @@
 """OpenAI Realtime's client secrets: issued by ``POST /v1/realtime/client_secrets`` (GA) and the older beta
 ``POST /v1/realtime/transcription_sessions``, each a single-use session token that carries the session's
-settings, and redeemed when the socket (:mod:`streamer.adapters.openai_realtime`) opens.
+settings, and redeemed when the socket (:mod:`streamer.adapters.openai.socket`) opens.
 """
 
 from __future__ import annotations
@@ -9,18 +9,15 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from streamer.adapters.common import issue, key_record, redeem
-from streamer.adapters.openai_session import (
+from streamer.adapters.openai.rest import bearer_key, error_response, json_body
+from streamer.adapters.openai.state import RealtimeState, state_from_ga
+from streamer.adapters.openai.wire import (
     BetaSession,
     ClientEventError,
     ExpiresAt,
-    RealtimeState,
     SecretRequest,
-    bearer_key,
-    error_response,
     invalid,
-    json_body,
     new_id,
-    state_from_ga,
 )
 from streamer.edge.credentials import authorization, offered_subprotocols
 from streamer.edge.handshake import SERVICES

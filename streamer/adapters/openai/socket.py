@@ -1,12 +1,11 @@
-"""OpenAI Realtime, transcription sessions: ``GET /v1/realtime?intent=transcription`` (WebSocket),
-``POST /v1/realtime/client_secrets`` and the older beta ``POST /v1/realtime/transcription_sessions``
-(those two issue client secrets: :mod:`streamer.adapters.openai_secrets`).
+"""OpenAI Realtime, transcription sessions: ``GET /v1/realtime?intent=transcription`` (WebSocket), and its
+routes: ``POST /v1/realtime/client_secrets`` and the older beta ``POST /v1/realtime/transcription_sessions``
+(those two issue client secrets: :mod:`streamer.adapters.openai.client_secrets`).
 
-Every utterance the session's VAD finds (or a client commit ends) is one conversation item: its start and
-end become ``input_audio_buffer.speech_started`` / ``speech_stopped`` / ``committed``, the stable prefix
-of its partials becomes append-only ``...input_audio_transcription.delta`` events, its final the
-``.completed`` event. The session shape is the GA one, or the beta one (``transcription_session.*``)
-when the client sends ``OpenAI-Beta: realtime=v1``.
+The connection reads its client's events (:mod:`streamer.adapters.openai.wire`) into session calls;
+what it sends is made by its :class:`~streamer.adapters.openai.render.EventRenderer`. The session shape is
+the GA one, or the beta one (``transcription_session.*``) when the client sends ``OpenAI-Beta:
+realtime=v1``.
 """
 
 from __future__ import annotations
@@ -14,11 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
-import time
 from collections.abc import Sequence
-from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -29,23 +25,24 @@ from streamer.adapters.common import (
     rethreshold,
     retune,
 )
-from streamer.adapters.openai_secrets import authenticate, client_secrets, transcription_sessions
-from streamer.adapters.openai_session import (
+from streamer.adapters.openai.client_secrets import authenticate, client_secrets, transcription_sessions
+from streamer.adapters.openai.render import EventRenderer
+from streamer.adapters.openai.rest import error_response
+from streamer.adapters.openai.state import RealtimeState
+from streamer.adapters.openai.wire import (
     CLIENT_EVENTS,
     Append,
     BetaSessionUpdate,
     BufferEvent,
     ClientEventError,
-    RealtimeState,
     SessionUpdate,
-    error_response,
     invalid,
     json_object,
     new_id,
 )
 from streamer.edge.credentials import offered_subprotocols
 from streamer.edge.handshake import REGISTRY, REQUEST_ID, check_origin
-from streamer.edge.socket import socket_response
+from streamer.edge.socket import socket_response, upgrade
 from streamer.errors import (
     ConfigError,
     FrameTooLargeError,
@@ -56,14 +53,9 @@ from streamer.pipeline.audio import max_frame_bytes
 from streamer.protocol import (
     MAX_SAMPLE_RATE,
     MAX_TEXT_BYTES,
-    ErrorEvent,
     ServerMessage,
-    SpeechStarted,
-    SpeechStopped,
     TranscriptFinal,
-    TranscriptPartial,
     TranslationFinal,
-    Warning_,
 )
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
@@ -117,22 +109,10 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         session.trace, session.session_id, request.get(REQUEST_ID, ""), started, surface="openai"
     )
     ws = socket_response(("realtime",) if "realtime" in offered else (), WS_MAX_MSG)
-    try:
-        await ws.prepare(request)
-    except BaseException:
-        await registry.release(session)
-        raise
+    transport = await upgrade(request, ws, lambda: registry.release(session))
     retune(session, state.turns)
-    transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
     await RealtimeConnection(registry, ws, session, state, beta or beta_secret, transport).run()
     return ws
-
-
-class _Item:
-    def __init__(self, item_id: str, start_ms: int) -> None:
-        self.item_id = item_id
-        self.start_ms = start_ms
-        self.said = ""  # the deltas sent so far (append-only)
 
 
 class RealtimeConnection(AdapterConnection):
@@ -148,37 +128,29 @@ class RealtimeConnection(AdapterConnection):
         transport: asyncio.Transport | None = None,
     ) -> None:
         super().__init__(registry, ws, session, transport)
-        self.state = state
         self.beta = beta
-        self.openai_session_id = new_id("sess")
-        self.expires_at = int(time.time() + self.services.settings.max_session_s)
-        self._items: dict[int, _Item] = {}  # segment id -> item
-        self._previous_item: str | None = None
-        # the client event being refused (its event_id, the param at fault) until its error is sent
-        self._refused: tuple[str | None, str | None] | None = None
+        self.events = EventRenderer(state, beta)
+
+    @property
+    def state(self) -> RealtimeState:
+        """What the session is set to: its latest accepted update."""
+        return self.events.state
 
     # ---- events out
 
-    def _event(self, kind: str, **fields: Any) -> str:
-        return json.dumps({"type": kind, "event_id": new_id("event"), **fields})
-
-    def _session_event(self, what: Literal["created", "updated"], beta: bool) -> str:
-        """``session.*`` (GA) or ``transcription_session.*`` (beta), in the shape the SDK reads."""
-        if beta:
-            return self._event(f"transcription_session.{what}", session=self.state.beta_config())
-        return self._event(f"session.{what}", session=self.state.ga_config())
+    def render(self, message: ServerMessage) -> list[str]:
+        return self.events.render(message, session_failed=self.session.failure is not None)
 
     async def opening(self, replay: Sequence[TranscriptFinal | TranslationFinal], resumed: bool) -> None:
-        await self.reply(lambda: self._session_event("created", self.beta))
+        await self.reply(lambda: self.events.session_event("created", self.beta))
 
     async def report(self, e: StreamerError) -> None:
-        event_id, param = self._refused or (None, None)
-        self._refused = None
+        event_id, param = self.events.take_refused()
         if isinstance(e, ClientEventError):
             event_id, param = e.event_id or event_id, e.param or param
         kind = "invalid_request_error" if e.status < 500 else "server_error"
         error = {"type": kind, "code": e.code, "message": e.message, "param": param, "event_id": event_id}
-        await self.reply(lambda: self._event("error", error=error))
+        await self.reply(lambda: self.events.event("error", error=error))
 
     def recoverable(self, e: StreamerError) -> bool:
         return super().recoverable(e) or isinstance(e, FrameTooLargeError)
@@ -197,137 +169,6 @@ class RealtimeConnection(AdapterConnection):
         """An append of up to :data:`MAX_APPEND_S` of audio at the session's rate and encoding."""
         pcm = self.session.pcm
         return max_frame_bytes(pcm.sample_rate, MAX_APPEND_S * 1000, pcm.encoding)
-
-    def render(self, message: ServerMessage) -> list[str]:
-        vad = self.state.turn_detection is not None
-        if isinstance(message, SpeechStarted):
-            item = self._items[message.segment_id] = _Item(new_id("item"), message.audio_start_ms)
-            if vad:
-                return [
-                    self._event(
-                        "input_audio_buffer.speech_started",
-                        audio_start_ms=message.audio_start_ms,
-                        item_id=item.item_id,
-                    )
-                ]
-            return []
-        if isinstance(message, SpeechStopped):
-            item = self._item(message.segment_id, message.audio_end_ms)
-            out = []
-            if vad:
-                out.append(
-                    self._event(
-                        "input_audio_buffer.speech_stopped",
-                        audio_end_ms=message.audio_end_ms,
-                        item_id=item.item_id,
-                    )
-                )
-            out.extend(self._committed(item.item_id))
-            return out
-        if isinstance(message, TranscriptPartial):
-            growing = self._items.get(message.segment_id)
-            if growing is None or not message.stable_text.startswith(growing.said):
-                return []
-            return self._delta(growing, message.stable_text)
-        if isinstance(message, TranscriptFinal):
-            done = self._items.pop(message.segment_id, None) or _Item(new_id("item"), message.audio_start_ms)
-            out = self._delta(done, message.text) if message.text.startswith(done.said) else []
-            seconds = round((message.audio_end_ms - message.audio_start_ms) / 1000, 3)
-            # GA only: the beta completed event has no languages
-            detected = (
-                [message.language] if message.language_probability is not None and not self.beta else None
-            )
-            out.append(self._completed(done.item_id, message.text, seconds, detected))
-            return out
-        if isinstance(message, Warning_) and message.segment_id is not None:
-            failed = self._items.pop(message.segment_id, None)
-            if failed is None:
-                return []
-            error: dict[str, Any] = {
-                "type": "transcription_error",
-                "code": message.code,
-                "message": message.message,
-            }
-            return [
-                self._event(
-                    "conversation.item.input_audio_transcription.failed",
-                    item_id=failed.item_id,
-                    content_index=0,
-                    error=error,
-                )
-            ]
-        if isinstance(message, ErrorEvent):
-            kind = (
-                "server_error"
-                if message.retryable or message.code == "internal_error"
-                else "invalid_request_error"
-            )
-            event_id, param = self._refused or (None, None)
-            self._refused = None
-            server_error: dict[str, Any] = {
-                "type": kind,
-                "code": message.code,
-                "message": message.message,
-                "param": param,
-                "event_id": event_id,
-            }
-            return [self._event("error", error=server_error)]
-        return []
-
-    def _item(self, segment_id: int, at_ms: int) -> _Item:
-        item = self._items.get(segment_id)
-        if item is None:
-            item = self._items[segment_id] = _Item(new_id("item"), at_ms)
-        return item
-
-    def _committed(self, item_id: str) -> list[str]:
-        """The buffer committed as a user item, and the item as OpenAI announces it: ``.created`` (beta),
-        ``.added`` then ``.done`` (GA; the audio is final at once, its transcript follows)."""
-        previous, self._previous_item = self._previous_item, item_id
-        item = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
-        out = [self._event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)]
-        kinds = (
-            ("conversation.item.created",)
-            if self.beta
-            else ("conversation.item.added", "conversation.item.done")
-        )
-        out.extend(self._event(kind, previous_item_id=previous, item=item) for kind in kinds)
-        return out
-
-    def _delta(self, item: _Item, text: str) -> list[str]:
-        grown = text[len(item.said) :]
-        if not grown:
-            return []
-        item.said = text
-        return [
-            self._event(
-                "conversation.item.input_audio_transcription.delta",
-                item_id=item.item_id,
-                content_index=0,
-                delta=grown,
-            )
-        ]
-
-    def _completed(
-        self, item_id: str, transcript: str, seconds: float, languages: list[str] | None = None
-    ) -> str:
-        # a detected language is reported as OpenAI's gpt-transcribe does: languages [{"code"}]
-        detected = {"languages": [{"code": code} for code in languages]} if languages is not None else {}
-        return self._event(
-            "conversation.item.input_audio_transcription.completed",
-            item_id=item_id,
-            content_index=0,
-            transcript=transcript,
-            usage={"type": "duration", "seconds": seconds},
-            **detected,
-        )
 
     # ---- events in
 
@@ -359,7 +200,7 @@ class RealtimeConnection(AdapterConnection):
                 await self._update(event)
         except StreamerError:
             # whatever refuses it (a limit, the quota, the session), the error names the client's event
-            self._refused = (event_id, "audio" if isinstance(event, Append) else None)
+            self.events.refusing(event_id, "audio" if isinstance(event, Append) else None)
             raise
         return False
 
@@ -399,7 +240,9 @@ class RealtimeConnection(AdapterConnection):
         self.emptied()
         # no speech in the buffer: an item with an empty transcript, as OpenAI answers silence
         item_id = new_id("item")
-        await self.reply(lambda: self._committed(item_id), lambda: self._completed(item_id, "", 0.0))
+        await self.reply(
+            lambda: self.events.committed(item_id), lambda: self.events.completed(item_id, "", 0.0)
+        )
 
     async def _clear(self) -> None:
         """Drop the audio not yet committed: the open utterance is forgotten, not transcribed."""
@@ -409,9 +252,9 @@ class RealtimeConnection(AdapterConnection):
         if open_id is not None:
             segmenter.finish("cleared")  # the session never sees it end, so nothing transcribes it
             self.services.asr_batcher.discard_partial(self.session.session_id)
-            self._items.pop(open_id, None)
+            self.events.forget(open_id)
         self.emptied()
-        await self.reply(lambda: self._event("input_audio_buffer.cleared"))
+        await self.reply(lambda: self.events.event("input_audio_buffer.cleared"))
 
     async def _update(self, event: SessionUpdate | BetaSessionUpdate) -> None:
         try:
@@ -444,10 +287,10 @@ class RealtimeConnection(AdapterConnection):
         if config != self.session.config:
             await self.session.update_config(config)
             rethreshold(self.session, state.turns)  # a new rate resets the segmenter's thresholds
-        self.state = state
+        self.events.state = state
         # the reply follows the event's shape, whatever the connection's header said
         beta = isinstance(event, BetaSessionUpdate)
-        await self.reply(lambda: self._session_event("updated", beta))
+        await self.reply(lambda: self.events.session_event("updated", beta))
 
 
 ROUTES = [
