@@ -11,6 +11,7 @@ Pre-recorded ``POST /v1/listen`` is ``deepgram_rest``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -35,7 +36,7 @@ from streamer.adapters.deepgram_options import (
     traced,
 )
 from streamer.adapters.deepgram_query import close_prefix
-from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
+from streamer.adapters.deepgram_render import ResultRenderer
 from streamer.edge.handshake import REGISTRY, SERVICES, check_origin
 from streamer.edge.socket import socket_response
 from streamer.errors import AuthError, BadRequestError, SessionIdleError, StreamerError
@@ -43,8 +44,9 @@ from streamer.guards.keys import KeyRecord
 from streamer.guards.tokens import DEEPGRAM_AUDIENCE
 from streamer.pipeline.audio import pieces
 from streamer.pipeline.streaming import AudioStreamError
-from streamer.protocol import CloseCode, Pong, ServerMessage
+from streamer.protocol import CloseCode, ServerMessage
 from streamer.services import Services
+from streamer.session.outbox import Reply
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 
@@ -151,7 +153,7 @@ def renderer(
         punctuate=options.punctuate,
         interim_results=options.interim_results,
         vad_events=options.vad_events,
-        utterance_end=options.utterance_end_ms is not None,
+        utterance_end_ms=options.utterance_end_ms,
         audio_ms=lambda: session.audio_ms,
         channel=channel,
         channels=channels,
@@ -230,9 +232,18 @@ class DeepgramConnection(AdapterConnection):
             raise BadRequestError("an empty binary message is the old CloseStream; send CloseStream")
         if self.audio is None:
             await self.push_audio(data)
-            return
-        async for channels in self.audio.feed(data):
-            await self._push(channels)
+        else:
+            async for channels in self.audio.feed(data):
+                await self._push(channels)
+        await self._gap()
+
+    async def _gap(self) -> None:
+        """A gap without words brings no message of its own: as the audio goes on, each channel's
+        renderer is asked, in the writer's turn, whether ``UtteranceEnd`` is due."""
+        if check := self.renderer.gap_check(self.session.audio_ms):
+            await self.outbox.put(Reply((check,)))
+        for channel in self.channels:
+            await channel.gap()
 
     async def _push(self, channels: list[bytes]) -> None:
         """Each channel's decoded PCM: the first under the connection's limits (pacing, quota), each
@@ -265,14 +276,14 @@ class DeepgramConnection(AdapterConnection):
     async def _finalize(self) -> None:
         """End the open utterance now; its result (or the last one still coming) says ``from_finalize``.
 
-        A marker follows the utterance's end through the outbox: when it is rendered, every utterance
-        that had ended before the Finalize has been seen ended, so the marker knows which result is the
+        A reply follows the utterance's end through the outbox: when the writer renders it, every
+        utterance that had ended before the Finalize has been seen ended, so it knows which result is the
         last one still coming, or that none is (then an empty result answers the Finalize).
         """
         await self.flush_audio()
         open_id = self.session.segmenter.open_segment_id
         await self.session.commit("finalize")
-        await self.outbox.put(Pong(id=f"{FINALIZE_MARK}:{open_id or ''}"))
+        await self.outbox.put(Reply((functools.partial(self.renderer.finalize, open_id),)))
         for channel in self.channels:
             await channel.finalize()
 
