@@ -150,7 +150,7 @@ def renderer(
         request_id=request_id,
         model_name=services.asr.name,
         model_uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"streamer:{services.asr.name}")),
-        punctuate=options.punctuate,
+        text_format=options.text_format,
         interim_results=options.interim_results,
         vad_events=options.vad_events,
         utterance_end_ms=options.utterance_end_ms,

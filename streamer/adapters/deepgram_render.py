@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from streamer.pipeline.textformat import Span, TextFormat, format_text, format_words
 from streamer.protocol import (
     EndReason,
     ErrorEvent,
@@ -30,40 +31,40 @@ def seconds(ms: int) -> float:
     return round(ms / 1000, 3)
 
 
-def plain(word: str) -> str:
-    """A word as Deepgram writes it without punctuation: lower case, no marks around it."""
-    return word.strip().strip('.,!?;:"()[]').lower()
-
-
 def model_info(name: str) -> dict[str, str]:
     return {"name": name, "version": "streamer", "arch": "whisper"}
 
 
-def render_word(w: Word, punctuate: bool, speaker_confidence: float | None = None) -> dict[str, Any]:
-    """One ``words[]`` entry; with ``diarize`` it has ``speaker`` (and, pre-recorded only, as Deepgram
-    does, ``speaker_confidence``)."""
+def render_word(
+    span: Span, words: list[Word], punctuate: bool, speaker_confidence: float | None = None
+) -> dict[str, Any]:
+    """One ``words[]`` entry: a formatted word over the time of the words it was made from (a number
+    said in three words is one, from the first's start to the last's end). With ``diarize`` it has
+    ``speaker`` (and, pre-recorded only, as Deepgram does, ``speaker_confidence``)."""
+    said = words[span.first : span.last + 1]
     out: dict[str, Any] = {
-        "word": plain(w.word),
-        "start": seconds(w.start_ms),
-        "end": seconds(w.end_ms),
-        "confidence": round(w.probability, 4),
-        "punctuated_word": w.word.strip() if punctuate else plain(w.word),
+        "word": span.word,
+        "start": seconds(said[0].start_ms),
+        "end": seconds(said[-1].end_ms),
+        "confidence": round(min(w.probability for w in said), 4),
+        "punctuated_word": span.punctuated if punctuate else span.word,
     }
-    if w.speaker is not None:
-        out["speaker"] = w.speaker
+    if said[0].speaker is not None:
+        out["speaker"] = said[0].speaker
         if speaker_confidence is not None:
             out["speaker_confidence"] = speaker_confidence
     return out
 
 
 def alternative(
-    text: str, words: list[Word], punctuate: bool, speaker_confidence: float | None = None
+    text: str, words: list[Word], fmt: TextFormat, speaker_confidence: float | None = None
 ) -> dict[str, Any]:
-    """One ``alternatives[]`` entry: transcript, confidence (the words' mean), words."""
-    rendered = [render_word(w, punctuate, speaker_confidence) for w in words if plain(w.word)]
-    transcript = text.strip() if punctuate else " ".join(plain(w) for w in text.split() if plain(w))
+    """One ``alternatives[]`` entry: transcript, confidence (the words' mean), words, each formatted as
+    the request asked (``punctuate``, ``smart_format``, ``numerals``, ``redact``, ...)."""
+    spans = format_words([w.word for w in words], fmt)
+    rendered = [render_word(span, words, fmt.punctuate, speaker_confidence) for span in spans]
     confidence = sum(w.probability for w in words) / len(words) if words else 0.0
-    return {"transcript": transcript, "confidence": confidence, "words": rendered}
+    return {"transcript": format_text(text, fmt), "confidence": confidence, "words": rendered}
 
 
 class ResultRenderer:
@@ -75,7 +76,7 @@ class ResultRenderer:
         request_id: str,
         model_name: str,
         model_uuid: str,
-        punctuate: bool,
+        text_format: TextFormat,
         interim_results: bool,
         vad_events: bool,
         utterance_end_ms: int | None,
@@ -86,7 +87,7 @@ class ResultRenderer:
         self.request_id = request_id
         self.model_name = model_name
         self.model_uuid = model_uuid
-        self.punctuate = punctuate
+        self.text_format = text_format
         self.interim_results = interim_results
         self.vad_events = vad_events
         self.utterance_end_ms = utterance_end_ms
@@ -261,7 +262,7 @@ class ResultRenderer:
         endpoint: bool = True,
         languages: list[str] | None = None,
     ) -> dict[str, Any]:
-        alt = alternative(text, words, self.punctuate)
+        alt = alternative(text, words, self.text_format)
         if languages:
             alt["languages"] = languages
         result: dict[str, Any] = {

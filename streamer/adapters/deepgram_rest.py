@@ -178,7 +178,7 @@ def _response(
     for index, channel in enumerate(finals):
         text = " ".join(f.text.strip() for f in channel if f.text.strip())
         words = [w for f in channel for w in (f.words or [])]
-        out: dict[str, Any] = {"alternatives": [alternative(text, words, options.punctuate)]}
+        out: dict[str, Any] = {"alternatives": [alternative(text, words, options.text_format)]}
         detected = [f.language for f in channel if f.language_probability is not None and f.text.strip()]
         if detected:  # language=multi: the language of most utterances, as Deepgram's detect_language
             out["detected_language"] = max(detected, key=detected.count)
@@ -186,7 +186,7 @@ def _response(
         for f in channel:
             if not f.text.strip():
                 continue
-            said = alternative(f.text, f.words or [], options.punctuate, f.speaker_confidence)
+            said = alternative(f.text, f.words or [], options.text_format, f.speaker_confidence)
             utterances.append(
                 {
                     "start": seconds(f.audio_start_ms),

@@ -13,6 +13,7 @@ import pytest
 from support import API_KEY, read_pcm16, silence
 
 from streamer.adapters.deepgram_render import ResultRenderer
+from streamer.pipeline.textformat import TextFormat
 from streamer.protocol import ServerMessage, SpeechStarted, SpeechStopped, TranscriptFinal, Word
 
 from .conftest import Sentence
@@ -39,7 +40,7 @@ def _renderer(utterance_end_ms: int | None, clock: Clock) -> ResultRenderer:
         request_id="r",
         model_name="m",
         model_uuid="u",
-        punctuate=True,
+        text_format=TextFormat(punctuate=True),
         interim_results=True,
         vad_events=False,
         utterance_end_ms=utterance_end_ms,
