@@ -130,7 +130,7 @@ async def test_prerecorded_filler_words_true_is_refused(
                 request_options={"additional_query_parameters": {"sample_rate": 16000}},
             )
     assert refused.value.status_code == 400
-    assert "filler_words" in json.dumps(refused.value.body)
+    assert "filler_words=true is not supported" in json.dumps(refused.value.body)  # not "unknown"
 
 
 # ---- words: formatted as the transcript, keeping their time
