@@ -9,8 +9,9 @@ import uuid
 
 from aiohttp import web
 
-from streamer.adapters import deepgram_options, openai_session
-from streamer.adapters.deepgram_query import ERR_CODES
+from streamer.adapters import openai_session
+from streamer.adapters.deepgram import options as deepgram_options
+from streamer.adapters.deepgram.query import ERR_CODES
 from streamer.edge.handshake import Handler
 from streamer.errors import StreamerError
 

@@ -13,7 +13,7 @@ import pytest
 from fakes import FakeAsr
 from support import API_KEY
 
-from streamer.adapters.deepgram_render import ResultRenderer
+from streamer.adapters.deepgram.render import ResultRenderer
 from streamer.pipeline.textformat import TextFormat
 from streamer.protocol import SpeechStarted, SpeechStopped, TranscriptFinal, TranscriptPartial, Word
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from support import API_KEY, read_pcm16, silence
 
-from streamer.adapters.deepgram_render import ResultRenderer
+from streamer.adapters.deepgram.render import ResultRenderer
 from streamer.pipeline.textformat import TextFormat
 from streamer.protocol import ServerMessage, SpeechStarted, SpeechStopped, TranscriptFinal, Word
 

@@ -32,7 +32,8 @@ from openai.types.realtime.realtime_transcription_session_create_request import 
 )
 from support import API_KEY, resample_pcm, to_bytes
 
-from streamer.adapters import deepgram_query, openai_options
+from streamer.adapters import openai_options
+from streamer.adapters.deepgram import query as deepgram_query
 
 from . import (
     test_deepgram,

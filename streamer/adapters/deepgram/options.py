@@ -11,8 +11,8 @@ from multidict import MultiMapping
 
 from streamer import tracing
 from streamer.adapters.common import Turns, check_language, key_record, redeem, retune
-from streamer.adapters.deepgram_audio import AudioFormat
-from streamer.adapters.deepgram_query import ERR_CODES, check_query
+from streamer.adapters.deepgram.audio import AudioFormat
+from streamer.adapters.deepgram.query import ERR_CODES, check_query
 from streamer.edge.handshake import REQUEST_ID
 from streamer.errors import AuthError, ConfigError, StreamerError
 from streamer.guards.keys import KeyRecord
@@ -102,7 +102,7 @@ def redactions(query: MultiMapping[str]) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class ListenOptions:
-    """The ``/v1/listen`` query this server honours (any other option is refused: deepgram_query)."""
+    """The ``/v1/listen`` query this server honours (any other option is refused: ``query``)."""
 
     audio: AudioFormat
     language: str | None

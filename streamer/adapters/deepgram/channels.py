@@ -16,7 +16,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from streamer.adapters.common import FrameFeed
-from streamer.adapters.deepgram_render import ResultRenderer
+from streamer.adapters.deepgram.render import ResultRenderer
 from streamer.errors import StreamerError
 from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, Reply
 from streamer.session.registry import SessionRegistry

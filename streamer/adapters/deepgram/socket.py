@@ -1,11 +1,11 @@
-"""Deepgram live transcription: ``GET /v1/listen`` (WebSocket) and ``POST /v1/auth/grant``.
+"""Deepgram live transcription: ``GET /v1/listen`` (WebSocket).
 
 The query options become a protocol v1 session config (one session per channel with
 ``multichannel=true``) and a way of cutting utterances; the audio, raw or containerized, is decoded as it
-arrives (``deepgram_audio``); each protocol v1 message is rendered as Deepgram renders results
-(``deepgram_render``). Failures before the upgrade (credentials, capacity, quota) are HTTP statuses with
+arrives (``audio``); each protocol v1 message is rendered as Deepgram renders results
+(``render``). Failures before the upgrade (credentials, capacity, quota) are HTTP statuses with
 Deepgram's error body; a bad option or undecodable audio after it is a close frame with a reason.
-Pre-recorded ``POST /v1/listen`` is ``deepgram_rest``.
+Pre-recorded ``POST /v1/listen`` is ``rest``, temporary tokens ``grant``.
 """
 
 from __future__ import annotations
@@ -14,20 +14,15 @@ import asyncio
 import functools
 import json
 import logging
-import time
 import uuid
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamer import tracing
-from streamer.adapters import deepgram_rest
-from streamer.adapters.common import AdapterConnection, issue, key_record
-from streamer.adapters.deepgram_audio import AudioInput
-from streamer.adapters.deepgram_channels import ChannelSession
-from streamer.adapters.deepgram_options import (
-    SUBPROTOCOLS,
-    DeepgramRequestError,
+from streamer.adapters.common import AdapterConnection
+from streamer.adapters.deepgram.audio import AudioInput
+from streamer.adapters.deepgram.channels import ChannelSession
+from streamer.adapters.deepgram.options import (
     ListenOptions,
     admit_channels,
     authenticate,
@@ -35,13 +30,12 @@ from streamer.adapters.deepgram_options import (
     from_domain,
     traced,
 )
-from streamer.adapters.deepgram_query import close_prefix
-from streamer.adapters.deepgram_render import ResultRenderer
-from streamer.edge.handshake import REGISTRY, SERVICES, check_origin
+from streamer.adapters.deepgram.query import close_prefix
+from streamer.adapters.deepgram.render import ResultRenderer
+from streamer.edge.handshake import REGISTRY, check_origin
 from streamer.edge.socket import socket_response
-from streamer.errors import AuthError, BadRequestError, SessionIdleError, StreamerError
+from streamer.errors import BadRequestError, SessionIdleError, StreamerError
 from streamer.guards.keys import KeyRecord
-from streamer.guards.tokens import DEEPGRAM_AUDIENCE
 from streamer.pipeline.audio import pieces
 from streamer.pipeline.streaming import AudioStreamError
 from streamer.protocol import CloseCode, ServerMessage
@@ -54,47 +48,12 @@ log = logging.getLogger(__name__)
 
 WS_MAX_MSG = 1 << 20  # aiohttp closes (1009) past this; below it the session's frame limit answers
 IDLE_S = 10.0  # Deepgram closes a stream that sent no audio and no KeepAlive for this long (NET-0001)
-GRANT_TTL_S = 30.0
-MAX_GRANT_TTL_S = 3600.0
-
-__all__ = ["ROUTES", "DeepgramRequestError", "authenticate"]
 
 
 class DeepgramIdleError(SessionIdleError):
     """Deepgram's idle close: ``NET-0001`` with code 1011, as Deepgram documents it."""
 
     close_code = CloseCode.INTERNAL_ERROR
-
-
-# ---- credentials
-
-
-async def grant(request: web.Request) -> web.Response:
-    """``POST /v1/auth/grant``: a single-use temporary token for one ``/v1/listen`` connection."""
-    services = request.app[SERVICES]
-    request_id = str(uuid.uuid4())
-    try:
-        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() not in SUBPROTOCOLS or not credential.strip():
-            raise AuthError("send Authorization: Token <api key>")
-        key = await key_record(services, credential.strip())
-        ttl = GRANT_TTL_S
-        if request.can_read_body and (raw := await request.read()).strip():
-            try:
-                body = GrantRequest.model_validate_json(raw)
-            except ValidationError as e:
-                first = e.errors()[0]
-                raise BadRequestError(f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}") from e
-            ttl = body.ttl_seconds if body.ttl_seconds is not None else GRANT_TTL_S
-        token, expires_at = issue(services, key, ttl, {"surface": "deepgram"}, DEEPGRAM_AUDIENCE)
-    except StreamerError as e:
-        return error_response(from_domain(e), request_id)
-    return web.json_response({"access_token": token, "expires_in": round(expires_at - time.time(), 3)})
-
-
-class GrantRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ttl_seconds: float | None = Field(default=None, ge=1, le=MAX_GRANT_TTL_S)
 
 
 # ---- the socket
@@ -305,10 +264,3 @@ class DeepgramConnection(AdapterConnection):
         if error is None:
             return reason
         return f"{close_prefix(error)}: {error.code}: {error.message}"
-
-
-ROUTES = [
-    web.get("/v1/listen", listen),
-    web.post("/v1/listen", deepgram_rest.transcribe),
-    web.post("/v1/auth/grant", grant),
-]
