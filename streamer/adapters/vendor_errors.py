@@ -9,8 +9,8 @@ import uuid
 
 from aiohttp import web
 
-from streamer.adapters import deepgram_options
-from streamer.adapters.deepgram_query import ERR_CODES
+from streamer.adapters.deepgram import options as deepgram_options
+from streamer.adapters.deepgram.query import ERR_CODES
 from streamer.adapters.openai import rest as openai_rest
 from streamer.edge.handshake import Handler
 from streamer.errors import StreamerError

@@ -181,7 +181,7 @@ async def test_every_channels_slot_lives_as_long_as_the_upload(
 
 
 async def test_an_upload_stops_when_its_client_leaves(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="streamer.adapters.deepgram_rest")
+    caplog.set_level(logging.INFO, logger="streamer.adapters.deepgram.rest")
     async with serving(make_settings(**SLOW)) as (app, base), aiohttp.ClientSession() as http:
         registry = app[REGISTRY]
         headers = {"Authorization": f"Token {API_KEY}", "Content-Type": "audio/wav"}

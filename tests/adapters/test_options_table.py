@@ -32,21 +32,32 @@ from openai.types.realtime.realtime_transcription_session_create_request import 
 )
 from support import API_KEY, resample_pcm, to_bytes
 
-from streamer.adapters import deepgram_query
+from streamer.adapters.deepgram import query as deepgram_query
 from streamer.adapters.openai import options as openai_options
 
-from . import test_deepgram, test_deepgram_codecs, test_openai_realtime, test_transcriptions
+from . import (
+    test_deepgram,
+    test_deepgram_codecs,
+    test_deepgram_formatting,
+    test_openai_realtime,
+    test_transcriptions,
+)
 from .conftest import Sentence, http_base, ws_base
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # deepgram-sdk imports websockets' legacy client
     from deepgram.core.api_error import ApiError
+    from deepgram.listen.v1.media.raw_client import AsyncRawMediaClient
     from deepgram.listen.v1.raw_client import AsyncRawV1Client
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 NOT_OPTIONS = {"self", "authorization", "request_options"}  # connect's own arguments, not the query's
 DEEPGRAM_OPTIONS = sorted(set(inspect.signature(AsyncRawV1Client.connect).parameters) - NOT_OPTIONS)
+# pre-recorded: transcribe_file's parameters (its body is ``request``)
+DEEPGRAM_FILE_OPTIONS = sorted(
+    set(inspect.signature(AsyncRawMediaClient.transcribe_file).parameters) - NOT_OPTIONS - {"request"}
+)
 AUDIO = {"model": "nova-3", "encoding": "linear16", "sample_rate": 16000}
 OPENAI_AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -65,6 +76,13 @@ DEEPGRAM_HONOURED: dict[str, Callable[..., Any]] = {
     "multichannel": test_deepgram_codecs.test_stereo_multichannel_transcribes_each_channel,
     "diarize": test_deepgram_live.test_the_sdk_gets_speaker_labelled_words_on_a_live_two_speaker_stream,
     "language_hint": test_deepgram_multi.test_prerecorded_multi_detects_and_hints_restrict,
+    "numerals": test_deepgram_formatting.test_live_numerals_and_redacted_numbers,
+    "redact": test_deepgram_formatting.test_live_results_are_redacted_masked_and_smart_formatted,
+    "profanity_filter": test_deepgram_formatting.test_live_results_are_redacted_masked_and_smart_formatted,
+}
+DEEPGRAM_FILE_HONOURED: dict[str, Callable[..., Any]] = {
+    "utterances": test_deepgram_formatting.test_prerecorded_results_and_utterances_are_formatted,
+    "filler_words": test_deepgram_formatting.test_prerecorded_filler_words_true_is_refused,
 }
 
 
@@ -85,6 +103,38 @@ def test_every_deepgram_option_is_supported_or_refused() -> None:
     assert {o: documented.get(o) for o in DEEPGRAM_OPTIONS} == {
         o: "supported" if o in supported else "refused" for o in DEEPGRAM_OPTIONS
     }
+
+
+def test_every_prerecorded_deepgram_option_is_supported_or_refused() -> None:
+    supported = deepgram_query.SUPPORTED | deepgram_query.PRERECORDED
+    refused = deepgram_query.REFUSED | deepgram_query.PRERECORDED_REFUSED
+    assert not supported & refused
+    assert set(DEEPGRAM_FILE_OPTIONS) <= supported | refused, "classify the SDK's new options"
+    documented = _doc_table((DOCS / "api-deepgram.md").read_text())
+    assert {o: documented.get(o) for o in DEEPGRAM_FILE_OPTIONS} == {
+        o: "supported" if o in supported else "refused" for o in DEEPGRAM_FILE_OPTIONS
+    }
+    untested = set(deepgram_query.PRERECORDED) - set(DEEPGRAM_FILE_HONOURED)
+    assert not untested, f"no test exercises {sorted(untested)}"
+    for option, test in DEEPGRAM_FILE_HONOURED.items():
+        assert re.search(rf"\b{option}\b", inspect.getsource(test)), (option, test.__name__)
+
+
+@pytest.mark.parametrize("option", sorted(deepgram_query.PRERECORDED_REFUSED))
+async def test_a_refused_prerecorded_option_is_a_400(make_server: ServerFactory, option: str) -> None:
+    server = await make_server(asr_engine=FakeAsr())
+    query = f"model=nova-3&{option}=true"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{http_base(server)}/v1/listen?{query}",
+            data=bytes(3200),
+            headers={"Authorization": f"Token {API_KEY}", "Content-Type": "audio/wav"},
+        ) as r,
+    ):
+        body = await r.json()
+    assert r.status == 400
+    assert body["err_msg"] == f"{option} is not supported by this server (see docs/api-deepgram.md)"
 
 
 def test_every_supported_deepgram_option_is_exercised() -> None:

@@ -195,7 +195,8 @@ async def test_a_bad_deepgram_option_is_a_400_before_the_upgrade(make_server: Se
         for query, says in (
             ("encoding=linear16&sample_rate=4000", "sample_rate"),
             (f"{DG_AUDIO}&language=xx", "language"),
-            (f"{DG_AUDIO}&redact=pci", "redact is not supported"),
+            (f"{DG_AUDIO}&redact=pii", "redact='pii' is not supported"),
+            (f"{DG_AUDIO}&search=x", "search is not supported"),
             (f"{DG_AUDIO}&no_such_option=1", "unknown query parameter"),
         ):
             async with http.get(f"{http_base(server)}/v1/listen?{query}", headers=headers) as r:

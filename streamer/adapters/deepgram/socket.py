@@ -1,32 +1,28 @@
-"""Deepgram live transcription: ``GET /v1/listen`` (WebSocket) and ``POST /v1/auth/grant``.
+"""Deepgram live transcription: ``GET /v1/listen`` (WebSocket).
 
 The query options become a protocol v1 session config (one session per channel with
 ``multichannel=true``) and a way of cutting utterances; the audio, raw or containerized, is decoded as it
-arrives (``deepgram_audio``); each protocol v1 message is rendered as Deepgram renders results
-(``deepgram_render``). Failures before the upgrade (credentials, capacity, quota) are HTTP statuses with
+arrives (``audio``); each protocol v1 message is rendered as Deepgram renders results
+(``render``). Failures before the upgrade (credentials, capacity, quota) are HTTP statuses with
 Deepgram's error body; a bad option or undecodable audio after it is a close frame with a reason.
-Pre-recorded ``POST /v1/listen`` is ``deepgram_rest``.
+Pre-recorded ``POST /v1/listen`` is ``rest``, temporary tokens ``grant``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-import time
 import uuid
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamer import tracing
-from streamer.adapters import deepgram_rest
-from streamer.adapters.common import AdapterConnection, issue, key_record
-from streamer.adapters.deepgram_audio import AudioInput
-from streamer.adapters.deepgram_channels import ChannelSession
-from streamer.adapters.deepgram_options import (
-    SUBPROTOCOLS,
-    DeepgramRequestError,
+from streamer.adapters.common import AdapterConnection
+from streamer.adapters.deepgram.audio import AudioInput
+from streamer.adapters.deepgram.channels import ChannelSession
+from streamer.adapters.deepgram.options import (
     ListenOptions,
     admit_channels,
     authenticate,
@@ -34,18 +30,17 @@ from streamer.adapters.deepgram_options import (
     from_domain,
     traced,
 )
-from streamer.adapters.deepgram_query import close_prefix
-from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
-from streamer.edge.credentials import authorization
-from streamer.edge.handshake import REGISTRY, SERVICES, check_origin
-from streamer.edge.socket import socket_response
-from streamer.errors import AuthError, BadRequestError, SessionIdleError, StreamerError
+from streamer.adapters.deepgram.query import close_prefix
+from streamer.adapters.deepgram.render import ResultRenderer
+from streamer.edge.handshake import REGISTRY, check_origin
+from streamer.edge.socket import socket_response, upgrade
+from streamer.errors import BadRequestError, SessionIdleError, StreamerError
 from streamer.guards.keys import KeyRecord
-from streamer.guards.tokens import DEEPGRAM_AUDIENCE
 from streamer.pipeline.audio import pieces
 from streamer.pipeline.streaming import AudioStreamError
-from streamer.protocol import CloseCode, Pong, ServerMessage
+from streamer.protocol import CloseCode, ServerMessage
 from streamer.services import Services
+from streamer.session.outbox import Reply
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 
@@ -53,47 +48,12 @@ log = logging.getLogger(__name__)
 
 WS_MAX_MSG = 1 << 20  # aiohttp closes (1009) past this; below it the session's frame limit answers
 IDLE_S = 10.0  # Deepgram closes a stream that sent no audio and no KeepAlive for this long (NET-0001)
-GRANT_TTL_S = 30.0
-MAX_GRANT_TTL_S = 3600.0
-
-__all__ = ["ROUTES", "DeepgramRequestError", "authenticate"]
 
 
 class DeepgramIdleError(SessionIdleError):
     """Deepgram's idle close: ``NET-0001`` with code 1011, as Deepgram documents it."""
 
     close_code = CloseCode.INTERNAL_ERROR
-
-
-# ---- credentials
-
-
-async def grant(request: web.Request) -> web.Response:
-    """``POST /v1/auth/grant``: a single-use temporary token for one ``/v1/listen`` connection."""
-    services = request.app[SERVICES]
-    request_id = str(uuid.uuid4())
-    try:
-        scheme, credential = authorization(request)
-        if scheme not in SUBPROTOCOLS or not credential:
-            raise AuthError("send Authorization: Token <api key>")
-        key = await key_record(services, credential)
-        ttl = GRANT_TTL_S
-        if request.can_read_body and (raw := await request.read()).strip():
-            try:
-                body = GrantRequest.model_validate_json(raw)
-            except ValidationError as e:
-                first = e.errors()[0]
-                raise BadRequestError(f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}") from e
-            ttl = body.ttl_seconds if body.ttl_seconds is not None else GRANT_TTL_S
-        token, expires_at = issue(services, key, ttl, {"surface": "deepgram"}, DEEPGRAM_AUDIENCE)
-    except StreamerError as e:
-        return error_response(from_domain(e), request_id)
-    return web.json_response({"access_token": token, "expires_in": round(expires_at - time.time(), 3)})
-
-
-class GrantRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ttl_seconds: float | None = Field(default=None, ge=1, le=MAX_GRANT_TTL_S)
 
 
 # ---- the socket
@@ -125,13 +85,12 @@ async def listen(request: web.Request) -> web.StreamResponse:
     traced(sessions, request, started, request_id)
     ws = socket_response((answer,) if answer else (), WS_MAX_MSG)
     ws.headers["dg-request-id"] = request_id
-    try:
-        await ws.prepare(request)
-    except BaseException:
+
+    async def give_back() -> None:
         for session in sessions:
             await registry.release(session)
-        raise
-    transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
+
+    transport = await upgrade(request, ws, give_back)
     await DeepgramConnection(registry, ws, key, sessions, options, request_id, transport).run()
     return ws
 
@@ -149,10 +108,10 @@ def renderer(
         request_id=request_id,
         model_name=services.asr.name,
         model_uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"streamer:{services.asr.name}")),
-        punctuate=options.punctuate,
+        text_format=options.text_format,
         interim_results=options.interim_results,
         vad_events=options.vad_events,
-        utterance_end=options.utterance_end_ms is not None,
+        utterance_end_ms=options.utterance_end_ms,
         audio_ms=lambda: session.audio_ms,
         channel=channel,
         channels=channels,
@@ -232,9 +191,18 @@ class DeepgramConnection(AdapterConnection):
             raise BadRequestError("an empty binary message is the old CloseStream; send CloseStream")
         if self.audio is None:
             await self.push_audio(data)
-            return
-        async for channels in self.audio.feed(data):
-            await self._push(channels)
+        else:
+            async for channels in self.audio.feed(data):
+                await self._push(channels)
+        await self._gap()
+
+    async def _gap(self) -> None:
+        """A gap without words brings no message of its own: as the audio goes on, each channel's
+        renderer is asked, in the writer's turn, whether ``UtteranceEnd`` is due."""
+        if check := self.renderer.gap_check(self.session.audio_ms):
+            await self.outbox.put(Reply((check,)))
+        for channel in self.channels:
+            await channel.gap()
 
     async def _push(self, channels: list[bytes]) -> None:
         """Each channel's decoded PCM: the first under the connection's limits (pacing, quota), each
@@ -267,14 +235,14 @@ class DeepgramConnection(AdapterConnection):
     async def _finalize(self) -> None:
         """End the open utterance now; its result (or the last one still coming) says ``from_finalize``.
 
-        A marker follows the utterance's end through the outbox: when it is rendered, every utterance
-        that had ended before the Finalize has been seen ended, so the marker knows which result is the
+        A reply follows the utterance's end through the outbox: when the writer renders it, every
+        utterance that had ended before the Finalize has been seen ended, so it knows which result is the
         last one still coming, or that none is (then an empty result answers the Finalize).
         """
         await self.flush_audio()
         open_id = self.session.segmenter.open_segment_id
         await self.session.commit("finalize")
-        await self.outbox.put(Pong(id=f"{FINALIZE_MARK}:{open_id or ''}"))
+        await self.outbox.put(Reply((functools.partial(self.renderer.finalize, open_id),)))
         for channel in self.channels:
             await channel.finalize()
 
@@ -296,10 +264,3 @@ class DeepgramConnection(AdapterConnection):
         if error is None:
             return reason
         return f"{close_prefix(error)}: {error.code}: {error.message}"
-
-
-ROUTES = [
-    web.get("/v1/listen", listen),
-    web.post("/v1/listen", deepgram_rest.transcribe),
-    web.post("/v1/auth/grant", grant),
-]

@@ -6,15 +6,16 @@ session and its own renderer, and they share one socket.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from streamer.pipeline.textformat import Span, TextFormat, format_text, format_words
 from streamer.protocol import (
     EndReason,
     ErrorEvent,
-    Pong,
     ServerMessage,
     SessionClosed,
     SpeechStarted,
@@ -25,47 +26,45 @@ from streamer.protocol import (
     Word,
 )
 
-FINALIZE_MARK = "streamer.deepgram.finalize"  # an outbox marker, never sent as such
-
 
 def seconds(ms: int) -> float:
     return round(ms / 1000, 3)
-
-
-def plain(word: str) -> str:
-    """A word as Deepgram writes it without punctuation: lower case, no marks around it."""
-    return word.strip().strip('.,!?;:"()[]').lower()
 
 
 def model_info(name: str) -> dict[str, str]:
     return {"name": name, "version": "streamer", "arch": "whisper"}
 
 
-def render_word(w: Word, punctuate: bool, speaker_confidence: float | None = None) -> dict[str, Any]:
-    """One ``words[]`` entry; with ``diarize`` it has ``speaker`` (and, pre-recorded only, as Deepgram
-    does, ``speaker_confidence``)."""
+def render_word(
+    span: Span, words: list[Word], punctuate: bool, speaker_confidence: float | None = None
+) -> dict[str, Any]:
+    """One ``words[]`` entry: a formatted word over the time of the words it was made from (a number
+    said in three words is one, from the first's start to the last's end). With ``diarize`` it has
+    ``speaker`` (and, pre-recorded only, as Deepgram does, ``speaker_confidence``)."""
+    said = words[span.first : span.last + 1]
     out: dict[str, Any] = {
-        "word": plain(w.word),
-        "start": seconds(w.start_ms),
-        "end": seconds(w.end_ms),
-        "confidence": round(w.probability, 4),
-        "punctuated_word": w.word.strip() if punctuate else plain(w.word),
+        "word": span.word,
+        "start": seconds(said[0].start_ms),
+        "end": seconds(said[-1].end_ms),
+        "confidence": round(min(w.probability for w in said), 4),
+        "punctuated_word": span.punctuated if punctuate else span.word,
     }
-    if w.speaker is not None:
-        out["speaker"] = w.speaker
+    if said[0].speaker is not None:
+        out["speaker"] = said[0].speaker
         if speaker_confidence is not None:
             out["speaker_confidence"] = speaker_confidence
     return out
 
 
 def alternative(
-    text: str, words: list[Word], punctuate: bool, speaker_confidence: float | None = None
+    text: str, words: list[Word], fmt: TextFormat, speaker_confidence: float | None = None
 ) -> dict[str, Any]:
-    """One ``alternatives[]`` entry: transcript, confidence (the words' mean), words."""
-    rendered = [render_word(w, punctuate, speaker_confidence) for w in words if plain(w.word)]
-    transcript = text.strip() if punctuate else " ".join(plain(w) for w in text.split() if plain(w))
+    """One ``alternatives[]`` entry: transcript, confidence (the words' mean), words, each formatted as
+    the request asked (``punctuate``, ``smart_format``, ``numerals``, ``redact``, ...)."""
+    spans = format_words([w.word for w in words], fmt)
+    rendered = [render_word(span, words, fmt.punctuate, speaker_confidence) for span in spans]
     confidence = sum(w.probability for w in words) / len(words) if words else 0.0
-    return {"transcript": transcript, "confidence": confidence, "words": rendered}
+    return {"transcript": format_text(text, fmt), "confidence": confidence, "words": rendered}
 
 
 class ResultRenderer:
@@ -77,10 +76,10 @@ class ResultRenderer:
         request_id: str,
         model_name: str,
         model_uuid: str,
-        punctuate: bool,
+        text_format: TextFormat,
         interim_results: bool,
         vad_events: bool,
-        utterance_end: bool,
+        utterance_end_ms: int | None,
         audio_ms: Callable[[], int],
         channel: int = 0,
         channels: int = 1,
@@ -88,10 +87,10 @@ class ResultRenderer:
         self.request_id = request_id
         self.model_name = model_name
         self.model_uuid = model_uuid
-        self.punctuate = punctuate
+        self.text_format = text_format
         self.interim_results = interim_results
         self.vad_events = vad_events
-        self.utterance_end = utterance_end
+        self.utterance_end_ms = utterance_end_ms
         self.audio_ms = audio_ms
         self.channel = [channel, channels]
         self._starts: dict[int, int] = {}  # segment id -> audio_start_ms
@@ -99,6 +98,12 @@ class ResultRenderer:
         self._stopped: dict[int, int] = {}
         self._finalized: set[int] = set()  # segments a Finalize ended
         self._answer_after: int | None = None  # a Finalize that ended nothing is answered after this one
+        # where the last final word ended, while no UtteranceEnd has followed it yet
+        self._last_word_end: int | None = None
+        # audio known heard in the order messages render (an utterance's end, a gap check's clock): no
+        # utterance that began before it is still to be rendered
+        self._heard_ms = 0
+        self._gap_check_queued = False
         self._created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
     def recount(self, channels: int) -> None:
@@ -114,6 +119,7 @@ class ResultRenderer:
                 out.append({"type": "SpeechStarted", "channel": self.channel, "timestamp": start})
         elif isinstance(message, SpeechStopped):
             self._stopped[message.segment_id] = message.audio_end_ms
+            self._heard_ms = max(self._heard_ms, message.audio_end_ms)
         elif isinstance(message, TranscriptPartial):
             if self.interim_results:
                 start = self._starts.get(message.segment_id, 0)
@@ -148,19 +154,58 @@ class ResultRenderer:
             # speech that could not be transcribed still gets its (empty) final, as Deepgram sends them
             start = self._starts.get(message.segment_id, 0)
             out.extend(self._final(message.segment_id, "", [], start, start))
-        elif isinstance(message, Pong) and str(message.id).startswith(FINALIZE_MARK):
-            ended = str(message.id).rpartition(":")[2]
-            if ended:  # the Finalize ended this utterance: its result is the answer
-                self._finalized.add(int(ended))
-            elif self._stopped:  # answer after the results still coming
-                self._answer_after = max(self._stopped)
-            else:
-                out.append(self._finalize_answer())
         elif isinstance(message, ErrorEvent):
             out.append({"type": "Error", "variant": message.code, "description": message.message})
         elif isinstance(message, SessionClosed):
+            self._heard_ms = max(self._heard_ms, message.audio_ms)  # a gap the stream ended in
+            out.extend(self._utterance_end())
             out.append(self.metadata(message.audio_ms))
+        if isinstance(message, TranscriptPartial | TranscriptFinal | SpeechStopped | Warning_):
+            out.extend(self._utterance_end())
         return [json.dumps(m) for m in out]
+
+    def finalize(self, open_id: int | None) -> list[str]:
+        """A ``Finalize``, rendered in its turn in the outbox: every utterance that had ended before it
+        has been seen ended (``SpeechStopped``). ``open_id``, the utterance it ended, if any, answers it
+        with its final; else the last final still coming does; else an empty final answers now, as
+        Deepgram answers a Finalize with nothing buffered."""
+        if open_id is not None:
+            self._finalized.add(open_id)
+        elif self._stopped:
+            self._answer_after = max(self._stopped)
+        else:
+            return [json.dumps(self._finalize_answer())]
+        return []
+
+    def gap_check(self, heard_ms: int) -> Callable[[], list[str]] | None:
+        """A check for ``UtteranceEnd`` to queue as audio arrives (a gap without words brings no message
+        of its own), or None when it is not asked for or a check is queued already. ``heard_ms`` is the
+        audio pushed when it was made: rendered in its turn, every ``SpeechStarted`` before it has been."""
+        if self.utterance_end_ms is None or self._gap_check_queued:
+            return None
+        self._gap_check_queued = True
+        return functools.partial(self._gap_check, heard_ms)
+
+    def _gap_check(self, heard_ms: int) -> list[str]:
+        self._gap_check_queued = False
+        self._heard_ms = max(self._heard_ms, heard_ms)
+        return [json.dumps(m) for m in self._utterance_end()]
+
+    def _gap_over(self, heard_ms: int) -> bool:
+        """Words were finalized, no utterance is open (its words would end the gap) and ``utterance_end_ms``
+        of audio has been heard since the last word: Deepgram's gap, on the audio's clock."""
+        return (
+            self.utterance_end_ms is not None
+            and self._last_word_end is not None
+            and not self._starts
+            and heard_ms - self._last_word_end >= self.utterance_end_ms
+        )
+
+    def _utterance_end(self) -> list[dict[str, Any]]:
+        if self._last_word_end is None or not self._gap_over(self._heard_ms):
+            return []
+        last_word_end, self._last_word_end = self._last_word_end, None
+        return [{"type": "UtteranceEnd", "channel": self.channel, "last_word_end": seconds(last_word_end)}]
 
     def _final(
         self,
@@ -192,12 +237,9 @@ class ResultRenderer:
                 languages=languages,
             )
         ]
-        # UtteranceEnd follows a gap without words: a split at the maximum length has none, speech goes on
-        if self.utterance_end and text and end_reason != "max_length":
-            last_word_end = words[-1].end_ms if words else end_ms
-            out.append(
-                {"type": "UtteranceEnd", "channel": self.channel, "last_word_end": seconds(last_word_end)}
-            )
+        self._heard_ms = max(self._heard_ms, end_ms)
+        if text:  # Deepgram's gap is measured from the last word, by the audio's clock
+            self._last_word_end = words[-1].end_ms if words else end_ms
         if self._answer_after is not None and segment_id >= self._answer_after:
             self._answer_after = None
             out.append(self._finalize_answer())
@@ -220,7 +262,7 @@ class ResultRenderer:
         endpoint: bool = True,
         languages: list[str] | None = None,
     ) -> dict[str, Any]:
-        alt = alternative(text, words, self.punctuate)
+        alt = alternative(text, words, self.text_format)
         if languages:
             alt["languages"] = languages
         result: dict[str, Any] = {

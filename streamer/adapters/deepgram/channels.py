@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 
 from aiohttp import web
 
 from streamer.adapters.common import FrameFeed
-from streamer.adapters.deepgram_render import FINALIZE_MARK, ResultRenderer
+from streamer.adapters.deepgram.render import ResultRenderer
 from streamer.errors import StreamerError
-from streamer.protocol import Pong
-from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox
+from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, Reply
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
 
@@ -68,7 +68,12 @@ class ChannelSession:
         await self._feed.flush()
         open_id = self.session.segmenter.open_segment_id
         await self.session.commit("finalize")
-        await self.outbox.put(Pong(id=f"{FINALIZE_MARK}:{open_id or ''}"))
+        await self.outbox.put(Reply((functools.partial(self.renderer.finalize, open_id),)))
+
+    async def gap(self) -> None:
+        """``UtteranceEnd`` if the audio has gone on past the gap after the last word."""
+        if check := self.renderer.gap_check(self.session.audio_ms):
+            await self.outbox.put(Reply((check,)))
 
     async def finish(self, timeout_s: float) -> None:
         """Finalize, then deliver every result (bounded) before the connection's ``Metadata``."""

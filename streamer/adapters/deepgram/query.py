@@ -31,6 +31,9 @@ SUPPORTED = frozenset(
         "vad_events",
         "multichannel",
         "diarize",
+        "numerals",
+        "profanity_filter",
+        "redact",
     }
 )
 # Deepgram's, not implemented here: refused whatever their value
@@ -45,9 +48,6 @@ REFUSED = frozenset(
         "keyterm",
         "keywords",
         "mip_opt_out",
-        "numerals",
-        "profanity_filter",
-        "redact",
         "replace",
         "search",
         "tag",
@@ -67,15 +67,33 @@ ERR_CODES = {
 }
 
 
-# pre-recorded only (the response's utterance list)
-PRERECORDED = frozenset({"utterances"})
+# pre-recorded only: honoured (the response's utterance list; filler_words=false, Deepgram's default)
+PRERECORDED = frozenset({"utterances", "filler_words"})
+# pre-recorded only, Deepgram's audio intelligence and layout: not implemented here, refused
+PRERECORDED_REFUSED = frozenset(
+    {
+        "custom_intent",
+        "custom_intent_mode",
+        "custom_topic",
+        "custom_topic_mode",
+        "detect_language",
+        "intents",
+        "measurements",
+        "paragraphs",
+        "sentiment",
+        "summarize",
+        "topics",
+        "utt_split",
+    }
+)
 
 
 def check_query(query: MultiMapping[str], prerecorded: bool = False) -> None:
     """Refuse (``ConfigError``, a 400) an option this server does not honour, or one Deepgram lacks."""
     supported = SUPPORTED | PRERECORDED if prerecorded else SUPPORTED
+    refused = REFUSED | PRERECORDED_REFUSED if prerecorded else REFUSED
     for name in dict.fromkeys(query.keys()):
-        if name in REFUSED:
+        if name in refused:
             raise ConfigError(f"{name} is not supported by this server (see docs/api-deepgram.md)")
         if name not in supported:
             raise ConfigError(f"unknown query parameter {name[:64]!r}")

@@ -5,7 +5,7 @@ admitted before its body is read (the key's session rate, its uploads in progres
 capacity, its concurrent-session slot), the slots kept alive while it runs, the audio fed to its
 sessions paced and charged, stopped at the quota left and at the session's length, a 503 on shutdown,
 stopped when the client leaves. Here only the body and the answer are Deepgram's: the body is spooled,
-then decoded a piece at a time (any container ``deepgram_audio`` reads, or raw audio with ``encoding``),
+then decoded a piece at a time (any container ``audio`` reads, or raw audio with ``encoding``),
 each channel through its own session with ``multichannel=true`` (the further channels admitted when the
 audio says how many it has), and the finals answered in Deepgram's response shape. A ``{"url": ...}``
 body is refused: this server fetches nothing. A body that decodes to far more audio than its size can
@@ -27,8 +27,8 @@ from aiohttp import web
 
 from streamer import tracing
 from streamer.adapters.common import Turns, retune
-from streamer.adapters.deepgram_audio import ALL_CONTAINERS, AudioInput
-from streamer.adapters.deepgram_options import (
+from streamer.adapters.deepgram.audio import ALL_CONTAINERS, AudioInput
+from streamer.adapters.deepgram.options import (
     DeepgramRequestError,
     ListenOptions,
     admit_channels,
@@ -38,7 +38,7 @@ from streamer.adapters.deepgram_options import (
     session_config,
     traced,
 )
-from streamer.adapters.deepgram_render import alternative, model_info, seconds
+from streamer.adapters.deepgram.render import alternative, model_info, seconds
 from streamer.adapters.upload import Upload
 from streamer.adapters.upload_runner import Channels, ClientGoneError, Ticket, admitted
 from streamer.edge.handshake import REGISTRY
@@ -178,7 +178,7 @@ def _response(
     for index, channel in enumerate(finals):
         text = " ".join(f.text.strip() for f in channel if f.text.strip())
         words = [w for f in channel for w in (f.words or [])]
-        out: dict[str, Any] = {"alternatives": [alternative(text, words, options.punctuate)]}
+        out: dict[str, Any] = {"alternatives": [alternative(text, words, options.text_format)]}
         detected = [f.language for f in channel if f.language_probability is not None and f.text.strip()]
         if detected:  # language=multi: the language of most utterances, as Deepgram's detect_language
             out["detected_language"] = max(detected, key=detected.count)
@@ -186,7 +186,7 @@ def _response(
         for f in channel:
             if not f.text.strip():
                 continue
-            said = alternative(f.text, f.words or [], options.punctuate, f.speaker_confidence)
+            said = alternative(f.text, f.words or [], options.text_format, f.speaker_confidence)
             utterances.append(
                 {
                     "start": seconds(f.audio_start_ms),

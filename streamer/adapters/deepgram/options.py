@@ -11,14 +11,15 @@ from multidict import MultiMapping
 
 from streamer import tracing
 from streamer.adapters.common import Turns, check_language, key_record, redeem, retune
-from streamer.adapters.deepgram_audio import AudioFormat
-from streamer.adapters.deepgram_query import ERR_CODES, check_query
+from streamer.adapters.deepgram.audio import AudioFormat
+from streamer.adapters.deepgram.query import ERR_CODES, check_query
 from streamer.edge.credentials import authorization, offered_subprotocols, retry_after
 from streamer.edge.handshake import REQUEST_ID
 from streamer.errors import AuthError, ConfigError, StreamerError
 from streamer.guards.keys import KeyRecord
 from streamer.guards.tokens import DEEPGRAM_AUDIENCE
 from streamer.pipeline.align import supports_word_timestamps
+from streamer.pipeline.textformat import TextFormat
 from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SessionConfig
 from streamer.services import Services
 from streamer.session.registry import SessionRegistry
@@ -77,21 +78,48 @@ def integer(query: MultiMapping[str], name: str, low: int, high: int) -> int | N
     return int(raw)
 
 
+REDACT_VALUES = {
+    "pci": "pci",
+    "ssn": "ssn",
+    "numbers": "numbers",
+    "true": "numbers",
+    "aggressive_numbers": "numbers",
+}
+
+
+def redactions(query: MultiMapping[str]) -> frozenset[str]:
+    """``redact`` (repeatable): ``pci``, ``ssn``, ``numbers`` (or ``true``, ``aggressive_numbers``);
+    ``false`` is none. Deepgram's entity groups (``pii``, ``phi``) and single entities are refused."""
+    kinds: set[str] = set()
+    for raw in query.getall("redact", []):
+        value = raw.strip().lower()
+        if value == "false":
+            continue
+        if value not in REDACT_VALUES:
+            raise ConfigError(f"redact={raw[:64]!r} is not supported: pci, ssn, numbers or true")
+        kinds.add(REDACT_VALUES[value])
+    return frozenset(kinds)
+
+
 @dataclass(frozen=True)
 class ListenOptions:
-    """The ``/v1/listen`` query this server honours (any other option is refused: deepgram_query)."""
+    """The ``/v1/listen`` query this server honours (any other option is refused: ``query``)."""
 
     audio: AudioFormat
     language: str | None
     languages: tuple[str, ...]  # language=multi: detection chooses among these (language_hint); () any
     interim_results: bool
-    punctuate: bool
+    text_format: TextFormat  # punctuate, smart_format, numerals, redact, profanity_filter, filler_words
     endpointing_ms: int | None  # None: endpointing=false (only Finalize / CloseStream end an utterance)
     utterance_end_ms: int | None
     vad_events: bool
     utterances: bool  # pre-recorded: the response lists utterances
     diarize: bool  # words carry ``speaker`` (a session's ``diarize``; refused when the server has none)
     model: str
+
+    @property
+    def punctuate(self) -> bool:
+        return self.text_format.punctuate
 
     @classmethod
     def parse(cls, query: MultiMapping[str], services: Services, prerecorded: bool = False) -> ListenOptions:
@@ -111,6 +139,18 @@ class ListenOptions:
         else:
             endpointing_ms = max(MIN_ENDPOINTING_MS, integer(query, "endpointing", 0, 60_000) or 0)
         smart = flag(query, "smart_format", False)
+        if flag(query, "filler_words", False):
+            # Whisper does not write "uh" and "um": asked for, they could not be given
+            raise ConfigError(
+                "filler_words=true is not supported: this server's model does not transcribe fillers"
+            )
+        text_format = TextFormat(
+            punctuate=flag(query, "punctuate", False) or smart,
+            numerals=flag(query, "numerals", False),
+            smart_format=smart,
+            profanity_filter=flag(query, "profanity_filter", False),
+            redact=redactions(query),
+        )
         # as on Deepgram, no language is English; multi detects each utterance's, and only then are the
         # language_hint codes read (Deepgram biases detection toward them; here it chooses among them)
         multi = query.get("language") == "multi"
@@ -120,7 +160,7 @@ class ListenOptions:
             language=None if multi else check_language(services, query.get("language", "en")),
             languages=tuple(dict.fromkeys(hints)) if multi else (),
             interim_results=flag(query, "interim_results", False),
-            punctuate=flag(query, "punctuate", False) or smart,
+            text_format=text_format,
             endpointing_ms=endpointing_ms,
             utterance_end_ms=integer(query, "utterance_end_ms", 1000, 5000),
             vad_events=flag(query, "vad_events", False),
