@@ -20,59 +20,38 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Generic, Protocol, Self, TypeVar
+from typing import Generic, Self, TypeVar
 
 from streamer import tracing
-from streamer.errors import ConfigError, ModelUnavailableError
+from streamer.errors import ModelUnavailableError
 from streamer.pipeline.batchqueue import Batch, BatchQueue, Job, Priority, TenantUsage
+from streamer.pipeline.batchtypes import (
+    REQUEST_ERRORS,
+    BatcherSnapshot,
+    BatchStats,
+    Breaker,
+    CostMeter,
+    RequestRefusedError,
+)
 
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
 R = TypeVar("R")
 
-# what a model call raises for a bad request (an unknown language, task or token), not a failed model
-REQUEST_ERRORS = (ValueError, KeyError)
-
-
-class RequestRefusedError(ConfigError):
-    """The model refused one request (its session's config): that request fails, no other."""
-
-
-class Breaker(Protocol):
-    def allow(self) -> bool: ...
-    def record_success(self) -> None: ...
-    def record_failure(self) -> None: ...
-    def retry_after(self) -> float: ...
-
-
-@dataclass
-class BatchStats:
-    """What the batcher reports per model call (for metrics and the benchmark)."""
-
-    name: str
-    size: int
-    finals: int
-    seconds: float
-    queue_wait_s: float
-
-
-@dataclass(frozen=True)
-class BatcherSnapshot:
-    """A batcher's load as admission control reads it (public numbers, taken in one step)."""
-
-    hung: bool
-    finals_pending: int  # final jobs holding a slot (queued or running)
-    max_pending_finals: int
-    latency_ewma_s: float
-    last_batch_at: float  # the batcher's clock; 0.0 before the first batch
-
 
 class MicroBatcher(Generic[P, R]):
-    """Runs the model on one dedicated thread; an async context manager starts and stops that thread and
-    the watchdog together (``async with MicroBatcher(...) as batcher``)."""
+    """Runs the model on ``workers`` dedicated threads (each takes the next batch due, so a job that
+    arrives during a call no longer waits for that whole call); an async context manager starts and stops
+    those threads, the feature thread and the watchdog together (``async with MicroBatcher(...) as b``).
+
+    ``prepare`` (optional) turns a payload into what the model thread needs, once, when it is submitted,
+    on a thread of its own (the ASR engine's log-Mel features), so the model threads never wait for it.
+    ``audio_s`` (optional) says how many seconds of audio a payload holds: every batch then updates
+    ``cost`` (model seconds per audio second at the batch sizes formed), which admission reads.
+    """
 
     def __init__(
         self,
@@ -87,9 +66,19 @@ class MicroBatcher(Generic[P, R]):
         on_batch: Callable[[BatchStats], None] | None = None,
         on_drop: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        workers: int = 1,
+        prepare: Callable[[P], P] | None = None,
+        audio_s: Callable[[P], float] | None = None,
     ) -> None:
         self.name = name
         self._run_batch = run_batch
+        self.workers = max(1, workers)
+        self._prepare = prepare
+        self._audio_s = audio_s
+        self.cost = CostMeter()
+        self._features: ThreadPoolExecutor | None = None
+        self._partial_seq = 0
+        self._latest_partial: dict[str, int] = {}  # session -> its newest partial still being prepared
         # model time per tenant (API key): the queue serves the least-served tenant first (batchqueue.py)
         self.usage = TenantUsage(clock=clock)
         self._queue: BatchQueue[P] = BatchQueue(max_batch, max_wait_s, usage=self.usage.usage)
@@ -104,9 +93,8 @@ class MicroBatcher(Generic[P, R]):
         self._on_drop = on_drop
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._running: list[Job[P]] = []
-        self._running_since: float | None = None
+        self._threads: list[threading.Thread] = []
+        self._running: dict[int, tuple[list[Job[P]], float]] = {}  # worker -> (its batch, started at)
         self._stop = False
         self._watchdog: asyncio.Task[None] | None = None
         self.hung = False  # a model call has run past call_timeout_s and not returned yet
@@ -128,10 +116,16 @@ class MicroBatcher(Generic[P, R]):
         await self.stop()
 
     def start(self) -> None:
-        """Start the model thread (the context manager also starts the watchdog)."""
+        """Start the model threads (the context manager also starts the watchdog)."""
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._worker, name=f"batcher-{self.name}", daemon=True)
-        self._thread.start()
+        if self._prepare is not None:
+            self._features = ThreadPoolExecutor(1, thread_name_prefix=f"features-{self.name}")
+        for i in range(self.workers):
+            suffix = f"-{i}" if i else ""
+            thread = threading.Thread(target=self._worker, args=(i,), name=f"batcher-{self.name}{suffix}")
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
 
     async def stop(self) -> None:
         """Stop the watchdog (if started here) and the model thread."""
@@ -146,8 +140,10 @@ class MicroBatcher(Generic[P, R]):
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 5.0)
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, 5.0)
+        if self._features is not None:
+            await asyncio.to_thread(self._features.shutdown, True, cancel_futures=True)
 
     # ---- submission (event loop)
 
@@ -164,6 +160,8 @@ class MicroBatcher(Generic[P, R]):
             max_pending_finals=self.max_pending_finals,
             latency_ewma_s=self.latency_ewma_s,
             last_batch_at=self.last_batch_at,
+            workers=self.workers,
+            cost_per_audio_s=self.cost.cost(),
         )
 
     @property
@@ -173,10 +171,21 @@ class MicroBatcher(Generic[P, R]):
             return self._queue.finals_waiting, self._queue.partials_waiting
 
     def utilization(self, window_s: float = 3.0) -> float:
-        """The fraction of the last ``window_s`` the model spent running batches (0..1)."""
+        """The fraction of the last ``window_s`` the model threads spent running batches (0..1)."""
         since = self._clock() - window_s
         busy = sum(min(d, end - since) for end, d in list(self._recent) if end > since)
-        return min(1.0, busy / window_s)
+        return min(1.0, busy / (window_s * self.workers))
+
+    async def _prepared(self, payload: P) -> P:
+        """``payload`` after ``prepare``, on the feature thread; unprepared if that failed (the model
+        thread then does the work itself)."""
+        if self._prepare is None or self._features is None:
+            return payload
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._features, self._prepare, payload)
+        except Exception:
+            log.exception("%s: preparing a job failed; the model thread prepares it", self.name)
+            return payload
 
     def _check_breaker(self) -> None:
         if self.breaker is None:
@@ -199,6 +208,7 @@ class MicroBatcher(Generic[P, R]):
         async with self._final_slots:
             self._finals_held += 1
             try:
+                payload = await self._prepared(payload)
                 fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
                 job: Job[P] = Job(
                     session_id,
@@ -231,6 +241,36 @@ class MicroBatcher(Generic[P, R]):
         if self.hung:
             fut.set_result(None)
             return fut
+        if self._prepare is not None:
+            self._partial_seq += 1
+            seq = self._latest_partial[session_id] = self._partial_seq
+            task = asyncio.create_task(self._prepared(payload))
+            task.add_done_callback(
+                lambda t: self._push_partial(seq, session_id, key, t.result(), stale_after, tenant, fut)
+            )
+            return fut
+        self._push_partial(None, session_id, key, payload, stale_after, tenant, fut)
+        return fut
+
+    def _push_partial(
+        self,
+        seq: int | None,
+        session_id: str,
+        key: Hashable,
+        payload: P,
+        stale_after: float,
+        tenant: str,
+        fut: asyncio.Future[R | None],
+    ) -> None:
+        """Queue a partial (once prepared); one that a newer partial or a discard overtook while it was
+        being prepared resolves to None, as if coalesced in the queue."""
+        if seq is not None:
+            if self._latest_partial.get(session_id) != seq:
+                _set_result(fut, None)
+                if self._on_drop:
+                    self._on_drop("coalesced")
+                return
+            del self._latest_partial[session_id]
         job: Job[P] = Job(
             session_id,
             key,
@@ -249,9 +289,9 @@ class MicroBatcher(Generic[P, R]):
             self._resolve(replaced, None)
             if self._on_drop:
                 self._on_drop("coalesced")
-        return fut
 
     def discard_partial(self, session_id: str) -> None:
+        self._latest_partial.pop(session_id, None)
         with self._cond:
             job = self._queue.discard_partial(session_id)
         if job is not None:
@@ -259,21 +299,21 @@ class MicroBatcher(Generic[P, R]):
 
     # ---- worker thread
 
-    def _worker(self) -> None:
+    def _worker(self, index: int) -> None:
         while True:
             with self._cond:
                 batch = self._next_batch()
                 if batch is None:
                     return
-                self._running = batch.jobs
-                self._running_since = self._clock()
+                self._running[index] = (batch.jobs, self._clock())
             self._notify_dropped(batch)
             if batch.jobs:
                 self._execute(batch)
             with self._cond:
-                self._running = []
-                self._running_since = None
-                self.hung = False
+                del self._running[index]
+                # the hung flag holds while any call is still past the timeout (another worker's)
+                now = self._clock()
+                self.hung = any(now - since > self.call_timeout_s for _, since in self._running.values())
 
     def _next_batch(self) -> Batch[P] | None:
         """Wait (holding the condition) until a batch is due; None on stop."""
@@ -318,6 +358,8 @@ class MicroBatcher(Generic[P, R]):
         self.busy_s += elapsed
         for job in batch.jobs:  # the call's time split evenly, as the engines split it
             self.usage.charge(job.tenant, elapsed / len(batch.jobs))
+        if self._audio_s is not None:
+            self.cost.record(len(batch.jobs), sum(self._audio_s(j.payload) for j in batch.jobs), elapsed)
         finals = [j for j in batch.jobs if j.priority is Priority.FINAL]
         if finals:
             worst = max(started - j.submitted for j in finals) + elapsed
@@ -366,14 +408,16 @@ class MicroBatcher(Generic[P, R]):
 
     async def watchdog(self, period_s: float = 0.25) -> None:
         """Fail a batch that has run past the call timeout; fail queued jobs fast while open."""
-        flagged: object = None
+        flagged: set[float] = set()
         while True:
             await asyncio.sleep(period_s)
             with self._cond:
-                running, since = list(self._running), self._running_since
-            if since is None or self._clock() - since <= self.call_timeout_s or flagged is since:
+                calls = list(self._running.values())
+            late = [(jobs, since) for jobs, since in calls if self._clock() - since > self.call_timeout_s]
+            running = [job for jobs, since in late if since not in flagged for job in jobs]
+            flagged = {since for _, since in late}
+            if not running:
                 continue
-            flagged = since
             log.error("%s model call exceeded %.1fs; failing its work", self.name, self.call_timeout_s)
             self._record(success=False)
             err = ModelUnavailableError(f"the {self.name} model timed out", retry_after=5.0)

@@ -1,0 +1,95 @@
+"""What a micro-batcher shares with its callers: its breaker's shape, the errors it tells apart, and what
+it reports per model call (metrics, the benchmark) and in one snapshot (admission)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from streamer.errors import ConfigError
+
+# what a model call raises for a bad request (an unknown language, task or token), not a failed model
+REQUEST_ERRORS = (ValueError, KeyError)
+
+
+class RequestRefusedError(ConfigError):
+    """The model refused one request (its session's config): that request fails, no other."""
+
+
+class Breaker(Protocol):
+    def allow(self) -> bool: ...
+    def record_success(self) -> None: ...
+    def record_failure(self) -> None: ...
+    def retry_after(self) -> float: ...
+
+
+@dataclass
+class BatchStats:
+    """What the batcher reports per model call (for metrics and the benchmark)."""
+
+    name: str
+    size: int
+    finals: int
+    seconds: float
+    queue_wait_s: float
+
+
+@dataclass(frozen=True)
+class BatcherSnapshot:
+    """A batcher's load as admission control reads it (public numbers, taken in one step)."""
+
+    hung: bool
+    finals_pending: int  # final jobs holding a slot (queued or running)
+    max_pending_finals: int
+    latency_ewma_s: float
+    last_batch_at: float  # the batcher's clock; 0.0 before the first batch
+    workers: int = 1  # model calls that can run at once: the model's capacity is this many seconds a second
+    # model seconds (of one worker) per second of audio decoded, at the batch sizes the batcher forms;
+    # None until measured (at start-up, then from every batch: calibration.CostMeter)
+    cost_per_audio_s: float | None = None
+
+
+# batch sizes are counted in powers of two: cost per audio second falls with the batch, not in steps of one
+SIZE_CLASSES = (1, 2, 4, 8, 16, 32)
+
+
+def size_class(size: int) -> int:
+    """The largest power-of-two class at most ``size`` (1 for anything smaller)."""
+    return max((c for c in SIZE_CLASSES if c <= size), default=1)
+
+
+class CostMeter:
+    """Model seconds per second of audio decoded, per batch-size class, as moving averages; and the
+    batch size the batcher typically forms. Thread-safe: model threads record, the event loop reads."""
+
+    def __init__(self, alpha: float = 0.2) -> None:
+        self.alpha = alpha
+        self._cost: dict[int, float] = {}
+        self._typical_size = 0.0
+        self._lock = threading.Lock()
+
+    def record(self, size: int, audio_s: float, model_s: float, *, typical: bool = True) -> None:
+        """One model call: ``size`` jobs, ``audio_s`` seconds of audio among them, ``model_s`` long.
+        ``typical``: whether it counts toward the typical batch size (calibration probes do not)."""
+        if size <= 0 or audio_s <= 0:
+            return
+        per_s = model_s / audio_s
+        cls = size_class(size)
+        with self._lock:
+            old = self._cost.get(cls)
+            self._cost[cls] = per_s if old is None else (1 - self.alpha) * old + self.alpha * per_s
+            if typical:
+                a = self.alpha if self._typical_size else 1.0
+                self._typical_size = (1 - a) * self._typical_size + a * size
+
+    def cost(self, size: float | None = None) -> float | None:
+        """Seconds per audio second at batches of ``size`` jobs (default: the typical size formed), read
+        from the nearest class measured; None before anything was."""
+        with self._lock:
+            if not self._cost:
+                return None
+            want = size_class(round(size if size is not None else self._typical_size or 1))
+            nearest = min(self._cost, key=lambda c: (abs(math.log2(c) - math.log2(want)), -c))
+            return self._cost[nearest]
