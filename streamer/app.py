@@ -227,6 +227,7 @@ def create_app(
             # log-Mel features at submission, on their own thread, not on the model threads
             prepare=engine.prepare if isinstance(engine, WhisperEngine) else None,
             audio_s=lambda request: request.audio.size / MODEL_RATE,
+            bucket=engine.window if isinstance(engine, WhisperEngine) else None,
         )
         async with batcher:
             if settings.asr_calibrate and isinstance(engine, WhisperEngine):

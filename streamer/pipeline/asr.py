@@ -200,10 +200,14 @@ class WhisperEngine:
     def prepare(self, request: AsrRequest) -> AsrRequest:
         """``request`` with its features, at its own length bucket: the batcher calls this when the
         request is submitted, on its feature thread, so the model thread does not wait for numpy."""
+        return replace(request, mel=self.features(request.audio[: 30 * MODEL_RATE], self.window(request)))
+
+    def window(self, request: AsrRequest) -> int:
+        """The feature frames ``request`` is decoded in: its length bucket, or the full 30 s window."""
         decode = request.decode or self.default_decode
-        audio = request.audio[: 30 * MODEL_RATE]
-        frames = bucket_frames(audio.size, self.pad_to_buckets and not decode.full_window)
-        return replace(request, mel=self.features(audio, frames))
+        return bucket_frames(
+            min(request.audio.size, 30 * MODEL_RATE), self.pad_to_buckets and not decode.full_window
+        )
 
     def _mel(self, request: AsrRequest, frames: int) -> np.ndarray:
         if request.mel is not None and request.mel.shape[1] <= frames:

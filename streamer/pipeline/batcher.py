@@ -1,4 +1,5 @@
-"""The shared micro-batcher: all sessions submit jobs; one dedicated thread runs the model on batches.
+"""The shared micro-batcher: all sessions submit jobs; dedicated threads (``workers``) run the model on
+batches.
 
 Event-loop side: ``submit_final`` (awaits a bounded slot, then the result) and ``submit_partial``
 (latest-wins, may resolve to None when coalesced or stale). Thread side: forms batches with
@@ -20,7 +21,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
@@ -33,8 +33,10 @@ from streamer.pipeline.batchtypes import (
     BatchStats,
     Breaker,
     CostMeter,
+    GuardedBreaker,
     RequestRefusedError,
 )
+from streamer.pipeline.prepare import Preparer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ class MicroBatcher(Generic[P, R]):
     on a thread of its own (the ASR engine's log-Mel features), so the model threads never wait for it.
     ``audio_s`` (optional) says how many seconds of audio a payload holds: every batch then updates
     ``cost`` (model seconds per audio second at the batch sizes formed), which admission reads.
+    ``bucket`` (optional) is the input length a payload is padded to: only jobs of one bucket share a
+    call, so a short utterance is never padded to a long one's window.
     """
 
     def __init__(
@@ -69,16 +73,16 @@ class MicroBatcher(Generic[P, R]):
         workers: int = 1,
         prepare: Callable[[P], P] | None = None,
         audio_s: Callable[[P], float] | None = None,
+        bucket: Callable[[P], Hashable] | None = None,
     ) -> None:
         self.name = name
         self._run_batch = run_batch
         self.workers = max(1, workers)
         self._prepare = prepare
+        self._preparer: Preparer[P] | None = None
         self._audio_s = audio_s
+        self._bucket = bucket
         self.cost = CostMeter()
-        self._features: ThreadPoolExecutor | None = None
-        self._partial_seq = 0
-        self._latest_partial: dict[str, int] = {}  # session -> its newest partial still being prepared
         # model time per tenant (API key): the queue serves the least-served tenant first (batchqueue.py)
         self.usage = TenantUsage(clock=clock)
         self._queue: BatchQueue[P] = BatchQueue(max_batch, max_wait_s, usage=self.usage.usage)
@@ -88,7 +92,7 @@ class MicroBatcher(Generic[P, R]):
         self.max_pending_finals = max_pending_finals
         self.call_timeout_s = call_timeout_s
         self.breaker = breaker
-        self._breaker_lock = threading.Lock()
+        self._guard = GuardedBreaker(name, breaker)
         self._on_batch = on_batch
         self._on_drop = on_drop
         self._clock = clock
@@ -119,7 +123,7 @@ class MicroBatcher(Generic[P, R]):
         """Start the model threads (the context manager also starts the watchdog)."""
         self._loop = asyncio.get_running_loop()
         if self._prepare is not None:
-            self._features = ThreadPoolExecutor(1, thread_name_prefix=f"features-{self.name}")
+            self._preparer = Preparer(self.name, self._prepare)
         for i in range(self.workers):
             suffix = f"-{i}" if i else ""
             thread = threading.Thread(target=self._worker, args=(i,), name=f"batcher-{self.name}{suffix}")
@@ -142,8 +146,8 @@ class MicroBatcher(Generic[P, R]):
             self._cond.notify_all()
         for thread in self._threads:
             await asyncio.to_thread(thread.join, 5.0)
-        if self._features is not None:
-            await asyncio.to_thread(self._features.shutdown, True, cancel_futures=True)
+        if self._preparer is not None:
+            await asyncio.to_thread(self._preparer.close)
 
     # ---- submission (event loop)
 
@@ -176,27 +180,6 @@ class MicroBatcher(Generic[P, R]):
         busy = sum(min(d, end - since) for end, d in list(self._recent) if end > since)
         return min(1.0, busy / (window_s * self.workers))
 
-    async def _prepared(self, payload: P) -> P:
-        """``payload`` after ``prepare``, on the feature thread; unprepared if that failed (the model
-        thread then does the work itself)."""
-        if self._prepare is None or self._features is None:
-            return payload
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._features, self._prepare, payload)
-        except Exception:
-            log.exception("%s: preparing a job failed; the model thread prepares it", self.name)
-            return payload
-
-    def _check_breaker(self) -> None:
-        if self.breaker is None:
-            return
-        with self._breaker_lock:
-            if not self.breaker.allow():
-                raise ModelUnavailableError(
-                    f"the {self.name} model is unavailable", retry_after=self.breaker.retry_after()
-                )
-            # allow() may have let a half-open probe through; the batch that runs next is the probe
-
     def _check_hung(self) -> None:
         if self.hung:
             raise ModelUnavailableError(f"the {self.name} model is not responding", retry_after=5.0)
@@ -208,11 +191,12 @@ class MicroBatcher(Generic[P, R]):
         async with self._final_slots:
             self._finals_held += 1
             try:
-                payload = await self._prepared(payload)
+                if self._preparer is not None:
+                    payload = await self._preparer.prepared(payload)
                 fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
                 job: Job[P] = Job(
                     session_id,
-                    key,
+                    self._queue_key(key, payload),
                     payload,
                     Priority.FINAL,
                     self._clock(),
@@ -241,39 +225,33 @@ class MicroBatcher(Generic[P, R]):
         if self.hung:
             fut.set_result(None)
             return fut
-        if self._prepare is not None:
-            self._partial_seq += 1
-            seq = self._latest_partial[session_id] = self._partial_seq
-            task = asyncio.create_task(self._prepared(payload))
-            task.add_done_callback(
-                lambda t: self._push_partial(seq, session_id, key, t.result(), stale_after, tenant, fut)
+        if self._preparer is None:
+            self._push_partial(session_id, key, payload, stale_after, tenant, fut)
+        else:  # queued once prepared, unless a newer partial or a discard overtakes it meanwhile
+            self._preparer.partial(
+                session_id,
+                payload,
+                lambda ready: self._push_partial(session_id, key, ready, stale_after, tenant, fut),
             )
-            return fut
-        self._push_partial(None, session_id, key, payload, stale_after, tenant, fut)
         return fut
 
     def _push_partial(
         self,
-        seq: int | None,
         session_id: str,
         key: Hashable,
-        payload: P,
+        payload: P | None,
         stale_after: float,
         tenant: str,
         fut: asyncio.Future[R | None],
     ) -> None:
-        """Queue a partial (once prepared); one that a newer partial or a discard overtook while it was
-        being prepared resolves to None, as if coalesced in the queue."""
-        if seq is not None:
-            if self._latest_partial.get(session_id) != seq:
-                _set_result(fut, None)
-                if self._on_drop:
-                    self._on_drop("coalesced")
-                return
-            del self._latest_partial[session_id]
+        if payload is None:  # overtaken while it was prepared
+            _set_result(fut, None)
+            if self._on_drop:
+                self._on_drop("coalesced")
+            return
         job: Job[P] = Job(
             session_id,
-            key,
+            self._queue_key(key, payload),
             payload,
             Priority.PARTIAL,
             self._clock(),
@@ -290,8 +268,13 @@ class MicroBatcher(Generic[P, R]):
             if self._on_drop:
                 self._on_drop("coalesced")
 
+    def _queue_key(self, key: Hashable, payload: P) -> Hashable:
+        """What jobs must share to share a call: the caller's key, and the length bucket when known."""
+        return (key, self._bucket(payload)) if self._bucket is not None else key
+
     def discard_partial(self, session_id: str) -> None:
-        self._latest_partial.pop(session_id, None)
+        if self._preparer is not None:
+            self._preparer.forget(session_id)
         with self._cond:
             job = self._queue.discard_partial(session_id)
         if job is not None:
@@ -327,8 +310,9 @@ class MicroBatcher(Generic[P, R]):
     def _execute(self, batch: Batch[P]) -> None:
         started = self._clock()
         try:
-            self._check_breaker()
-            results = self._run_batch(batch.key, [j.payload for j in batch.jobs])
+            self._guard.check()
+            key = batch.key[0] if self._bucket is not None and isinstance(batch.key, tuple) else batch.key
+            results = self._run_batch(key, [j.payload for j in batch.jobs])
             if len(results) != len(batch.jobs):
                 raise RuntimeError(f"{self.name} returned {len(results)} results for {len(batch.jobs)} jobs")
         except ModelUnavailableError as e:
@@ -346,7 +330,7 @@ class MicroBatcher(Generic[P, R]):
             return
         except Exception as e:
             log.exception("%s batch of %d failed", self.name, len(batch.jobs))
-            self._record(success=False)
+            self._guard.record(success=False)
             err = ModelUnavailableError(f"the {self.name} model failed: {type(e).__name__}")
             for job in batch.jobs:
                 self._fail(job, err)
@@ -354,7 +338,7 @@ class MicroBatcher(Generic[P, R]):
         elapsed = self._clock() - started
         self.last_batch_at = self._clock()
         self._recent.append((self.last_batch_at, elapsed))
-        self._record(success=True)
+        self._guard.record(success=True)
         self.busy_s += elapsed
         for job in batch.jobs:  # the call's time split evenly, as the engines split it
             self.usage.charge(job.tenant, elapsed / len(batch.jobs))
@@ -376,15 +360,6 @@ class MicroBatcher(Generic[P, R]):
                 max(started - j.submitted for j in batch.jobs),
             )
             self._call_soon(self._on_batch, stats)
-
-    def _record(self, *, success: bool) -> None:
-        if self.breaker is None:
-            return
-        with self._breaker_lock:
-            if success:
-                self.breaker.record_success()
-            else:
-                self.breaker.record_failure()
 
     def _notify_dropped(self, batch: Batch[P]) -> None:
         for job in batch.dropped:
@@ -419,7 +394,7 @@ class MicroBatcher(Generic[P, R]):
             if not running:
                 continue
             log.error("%s model call exceeded %.1fs; failing its work", self.name, self.call_timeout_s)
-            self._record(success=False)
+            self._guard.record(success=False)
             err = ModelUnavailableError(f"the {self.name} model timed out", retry_after=5.0)
             # nothing queued can run while the model thread is stuck: fail it all now, and fail new
             # work at submission until the stuck call returns

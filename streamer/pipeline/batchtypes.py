@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, ModelUnavailableError
 
 # what a model call raises for a bad request (an unknown language, task or token), not a failed model
 REQUEST_ERRORS = (ValueError, KeyError)
@@ -23,6 +23,35 @@ class Breaker(Protocol):
     def record_success(self) -> None: ...
     def record_failure(self) -> None: ...
     def retry_after(self) -> float: ...
+
+
+class GuardedBreaker:
+    """A batcher's breaker (or none) behind one lock: its model threads and its watchdog all use it."""
+
+    def __init__(self, name: str, breaker: Breaker | None) -> None:
+        self.name = name
+        self.breaker = breaker
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Raise ``ModelUnavailableError`` while the breaker is open. ``allow()`` may let a half-open
+        probe through: the batch that runs next is the probe."""
+        if self.breaker is None:
+            return
+        with self._lock:
+            if not self.breaker.allow():
+                raise ModelUnavailableError(
+                    f"the {self.name} model is unavailable", retry_after=self.breaker.retry_after()
+                )
+
+    def record(self, *, success: bool) -> None:
+        if self.breaker is None:
+            return
+        with self._lock:
+            if success:
+                self.breaker.record_success()
+            else:
+                self.breaker.record_failure()
 
 
 @dataclass
