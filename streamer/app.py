@@ -26,6 +26,7 @@ from streamer.metrics import Metrics
 from streamer.openapi import openapi_json
 from streamer.pipeline import align
 from streamer.pipeline.asr import (
+    FRAMES_PER_S,
     AsrEngine,
     AsrRequest,
     AsrResult,
@@ -226,13 +227,13 @@ def create_app(
             workers=engine.workers if isinstance(engine, WhisperEngine) else 1,
             # log-Mel features at submission, on their own thread, not on the model threads
             prepare=engine.prepare if isinstance(engine, WhisperEngine) else None,
-            audio_s=lambda request: request.audio.size / MODEL_RATE,
+            input_s=model_input_s(engine),
             bucket=engine.window if isinstance(engine, WhisperEngine) else None,
         )
         async with batcher:
             if settings.asr_calibrate and isinstance(engine, WhisperEngine):
                 costs = await asyncio.to_thread(calibrate, engine, batcher.cost, align.run_batch)
-                log.info("model cost per audio second by batch size: %s", costs)
+                log.info("model seconds per input second by batch size: %s", costs)
             metrics.model_cost.set_function(lambda: batcher.cost.cost() or 0.0)
             app[_ASR] = _Asr(engine, vad_model, batcher, breaker)
             yield
@@ -338,3 +339,10 @@ def _breaker_value(state: object) -> float:
 def held(registry: SessionRegistry) -> int:
     """Sessions that count toward the model's load: live and parked (a parked one may resume any time)."""
     return len(registry.sessions) + len(registry.parked)
+
+
+def model_input_s(engine: AsrEngine) -> Callable[[AsrRequest], float]:
+    """Seconds of model input a request is decoded in: its padded window (WhisperEngine), else its audio."""
+    if isinstance(engine, WhisperEngine):
+        return lambda request: engine.window(request) / FRAMES_PER_S
+    return lambda request: request.audio.size / MODEL_RATE

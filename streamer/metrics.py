@@ -110,8 +110,8 @@ class Metrics:
             registry=r,
         )
         self.model_cost = Gauge(
-            "streamer_model_cost_per_audio_second",
-            "ASR model seconds (one worker) per second of audio decoded, at the batch sizes formed",
+            "streamer_model_cost_per_input_second",
+            "ASR model seconds (one worker) per second of model input (padded windows)",
             registry=r,
         )
 

@@ -23,24 +23,24 @@ __all__ = ["MAX_RATE_BUCKETS", "Admission", "AdmissionLimits", "Refusal", "model
 MAX_RATE_BUCKETS = 10_000
 # a batcher latency older than this says nothing about the load now
 RECENT_BATCH_S = 5.0
-# Seconds of audio the model decodes per second of a session's speech: partials re-decode the utterance
-# so far every partial_interval_ms, speculative finals decode it at pauses, finals once more, and every
-# decode is padded to its length bucket. It depends on the speech and the segmenter, not on the CPU; the
-# CPU's part is the calibrated cost of one audio second (BatcherSnapshot.cost_per_audio_s). Measured on
-# the corpus bench (BENCHMARKS.md, "Admission calibrated to the CPU").
-DECODED_PER_SPEECH_S = 8.0
+# Seconds of model input (padded windows) per second of a session's speech: partials re-decode the
+# utterance so far every partial_interval_ms, speculative finals decode it at pauses, finals once more,
+# and every decode is padded to its length bucket. It depends on the speech and the segmenter, not on
+# the CPU; the CPU's part is the calibrated cost of a second of input (BatcherSnapshot.cost_per_input_s).
+# Measured on the corpus bench: 8.0-11.8 (BENCHMARKS.md, "Admission calibrated to the CPU").
+INPUT_PER_SPEECH_S = 10.0
 
 
 def model_load(live_sessions: int, batcher: BatcherSnapshot, load: float | None) -> float | None:
     """The model's expected busy fraction for ``live_sessions``, as a fraction of its capacity (all its
     workers busy): ``load`` (model seconds a second, measured from the sessions' own speech) when known,
-    else the calibrated cost of a second of audio on this CPU times what a session's speech makes the
-    model decode; None while neither was measured."""
+    else the calibrated cost of a second of model input on this CPU times the input a session's speech
+    makes the model decode; None while neither was measured."""
     if load is not None:
         return load / batcher.workers
-    if batcher.cost_per_audio_s is None:
+    if batcher.cost_per_input_s is None:
         return None
-    per_session = PRIOR_SPEECH_SHARE * DECODED_PER_SPEECH_S * batcher.cost_per_audio_s
+    per_session = PRIOR_SPEECH_SHARE * INPUT_PER_SPEECH_S * batcher.cost_per_input_s
     return live_sessions * per_session / batcher.workers
 
 

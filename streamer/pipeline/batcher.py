@@ -51,8 +51,9 @@ class MicroBatcher(Generic[P, R]):
 
     ``prepare`` (optional) turns a payload into what the model thread needs, once, when it is submitted,
     on a thread of its own (the ASR engine's log-Mel features), so the model threads never wait for it.
-    ``audio_s`` (optional) says how many seconds of audio a payload holds: every batch then updates
-    ``cost`` (model seconds per audio second at the batch sizes formed), which admission reads.
+    ``input_s`` (optional) says how many seconds of model input a payload is decoded in (its padded
+    window): every batch then updates ``cost`` (model seconds per second of input at the batch sizes
+    formed), which admission reads.
     ``bucket`` (optional) is the input length a payload is padded to: only jobs of one bucket share a
     call, so a short utterance is never padded to a long one's window.
     """
@@ -72,7 +73,7 @@ class MicroBatcher(Generic[P, R]):
         clock: Callable[[], float] = time.monotonic,
         workers: int = 1,
         prepare: Callable[[P], P] | None = None,
-        audio_s: Callable[[P], float] | None = None,
+        input_s: Callable[[P], float] | None = None,
         bucket: Callable[[P], Hashable] | None = None,
     ) -> None:
         self.name = name
@@ -80,7 +81,7 @@ class MicroBatcher(Generic[P, R]):
         self.workers = max(1, workers)
         self._prepare = prepare
         self._preparer: Preparer[P] | None = None
-        self._audio_s = audio_s
+        self._input_s = input_s
         self._bucket = bucket
         self.cost = CostMeter()
         # model time per tenant (API key): the queue serves the least-served tenant first (batchqueue.py)
@@ -165,7 +166,7 @@ class MicroBatcher(Generic[P, R]):
             latency_ewma_s=self.latency_ewma_s,
             last_batch_at=self.last_batch_at,
             workers=self.workers,
-            cost_per_audio_s=self.cost.cost(),
+            cost_per_input_s=self.cost.cost(),
         )
 
     @property
@@ -342,8 +343,8 @@ class MicroBatcher(Generic[P, R]):
         self.busy_s += elapsed
         for job in batch.jobs:  # the call's time split evenly, as the engines split it
             self.usage.charge(job.tenant, elapsed / len(batch.jobs))
-        if self._audio_s is not None:
-            self.cost.record(len(batch.jobs), sum(self._audio_s(j.payload) for j in batch.jobs), elapsed)
+        if self._input_s is not None:
+            self.cost.record(len(batch.jobs), sum(self._input_s(j.payload) for j in batch.jobs), elapsed)
         finals = [j for j in batch.jobs if j.priority is Priority.FINAL]
         if finals:
             worst = max(started - j.submitted for j in finals) + elapsed

@@ -75,12 +75,13 @@ class BatcherSnapshot:
     latency_ewma_s: float
     last_batch_at: float  # the batcher's clock; 0.0 before the first batch
     workers: int = 1  # model calls that can run at once: the model's capacity is this many seconds a second
-    # model seconds (of one worker) per second of audio decoded, at the batch sizes the batcher forms;
+    # model seconds (of one worker) per second of model input (padded windows), at the batch sizes the
+    # batcher forms;
     # None until measured (at start-up, then from every batch: calibration.CostMeter)
-    cost_per_audio_s: float | None = None
+    cost_per_input_s: float | None = None
 
 
-# batch sizes are counted in powers of two: cost per audio second falls with the batch, not in steps of one
+# batch sizes are counted in powers of two: cost per input second falls with the batch, not in steps of one
 SIZE_CLASSES = (1, 2, 4, 8, 16, 32)
 
 
@@ -90,8 +91,9 @@ def size_class(size: int) -> int:
 
 
 class CostMeter:
-    """Model seconds per second of audio decoded, per batch-size class, as moving averages; and the
-    batch size the batcher typically forms. Thread-safe: model threads record, the event loop reads."""
+    """Model seconds per second of model input, per batch-size class, as moving averages; and the batch
+    size the batcher typically forms. The input is the padded window, not the audio: a 1 s partial in a
+    5 s bucket costs what 5 s of speech does. Thread-safe: model threads record, the loop reads."""
 
     def __init__(self, alpha: float = 0.2) -> None:
         self.alpha = alpha
@@ -99,12 +101,12 @@ class CostMeter:
         self._typical_size = 0.0
         self._lock = threading.Lock()
 
-    def record(self, size: int, audio_s: float, model_s: float, *, typical: bool = True) -> None:
-        """One model call: ``size`` jobs, ``audio_s`` seconds of audio among them, ``model_s`` long.
+    def record(self, size: int, input_s: float, model_s: float, *, typical: bool = True) -> None:
+        """One model call: ``size`` jobs, ``input_s`` seconds of model input among them, ``model_s`` long.
         ``typical``: whether it counts toward the typical batch size (calibration probes do not)."""
-        if size <= 0 or audio_s <= 0:
+        if size <= 0 or input_s <= 0:
             return
-        per_s = model_s / audio_s
+        per_s = model_s / input_s
         cls = size_class(size)
         with self._lock:
             old = self._cost.get(cls)
@@ -114,7 +116,7 @@ class CostMeter:
                 self._typical_size = (1 - a) * self._typical_size + a * size
 
     def cost(self, size: float | None = None) -> float | None:
-        """Seconds per audio second at batches of ``size`` jobs (default: the typical size formed), read
+        """Seconds per input second at batches of ``size`` jobs (default: the typical size formed), read
         from the nearest class measured; None before anything was."""
         with self._lock:
             if not self._cost:

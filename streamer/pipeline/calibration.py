@@ -31,7 +31,7 @@ def calibrate(
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[int, float]:
     """Time the model on batches of ``sizes`` probes of low noise (blocking: call it in a thread) and
-    seed ``meter``; returns seconds per audio second by size. The first call also warms the model up,
+    seed ``meter``; returns model seconds per input second by size. The first call also warms the model up,
     so it is run once untimed."""
     rng = np.random.default_rng(0)
     probe = (rng.standard_normal(int(PROBE_S * MODEL_RATE)) * 0.003).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Admission calibrated to the CPU: a measured cost per audio second sets where new sessions are refused."""
+"""Admission calibrated to the CPU: a measured cost per second of model input sets the refusal point."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from streamer.guards.admission import DECODED_PER_SPEECH_S, Admission, AdmissionLimits, Refusal, model_load
+from streamer.guards.admission import INPUT_PER_SPEECH_S, Admission, AdmissionLimits, Refusal, model_load
 from streamer.guards.load import PRIOR_SPEECH_SHARE
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.batchtypes import BatcherSnapshot, CostMeter
@@ -24,7 +24,7 @@ def snapshot(cost: float | None, workers: int) -> BatcherSnapshot:
         latency_ewma_s=0.0,
         last_batch_at=0.0,
         workers=workers,
-        cost_per_audio_s=cost,
+        cost_per_input_s=cost,
     )
 
 
@@ -44,7 +44,7 @@ def first_refused(admission: Admission, batcher: BatcherSnapshot) -> int:
 def test_admission_refuses_where_the_calibrated_cost_says_the_model_is_full(
     cost: float, workers: int
 ) -> None:
-    per_session = PRIOR_SPEECH_SHARE * DECODED_PER_SPEECH_S * cost
+    per_session = PRIOR_SPEECH_SHARE * INPUT_PER_SPEECH_S * cost
     fits = math.floor(LIMITS.max_model_load * workers / per_session)  # sessions within the planned load
     assert first_refused(Admission(LIMITS), snapshot(cost, workers)) == fits
 
@@ -69,7 +69,7 @@ def test_a_measured_load_wins_over_the_calibration_and_counts_all_workers() -> N
 def test_cost_meter_reads_the_batch_size_formed() -> None:
     meter = CostMeter(alpha=0.5)
     assert meter.cost() is None
-    meter.record(1, 5.0, 0.10, typical=False)  # 0.02 s per audio second alone
+    meter.record(1, 5.0, 0.10, typical=False)  # 0.02 s per input second alone
     meter.record(4, 20.0, 0.20, typical=False)  # 0.01 in a batch of four
     assert meter.cost() == pytest.approx(0.02)  # nothing formed yet: the smallest batch
     for _ in range(10):
@@ -80,7 +80,7 @@ def test_cost_meter_reads_the_batch_size_formed() -> None:
 
 
 class TimedFake:
-    """An engine whose model call takes ``cost`` seconds per audio second on a fake clock."""
+    """An engine whose model call takes ``cost`` seconds per input second on a fake clock."""
 
     name = "fake"
     multilingual = False
