@@ -227,7 +227,8 @@ def create_app(
             workers=engine.workers if isinstance(engine, WhisperEngine) else 1,
             # log-Mel features at submission, on their own thread, not on the model threads
             prepare=engine.prepare if isinstance(engine, WhisperEngine) else None,
-            input_s=model_input_s(engine),
+            # every batch's cost, for admission (off: it waits for the sessions' own measured cost)
+            input_s=model_input_s(engine) if settings.asr_calibrate else None,
             bucket=engine.window if isinstance(engine, WhisperEngine) else None,
         )
         async with batcher:

@@ -165,7 +165,8 @@ class Settings(BaseSettings):
     asr_threads: int = Field(default=0, ge=0)
     # ASR model calls at once (CTranslate2 replicas, one batcher thread each); 0 = 2 on a CPU of 2+ cores
     asr_workers: int = Field(default=0, ge=0)
-    # time the model at start-up, so admission knows this CPU's cost of speech before sessions measure it
+    # time the model at start-up and on every batch, so admission knows this CPU's cost of speech before
+    # the sessions have measured their own (off: admission waits for that, as before)
     asr_calibrate: bool = True
     # --- state
     redis_url: str | None = None

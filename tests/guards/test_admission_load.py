@@ -20,7 +20,7 @@ async def _gauges(server: TestServer) -> dict[str, float]:
 
 
 async def test_model_cost_is_measured_from_batches_and_exported(make_server: ServerFactory) -> None:
-    server = await make_server(make_settings(), asr_engine=FakeAsr(delay=0.2))
+    server = await make_server(make_settings(asr_calibrate=True), asr_engine=FakeAsr(delay=0.2))
     before = await _gauges(server)
     assert before["streamer_admission_load"] == 0.0  # no session held
     assert before["streamer_model_cost_per_input_second"] == 0.0  # nothing measured yet (a fake engine)
@@ -29,3 +29,13 @@ async def test_model_cost_is_measured_from_batches_and_exported(make_server: Ser
     cost = (await _gauges(server))["streamer_model_cost_per_input_second"]
     assert 0.2 / 2.0 <= cost < 1.0  # a 0.2 s call for 2 s of input
     assert batcher.snapshot().cost_per_input_s == cost
+
+
+async def test_without_calibration_admission_waits_for_the_sessions_own_cost(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server(make_settings(asr_calibrate=False), asr_engine=FakeAsr(delay=0.2))
+    batcher = server.app[SERVICES].asr_batcher
+    await batcher.submit_final("s", ("transcribe", "en", "default"), AsrRequest(np.zeros(32000, np.float32)))
+    assert batcher.snapshot().cost_per_input_s is None
+    assert (await _gauges(server))["streamer_model_cost_per_input_second"] == 0.0
