@@ -337,18 +337,19 @@ class MicroBatcher(Generic[P, R]):
                 self._fail(job, err)
             return
         elapsed = self._clock() - started
-        self.last_batch_at = self._clock()
-        self._recent.append((self.last_batch_at, elapsed))
         self._guard.record(success=True)
-        self.busy_s += elapsed
         for job in batch.jobs:  # the call's time split evenly, as the engines split it
             self.usage.charge(job.tenant, elapsed / len(batch.jobs))
         if self._input_s is not None:
             self.cost.record(len(batch.jobs), sum(self._input_s(j.payload) for j in batch.jobs), elapsed)
         finals = [j for j in batch.jobs if j.priority is Priority.FINAL]
-        if finals:
-            worst = max(started - j.submitted for j in finals) + elapsed
-            self.latency_ewma_s = 0.7 * self.latency_ewma_s + 0.3 * worst
+        with self._cond:  # the other worker updates the same statistics
+            self.last_batch_at = self._clock()
+            self._recent.append((self.last_batch_at, elapsed))
+            self.busy_s += elapsed
+            if finals:
+                worst = max(started - j.submitted for j in finals) + elapsed
+                self.latency_ewma_s = 0.7 * self.latency_ewma_s + 0.3 * worst
         for job, result in zip(batch.jobs, results, strict=True):
             self._resolve(job, result)
         tracing.model_batch(self.name, batch.jobs, started, elapsed)  # a span, when tracing is on
