@@ -28,6 +28,7 @@ class Preparer(Generic[P]):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"features-{name}")
         self._seq = 0
         self._latest: dict[str, int] = {}  # session -> its newest partial still being prepared
+        self._tasks: set[asyncio.Task[P]] = set()  # held: the loop keeps only weak references to tasks
 
     async def prepared(self, payload: P) -> P:
         """``payload`` prepared; as it was if that failed (the model thread then does the work)."""
@@ -44,13 +45,16 @@ class Preparer(Generic[P]):
         seq = self._latest[session_id] = self._seq
 
         def done(task: asyncio.Task[P]) -> None:
+            self._tasks.discard(task)
             if task.cancelled() or self._latest.get(session_id) != seq:
                 then(None)
                 return
             del self._latest[session_id]
             then(task.result())
 
-        asyncio.create_task(self.prepared(payload)).add_done_callback(done)
+        task = asyncio.create_task(self.prepared(payload))
+        self._tasks.add(task)
+        task.add_done_callback(done)
 
     def forget(self, session_id: str) -> None:
         """The session's utterance ended or it left: a partial still being prepared is not queued."""
