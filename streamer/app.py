@@ -19,6 +19,7 @@ from streamer.edge import admin, ops, rest, ws
 from streamer.edge.cors import setup_cors
 from streamer.edge.handshake import REGISTRY, SERVICES, edge_middleware, stamp_response
 from streamer.errors import ConfigError
+from streamer.guards.admission import model_load
 from streamer.guards.breaker import CircuitBreaker
 from streamer.guards.keys import KeyRing, static_key_pepper
 from streamer.guards.tokens import TokenService
@@ -26,8 +27,19 @@ from streamer.looplag import loop_lag_watched
 from streamer.metrics import Metrics
 from streamer.openapi import openapi_json
 from streamer.pipeline import align
-from streamer.pipeline.asr import AsrEngine, AsrRequest, AsrResult, WhisperEngine, resolve_device
-from streamer.pipeline.batcher import BatchStats, MicroBatcher
+from streamer.pipeline.asr import (
+    FRAMES_PER_S,
+    AsrEngine,
+    AsrRequest,
+    AsrResult,
+    WhisperEngine,
+    default_workers,
+    resolve_device,
+)
+from streamer.pipeline.audio import MODEL_RATE
+from streamer.pipeline.batcher import MicroBatcher
+from streamer.pipeline.batchtypes import BatchStats
+from streamer.pipeline.calibration import calibrate
 from streamer.pipeline.models import resolve_asr_model
 from streamer.pipeline.mt import TranslationEngine
 from streamer.pipeline.mt_cache import (
@@ -57,6 +69,7 @@ def load_asr_engine(settings: Settings) -> AsrEngine:
         path,
         name=settings.asr_model if settings.asr_model in ("tiny.en", "base") else None,
         threads=settings.asr_threads,
+        workers=default_workers(settings.asr_workers, resolve_device(settings.device)),
         device=settings.device,
         compute_type=settings.compute_type,
         beam_size=settings.beam_size,
@@ -211,8 +224,18 @@ def create_app(
             breaker=breaker,
             on_batch=batch_observer(metrics),
             on_drop=lambda reason: metrics.partials_dropped.labels(reason).inc(),
+            workers=engine.workers if isinstance(engine, WhisperEngine) else 1,
+            # log-Mel features at submission, on their own thread, not on the model threads
+            prepare=engine.prepare if isinstance(engine, WhisperEngine) else None,
+            # every batch's cost, for admission (off: it waits for the sessions' own measured cost)
+            input_s=model_input_s(engine) if settings.asr_calibrate else None,
+            bucket=engine.window if isinstance(engine, WhisperEngine) else None,
         )
         async with batcher:
+            if settings.asr_calibrate and isinstance(engine, WhisperEngine):
+                costs = await asyncio.to_thread(calibrate, engine, batcher.cost, align.run_batch)
+                log.info("model seconds per input second by batch size: %s", costs)
+            metrics.model_cost.set_function(lambda: batcher.cost.cost() or 0.0)
             app[_ASR] = _Asr(engine, vad_model, batcher, breaker)
             yield
 
@@ -273,6 +296,9 @@ def create_app(
             breakers=MappingProxyType(breakers),
         )
         registry = SessionRegistry(services)
+        state.metrics.admission_load.set_function(
+            lambda: model_load(held(registry), asr.batcher.snapshot(), registry.expected_load()) or 0.0
+        )
         app[SERVICES] = services
         app[REGISTRY] = registry
         log.info("ready: model %s on %s, batching %s", asr.engine.name, settings.device, settings.batching)
@@ -309,3 +335,15 @@ def create_app(
 def _breaker_value(state: object) -> float:
     name = getattr(state, "name", str(state)).upper()
     return {"CLOSED": 0.0, "HALF_OPEN": 0.5, "OPEN": 1.0}.get(name, 0.0)
+
+
+def held(registry: SessionRegistry) -> int:
+    """Sessions that count toward the model's load: live and parked (a parked one may resume any time)."""
+    return len(registry.sessions) + len(registry.parked)
+
+
+def model_input_s(engine: AsrEngine) -> Callable[[AsrRequest], float]:
+    """Seconds of model input a request is decoded in: its padded window (WhisperEngine), else its audio."""
+    if isinstance(engine, WhisperEngine):
+        return lambda request: engine.window(request) / FRAMES_PER_S
+    return lambda request: request.audio.size / MODEL_RATE

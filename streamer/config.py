@@ -80,6 +80,8 @@ class Settings(BaseSettings):
             "speaker_weights",
             "beam_size",
             "asr_threads",
+            "asr_workers",
+            "asr_calibrate",
         ),
         "state": ("redis_url", "redis_policy"),
         "audio": (
@@ -159,7 +161,13 @@ class Settings(BaseSettings):
     # (~/.cache/streamer/wheels); "off": no diarization. Absent weights make ``diarize`` a config error.
     speaker_weights: str | None = None
     beam_size: int = Field(default=1, ge=1, le=16)
-    asr_threads: int = Field(default=0, ge=0)  # CTranslate2 threads for the ASR model; 0 = one per core
+    # CTranslate2 threads for the ASR model in all, shared among the calls that run at once; 0 = the cores
+    asr_threads: int = Field(default=0, ge=0)
+    # ASR model calls at once (CTranslate2 replicas, one batcher thread each); 0 = 2 on a CPU of 2+ cores
+    asr_workers: int = Field(default=0, ge=0)
+    # time the model at start-up and on every batch, so admission knows this CPU's cost of speech before
+    # the sessions have measured their own (off: admission waits for that, as before)
+    asr_calibrate: bool = True
     # --- state
     redis_url: str | None = None
     redis_policy: RedisPolicy = RedisPolicy.FAIL_OPEN

@@ -102,6 +102,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # what admission plans with: 1.0 = the model's capacity (all its workers busy); it refuses new
+        # sessions above its max_model_load. The HorizontalPodAutoscaler's signal beside the session count.
+        self.admission_load = Gauge(
+            "streamer_admission_load",
+            "Expected ASR model load of the sessions held, as a fraction of the model's capacity",
+            registry=r,
+        )
+        self.model_cost = Gauge(
+            "streamer_model_cost_per_input_second",
+            "ASR model seconds (one worker) per second of model input (padded windows)",
+            registry=r,
+        )
 
     def refused(self, e: StreamerError) -> None:
         """Count a refused session or request once, at the edge that answers it: by its code, unless

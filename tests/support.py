@@ -44,6 +44,9 @@ def make_settings(**overrides: Any) -> Settings:
         "demo": True,
         # every test client is 127.0.0.1: tests of refusals would throttle each other (tests/hostile: on)
         "auth_failures_per_min": 0.0,
+        # the model's timed cost swings tenfold on a loaded machine: tests that hold sessions at once must
+        # not be refused by it (tests/guards/test_calibration.py and test_admission_load.py turn it on)
+        "asr_calibrate": False,
     }
     base.update(overrides)
     return Settings(**base)

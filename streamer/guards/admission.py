@@ -14,24 +14,21 @@ from typing import Protocol
 from streamer.errors import ModelUnavailableError, OverloadedError, RateLimitedError, StreamerError
 from streamer.guards.breaker import BreakerState
 from streamer.guards.clock import Clock, monotonic
-from streamer.guards.load import KeyLoad
+from streamer.guards.load import PRIOR_SPEECH_SHARE, KeyLoad
 from streamer.guards.ratelimit import BucketTable
 
-__all__ = ["MAX_RATE_BUCKETS", "Admission", "AdmissionLimits", "ModelQueue", "Refusal"]
+__all__ = ["MAX_RATE_BUCKETS", "Admission", "AdmissionLimits", "ModelQueue", "Refusal", "model_load"]
 
 # Buckets kept per rate (keys, addresses); a full table forgets full, then idle unthrottled ones first.
 MAX_RATE_BUCKETS = 10_000
 # a batcher latency older than this says nothing about the load now
 RECENT_BATCH_S = 5.0
-
-
-class Refusal(Exception):
-    """A new session is refused: ``reason`` labels the metric, ``error`` is what the client is told."""
-
-    def __init__(self, reason: str, error: StreamerError) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.error = error
+# Seconds of model input (padded windows) per second of a session's speech: partials re-decode the
+# utterance so far every partial_interval_ms, speculative finals decode it at pauses, finals once more,
+# and every decode is padded to its length bucket. It depends on the speech and the segmenter, not on
+# the CPU; the CPU's part is the calibrated cost of a second of input (ModelQueue.cost_per_input_s).
+# Measured on the corpus bench: 8.0-11.8 (BENCHMARKS.md, "Admission calibrated to the CPU").
+INPUT_PER_SPEECH_S = 10.0
 
 
 class ModelQueue(Protocol):
@@ -48,6 +45,32 @@ class ModelQueue(Protocol):
     def latency_ewma_s(self) -> float: ...
     @property
     def last_batch_at(self) -> float: ...  # the batcher's clock; 0.0 before the first batch
+    @property
+    def workers(self) -> int: ...  # model calls that can run at once
+    @property
+    def cost_per_input_s(self) -> float | None: ...  # model seconds per second of input; None: unmeasured
+
+
+def model_load(live_sessions: int, batcher: ModelQueue, load: float | None) -> float | None:
+    """The model's expected busy fraction for ``live_sessions``, as a fraction of its capacity (all its
+    workers busy): ``load`` (model seconds a second, measured from the sessions' own speech) when known,
+    else the calibrated cost of a second of model input on this CPU times the input a session's speech
+    makes the model decode; None while neither was measured."""
+    if load is not None:
+        return load / batcher.workers
+    if batcher.cost_per_input_s is None:
+        return None
+    per_session = PRIOR_SPEECH_SHARE * INPUT_PER_SPEECH_S * batcher.cost_per_input_s
+    return live_sessions * per_session / batcher.workers
+
+
+class Refusal(Exception):
+    """A new session is refused: ``reason`` labels the metric, ``error`` is what the client is told."""
+
+    def __init__(self, reason: str, error: StreamerError) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -91,9 +114,12 @@ class Admission:
     ) -> None:
         """Refuse new work rather than make every session slower; raises :class:`Refusal`.
 
-        ``load_with_new`` is the model's expected busy fraction with one more session (see
-        ``guards/load.py``), None while the cost of speech has not been measured. An idle server never
-        refuses for load: with no session live, whatever the last sessions left behind is history.
+        ``load_with_new`` is the model's expected busy seconds a second with one more session (see
+        ``guards/load.py``), None while the sessions' cost of speech has not been measured; until then
+        the load is predicted from the model's calibrated cost on this CPU (:func:`model_load`), so a
+        synchronized burst of starts is refused, with Retry-After, at the point the CPU can serve. An
+        idle server never refuses for load: with no session live, whatever the last sessions left behind
+        is history.
 
         ``key_load`` is the asking key's part of the model time. A load that another key's excess causes
         is charged to that key: a key under its fair share is not refused for load while some key uses
@@ -115,9 +141,10 @@ class Admission:
                 "the transcription model is unavailable", retry_after=max(1.0, wait)
             )
             raise Refusal("model_unavailable", error)
-        if live_sessions == 0 or self._anothers_excess(key_load, load_with_new):
+        load = model_load(live_sessions + 1, batcher, load_with_new)
+        if live_sessions == 0 or self._anothers_excess(key_load, load):
             return
-        if load_with_new is not None and load_with_new > self.limits.max_model_load:
+        if load is not None and load > self.limits.max_model_load:
             raise Refusal(
                 "predicted_overload",
                 OverloadedError("the server has no room for another live session", retry_after=5.0),

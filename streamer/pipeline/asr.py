@@ -13,13 +13,14 @@ import os
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from streamer.pipeline.audio import MODEL_RATE, Audio
+from streamer.pipeline.features import extend, log_mel, pin_blas_threads
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ class AsrRequest:
     # When ``language`` is None, the languages detection may choose from (empty: any the model knows).
     # Detection is per request, so requests with different lists share a model call.
     languages: tuple[str, ...] = ()
+    # the log-Mel features at the request's own length bucket, computed when it was submitted
+    # (WhisperEngine.prepare); None: computed on the model thread
+    mel: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def group(self) -> tuple[str, str | None, str]:
@@ -115,6 +119,14 @@ def bucket_frames(n_samples: int, pad_to_buckets: bool) -> int:
     return FULL_WINDOW_FRAMES
 
 
+def default_workers(workers: int, device: str) -> int:
+    """Model calls at once: ``workers`` when set, else two on a CPU with two cores or more (one batch's
+    encoder beside another's decoder), one on a GPU (it runs one call faster than two)."""
+    if workers > 0:
+        return workers
+    return 2 if device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+
+
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -136,6 +148,7 @@ class WhisperEngine:
         beam_size: int = 1,
         pad_to_buckets: bool = True,
         threads: int = 0,
+        workers: int = 1,
     ) -> None:
         import ctranslate2
         import tokenizers
@@ -149,8 +162,13 @@ class WhisperEngine:
             str(model_dir),
             device=self.device,
             compute_type=compute_type,
-            intra_threads=threads or (os.cpu_count() or 1),
+            # one replica per batcher worker, so that many batches run at once; ``threads`` (default: the
+            # cores) are shared among them: two replicas of two threads each on two cores would fight
+            inter_threads=workers,
+            intra_threads=max(1, (threads or os.cpu_count() or 1) // workers),
         )
+        self.workers = workers
+        pin_blas_threads()  # numpy's features beside the model: one BLAS thread, not one per core
         self.multilingual = bool(self.model.is_multilingual)
         self._hf_tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._features = FeatureExtractor(feature_size=self.model.n_mels)
@@ -176,21 +194,25 @@ class WhisperEngine:
         return Tokenizer(self._hf_tokenizer, self.multilingual, task=task, language=language)
 
     def features(self, audio: Audio, frames: int) -> np.ndarray:
-        """Log-Mel features of ``audio`` padded with silence to ``frames``.
+        """Log-Mel features of ``audio`` padded with silence to ``frames`` (:func:`features.log_mel`)."""
+        return log_mel(self._features, audio, frames)
 
-        The padding is silent *audio*, as in Whisper's reference code, not zeros appended to the
-        normalized log-Mel (as faster-whisper does): a zero there reads as a steady noise bed, and on a
-        short utterance in a short window the greedy decoder then repeats the sentence until the window
-        ends. Measured on piper speech cut at commas (tiny.en, greedy): 5 of 6 clipped clauses looped
-        with zero-padded features, 1 of 6 with silent audio.
-        """
-        padded = np.zeros(frames * 160, dtype=np.float32)
-        n = min(audio.size, padded.size)
-        padded[:n] = audio[:n]
-        mel: np.ndarray = self._features(padded, padding=0)[:, :frames]
-        if mel.shape[1] < frames:  # the STFT drops the last partial hop
-            mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), mode="edge")
-        return mel.astype(np.float32)
+    def prepare(self, request: AsrRequest) -> AsrRequest:
+        """``request`` with its features, at its own length bucket: the batcher calls this when the
+        request is submitted, on its feature thread, so the model thread does not wait for numpy."""
+        return replace(request, mel=self.features(request.audio[: 30 * MODEL_RATE], self.window(request)))
+
+    def window(self, request: AsrRequest) -> int:
+        """The feature frames ``request`` is decoded in: its length bucket, or the full 30 s window."""
+        decode = request.decode or self.default_decode
+        return bucket_frames(
+            min(request.audio.size, 30 * MODEL_RATE), self.pad_to_buckets and not decode.full_window
+        )
+
+    def _mel(self, request: AsrRequest, frames: int) -> np.ndarray:
+        if request.mel is not None and request.mel.shape[1] <= frames:
+            return extend(request.mel, frames)
+        return self.features(request.audio[: 30 * MODEL_RATE], frames)
 
     def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
         """Transcribe ``requests`` in as few model calls as their decode options allow (usually one)."""
@@ -215,7 +237,7 @@ class WhisperEngine:
         started = time.perf_counter()
         longest = max(r.audio.size for r in requests)
         frames = bucket_frames(min(longest, 30 * MODEL_RATE), self.pad_to_buckets and not decode.full_window)
-        batch = np.stack([self.features(r.audio[: 30 * MODEL_RATE], frames) for r in requests])
+        batch = np.stack([self._mel(r, frames) for r in requests])
         encoded = self.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
         detected = self._languages(requests, encoded)
         prompts = []

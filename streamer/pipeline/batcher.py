@@ -1,4 +1,5 @@
-"""The shared micro-batcher: all sessions submit jobs; one dedicated thread runs the model on batches.
+"""The shared micro-batcher: all sessions submit jobs; dedicated threads (``workers``) run the model on
+batches.
 
 Event-loop side: ``submit_final`` (awaits a bounded slot, then the result) and ``submit_partial``
 (latest-wins, may resolve to None when coalesced or stale). Thread side: forms batches with
@@ -20,59 +21,42 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Generic, Protocol, Self, TypeVar
+from typing import Generic, Self, TypeVar
 
 from streamer import tracing
-from streamer.errors import ConfigError, ModelUnavailableError
+from streamer.errors import ModelUnavailableError
 from streamer.pipeline.batchqueue import Batch, BatchQueue, Job, Priority, TenantUsage
+from streamer.pipeline.batchtypes import (
+    REQUEST_ERRORS,
+    BatcherSnapshot,
+    BatchStats,
+    Breaker,
+    CostMeter,
+    GuardedBreaker,
+    RequestRefusedError,
+)
+from streamer.pipeline.prepare import Preparer
 
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
 R = TypeVar("R")
 
-# what a model call raises for a bad request (an unknown language, task or token), not a failed model
-REQUEST_ERRORS = (ValueError, KeyError)
-
-
-class RequestRefusedError(ConfigError):
-    """The model refused one request (its session's config): that request fails, no other."""
-
-
-class Breaker(Protocol):
-    def allow(self) -> bool: ...
-    def record_success(self) -> None: ...
-    def record_failure(self) -> None: ...
-    def retry_after(self) -> float: ...
-
-
-@dataclass
-class BatchStats:
-    """What the batcher reports per model call (for metrics and the benchmark)."""
-
-    name: str
-    size: int
-    finals: int
-    seconds: float
-    queue_wait_s: float
-
-
-@dataclass(frozen=True)
-class BatcherSnapshot:
-    """A batcher's load as admission control reads it (public numbers, taken in one step)."""
-
-    hung: bool
-    finals_pending: int  # final jobs holding a slot (queued or running)
-    max_pending_finals: int
-    latency_ewma_s: float
-    last_batch_at: float  # the batcher's clock; 0.0 before the first batch
-
 
 class MicroBatcher(Generic[P, R]):
-    """Runs the model on one dedicated thread; an async context manager starts and stops that thread and
-    the watchdog together (``async with MicroBatcher(...) as batcher``)."""
+    """Runs the model on ``workers`` dedicated threads (each takes the next batch due, so a job that
+    arrives during a call no longer waits for that whole call); an async context manager starts and stops
+    those threads, the feature thread and the watchdog together (``async with MicroBatcher(...) as b``).
+
+    ``prepare`` (optional) turns a payload into what the model thread needs, once, when it is submitted,
+    on a thread of its own (the ASR engine's log-Mel features), so the model threads never wait for it.
+    ``input_s`` (optional) says how many seconds of model input a payload is decoded in (its padded
+    window): every batch then updates ``cost`` (model seconds per second of input at the batch sizes
+    formed), which admission reads.
+    ``bucket`` (optional) is the input length a payload is padded to: only jobs of one bucket share a
+    call, so a short utterance is never padded to a long one's window.
+    """
 
     def __init__(
         self,
@@ -87,9 +71,19 @@ class MicroBatcher(Generic[P, R]):
         on_batch: Callable[[BatchStats], None] | None = None,
         on_drop: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        workers: int = 1,
+        prepare: Callable[[P], P] | None = None,
+        input_s: Callable[[P], float] | None = None,
+        bucket: Callable[[P], Hashable] | None = None,
     ) -> None:
         self.name = name
         self._run_batch = run_batch
+        self.workers = max(1, workers)
+        self._prepare = prepare
+        self._preparer: Preparer[P] | None = None
+        self._input_s = input_s
+        self._bucket = bucket
+        self.cost = CostMeter()
         # model time per tenant (API key): the queue serves the least-served tenant first (batchqueue.py)
         self.usage = TenantUsage(clock=clock)
         self._queue: BatchQueue[P] = BatchQueue(max_batch, max_wait_s, usage=self.usage.usage)
@@ -99,14 +93,13 @@ class MicroBatcher(Generic[P, R]):
         self.max_pending_finals = max_pending_finals
         self.call_timeout_s = call_timeout_s
         self.breaker = breaker
-        self._breaker_lock = threading.Lock()
+        self._guard = GuardedBreaker(name, breaker)
         self._on_batch = on_batch
         self._on_drop = on_drop
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._running: list[Job[P]] = []
-        self._running_since: float | None = None
+        self._threads: list[threading.Thread] = []
+        self._running: dict[int, tuple[list[Job[P]], float]] = {}  # worker -> (its batch, started at)
         self._stop = False
         self._watchdog: asyncio.Task[None] | None = None
         self.hung = False  # a model call has run past call_timeout_s and not returned yet
@@ -128,10 +121,16 @@ class MicroBatcher(Generic[P, R]):
         await self.stop()
 
     def start(self) -> None:
-        """Start the model thread (the context manager also starts the watchdog)."""
+        """Start the model threads (the context manager also starts the watchdog)."""
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._worker, name=f"batcher-{self.name}", daemon=True)
-        self._thread.start()
+        if self._prepare is not None:
+            self._preparer = Preparer(self.name, self._prepare)
+        for i in range(self.workers):
+            suffix = f"-{i}" if i else ""
+            thread = threading.Thread(target=self._worker, args=(i,), name=f"batcher-{self.name}{suffix}")
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
 
     async def stop(self) -> None:
         """Stop the watchdog (if started here) and the model thread."""
@@ -146,8 +145,10 @@ class MicroBatcher(Generic[P, R]):
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 5.0)
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, 5.0)
+        if self._preparer is not None:
+            await asyncio.to_thread(self._preparer.close)
 
     # ---- submission (event loop)
 
@@ -164,6 +165,8 @@ class MicroBatcher(Generic[P, R]):
             max_pending_finals=self.max_pending_finals,
             latency_ewma_s=self.latency_ewma_s,
             last_batch_at=self.last_batch_at,
+            workers=self.workers,
+            cost_per_input_s=self.cost.cost(),
         )
 
     @property
@@ -173,20 +176,10 @@ class MicroBatcher(Generic[P, R]):
             return self._queue.finals_waiting, self._queue.partials_waiting
 
     def utilization(self, window_s: float = 3.0) -> float:
-        """The fraction of the last ``window_s`` the model spent running batches (0..1)."""
+        """The fraction of the last ``window_s`` the model threads spent running batches (0..1)."""
         since = self._clock() - window_s
         busy = sum(min(d, end - since) for end, d in list(self._recent) if end > since)
-        return min(1.0, busy / window_s)
-
-    def _check_breaker(self) -> None:
-        if self.breaker is None:
-            return
-        with self._breaker_lock:
-            if not self.breaker.allow():
-                raise ModelUnavailableError(
-                    f"the {self.name} model is unavailable", retry_after=self.breaker.retry_after()
-                )
-            # allow() may have let a half-open probe through; the batch that runs next is the probe
+        return min(1.0, busy / (window_s * self.workers))
 
     def _check_hung(self) -> None:
         if self.hung:
@@ -199,10 +192,12 @@ class MicroBatcher(Generic[P, R]):
         async with self._final_slots:
             self._finals_held += 1
             try:
+                if self._preparer is not None:
+                    payload = await self._preparer.prepared(payload)
                 fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
                 job: Job[P] = Job(
                     session_id,
-                    key,
+                    self._queue_key(key, payload),
                     payload,
                     Priority.FINAL,
                     self._clock(),
@@ -231,9 +226,33 @@ class MicroBatcher(Generic[P, R]):
         if self.hung:
             fut.set_result(None)
             return fut
+        if self._preparer is None:
+            self._push_partial(session_id, key, payload, stale_after, tenant, fut)
+        else:  # queued once prepared, unless a newer partial or a discard overtakes it meanwhile
+            self._preparer.partial(
+                session_id,
+                payload,
+                lambda ready: self._push_partial(session_id, key, ready, stale_after, tenant, fut),
+            )
+        return fut
+
+    def _push_partial(
+        self,
+        session_id: str,
+        key: Hashable,
+        payload: P | None,
+        stale_after: float,
+        tenant: str,
+        fut: asyncio.Future[R | None],
+    ) -> None:
+        if payload is None:  # overtaken while it was prepared
+            _set_result(fut, None)
+            if self._on_drop:
+                self._on_drop("coalesced")
+            return
         job: Job[P] = Job(
             session_id,
-            key,
+            self._queue_key(key, payload),
             payload,
             Priority.PARTIAL,
             self._clock(),
@@ -249,9 +268,14 @@ class MicroBatcher(Generic[P, R]):
             self._resolve(replaced, None)
             if self._on_drop:
                 self._on_drop("coalesced")
-        return fut
+
+    def _queue_key(self, key: Hashable, payload: P) -> Hashable:
+        """What jobs must share to share a call: the caller's key, and the length bucket when known."""
+        return (key, self._bucket(payload)) if self._bucket is not None else key
 
     def discard_partial(self, session_id: str) -> None:
+        if self._preparer is not None:
+            self._preparer.forget(session_id)
         with self._cond:
             job = self._queue.discard_partial(session_id)
         if job is not None:
@@ -259,21 +283,21 @@ class MicroBatcher(Generic[P, R]):
 
     # ---- worker thread
 
-    def _worker(self) -> None:
+    def _worker(self, index: int) -> None:
         while True:
             with self._cond:
                 batch = self._next_batch()
                 if batch is None:
                     return
-                self._running = batch.jobs
-                self._running_since = self._clock()
+                self._running[index] = (batch.jobs, self._clock())
             self._notify_dropped(batch)
             if batch.jobs:
                 self._execute(batch)
             with self._cond:
-                self._running = []
-                self._running_since = None
-                self.hung = False
+                del self._running[index]
+                # the hung flag holds while any call is still past the timeout (another worker's)
+                now = self._clock()
+                self.hung = any(now - since > self.call_timeout_s for _, since in self._running.values())
 
     def _next_batch(self) -> Batch[P] | None:
         """Wait (holding the condition) until a batch is due; None on stop."""
@@ -287,8 +311,9 @@ class MicroBatcher(Generic[P, R]):
     def _execute(self, batch: Batch[P]) -> None:
         started = self._clock()
         try:
-            self._check_breaker()
-            results = self._run_batch(batch.key, [j.payload for j in batch.jobs])
+            self._guard.check()
+            key = batch.key[0] if self._bucket is not None and isinstance(batch.key, tuple) else batch.key
+            results = self._run_batch(key, [j.payload for j in batch.jobs])
             if len(results) != len(batch.jobs):
                 raise RuntimeError(f"{self.name} returned {len(results)} results for {len(batch.jobs)} jobs")
         except ModelUnavailableError as e:
@@ -306,22 +331,25 @@ class MicroBatcher(Generic[P, R]):
             return
         except Exception as e:
             log.exception("%s batch of %d failed", self.name, len(batch.jobs))
-            self._record(success=False)
+            self._guard.record(success=False)
             err = ModelUnavailableError(f"the {self.name} model failed: {type(e).__name__}")
             for job in batch.jobs:
                 self._fail(job, err)
             return
         elapsed = self._clock() - started
-        self.last_batch_at = self._clock()
-        self._recent.append((self.last_batch_at, elapsed))
-        self._record(success=True)
-        self.busy_s += elapsed
+        self._guard.record(success=True)
         for job in batch.jobs:  # the call's time split evenly, as the engines split it
             self.usage.charge(job.tenant, elapsed / len(batch.jobs))
+        if self._input_s is not None:
+            self.cost.record(len(batch.jobs), sum(self._input_s(j.payload) for j in batch.jobs), elapsed)
         finals = [j for j in batch.jobs if j.priority is Priority.FINAL]
-        if finals:
-            worst = max(started - j.submitted for j in finals) + elapsed
-            self.latency_ewma_s = 0.7 * self.latency_ewma_s + 0.3 * worst
+        with self._cond:  # the other worker updates the same statistics
+            self.last_batch_at = self._clock()
+            self._recent.append((self.last_batch_at, elapsed))
+            self.busy_s += elapsed
+            if finals:
+                worst = max(started - j.submitted for j in finals) + elapsed
+                self.latency_ewma_s = 0.7 * self.latency_ewma_s + 0.3 * worst
         for job, result in zip(batch.jobs, results, strict=True):
             self._resolve(job, result)
         tracing.model_batch(self.name, batch.jobs, started, elapsed)  # a span, when tracing is on
@@ -334,15 +362,6 @@ class MicroBatcher(Generic[P, R]):
                 max(started - j.submitted for j in batch.jobs),
             )
             self._call_soon(self._on_batch, stats)
-
-    def _record(self, *, success: bool) -> None:
-        if self.breaker is None:
-            return
-        with self._breaker_lock:
-            if success:
-                self.breaker.record_success()
-            else:
-                self.breaker.record_failure()
 
     def _notify_dropped(self, batch: Batch[P]) -> None:
         for job in batch.dropped:
@@ -366,16 +385,18 @@ class MicroBatcher(Generic[P, R]):
 
     async def watchdog(self, period_s: float = 0.25) -> None:
         """Fail a batch that has run past the call timeout; fail queued jobs fast while open."""
-        flagged: object = None
+        flagged: set[float] = set()
         while True:
             await asyncio.sleep(period_s)
             with self._cond:
-                running, since = list(self._running), self._running_since
-            if since is None or self._clock() - since <= self.call_timeout_s or flagged is since:
+                calls = list(self._running.values())
+            late = [(jobs, since) for jobs, since in calls if self._clock() - since > self.call_timeout_s]
+            running = [job for jobs, since in late if since not in flagged for job in jobs]
+            flagged = {since for _, since in late}
+            if not running:
                 continue
-            flagged = since
             log.error("%s model call exceeded %.1fs; failing its work", self.name, self.call_timeout_s)
-            self._record(success=False)
+            self._guard.record(success=False)
             err = ModelUnavailableError(f"the {self.name} model timed out", retry_after=5.0)
             # nothing queued can run while the model thread is stuck: fail it all now, and fail new
             # work at submission until the stuck call returns

@@ -1,0 +1,111 @@
+"""Admission calibrated to the CPU: a measured cost per second of model input sets the refusal point."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pytest
+
+from streamer.guards.admission import INPUT_PER_SPEECH_S, Admission, AdmissionLimits, Refusal, model_load
+from streamer.guards.load import PRIOR_SPEECH_SHARE
+from streamer.pipeline.asr import AsrRequest, AsrResult
+from streamer.pipeline.batchtypes import BatcherSnapshot, CostMeter
+from streamer.pipeline.calibration import calibrate
+
+LIMITS = AdmissionLimits(max_sessions=1000, saturation_latency_s=1000.0, session_rate_per_key_per_min=0)
+
+
+def snapshot(cost: float | None, workers: int) -> BatcherSnapshot:
+    return BatcherSnapshot(
+        hung=False,
+        finals_pending=0,
+        max_pending_finals=256,
+        latency_ewma_s=0.0,
+        last_batch_at=0.0,
+        workers=workers,
+        cost_per_input_s=cost,
+    )
+
+
+def first_refused(admission: Admission, batcher: BatcherSnapshot) -> int:
+    """How many sessions are live when the next one is refused."""
+    for live in range(1000):
+        try:
+            admission.check_capacity(draining=False, live_sessions=live, batcher=batcher, breaker_state=None)
+        except Refusal as r:
+            assert r.reason == "predicted_overload"
+            assert r.error.retry_after and r.error.retry_after > 0
+            return live
+    raise AssertionError("never refused")
+
+
+@pytest.mark.parametrize(("cost", "workers"), [(0.008, 2), (0.016, 2), (0.016, 1), (0.04, 2)])
+def test_admission_refuses_where_the_calibrated_cost_says_the_model_is_full(
+    cost: float, workers: int
+) -> None:
+    per_session = PRIOR_SPEECH_SHARE * INPUT_PER_SPEECH_S * cost
+    fits = math.floor(LIMITS.max_model_load * workers / per_session)  # sessions within the planned load
+    assert first_refused(Admission(LIMITS), snapshot(cost, workers)) == fits
+
+
+def test_a_slower_cpu_refuses_sooner_and_two_workers_hold_twice_as_many() -> None:
+    fast, slow = snapshot(0.01, 2), snapshot(0.03, 2)
+    assert first_refused(Admission(LIMITS), slow) < first_refused(Admission(LIMITS), fast)
+    one = first_refused(Admission(LIMITS), snapshot(0.01, 1))
+    assert first_refused(Admission(LIMITS), fast) in (2 * one, 2 * one + 1)
+
+
+def test_uncalibrated_admission_does_not_guess() -> None:
+    batcher = snapshot(None, 2)
+    assert model_load(50, batcher, None) is None
+    Admission(LIMITS).check_capacity(draining=False, live_sessions=500, batcher=batcher, breaker_state=None)
+
+
+def test_a_measured_load_wins_over_the_calibration_and_counts_all_workers() -> None:
+    assert model_load(10, snapshot(0.5, 2), 1.2) == pytest.approx(0.6)
+
+
+def test_cost_meter_reads_the_batch_size_formed() -> None:
+    meter = CostMeter(alpha=0.5)
+    assert meter.cost() is None
+    meter.record(1, 5.0, 0.10, typical=False)  # 0.02 s per input second alone
+    meter.record(4, 20.0, 0.20, typical=False)  # 0.01 in a batch of four
+    assert meter.cost() == pytest.approx(0.02)  # nothing formed yet: the smallest batch
+    for _ in range(10):
+        meter.record(5, 25.0, 0.25)  # batches of five: class 4, 0.01
+    assert meter.cost() == pytest.approx(0.01)
+    assert meter.cost(1) == pytest.approx(0.02)
+    assert meter.cost(16) == pytest.approx(0.01)  # nearest class measured
+
+
+class TimedFake:
+    """An engine whose model call takes ``cost`` seconds per input second on a fake clock."""
+
+    name = "fake"
+    multilingual = False
+
+    def __init__(self, cost: float) -> None:
+        self.cost = cost
+        self.now = 0.0
+        self.sizes: list[int] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def languages(self) -> frozenset[str]:
+        return frozenset({"en"})
+
+    def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
+        self.sizes.append(len(requests))
+        self.now += self.cost * sum(r.audio.size for r in requests) / 16000
+        return [AsrResult(text="", language="en") for _ in requests]
+
+
+def test_calibration_seeds_the_meter_with_what_this_machine_measured() -> None:
+    engine = TimedFake(cost=0.03)
+    meter = CostMeter()
+    costs = calibrate(engine, meter, clock=engine.clock)
+    assert engine.sizes == [1, 1, 4]  # a warm-up call, then the sizes timed
+    assert costs == pytest.approx({1: 0.03, 4: 0.03})
+    assert meter.cost() == pytest.approx(0.03)
