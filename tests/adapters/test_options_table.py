@@ -34,7 +34,13 @@ from support import API_KEY, resample_pcm, to_bytes
 
 from streamer.adapters import deepgram_query, openai_options
 
-from . import test_deepgram, test_deepgram_codecs, test_openai_realtime, test_transcriptions
+from . import (
+    test_deepgram,
+    test_deepgram_codecs,
+    test_openai_realtime,
+    test_transcription_options,
+    test_transcriptions,
+)
 from .conftest import Sentence, http_base, ws_base
 
 with warnings.catch_warnings():
@@ -341,19 +347,21 @@ TRANSCRIPTION_FIELDS = sorted(TranscriptionCreateParamsBase.__annotations__)
 TRANSCRIPTION_HONOURED: dict[str, Callable[..., Any]] = dict.fromkeys(
     ("file", "model", "language", "response_format", "timestamp_granularities"),
     test_transcriptions.test_verbose_json_has_segments_and_words_inside_the_audio,
-) | {"languages": test_openai_languages.test_an_upload_without_a_language_reports_the_detected_ones}
+) | {
+    "languages": test_openai_languages.test_an_upload_without_a_language_reports_the_detected_ones,
+    "prompt": test_transcription_options.test_prompt_and_keywords_reach_the_model,
+    "keywords": test_transcription_options.test_prompt_and_keywords_reach_the_model,
+    "temperature": test_transcription_options.test_temperature_and_verbose_json_decode_numbers,
+    "include": test_transcription_options.test_include_logprobs,
+    "chunking_strategy": (
+        test_transcription_options.test_chunking_strategy_auto_is_what_the_server_does_server_vad_is_refused
+    ),
+}
 # a value of each field's type, as the SDK sends it
 FORM_SAMPLES: dict[str, Any] = {
-    "chunking_strategy": "auto",
-    "include": ["logprobs"],
-    "keywords": ["streamer"],
     "known_speaker_names": ["ada"],
     "known_speaker_references": ["data:audio/wav;base64,AAAA"],
-    "prompt": "expect technical words",
-    "temperature": 0.2,
 }
-# accepted and ignored by transcriptions.py today: refusing them is its owner's change to make
-IGNORED_TODAY = {"chunking_strategy", "include", "prompt", "temperature"}
 
 
 def _transcription_doc() -> dict[str, str]:
@@ -371,20 +379,7 @@ def test_every_transcription_field_is_supported_or_refused() -> None:
         assert re.search(rf"\b{name}\b", inspect.getsource(test)), (name, test.__name__)
 
 
-@pytest.mark.parametrize(
-    "field",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True, reason="transcriptions.py accepts and ignores it (not this work's file)"
-            ),
-        )
-        if name in IGNORED_TODAY
-        else name
-        for name in sorted(FORM_SAMPLES)
-    ],
-)
+@pytest.mark.parametrize("field", sorted(FORM_SAMPLES))
 async def test_a_refused_transcription_field_is_a_400(make_server: ServerFactory, field: str) -> None:
     server = await make_server(asr_engine=FakeAsr())
     wav = test_transcriptions._wav(np.zeros(1600, dtype="<i2"))
