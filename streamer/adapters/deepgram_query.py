@@ -31,6 +31,8 @@ SUPPORTED = frozenset(
         "vad_events",
         "multichannel",
         "diarize",
+        "keyterm",
+        "keywords",
     }
 )
 # Deepgram's, not implemented here: refused whatever their value
@@ -42,8 +44,6 @@ REFUSED = frozenset(
         "diarize_model",
         "dictation",
         "extra",
-        "keyterm",
-        "keywords",
         "mip_opt_out",
         "numerals",
         "profanity_filter",

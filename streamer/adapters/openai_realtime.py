@@ -59,6 +59,7 @@ from streamer.protocol import (
     ServerMessage,
     SpeechStarted,
     SpeechStopped,
+    TokenLogprob,
     TranscriptFinal,
     TranscriptPartial,
     TranslationFinal,
@@ -236,7 +237,7 @@ class RealtimeConnection(AdapterConnection):
             detected = (
                 [message.language] if message.language_probability is not None and not self.beta else None
             )
-            out.append(self._completed(done.item_id, message.text, seconds, detected))
+            out.append(self._completed(done.item_id, message.text, seconds, detected, message.logprobs))
             return out
         if isinstance(message, Warning_) and message.segment_id is not None:
             failed = self._items.pop(message.segment_id, None)
@@ -315,10 +316,21 @@ class RealtimeConnection(AdapterConnection):
         ]
 
     def _completed(
-        self, item_id: str, transcript: str, seconds: float, languages: list[str] | None = None
+        self,
+        item_id: str,
+        transcript: str,
+        seconds: float,
+        languages: list[str] | None = None,
+        logprobs: list[TokenLogprob] | None = None,
     ) -> str:
         # a detected language is reported as OpenAI's gpt-transcribe does: languages [{"code"}]
-        detected = {"languages": [{"code": code} for code in languages]} if languages is not None else {}
+        detected: dict[str, Any] = (
+            {"languages": [{"code": code} for code in languages]} if languages is not None else {}
+        )
+        if logprobs is not None:  # include: item.input_audio_transcription.logprobs
+            detected["logprobs"] = [
+                {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode())} for t in logprobs
+            ]
         return self._event(
             "conversation.item.input_audio_transcription.completed",
             item_id=item_id,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -17,7 +17,15 @@ from streamer.adapters.common import Turns, check_language, key_record
 from streamer.edge.handshake import bearer
 from streamer.errors import BadRequestError, StreamerError
 from streamer.guards.keys import KeyRecord
-from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Encoding, SessionConfig
+from streamer.protocol import (
+    MAX_KEYWORD_CHARS,
+    MAX_KEYWORDS,
+    MAX_PROMPT_CHARS,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    Encoding,
+    SessionConfig,
+)
 from streamer.services import Services
 
 DEFAULT_RATE = 24000  # OpenAI's PCM rate
@@ -49,12 +57,16 @@ class AudioFormat(_In):
     rate: int | None = None
 
 
+Keyword = Annotated[str, Field(min_length=1, max_length=MAX_KEYWORD_CHARS)]
+LOGPROBS = "item.input_audio_transcription.logprobs"  # what ``include`` may ask for
+
+
 class Transcription(_In):
     model: str | None = None
     language: str | None = None
-    prompt: str | None = None
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     delay: str | None = None
-    keywords: list[str] | None = None
+    keywords: list[Keyword] | None = Field(default=None, max_length=MAX_KEYWORDS)
     languages: list[str] | None = None
 
 
@@ -90,7 +102,7 @@ class GaSession(_In):
 
     type: Literal["transcription"]
     audio: Audio | None = None
-    include: list[str] | None = None
+    include: list[Literal["item.input_audio_transcription.logprobs"]] | None = None
 
 
 class ExpiresAt(_In):
@@ -109,7 +121,7 @@ class BetaSession(_In):
     input_audio_transcription: Transcription | None = None
     turn_detection: TurnDetection | None = None
     input_audio_noise_reduction: NoiseReduction | None = None
-    include: list[str] | None = None
+    include: list[Literal["item.input_audio_transcription.logprobs"]] | None = None
     modalities: list[str] | None = None
     client_secret: BetaClientSecret | None = None
 
@@ -253,6 +265,9 @@ class RealtimeState(BaseModel):
             if self.transcription.language
             else [check_language(services, code) or code for code in self.transcription.languages or []],
             interim_results=True,
+            prompt=self.transcription.prompt or "",
+            keywords=self.transcription.keywords or [],
+            logprobs=LOGPROBS in self.include,
         )
 
     def ga(self, session_id: str, expires_at: int) -> dict[str, Any]:

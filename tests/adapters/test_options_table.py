@@ -37,6 +37,7 @@ from streamer.adapters import deepgram_query, openai_options
 from . import (
     test_deepgram,
     test_deepgram_codecs,
+    test_deepgram_keyterms,
     test_openai_realtime,
     test_transcription_options,
     test_transcriptions,
@@ -70,6 +71,8 @@ DEEPGRAM_HONOURED: dict[str, Callable[..., Any]] = {
     "multichannel": test_deepgram_codecs.test_stereo_multichannel_transcribes_each_channel,
     "diarize": test_deepgram_live.test_the_sdk_gets_speaker_labelled_words_on_a_live_two_speaker_stream,
     "language_hint": test_deepgram_multi.test_prerecorded_multi_detects_and_hints_restrict,
+    "keyterm": test_deepgram_keyterms.test_prerecorded_keyterm_and_keywords_reach_the_model,
+    "keywords": test_deepgram_keyterms.test_prerecorded_keyterm_and_keywords_reach_the_model,
 }
 
 
@@ -322,6 +325,10 @@ OPENAI_HONOURED: dict[str, Callable[..., Any]] = {
     "threshold": test_turn_detection_threshold_and_prefix_padding_are_honoured,
     "prefix_padding_ms": test_turn_detection_threshold_and_prefix_padding_are_honoured,
     "languages": test_openai_languages.test_each_item_reports_its_detected_language,
+    **dict.fromkeys(
+        ("prompt", "keywords", "include"),
+        test_transcription_options.test_realtime_prompt_keywords_and_logprobs,
+    ),
     **dict.fromkeys(
         ("client_secret", "expires_at", "anchor", "seconds", "modalities"),
         test_beta_client_secret_and_modalities,

@@ -4,6 +4,8 @@ decode numbers and language name, and the streamed ``done`` event's usage."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import warnings
 import zlib
 from collections.abc import Awaitable, Callable
@@ -14,8 +16,9 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
-from support import read_pcm16, silence
+from support import API_KEY, read_pcm16, resample_pcm, silence, to_bytes
 
+from .conftest import http_base, ws_base
 from .test_transcriptions import _client, _wav
 
 pytestmark = pytest.mark.slow
@@ -112,6 +115,7 @@ async def test_chunking_strategy_auto_is_what_the_server_does_server_vad_is_refu
     assert auto.text == SAID
     assert refused.value.status_code == 400
     assert refused.value.body is not None and "chunking_strategy" in str(refused.value.body)
+    assert refused.value.code == "invalid_value" and '"auto"' in refused.value.message
 
 
 async def test_streaming_ends_with_token_usage_and_logprobs(make_server: ServerFactory) -> None:
@@ -147,3 +151,48 @@ async def test_an_english_only_model_cannot_translate(make_server: ServerFactory
     assert refused.value.status_code == 400
     assert refused.value.body is not None and refused.value.body.get("param") == "model"  # type: ignore[union-attr]
     assert unknown.value.code == "unknown_parameter"
+
+
+async def test_realtime_prompt_keywords_and_logprobs(make_server: ServerFactory) -> None:
+    """GA ``audio.input.transcription.prompt`` / ``keywords`` and ``include`` logprobs, beta's ``prompt``."""
+    server = await make_server()
+    audio = resample_pcm(np.concatenate([silence(0.3), read_pcm16("en_utt2.wav"), silence(1.0)]), 24000)
+    transcription = {"model": "gpt-4o-transcribe", "language": "en", "prompt": LOWERCASE}
+    ga = {
+        "type": "transcription",
+        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}, "transcription": transcription}},
+        "include": ["item.input_audio_transcription.logprobs"],
+    }
+    beta = {"input_audio_format": "pcm16", "input_audio_transcription": transcription}
+    keywords = {**ga, "audio": {"input": {"transcription": {"keywords": LOWERCASE.split()}}}, "include": []}
+    completed = [await _realtime(server, ga, audio), await _realtime(server, beta, audio, beta=True)]
+    with_keywords = await _realtime(server, keywords, audio)
+    assert [c.transcript for c in completed] == [SAID.lower().rstrip(".")] * 2
+    logprobs = completed[0].logprobs or []
+    assert "".join(p.token for p in logprobs).strip() == completed[0].transcript
+    assert all(p.logprob <= 0 and bytes(p.bytes) == p.token.encode() for p in logprobs)
+    assert completed[1].logprobs is None  # not asked for
+    assert with_keywords.transcript != SAID and with_keywords.logprobs is None
+
+
+async def _realtime(
+    server: TestServer, session: dict[str, Any], audio: np.ndarray, beta: bool = False
+) -> Any:
+    """The first completed event of a transcription session set to ``session`` that hears ``audio``."""
+    client = AsyncOpenAI(
+        api_key=API_KEY, base_url=f"{http_base(server)}/v1", websocket_base_url=f"{ws_base(server)}/v1"
+    )
+    async with client, client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        if beta:
+            await connection.send({"type": "transcription_session.update", "session": session})  # type: ignore[arg-type]
+        else:
+            await connection.session.update(session=session)  # type: ignore[arg-type]
+        for i in range(0, audio.size, 2400):
+            chunk = base64.b64encode(to_bytes(audio[i : i + 2400])).decode()
+            await connection.input_audio_buffer.append(audio=chunk)
+        async with asyncio.timeout(30):
+            async for event in connection:
+                assert event.type != "error", event
+                if event.type == "conversation.item.input_audio_transcription.completed":
+                    return event
+    raise AssertionError("no completed event")

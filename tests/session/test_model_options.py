@@ -121,3 +121,17 @@ def test_bad_model_options_are_refused(bad: dict[str, Any]) -> None:
         SessionConfig.model_validate(bad)
     with pytest.raises(ValueError):
         SessionConfigPatch.model_validate(bad).apply(SessionConfig())
+
+
+def test_good_model_options_are_taken_and_patched() -> None:
+    config = SessionConfig(
+        prompt="Hi.", keywords=[" kubectl "], temperature=0.5, logprobs=True, decoding=True
+    )
+    assert config.keywords == ["kubectl"]
+    patched = SessionConfigPatch(temperature=0.0, prompt="").apply(config)
+    assert (patched.prompt, patched.temperature, patched.keywords, patched.logprobs) == (
+        "",
+        0.0,
+        ["kubectl"],
+        True,
+    )
