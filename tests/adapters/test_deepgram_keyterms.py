@@ -9,7 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from multidict import MultiDict
 from support import API_KEY, read_pcm16, silence, to_bytes
+
+from streamer.adapters.deepgram_options import boosted
+from streamer.errors import ConfigError
 
 from .test_deepgram import ServerFactory, _client
 from .test_deepgram_prerecorded import ApiError, encode
@@ -70,3 +74,20 @@ async def test_live_keyterm_reaches_the_model(make_server: ServerFactory) -> Non
         transcripts.append(" ".join(t for t in said if t))
     assert transcripts[0] == SAID
     assert transcripts[1] != SAID
+
+
+def _query(*pairs: tuple[str, str]) -> MultiDict[str]:
+    return MultiDict(pairs)
+
+
+def test_keyterms_and_keywords_are_read_in_order_once_each() -> None:
+    query = _query(
+        ("keyterm", "Quilter"), ("keywords", "kubectl:2"), ("keywords", "Quilter"), ("keywords", "a:0.5")
+    )
+    assert boosted(query) == ("Quilter", "kubectl", "a")
+
+
+@pytest.mark.parametrize("bad", ["word:-1", "word:0", "word:nan", "word:inf", "word:loud", ":2", "x" * 101])
+def test_a_keyword_that_cannot_be_honoured_is_refused(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        boosted(_query(("keywords", bad)))
