@@ -3,7 +3,8 @@
 A batch of ``--batch`` of the bench's utterances is transcribed by the real model (``--model``, tiny.en
 by default), once without prompts and once with a prompt of about ``--prompt-tokens`` tokens on every
 item (prompts of one length share the call: CTranslate2 needs the start of transcript at one position),
-and once with prompts of different lengths on every item (one call per length). Reported: the process
+once with prompts of different lengths on every item (one call per length), and once asking every item's
+token log-probabilities (the decode returns its logits). Reported: the process
 CPU time (every thread) and wall time of ``transcribe_batch``, the median of ``--repeat`` runs.
 """
 
@@ -71,6 +72,7 @@ def measure(engine: AsrEngine, batch: int, prompt_tokens: int, repeat: int) -> d
         "no prompt": [AsrRequest(a) for a in audio],
         "same-length prompts": [AsrRequest(a, prompt=_prompt(words)) for a in audio],
         "different lengths": [AsrRequest(a, prompt=_prompt(words + i)) for i, a in enumerate(audio)],
+        "logprobs": [AsrRequest(a, logprobs=True) for a in audio],
     }
     engine.transcribe_batch(cases["no prompt"])  # warm up
     return {
