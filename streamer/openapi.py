@@ -105,7 +105,18 @@ def _vendor_paths() -> dict[str, Any]:
             "response_format": {"enum": ["json", "text", "srt", "verbose_json", "vtt"]},
             "timestamp_granularities[]": {"type": "array", "items": {"enum": ["word", "segment"]}},
             "stream": {"type": "boolean"},
-            "temperature": {"type": "number"},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+            "include[]": {"type": "array", "items": {"enum": ["logprobs"]}},
+            "keywords[]": {"type": "array", "items": {"type": "string"}},
+            "chunking_strategy": {"enum": ["auto"]},
+        },
+    }
+    translation_form = {
+        "type": "object",
+        "required": ["file", "model"],
+        "properties": {
+            name: transcription_form["properties"][name]  # type: ignore[index]
+            for name in ("file", "model", "prompt", "response_format", "temperature")
         },
     }
     return {
@@ -179,6 +190,30 @@ def _vendor_paths() -> dict[str, Any]:
                 "requestBody": {
                     "required": True,
                     "content": {"multipart/form-data": {"schema": transcription_form}},
+                },
+            }
+        },
+        "/v1/audio/translations": {
+            "post": {
+                **_operation(
+                    "OpenAI audio translations: speech in any language to English text (multilingual models)",
+                    {
+                        "200": {
+                            "description": "The English text (JSON, text, SRT or VTT)",
+                            "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}},
+                            "content": {
+                                "application/json": {"schema": {"$ref": _ref(TranscriptionBody)}},
+                                "text/plain": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **openai,
+                        "429": _vendor_error(429, _ref(OpenAIErrorBody)),
+                    },
+                    secured=True,
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": translation_form}},
                 },
             }
         },

@@ -23,6 +23,9 @@ MAX_PING_ID_CHARS = 64
 MAX_PING_ID = 2**53  # what a JavaScript client can hold exactly
 AUTO_LANGUAGE = "auto"  # as ``language``: detect each utterance's language (the same as null)
 MAX_LANGUAGES = 16  # of a session's ``languages`` (detection's allowed list)
+MAX_PROMPT_CHARS = 2000  # the model reads at most its last ~220 tokens
+MAX_KEYWORDS = 100  # as Deepgram allows keyterms
+MAX_KEYWORD_CHARS = 100
 
 
 class CloseCode(IntEnum):
@@ -73,6 +76,21 @@ class SessionConfig(_Wire):
     interim_results: bool = True
     word_timestamps: bool = False  # finals carry ``words`` (a second, alignment pass of the model)
     diarize: bool = False  # finals and their words carry ``speaker``; implies word timings
+    # What the model is asked (extensions): Whisper's previous text, words to favour (in the model's
+    # prompt), a sampling temperature (0: greedy), and what finals carry of the decode
+    prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
+    keywords: list[str] = Field(default_factory=list, max_length=MAX_KEYWORDS)
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    logprobs: bool = False  # finals carry ``logprobs``: each token's log-probability
+    decoding: bool = False  # finals carry ``decoding``: the decode's scores and tokens
+
+    @field_validator("keywords")
+    @classmethod
+    def _keywords(cls, v: list[str]) -> list[str]:
+        words = [w.strip() for w in v]
+        if any(not w or len(w) > MAX_KEYWORD_CHARS for w in words):
+            raise ValueError(f"a keyword is 1 to {MAX_KEYWORD_CHARS} characters")
+        return words
 
     @field_validator("language")
     @classmethod
@@ -115,6 +133,11 @@ class SessionConfigPatch(_Wire):
     interim_results: bool | None = None
     word_timestamps: bool | None = None
     diarize: bool | None = None
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    keywords: list[str] | None = Field(default=None, max_length=MAX_KEYWORDS)
+    temperature: float | None = Field(default=None, ge=0.0, le=1.0)
+    logprobs: bool | None = None
+    decoding: bool | None = None
 
     def apply(self, config: SessionConfig) -> SessionConfig:
         """The config with this patch applied, validated as a whole."""
@@ -208,6 +231,21 @@ class Word(_Wire):
 EndReason = Literal["silence", "max_length", "commit", "drain", "close"]
 
 
+class TokenLogprob(_Wire):
+    token: str
+    logprob: float
+
+
+class Decoding(_Wire):
+    """How the model decoded an utterance (Whisper's per-segment numbers)."""
+
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    temperature: float
+    tokens: list[int]
+
+
 class TranscriptFinal(_Wire):
     type: Literal["transcript.final"] = "transcript.final"
     segment_id: int
@@ -228,6 +266,8 @@ class TranscriptFinal(_Wire):
     dropped: Literal["too_short", "nonspeech"] | None = None
     # what ended the utterance (every final of the server has it; left out of a replayed older one)
     end_reason: EndReason | None = None
+    logprobs: list[TokenLogprob] | None = None  # only with ``logprobs``: the utterance's tokens
+    decoding: Decoding | None = None  # only with ``decoding``
 
 
 class TranslationFinal(_Wire):

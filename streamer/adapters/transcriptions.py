@@ -17,40 +17,56 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from aiohttp import web
 
 from streamer import tracing
+from streamer.adapters import whisper_languages
 from streamer.adapters.common import check_language
 from streamer.adapters.openai import diarized as openai_diarized
 from streamer.adapters.openai.rest import bearer_key, error_response
+from streamer.adapters.openai.wire import ClientEventError
 from streamer.adapters.upload import Upload
 from streamer.adapters.upload_form import Form, read_form
 from streamer.adapters.upload_runner import Channels, ClientGoneError, admitted, decoded
 from streamer.edge.handshake import REGISTRY, REQUEST_ID
 from streamer.errors import StreamerError
 from streamer.pipeline.audio import MODEL_RATE
-from streamer.protocol import SessionConfig, TranscriptFinal, Word
+from streamer.protocol import Decoding, SessionConfig, TranscriptFinal, Word
 from streamer.session.runtime import StreamSession
 from streamer.session.validation import check_session_config
 
 log = logging.getLogger(__name__)
 
+AUDIO_TOKENS_PER_S = 50  # Whisper's encoder: 1500 positions for 30 s
+
 
 async def transcriptions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/audio/transcriptions``."""
+    return await handle(request, "transcribe")
+
+
+async def handle(request: web.Request, task: Literal["transcribe", "translate"]) -> web.StreamResponse:
+    """A transcription (or, with ``task`` translate, a translation to English) of the request's file."""
     started = tracing.now()  # the session.start span: from here to the session's opening
     registry = request.app[REGISTRY]
     services = registry.services
     try:
         key = await bearer_key(request, services)
         async with admitted(registry, key) as ticket:
-            form = await read_form(request)
+            form = await read_form(request, translation=task == "translate")
             assert form.file is not None
             with contextlib.closing(form.file):
+                if task == "translate" and not services.asr.multilingual:
+                    raise ClientEventError(
+                        f"the model {services.asr.name} is English-only and cannot translate",
+                        code="unsupported_model",
+                        param="model",
+                    )
                 config = SessionConfig(
                     sample_rate=MODEL_RATE,
+                    task=task,
                     language=check_language(services, form.language),
                     # a given language makes the list moot (as on the realtime surface)
                     languages=[]
@@ -59,6 +75,12 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
                     interim_results=False,
                     word_timestamps="word" in form.granularities,
                     diarize=form.response_format == openai_diarized.FORMAT,
+                    prompt=form.prompt,
+                    keywords=form.keywords,
+                    temperature=form.temperature,
+                    logprobs=form.logprobs,
+                    # verbose_json's segments and the streamed usage need the decode's numbers
+                    decoding=form.response_format == "verbose_json" or form.stream,
                 )
                 check_session_config(services, config)
 
@@ -90,7 +112,7 @@ def _left(upload: Upload) -> None:
 
 async def _respond(request: web.Request, upload: Upload, source: IO[bytes], form: Form) -> web.StreamResponse:
     if form.stream:
-        return await _stream(request, upload, source)
+        return await _stream(request, upload, source, form)
     try:
         (finals,) = await upload.transcribe(_decoded(source, upload), MODEL_RATE, request)
     except StreamerError as e:
@@ -101,7 +123,7 @@ async def _respond(request: web.Request, upload: Upload, source: IO[bytes], form
     return _answer(form, finals, upload.seconds)
 
 
-async def _stream(request: web.Request, upload: Upload, source: IO[bytes]) -> web.StreamResponse:
+async def _stream(request: web.Request, upload: Upload, source: IO[bytes], form: Form) -> web.StreamResponse:
     """``stream=true``: a ``transcript.text.delta`` event per utterance, then ``transcript.text.done``."""
     headers = {
         "Content-Type": "text/event-stream",
@@ -109,7 +131,7 @@ async def _stream(request: web.Request, upload: Upload, source: IO[bytes]) -> we
         "X-Request-ID": request[REQUEST_ID],
     }
     response = web.StreamResponse(headers=headers)
-    texts: list[str] = []
+    finals: list[TranscriptFinal] = []
 
     async def start() -> None:
         await response.prepare(request)
@@ -118,9 +140,14 @@ async def _stream(request: web.Request, upload: Upload, source: IO[bytes]) -> we
         await response.write(f"data: {json.dumps(event)}\n\n".encode())
 
     async def on_final(final: TranscriptFinal) -> None:
-        delta = final.text if not texts else " " + final.text
-        texts.append(final.text)
-        await send({"type": "transcript.text.delta", "delta": delta})
+        if not final.text:
+            return
+        delta = final.text if not finals else " " + final.text
+        finals.append(final)
+        event: dict[str, Any] = {"type": "transcript.text.delta", "delta": delta}
+        if form.logprobs:
+            event["logprobs"] = logprobs([final])
+        await send(event)
 
     try:
         await upload.transcribe(_decoded(source, upload), MODEL_RATE, request, on_final, start)
@@ -133,11 +160,37 @@ async def _stream(request: web.Request, upload: Upload, source: IO[bytes]) -> we
         _left(upload)
         return response  # nobody to finish it for
     else:
-        last = {"type": "transcript.text.done", "text": " ".join(texts)}
+        last = {"type": "transcript.text.done", "text": " ".join(f.text for f in finals)}
+        if form.logprobs:
+            last["logprobs"] = logprobs(finals)
+        last["usage"] = token_usage(finals, upload.seconds)
     with contextlib.suppress(ConnectionError):  # the client left as it ended
         await send(last)
         await response.write_eof()
     return response
+
+
+def logprobs(finals: list[TranscriptFinal]) -> list[dict[str, Any]]:
+    """The finals' tokens as OpenAI's ``logprobs``: each token, its log-probability and UTF-8 bytes."""
+    return [
+        {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode())}
+        for f in finals
+        for t in f.logprobs or ()
+    ]
+
+
+def token_usage(finals: list[TranscriptFinal], seconds: float) -> dict[str, Any]:
+    """OpenAI's token usage: the audio as Whisper's encoder reads it (50 positions a second), and the text
+    tokens decoded."""
+    audio = round(seconds * AUDIO_TOKENS_PER_S)
+    output = sum(len(f.decoding.tokens) for f in finals if f.decoding is not None)
+    return {
+        "type": "tokens",
+        "input_tokens": audio,
+        "output_tokens": output,
+        "total_tokens": audio + output,
+        "input_token_details": {"audio_tokens": audio, "text_tokens": 0},
+    }
 
 
 def _detected(finals: list[TranscriptFinal]) -> list[str]:
@@ -159,34 +212,41 @@ def _answer(form: Form, finals: list[TranscriptFinal], seconds: float) -> web.Re
     if form.response_format == "json":
         # languages: as gpt-transcribe reports them, only when they were detected (no ``language`` sent)
         languages = {"languages": [{"code": code} for code in detected]} if detected else {}
-        return web.json_response({"text": text, **languages, "usage": usage})
+        scores = {"logprobs": logprobs(finals)} if form.logprobs else {}
+        return web.json_response({"text": text, **languages, **scores, "usage": usage})
     if form.response_format == openai_diarized.FORMAT:
         return web.json_response(openai_diarized.diarized(finals, seconds, usage))
+    code = detected[0] if detected else finals[0].language if finals else ""
     body: dict[str, Any] = {
-        "task": "transcribe",
-        # the language of most utterances when detected (Whisper's verbose_json has one language)
-        "language": detected[0] if detected else finals[0].language if finals else "",
+        "task": "translate" if form.translation else "transcribe",
+        # the language of most utterances when detected (Whisper's verbose_json has one language), named
+        # as Whisper names it ("english")
+        "language": whisper_languages.name(code) if code else "",
         "duration": round(seconds, 3),
         "text": text,
         "usage": usage,
     }
     if not form.granularities or "segment" in form.granularities:
-        body["segments"] = [
-            {
-                "id": i,
-                "seek": 0,
-                "start": f.audio_start_ms / 1000,
-                "end": f.audio_end_ms / 1000,
-                "text": f.text,
-                "tokens": [],
-                "temperature": 0.0,
-            }
-            for i, f in enumerate(finals)
-        ]
+        body["segments"] = [_segment(i, f) for i, f in enumerate(f for f in finals if f.text)]
     if "word" in form.granularities:
         words: list[Word] = [w for f in finals for w in (f.words or [])]
         body["words"] = [{"word": w.word, "start": w.start_ms / 1000, "end": w.end_ms / 1000} for w in words]
     return web.json_response(body)
+
+
+def _segment(i: int, final: TranscriptFinal) -> dict[str, Any]:
+    """A verbose_json segment: one utterance, with its decode's numbers as Whisper reports them."""
+    decoding = final.decoding or Decoding(
+        avg_logprob=0.0, compression_ratio=1.0, no_speech_prob=0.0, temperature=0.0, tokens=[]
+    )
+    return {
+        "id": i,
+        "seek": final.audio_start_ms // 10,  # in Whisper's 10 ms mel frames
+        "start": final.audio_start_ms / 1000,
+        "end": final.audio_end_ms / 1000,
+        "text": final.text,
+        **decoding.model_dump(),
+    }
 
 
 def _timestamp(ms: int, vtt: bool) -> str:

@@ -31,6 +31,7 @@ FULL_WINDOW_FRAMES = 3000
 # silent-audio padding), 5 s steps gave 6 loops and 4 collapsed hypotheses, 3/5/8 s steps 9 and 5, 2 s
 # steps 9 and 6. Fallback decodes at 30 s cost far more than the saving, so the steps stay at 5 s.
 BUCKETS_S = (5, 10, 15, 20, 30)
+MAX_PROMPT_TOKENS = 223  # Whisper's previous-text budget: half its 448-token context, less sot_prev
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,23 @@ class AsrRequest:
     # the log-Mel features at the request's own length bucket, computed when it was submitted
     # (WhisperEngine.prepare); None: computed on the model thread
     mel: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # What a request may ask of the model. ``prompt`` (Whisper's previous text) and ``hotwords`` (words
+    # to favour, put before the prompt as faster-whisper does) are per item inside one model call;
+    # ``temperature`` (above 0: sample instead of greedy) is per call, so it is part of the group.
+    prompt: str = ""
+    hotwords: str = ""
+    temperature: float = 0.0
+    logprobs: bool = False  # the result carries each token's log-probability
 
     @property
     def group(self) -> tuple[str, str | None, str]:
         """What must be equal inside one model call."""
-        return (self.task, self.language, self.decode.label if self.decode else "default")
+        return (self.task, self.language, self.decode.label if self.decode else self.default_label)
+
+    @property
+    def default_label(self) -> str:
+        """The decode without a ladder step: the engine's default, or one sample at the temperature."""
+        return f"t{self.temperature:g}" if self.temperature > 0 else "default"
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,10 @@ class AsrResult:
     # the detected language's probability (among the request's ``languages`` when it gave some); None
     # when the language was given, not detected
     language_probability: float | None = None
+    temperature: float = 0.0  # the sampling temperature of the decode that produced it
+    tokens: tuple[int, ...] = ()  # the text's token ids
+    # with ``AsrRequest.logprobs``: each token's text and log-probability, in order
+    logprobs: tuple[tuple[str, float], ...] | None = None
 
 
 class AsrEngine(Protocol):
@@ -216,12 +233,18 @@ class WhisperEngine:
 
     def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
         """Transcribe ``requests`` in as few model calls as their decode options allow (usually one)."""
-        groups: dict[Decode, list[int]] = {}
+        # CTranslate2 decodes a batch only when the start of transcript sits at the same position in every
+        # item, so items share a call when their prompts are as long (those without one, usually all).
+        # Padding the shorter prompts instead (with <|startofprev|> or spaces) changed 4 of 5 tiny.en
+        # transcripts of the fixtures, some into loops.
+        groups: dict[tuple[Decode, int], list[int]] = {}
+        prompts = [self._prompt(request) for request in requests]
         for i, request in enumerate(requests):
-            groups.setdefault(request.decode or self.default_decode, []).append(i)
+            groups.setdefault((self._decode_for(request), len(prompts[i])), []).append(i)
         out: list[AsrResult | None] = [None] * len(requests)
-        for decode, indices in groups.items():
-            for i, result in zip(indices, self._decode([requests[i] for i in indices], decode), strict=True):
+        for (decode, _), indices in groups.items():
+            decoded = self._decode([requests[i] for i in indices], decode, [prompts[i] for i in indices])
+            for i, result in zip(indices, decoded, strict=True):
                 out[i] = result
         return [r for r in out if r is not None]
 
@@ -229,7 +252,36 @@ class WhisperEngine:
     def default_decode(self) -> Decode:
         return GREEDY if self.beam_size <= 1 else Decode(f"beam{self.beam_size}", beam_size=self.beam_size)
 
-    def _decode(self, requests: Sequence[AsrRequest], decode: Decode) -> list[AsrResult]:
+    def _decode_for(self, request: AsrRequest) -> Decode:
+        if request.decode is not None:
+            return request.decode
+        if request.temperature > 0:  # the client's temperature: one sample at it
+            return Decode(request.default_label, temperature=request.temperature)
+        return self.default_decode
+
+    def _prompt(self, request: AsrRequest) -> list[int]:
+        """``request``'s prompt tokens ahead of the start sequence, as faster-whisper builds them: the
+        hotwords, then the previous text, at most half the decoder's context (its most recent part)."""
+        encode = self._hf_tokenizer.encode
+        hotwords = (
+            encode(" " + request.hotwords.strip(), add_special_tokens=False).ids if request.hotwords else []
+        )
+        previous = (
+            encode(" " + request.prompt.strip(), add_special_tokens=False).ids if request.prompt else []
+        )
+        if not hotwords and not previous:
+            return []
+        room = MAX_PROMPT_TOKENS
+        hotwords = hotwords[:room]
+        previous = previous[-(room - len(hotwords)) :] if room > len(hotwords) else []
+        sot_prev = self._hf_tokenizer.token_to_id("<|startofprev|>")
+        if sot_prev is None:  # every Whisper tokenizer has it
+            raise ValueError("the model's tokenizer has no <|startofprev|> token")
+        return [sot_prev, *hotwords, *previous]
+
+    def _decode(
+        self, requests: Sequence[AsrRequest], decode: Decode, previous: Sequence[list[int]]
+    ) -> list[AsrResult]:
         import ctranslate2
 
         if not requests:
@@ -241,9 +293,9 @@ class WhisperEngine:
         encoded = self.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
         detected = self._languages(requests, encoded)
         prompts = []
-        for req, (lang, _) in zip(requests, detected, strict=True):
+        for req, prompt, (lang, _) in zip(requests, previous, detected, strict=True):
             tok = self._tokenizer(req.task, lang)
-            prompts.append([*tok.sot_sequence, tok.no_timestamps])  # type: ignore[attr-defined]
+            prompts.append([*prompt, *tok.sot_sequence, tok.no_timestamps])  # type: ignore[attr-defined]
         if self._suppress is None:
             from faster_whisper.transcribe import get_suppressed_tokens
 
@@ -252,7 +304,8 @@ class WhisperEngine:
         # every job in its batch for the whole budget: on the corpus bench (24 sessions) model calls
         # averaged 311 ms for 4 jobs. Fast speech is ~4 words (~6 tokens with punctuation) per second, and
         # more words than 5 per second are rejected anyway (hallucination.MAX_WORDS_PER_S).
-        max_len = min(448, int(longest / MODEL_RATE * 8) + 12)
+        # (CTranslate2 counts the prompt in max_length: a request's previous text does not eat the budget)
+        max_len = min(448, int(longest / MODEL_RATE * 8) + 12 + len(previous[0]))
         sampling = decode.temperature > 0
         results = self.model.generate(
             encoded,
@@ -264,6 +317,7 @@ class WhisperEngine:
             max_length=max_len,
             return_scores=True,
             return_no_speech_prob=True,
+            return_logits_vocab=any(r.logprobs for r in requests),
             suppress_blank=True,
             suppress_tokens=self._suppress,
         )
@@ -275,6 +329,7 @@ class WhisperEngine:
             scores = result.scores or [0.0] * len(result.sequences_ids)
             best = max(range(len(scores)), key=scores.__getitem__)
             tokens = [t for t in result.sequences_ids[best] if t < eot]
+            logprobs = self._logprobs(result, best, tokens) if request.logprobs else None
             text = self._hf_tokenizer.decode(tokens).strip()
             out.append(
                 AsrResult(
@@ -288,9 +343,23 @@ class WhisperEngine:
                     padding_s=max(0.0, frames / FRAMES_PER_S - request.audio.size / MODEL_RATE),
                     window_s=frames / FRAMES_PER_S,
                     language_probability=probability,
+                    temperature=decode.temperature,
+                    tokens=tuple(tokens),
+                    logprobs=logprobs,
                 )
             )
         return out
+
+    def _logprobs(self, result: object, best: int, tokens: list[int]) -> tuple[tuple[str, float], ...]:
+        """Each of ``tokens``' text and log-probability, from the decode's per-step logits."""
+        steps = result.logits[best]  # type: ignore[attr-defined]
+        out = []
+        for token, logits in zip(tokens, steps, strict=False):
+            row = np.asarray(logits, dtype=np.float32)
+            top = float(row.max())
+            logprob = float(row[token] - top - np.log(np.exp(row - top).sum()))
+            out.append((self._hf_tokenizer.decode([token]), logprob))
+        return tuple(out)
 
     def _languages(self, requests: Sequence[AsrRequest], encoded: object) -> list[tuple[str, float | None]]:
         """Each request's language and, where it was detected, its probability.

@@ -32,10 +32,12 @@ from streamer.pipeline.audio import MODEL_RATE
 from streamer.pipeline.fallback import Outcome, Verdict, settle
 from streamer.pipeline.segmenter import Utterance
 from streamer.protocol import (
+    Decoding,
     EndReason,
     ErrorEvent,
     ServerMessage,
     SessionConfig,
+    TokenLogprob,
     TranscriptFinal,
     TranslationFinal,
     Warning_,
@@ -298,32 +300,44 @@ class Finals:
         start_ms, end_ms = ms(utt.start_sample), ms(utt.end_sample)
         parts = await host.speakers.parts(config.diarize, utt.audio, start_ms, end_ms, result.text, words)
         for part in parts:
-            await self._deliver_part(utt, result.language, result.language_probability, part, end_reason)
+            await self._deliver_part(utt, result, part, end_reason)
         self.ended_at.pop(utt.segment_id, None)  # each part's latency counts from the utterance's end
 
     async def _deliver_part(
         self,
         utt: Utterance,
-        language: str,
-        language_probability: float | None,
+        result: AsrResult,
         part: Part,
         end_reason: EndReason,
     ) -> None:
         host = self._host
         services, config = host.services, host.config
+        language = result.language
         self.seq += 1
         final = TranscriptFinal(
             segment_id=utt.segment_id,
             seq=self.seq,
             text=part.text,
             language=language,
-            language_probability=language_probability,
+            language_probability=result.language_probability,
             audio_start_ms=part.start_ms,
             audio_end_ms=part.end_ms,
             words=part.words,
             speaker=part.speaker,
             speaker_confidence=part.speaker_confidence,
             end_reason=end_reason,
+            logprobs=[TokenLogprob(token=t, logprob=lp) for t, lp in result.logprobs or ()]
+            if config.logprobs
+            else None,
+            decoding=Decoding(
+                avg_logprob=result.avg_logprob,
+                compression_ratio=result.compression_ratio,
+                no_speech_prob=result.no_speech_prob,
+                temperature=result.temperature,
+                tokens=list(result.tokens),
+            )
+            if config.decoding
+            else None,
         )
         await self._keep(final)
         services.metrics.finals.inc()

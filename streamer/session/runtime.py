@@ -326,7 +326,10 @@ class StreamSession:
 
     def request_for(self, utt: Utterance) -> AsrRequest:
         config = self.config
-        return AsrRequest(utt.audio, config.task, config.language, languages=tuple(config.languages))
+        return AsrRequest(
+            utt.audio, config.task, config.language, languages=tuple(config.languages), prompt=config.prompt,
+            hotwords=", ".join(config.keywords), temperature=config.temperature, logprobs=config.logprobs,
+        )  # fmt: skip
 
     def _transcribe(self, utt: Utterance) -> asyncio.Task[AsrResult]:
         # its model batches belong to the utterance's span (opened here when it is speculative)

@@ -39,7 +39,9 @@ from . import (
     test_deepgram,
     test_deepgram_codecs,
     test_deepgram_formatting,
+    test_deepgram_keyterms,
     test_openai_realtime,
+    test_transcription_options,
     test_transcriptions,
 )
 from .conftest import Sentence, http_base, ws_base
@@ -79,6 +81,8 @@ DEEPGRAM_HONOURED: dict[str, Callable[..., Any]] = {
     "numerals": test_deepgram_formatting.test_live_numerals_and_redacted_numbers,
     "redact": test_deepgram_formatting.test_live_results_are_redacted_masked_and_smart_formatted,
     "profanity_filter": test_deepgram_formatting.test_live_results_are_redacted_masked_and_smart_formatted,
+    "keyterm": test_deepgram_keyterms.test_prerecorded_keyterm_and_keywords_reach_the_model,
+    "keywords": test_deepgram_keyterms.test_prerecorded_keyterm_and_keywords_reach_the_model,
 }
 DEEPGRAM_FILE_HONOURED: dict[str, Callable[..., Any]] = {
     "utterances": test_deepgram_formatting.test_prerecorded_results_and_utterances_are_formatted,
@@ -370,6 +374,10 @@ OPENAI_HONOURED: dict[str, Callable[..., Any]] = {
     "prefix_padding_ms": test_turn_detection_threshold_and_prefix_padding_are_honoured,
     "languages": test_openai_languages.test_each_item_reports_its_detected_language,
     **dict.fromkeys(
+        ("prompt", "keywords", "include"),
+        test_transcription_options.test_realtime_prompt_keywords_and_logprobs,
+    ),
+    **dict.fromkeys(
         ("client_secret", "expires_at", "anchor", "seconds", "modalities"),
         test_beta_client_secret_and_modalities,
     ),
@@ -394,19 +402,21 @@ TRANSCRIPTION_FIELDS = sorted(TranscriptionCreateParamsBase.__annotations__)
 TRANSCRIPTION_HONOURED: dict[str, Callable[..., Any]] = dict.fromkeys(
     ("file", "model", "language", "response_format", "timestamp_granularities"),
     test_transcriptions.test_verbose_json_has_segments_and_words_inside_the_audio,
-) | {"languages": test_openai_languages.test_an_upload_without_a_language_reports_the_detected_ones}
+) | {
+    "languages": test_openai_languages.test_an_upload_without_a_language_reports_the_detected_ones,
+    "prompt": test_transcription_options.test_prompt_and_keywords_reach_the_model,
+    "keywords": test_transcription_options.test_prompt_and_keywords_reach_the_model,
+    "temperature": test_transcription_options.test_temperature_and_verbose_json_decode_numbers,
+    "include": test_transcription_options.test_include_logprobs,
+    "chunking_strategy": (
+        test_transcription_options.test_chunking_strategy_auto_is_what_the_server_does_server_vad_is_refused
+    ),
+}
 # a value of each field's type, as the SDK sends it
 FORM_SAMPLES: dict[str, Any] = {
-    "chunking_strategy": "auto",
-    "include": ["logprobs"],
-    "keywords": ["streamer"],
     "known_speaker_names": ["ada"],
     "known_speaker_references": ["data:audio/wav;base64,AAAA"],
-    "prompt": "expect technical words",
-    "temperature": 0.2,
 }
-# accepted and ignored by transcriptions.py today: refusing them is its owner's change to make
-IGNORED_TODAY = {"chunking_strategy", "include", "prompt", "temperature"}
 
 
 def _transcription_doc() -> dict[str, str]:
@@ -424,20 +434,7 @@ def test_every_transcription_field_is_supported_or_refused() -> None:
         assert re.search(rf"\b{name}\b", inspect.getsource(test)), (name, test.__name__)
 
 
-@pytest.mark.parametrize(
-    "field",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True, reason="transcriptions.py accepts and ignores it (not this work's file)"
-            ),
-        )
-        if name in IGNORED_TODAY
-        else name
-        for name in sorted(FORM_SAMPLES)
-    ],
-)
+@pytest.mark.parametrize("field", sorted(FORM_SAMPLES))
 async def test_a_refused_transcription_field_is_a_400(make_server: ServerFactory, field: str) -> None:
     server = await make_server(asr_engine=FakeAsr())
     wav = test_transcriptions._wav(np.zeros(1600, dtype="<i2"))

@@ -67,7 +67,7 @@ async def test_verbose_json_has_segments_and_words_inside_the_audio(
         )
     assert set(sentence.content_words) <= set(normalized_words(result.text))
     assert result.duration == pytest.approx(sentence.samples.size / 16000, abs=0.01)
-    assert result.language == "en"
+    assert result.language == "english"  # as OpenAI names it
     (segment,) = result.segments or []
     assert segment.text == result.text
     assert sentence.start_s - 0.5 <= segment.start < segment.end <= sentence.end_s + 1.0

@@ -20,7 +20,7 @@ from streamer.guards.keys import KeyRecord
 from streamer.guards.tokens import DEEPGRAM_AUDIENCE
 from streamer.pipeline.align import supports_word_timestamps
 from streamer.pipeline.textformat import TextFormat
-from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SessionConfig
+from streamer.protocol import MAX_KEYWORD_CHARS, MAX_KEYWORDS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SessionConfig
 from streamer.services import Services
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
@@ -116,6 +116,7 @@ class ListenOptions:
     utterances: bool  # pre-recorded: the response lists utterances
     diarize: bool  # words carry ``speaker`` (a session's ``diarize``; refused when the server has none)
     model: str
+    keywords: tuple[str, ...] = ()  # keyterm and keywords: words to favour, in the model's prompt
 
     @property
     def punctuate(self) -> bool:
@@ -167,7 +168,39 @@ class ListenOptions:
             utterances=flag(query, "utterances", False),
             diarize=flag(query, "diarize", False),
             model=query.get("model", "general"),
+            keywords=boosted(query),
         )
+
+
+def boosted(query: MultiMapping[str]) -> tuple[str, ...]:
+    """``keyterm`` phrases and ``keywords`` words, in order, once each.
+
+    Whisper is steered by putting the words in its prompt (faster-whisper's ``hotwords``): a word is
+    favoured or not, so a ``keywords`` intensifier (``word:2``) must be positive, and its size is not
+    graded; a zero or negative one (Deepgram's suppression) cannot be honoured and is refused.
+    """
+    words = [term.strip() for term in query.getall("keyterm", [])]
+    for raw in query.getall("keywords", []):
+        word, colon, intensifier = raw.strip().rpartition(":")
+        if not colon:
+            word = intensifier
+        else:
+            try:
+                strength = float(intensifier)
+            except ValueError as e:
+                raise ConfigError(f"keywords {raw!r}: the intensifier after ':' must be a number") from e
+            if not strength > 0 or strength == float("inf"):
+                raise ConfigError(
+                    f"keywords {raw!r}: only a positive intensifier is supported (words can be favoured, "
+                    "not suppressed)"
+                )
+        words.append(word.strip())
+    out = tuple(dict.fromkeys(words))
+    if any(not w or len(w) > MAX_KEYWORD_CHARS for w in out) or len(out) > MAX_KEYWORDS:
+        raise ConfigError(
+            f"keyterm and keywords: at most {MAX_KEYWORDS}, each 1 to {MAX_KEYWORD_CHARS} characters"
+        )
+    return out
 
 
 async def authenticate(request: web.Request, services: Services) -> tuple[KeyRecord, str | None]:
@@ -196,6 +229,7 @@ def session_config(services: Services, options: ListenOptions) -> SessionConfig:
         interim_results=options.interim_results,
         word_timestamps=supports_word_timestamps(services.asr),
         diarize=options.diarize,
+        keywords=list(options.keywords),
     )
 
 

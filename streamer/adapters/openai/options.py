@@ -42,14 +42,14 @@ _TRANSCRIPTION: dict[str, Status] = {
     "": "supported",
     ".model": "supported",  # any name: the server has one model
     ".language": "supported",
-    ".prompt": "refused",
+    ".prompt": "supported",  # Whisper's previous text
     ".delay": "refused",
-    ".keywords": "refused",
+    ".keywords": "supported",  # in the model's prompt (faster-whisper's hotwords)
     ".languages": "supported",  # detection chooses among them (docs/api-openai.md)
 }
 GA: dict[str, Status] = {
     "type": "supported",
-    "include": "refused",  # logprobs
+    "include": "supported",  # item.input_audio_transcription.logprobs
     "audio": "supported",
     "audio.input": "supported",
     "audio.input.format": "supported",
@@ -64,7 +64,7 @@ BETA: dict[str, Status] = {
     "client_secret.expires_at": "supported",
     "client_secret.expires_at.anchor": "supported",
     "client_secret.expires_at.seconds": "supported",
-    "include": "refused",
+    "include": "supported",
     "input_audio_format": "supported",
     "input_audio_noise_reduction": "refused",
     **{f"input_audio_transcription{k}": v for k, v in _TRANSCRIPTION.items()},

@@ -21,6 +21,7 @@ from streamer.protocol import (
     ServerMessage,
     SpeechStarted,
     SpeechStopped,
+    TokenLogprob,
     TranscriptFinal,
     TranscriptPartial,
     Warning_,
@@ -117,7 +118,7 @@ class EventRenderer:
             detected = (
                 [message.language] if message.language_probability is not None and not self.beta else None
             )
-            out.append(self.completed(done.item_id, message.text, seconds, detected))
+            out.append(self.completed(done.item_id, message.text, seconds, detected, message.logprobs))
             return out
         if isinstance(message, Warning_) and message.segment_id is not None:
             failed = self._items.pop(message.segment_id, None)
@@ -205,10 +206,21 @@ class EventRenderer:
         ]
 
     def completed(
-        self, item_id: str, transcript: str, seconds: float, languages: list[str] | None = None
+        self,
+        item_id: str,
+        transcript: str,
+        seconds: float,
+        languages: list[str] | None = None,
+        logprobs: list[TokenLogprob] | None = None,
     ) -> str:
         # a detected language is reported as OpenAI's gpt-transcribe does: languages [{"code"}]
-        detected = {"languages": [{"code": code} for code in languages]} if languages is not None else {}
+        detected: dict[str, Any] = (
+            {"languages": [{"code": code} for code in languages]} if languages is not None else {}
+        )
+        if logprobs is not None:  # include: item.input_audio_transcription.logprobs
+            detected["logprobs"] = [
+                {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode())} for t in logprobs
+            ]
         return self.event(
             "conversation.item.input_audio_transcription.completed",
             item_id=item_id,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from streamer.adapters.common import Turns, check_language
 from streamer.adapters.openai import options
 from streamer.adapters.openai.wire import (
+    LOGPROBS,
     BetaSession,
     ClientEventError,
     FormatType,
@@ -119,6 +120,9 @@ class RealtimeState(BaseModel):
             if self.transcription.language
             else [check_language(services, code) or code for code in self.transcription.languages or []],
             interim_results=True,
+            prompt=self.transcription.prompt or "",
+            keywords=self.transcription.keywords or [],
+            logprobs=LOGPROBS in self.include,
         )
 
     def ga(self, session_id: str, expires_at: int) -> dict[str, Any]:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamer.errors import BadRequestError
+from streamer.protocol import MAX_KEYWORD_CHARS, MAX_KEYWORDS, MAX_PROMPT_CHARS
 
 FormatType = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
 SECRET_TTL_S = 600
@@ -28,12 +29,16 @@ class AudioFormat(_In):
     rate: int | None = None
 
 
+Keyword = Annotated[str, Field(min_length=1, max_length=MAX_KEYWORD_CHARS)]
+LOGPROBS = "item.input_audio_transcription.logprobs"  # what ``include`` may ask for
+
+
 class Transcription(_In):
     model: str | None = None
     language: str | None = None
-    prompt: str | None = None
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     delay: str | None = None
-    keywords: list[str] | None = None
+    keywords: list[Keyword] | None = Field(default=None, max_length=MAX_KEYWORDS)
     languages: list[str] | None = None
 
 
@@ -69,7 +74,7 @@ class GaSession(_In):
 
     type: Literal["transcription"]
     audio: Audio | None = None
-    include: list[str] | None = None
+    include: list[Literal["item.input_audio_transcription.logprobs"]] | None = None
 
 
 class ExpiresAt(_In):
@@ -88,7 +93,7 @@ class BetaSession(_In):
     input_audio_transcription: Transcription | None = None
     turn_detection: TurnDetection | None = None
     input_audio_noise_reduction: NoiseReduction | None = None
-    include: list[str] | None = None
+    include: list[Literal["item.input_audio_transcription.logprobs"]] | None = None
     modalities: list[str] | None = None
     client_secret: BetaClientSecret | None = None
 
