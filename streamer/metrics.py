@@ -102,6 +102,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.speculations = Counter(
+            "streamer_speculations",
+            "Speculative finals (decoded at a pause) by outcome: used as the final, wasted (decoded, then"
+            " speech resumed or the utterance ended elsewhere), withdrawn (cancelled before its result)",
+            ["outcome"],
+            registry=r,
+        )
 
     def refused(self, e: StreamerError) -> None:
         """Count a refused session or request once, at the edge that answers it: by its code, unless

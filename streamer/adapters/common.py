@@ -24,14 +24,13 @@ from streamer.edge.socket import SessionSocket
 from streamer.errors import (
     AuthError,
     BadRequestError,
-    ConfigError,
     FrameTooLargeError,
     RateLimitedError,
     StreamerError,
     UnsupportedLanguageError,
 )
 from streamer.guards.keys import KeyRecord
-from streamer.pipeline.segmenter import Segmenter, SegmenterConfig
+from streamer.pipeline.segmenter import SegmenterConfig
 from streamer.protocol import CloseCode, ServerMessage, SessionConfig, TranscriptFinal, TranslationFinal
 from streamer.services import Services
 from streamer.session.outbox import Reply
@@ -115,22 +114,9 @@ class Turns:
 
 
 def retune(session: StreamSession, turns: Turns) -> None:
-    """Apply ``turns`` to the session's segmenter. Only between utterances: the audio clock and the
-    segment numbering carry over, nothing that was spoken is lost."""
-    old = session.segmenter
-    if old.open_segment_id is not None:
-        raise ConfigError("turn detection can change only between utterances")
-    services = session.services
-    config = turns.apply(services.segmenter_config).for_input_rate(session.config.sample_rate)
-    new = Segmenter(config)
-    new.continue_at(old.samples, old._next_id)  # (the segmenter has no public reader of its next id)
-    session.segmenter = new
-
-
-def rethreshold(session: StreamSession, turns: Turns) -> None:
-    """Put ``turns``' thresholds back after a sample-rate change reset the segmenter's config."""
-    config = turns.apply(session.services.segmenter_config).for_input_rate(session.config.sample_rate)
-    session.segmenter.config = config
+    """Apply ``turns`` to the session's turn detection. Only between utterances (``ConfigError``): the
+    audio clock and the segment numbering carry over, nothing that was spoken is lost."""
+    session.retune(turns.apply(session.services.segmenter_config))
 
 
 class Reframer:
@@ -248,7 +234,7 @@ class AdapterConnection(SessionSocket):
     def _vad_committed(self) -> bool:
         """Whether the segment open after the last push has ended since (in a push, or when a decode's
         verdict released its pause): the VAD committed the buffer, and at most one frame was left."""
-        now = self.session.segmenter.open_segment_id
+        now = self.session.open_segment_id
         ended = self._open_seen is not None and now != self._open_seen
         self._open_seen = now
         if ended:
@@ -258,7 +244,7 @@ class AdapterConnection(SessionSocket):
     def emptied(self) -> None:
         """The client committed or cleared the buffer (after the session ended its segment, if any)."""
         self.uncommitted_ms = 0.0
-        self._open_seen = self.session.segmenter.open_segment_id
+        self._open_seen = self.session.open_segment_id
 
     def buffered_ms(self) -> float:
         """The audio not yet committed (by the client or the VAD)."""

@@ -268,6 +268,10 @@ class Segmenter:
         keep = min(len(seg.windows), seg.last_voiced + 1 + self._tail_windows)
         return seg if seg.start_sample + keep * WINDOW == end_sample else None
 
+    def pausing(self, segment_id: int, end_sample: int) -> bool:
+        """Whether the pause whose utterance ends at ``end_sample`` still lasts (speech has not resumed)."""
+        return self._at_pause(segment_id, end_sample) is not None
+
     def await_verdict(self, segment_id: int, end_sample: int) -> None:
         """Do not end this pause at ``end_silence_ms`` before :meth:`release` or :meth:`hold` says
         whether the sentence ends here (at most ``hold_ms`` longer): the one who decodes the words so far
@@ -307,6 +311,11 @@ class Segmenter:
             raise RuntimeError("continue_at() is for a segmenter that has not been fed yet")
         self.samples = samples
         self._next_id = next_segment_id
+
+    @property
+    def next_segment_id(self) -> int:
+        """The id the next segment will get (a retuned segmenter carries the numbering on)."""
+        return self._next_id
 
     @property
     def open_segment_id(self) -> int | None:

@@ -48,7 +48,7 @@ class _Gone:
 
 
 def _silence_to_end(session: StreamSession) -> int:
-    probe = Segmenter(session.segmenter.config)
+    probe = Segmenter(session.turn_config)
     window = np.full(512, 0.3, dtype=np.float32)
     probe.feed(np.ones(SPEECH_WINDOWS, dtype=np.float32), [window] * SPEECH_WINDOWS)
     for n in range(1, 200):
