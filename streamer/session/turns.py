@@ -104,9 +104,14 @@ class TurnDetector:
             else:
                 events.append(event)
         spec = self._speculation
-        if spec is not None and not self._segmenter.pausing(spec.segment_id, spec.end_sample):
+        if (
+            spec is not None
+            and self._segmenter.open_segment_id == spec.segment_id
+            and not self._segmenter.pausing(spec.segment_id, spec.end_sample)
+        ):
             # speech resumed: the speculative final cannot be this utterance's; withdrawn from the
-            # model's queue if it has not run yet, so it costs nothing
+            # model's queue if it has not run yet, so it costs nothing (an utterance that ended in
+            # these events takes or drops it itself)
             self._drop_speculation()
         return events
 
