@@ -40,6 +40,8 @@ from streamer.session.runtime import StreamSession
 log = logging.getLogger(__name__)
 
 NO_ENDPOINT_MS = 3_600_000  # "never end an utterance on silence": only commits (and max length) end it
+# the longest span an ungated (manual) turn holds before it is split: 10 min of audio is 38 MB of samples
+MAX_COMMITTED_SPAN_S = 600.0
 
 
 async def key_record(services: Services, presented: str) -> KeyRecord:
@@ -97,6 +99,9 @@ class Turns:
     end_silence_ms: int | None = None
     start_threshold: float | None = None
     pre_roll_ms: int | None = None
+    # False: the client's commits are the turns: the span between two is one utterance with all of its
+    # audio, not cut to the speech the VAD heard nor split at max_utterance_s (OpenAI, turn_detection null)
+    gated: bool = True
 
     def apply(self, base: SegmenterConfig) -> SegmenterConfig:
         cfg = base
@@ -106,6 +111,8 @@ class Turns:
             cfg = dataclasses.replace(cfg, start_threshold=self.start_threshold, end_threshold=end)
         if self.pre_roll_ms is not None:
             cfg = dataclasses.replace(cfg, pre_roll_ms=self.pre_roll_ms)
+        if not self.gated:
+            cfg = dataclasses.replace(cfg, gated=False, max_utterance_s=MAX_COMMITTED_SPAN_S)
         silence = NO_ENDPOINT_MS if self.end_silence_ms is None else self.end_silence_ms
         # a pause (for speculative decoding) must stay shorter than the silence that ends an utterance
         return dataclasses.replace(

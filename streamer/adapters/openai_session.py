@@ -236,7 +236,7 @@ class RealtimeState(BaseModel):
     def turns(self) -> Turns:
         td = self.turn_detection
         if td is None:
-            return Turns(end_silence_ms=None)
+            return Turns(end_silence_ms=None, gated=False)
         return Turns(
             end_silence_ms=td.silence_duration_ms if td.silence_duration_ms is not None else 500,
             start_threshold=td.threshold,

@@ -9,6 +9,8 @@ client) instead of piling up audio; a model failure ends the session (``failure`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +38,7 @@ from streamer.services import Services
 from streamer.session.diarize import SessionSpeakers
 from streamer.session.finals import END_REASONS, Dropped, Finals, Pending, ResultMessage, ms
 from streamer.session.outbox import Outbox
+from streamer.session.spans import decode_windows, windowed
 from streamer.session.turns import TurnDetector
 
 log = logging.getLogger(__name__)
@@ -310,7 +313,13 @@ class StreamSession:
     def _transcribe(self, utt: Utterance) -> asyncio.Task[AsrResult]:
         # its model batches belong to the utterance's span (opened here when it is speculative)
         context = tracing.context_for(self.trace.utterance(utt.segment_id))
-        return asyncio.create_task(self._decode(self.request_for(utt)), context=context)
+        request = self.request_for(utt)
+        if not windowed(utt.audio):
+            return asyncio.create_task(self._decode(request), context=context)
+        # a span longer than the model hears (a manual turn): decoded in windows, one final
+        window = functools.partial(dataclasses.replace, request)
+        joined = decode_windows(utt.audio, lambda audio: self._decode(window(audio=audio)))
+        return asyncio.create_task(joined, context=context)
 
     async def _decode(self, request: AsrRequest) -> AsrResult:
         return await self.services.asr_batcher.submit_final(

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from fakes import FakeAsr
 from support import make_settings
 
 from session.doubles import ScriptedVad, Sink, services
-from streamer.pipeline.asr import AsrRequest
+from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.protocol import SessionConfig
 from streamer.session.outbox import Outbox
 from streamer.session.runtime import StreamSession
 
 FRAME = np.zeros(512, dtype="<i2").tobytes()  # one 32 ms window at 16 kHz
 SPEECH, PAUSE = 20, 6  # the default pause is 160 ms (5 windows); the utterance ends at 400 ms
+
+
+@dataclass
+class _StartedAsr(FakeAsr):
+    """Says when its first model call has begun."""
+
+    started: threading.Event = field(default_factory=threading.Event)
+
+    def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
+        self.started.set()
+        return super().transcribe_batch(requests)
 
 
 def _outcomes(session: StreamSession) -> dict[str, float]:
@@ -32,16 +46,14 @@ async def _settle(condition: object, tries: int = 50) -> None:
 
 
 async def test_a_speculation_is_withdrawn_from_the_queue_when_speech_resumes() -> None:
-    asr = FakeAsr(text="Hello there.", hang=True)
+    asr = _StartedAsr(text="Hello there.", hang=True)
     vad = ScriptedVad([0.0] + [0.9] * SPEECH + [0.0] * PAUSE + [0.9] * 3)
     async with services(asr=asr, vad=vad, settings=make_settings(batching=True)) as svc:
         # another session's decode holds the model, so this session's speculation waits in the queue
         blocker = asyncio.create_task(
             svc.asr_batcher.submit_final("other", ("transcribe", "en", ""), AsrRequest(np.zeros(1600)))
         )
-        async with asyncio.timeout(10):
-            while not asr.batches:  # the model thread has taken it
-                await asyncio.sleep(0.01)
+        assert await asyncio.to_thread(asr.started.wait, 10), "the model thread has taken it"
         config = SessionConfig(language="en", interim_results=False)
         session = StreamSession("sess_spec", "key", config, svc)
         session.attach(Outbox(Sink(), maxsize=64))
