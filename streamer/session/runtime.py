@@ -22,7 +22,6 @@ from streamer.guards.ratelimit import AudioPacer
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.audio import MODEL_RATE, PcmInput
 from streamer.pipeline.segmenter import Ended, Event, SegmenterConfig, Started, Utterance
-from streamer.pipeline.stability import PartialStabilizer
 from streamer.protocol import (
     EndReason,
     ServerMessage,
@@ -30,20 +29,17 @@ from streamer.protocol import (
     SpeechStarted,
     SpeechStopped,
     TranscriptFinal,
-    TranscriptPartial,
     TranslationFinal,
-    Warning_,
 )
 from streamer.services import Services
 from streamer.session.diarize import SessionSpeakers
 from streamer.session.finals import END_REASONS, Dropped, Finals, Pending, ResultMessage, ms
 from streamer.session.outbox import Outbox
+from streamer.session.partials import Partials
 from streamer.session.spans import decode_windows, windowed
 from streamer.session.turns import TurnDetector
 
 log = logging.getLogger(__name__)
-
-LAG_WARNING_EVERY_S = 5.0
 
 
 class StreamSession:
@@ -76,10 +72,7 @@ class StreamSession:
         # ends released when a late speculative decode says the sentence ended at its pause
         self._events_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
-        self._stabilizer = PartialStabilizer()
-        self._partial_mark = 0  # open-segment length (samples) at the last partial request
-        self._last_lag_warning = 0.0
-        self._speech_at: dict[int, float] = {}  # open segment id -> when its speech was detected
+        self._partials = Partials(self)
         self.trace: tracing.SessionTrace = tracing.NOOP  # its spans (set at the upgrade if tracing is on)
         # write-through of each final and translation (durable sessions), awaited before it is sent, so a
         # final a client saw is never lost with its instance
@@ -252,9 +245,7 @@ class StreamSession:
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, Started):
-            self._stabilizer = PartialStabilizer()
-            self._partial_mark = 0
-            self._speech_at = {event.segment_id: time.monotonic()}
+            self._partials.started(event.segment_id)
             await self.send(SpeechStarted(segment_id=event.segment_id, audio_start_ms=ms(event.start_sample)))
         elif isinstance(event, Ended):
             self.services.asr_batcher.discard_partial(self.session_id)
@@ -339,57 +330,11 @@ class StreamSession:
     # ---- partials
 
     def _maybe_partial(self) -> None:
-        s = self.services.settings
-        if not self.config.interim_results or self._turns.open_segment_id is None:
-            return
-        # under load, partials come less often so finals keep their latency
-        load = self.services.asr_batcher.utilization() if s.batching else 0.0
-        # (measured on the piper corpus, 16 synchronized sessions: partials took 40 % of the model's time
-        # while finals waited, so they make room from a third of the model's time on)
-        interval_ms = s.partial_interval_ms * (
-            1 if load < 0.35 else 2 if load < 0.6 else 4 if load < 0.8 else 8
-        )
-        utt = self._turns.open_audio()
-        if utt is None or utt.audio.size - self._partial_mark < interval_ms * MODEL_RATE // 1000:
-            return
-        self._partial_mark = utt.audio.size
-        request = self.request_for(utt)
-        fut = self.services.asr_batcher.submit_partial(
-            self.session_id, request.group, request, stale_after=1.5, tenant=self.key_id
-        )
-        self._keep(asyncio.create_task(self._deliver_partial(utt.segment_id, fut)))
+        task = self._partials.request(self._turns.open_audio())
+        if task is not None:
+            self._keep(task)
 
     def _keep(self, task: asyncio.Task[None]) -> None:
         """A task of this session's, referenced until it ends and joined by :meth:`abort`."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _deliver_partial(self, segment_id: int, fut: asyncio.Future[AsrResult | None]) -> None:
-        try:
-            result = await fut
-        except StreamerError:
-            return  # partials are best effort; the final reports model errors
-        if result is None:
-            await self._warn_lagging()
-            return
-        self.spend("partial", result)
-        if self._turns.open_segment_id != segment_id or self.outbox is None:
-            return
-        update = self._stabilizer.update(result.text)
-        if update is None:
-            return
-        partial = TranscriptPartial(segment_id=segment_id, text=update.text, stable_text=update.stable_text)
-        if not self.outbox.offer(partial):
-            self.services.metrics.partials_dropped.labels("outbox").inc()
-            await self._warn_lagging()
-        elif (speech_at := self._speech_at.pop(segment_id, None)) is not None:
-            self.services.metrics.first_partial_latency.observe(time.monotonic() - speech_at)
-
-    async def _warn_lagging(self) -> None:
-        now = time.monotonic()
-        if self.outbox is None or now - self._last_lag_warning < LAG_WARNING_EVERY_S:
-            return
-        self._last_lag_warning = now
-        self.outbox.offer(
-            Warning_(code="lagging", message="the server is behind; partial results are being skipped")
-        )

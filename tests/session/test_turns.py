@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,3 +93,72 @@ async def test_a_speculation_of_the_whole_utterance_is_its_final() -> None:
         await writer
     assert sink.types().count("transcript.final") == 1
     assert _outcomes(session) == {"used": 1, "wasted": 0, "withdrawn": 0}
+
+
+STEP = 100  # int16 levels between seconds
+
+
+@dataclass
+class _LevelsAsr(FakeAsr):
+    """Reads each second's level back as its word (a word per second mostly inside the request); clips
+    at 30 s as the engine does."""
+
+    def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
+        self.batches.append(len(requests))
+        return [AsrResult(text=_words(r.audio[: 30 * 16000]), language="en") for r in requests]
+
+
+class _PassVad:
+    """Scores everything silence and hands the audio on in windows (ScriptedVad makes up its own)."""
+
+    def __init__(self) -> None:
+        self._held = np.zeros(0, dtype=np.float32)
+
+    def new_stream(self) -> _PassVad:
+        return self
+
+    def probabilities(self, audio: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        self._held = np.concatenate([self._held, audio])
+        n = self._held.size // 512
+        windows = [self._held[i * 512 : (i + 1) * 512] for i in range(n)]
+        self._held = self._held[n * 512 :]
+        return np.zeros(n, dtype=np.float32), windows
+
+
+async def _partials_done() -> None:
+    async with asyncio.timeout(10):
+        while any("Partials." in repr(t) for t in asyncio.all_tasks()):  # noqa: ASYNC110 (no event to wait on)
+            await asyncio.sleep(0.005)
+
+
+def _words(audio: np.ndarray) -> str:
+    levels = np.rint(audio * 32768 / STEP).astype(int) - 1
+    values, counts = np.unique(levels[levels >= 0], return_counts=True)
+    return " ".join(f"w{k}" for k, n in zip(values, counts, strict=True) if n > 8000)
+
+
+async def test_a_partial_of_a_span_past_the_model_window_covers_all_of_it() -> None:
+    """A manual turn of 45 s: its partials decode the closed 28 s window once and then the rest, so the
+    latest partial says the whole span (decoding it whole, the engine heard its first 30 s only)."""
+    seconds = 45
+    async with services(asr=_LevelsAsr(), vad=_PassVad(), settings=make_settings(batching=False)) as svc:
+        session = StreamSession("sess_long", "key", SessionConfig(language="en", interim_results=True), svc)
+        session.retune(dataclasses.replace(svc.segmenter_config, gated=False, max_utterance_s=600.0))
+        sink = Sink()
+        outbox = Outbox(sink, maxsize=4096, max_bytes=1 << 24)
+        writer = asyncio.create_task(outbox.run())
+        session.attach(outbox)
+        for i in range(seconds * 16000 // 512):
+            level = (i * 512 // 16000 + 1) * STEP
+            await session.push_audio(np.full(512, level, dtype="<i2").tobytes())
+            if i % 31 == 30:  # about every second, the model keeps up: its partial is back
+                await _partials_done()
+        await session.drain()
+        await outbox.finish()
+        await writer
+    partials = [json.loads(t) for t in sink.sent if json.loads(t)["type"] == "transcript.partial"]
+    assert partials, sink.types()
+    last = partials[-1]["text"].split()
+    assert last == [f"w{k}" for k in range(len(last))] and len(last) >= seconds - 2, (
+        last
+    )  # past 30 s  # in order, past the first 30 s
