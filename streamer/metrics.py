@@ -105,7 +105,8 @@ class Metrics:
         self.speculations = Counter(
             "streamer_speculations",
             "Speculative finals (decoded at a pause) by outcome: used as the final, wasted (decoded, then"
-            " speech resumed or the utterance ended elsewhere), withdrawn (cancelled before its result)",
+            " speech resumed or the utterance ended elsewhere), withdrawn (cancelled before its result:"
+            " out of the model's queue if still there)",
             ["outcome"],
             registry=r,
         )
