@@ -34,7 +34,13 @@ from support import API_KEY, resample_pcm, to_bytes
 
 from streamer.adapters import deepgram_query, openai_options
 
-from . import test_deepgram, test_deepgram_codecs, test_openai_realtime, test_transcriptions
+from . import (
+    test_deepgram,
+    test_deepgram_codecs,
+    test_openai_realtime,
+    test_semantic_vad,
+    test_transcriptions,
+)
 from .conftest import Sentence, http_base, ws_base
 
 with warnings.catch_warnings():
@@ -316,6 +322,7 @@ OPENAI_HONOURED: dict[str, Callable[..., Any]] = {
     "threshold": test_turn_detection_threshold_and_prefix_padding_are_honoured,
     "prefix_padding_ms": test_turn_detection_threshold_and_prefix_padding_are_honoured,
     "languages": test_openai_languages.test_each_item_reports_its_detected_language,
+    "eagerness": test_semantic_vad.test_eagerness_sets_the_silence_that_ends_a_turn,
     **dict.fromkeys(
         ("client_secret", "expires_at", "anchor", "seconds", "modalities"),
         test_beta_client_secret_and_modalities,
