@@ -27,6 +27,10 @@ from streamer.session.outbox import Outbox
 from streamer.session.spans import cuts, windowed
 
 LAG_WARNING_EVERY_S = 5.0
+# Past this much open audio, partials come less often in proportion to its length: each costs a decode
+# of all of it, so at a fixed cadence an utterance's partials cost the square of its length; stretched,
+# the cost grows with its length only (and a span past the model's window decodes one window anyway)
+STRETCH_AFTER_S = 5.0
 STALE_AFTER_S = 1.5
 
 
@@ -77,7 +81,8 @@ class Partials:
         interval_ms = s.partial_interval_ms * (
             1 if load < 0.35 else 2 if load < 0.6 else 4 if load < 0.8 else 8
         )
-        if utt.audio.size - self._mark < interval_ms * MODEL_RATE // 1000:
+        stretch = max(1.0, utt.audio.size / MODEL_RATE / STRETCH_AFTER_S)
+        if utt.audio.size - self._mark < interval_ms * stretch * MODEL_RATE / 1000:
             return None
         if windowed(utt.audio):
             if self._in_flight:

@@ -162,3 +162,32 @@ async def test_a_partial_of_a_span_past_the_model_window_covers_all_of_it() -> N
     assert last == [f"w{k}" for k in range(len(last))] and len(last) >= seconds - 2, (
         last
     )  # past 30 s  # in order, past the first 30 s
+
+
+@dataclass
+class _MeteredAsr(FakeAsr):
+    """Counts the seconds of audio it was asked to decode."""
+
+    seconds: float = 0.0
+
+    def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
+        self.seconds += sum(r.audio.size for r in requests) / 16000
+        return [AsrResult(text=f"words {len(self.batches)}", language="en") for _ in requests]
+
+
+async def test_partials_of_a_long_utterance_cost_its_length_not_its_square() -> None:
+    """20 s of open speech with the model keeping up: at a fixed 500 ms cadence its 40 partials decode
+    410 s of audio (the square of its length); stretched past 5 s, under half of that."""
+    seconds, asr = 20, _MeteredAsr()
+    async with services(asr=asr, vad=_PassVad(), settings=make_settings(batching=False)) as svc:
+        session = StreamSession("sess_cost", "key", SessionConfig(language="en", interim_results=True), svc)
+        session.retune(dataclasses.replace(svc.segmenter_config, gated=False, max_utterance_s=600.0))
+        session.attach(Outbox(Sink(), maxsize=4096, max_bytes=1 << 24))
+        for i in range(seconds * 16000 // 512):
+            await session.push_audio(np.full(512, STEP, dtype="<i2").tobytes())
+            if i % 15 == 14:  # about every half second, the partial asked for is back
+                await _partials_done()
+        await _partials_done()
+        await session.abort()
+    fixed = sum(0.5 * k for k in range(1, 2 * seconds + 1))  # 410 s
+    assert 0 < asr.seconds < fixed / 2, asr.seconds
