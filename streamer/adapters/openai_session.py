@@ -337,10 +337,8 @@ def _rate(kind: FormatType, rate: int | None, param: str) -> int:
     return rate
 
 
-# semantic_vad's eagerness -> the silence that ends a turn. The "semantic" part is the turn detector's
-# verdict: a pause whose words so far do not end a sentence waits hold_ms longer (session/turns.py), so
-# a speaker who pauses mid-sentence keeps the turn at any eagerness; eagerness sets how long a pause
-# after a finished sentence must last (OpenAI: high answers soonest, low lets the speaker take their time)
+# semantic_vad's eagerness -> the silence after a finished sentence that ends the turn (a pause whose
+# words do not end a sentence waits hold_ms longer at any eagerness: the turn detector's verdict)
 EAGERNESS_SILENCE_MS = {"high": 300, "medium": 700, "auto": 700, "low": 1500}
 
 
