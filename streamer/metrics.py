@@ -114,6 +114,14 @@ class Metrics:
             "ASR model seconds (one worker) per second of model input (padded windows)",
             registry=r,
         )
+        self.speculations = Counter(
+            "streamer_speculations",
+            "Speculative finals (decoded at a pause) by outcome: used as the final, wasted (decoded, then"
+            " speech resumed or the utterance ended elsewhere), withdrawn (cancelled before its result:"
+            " out of the model's queue if still there)",
+            ["outcome"],
+            registry=r,
+        )
 
     def refused(self, e: StreamerError) -> None:
         """Count a refused session or request once, at the edge that answers it: by its code, unless

@@ -24,14 +24,13 @@ from streamer.edge.socket import SessionSocket
 from streamer.errors import (
     AuthError,
     BadRequestError,
-    ConfigError,
     FrameTooLargeError,
     RateLimitedError,
     StreamerError,
     UnsupportedLanguageError,
 )
 from streamer.guards.keys import KeyRecord
-from streamer.pipeline.segmenter import Segmenter, SegmenterConfig
+from streamer.pipeline.segmenter import SegmenterConfig
 from streamer.protocol import CloseCode, ServerMessage, SessionConfig, TranscriptFinal, TranslationFinal
 from streamer.services import Services
 from streamer.session.outbox import Reply
@@ -41,6 +40,8 @@ from streamer.session.runtime import StreamSession
 log = logging.getLogger(__name__)
 
 NO_ENDPOINT_MS = 3_600_000  # "never end an utterance on silence": only commits (and max length) end it
+# the longest span an ungated (manual) turn holds before it is split: 10 min of audio is 38 MB of samples
+MAX_COMMITTED_SPAN_S = 600.0
 
 
 async def key_record(services: Services, presented: str) -> KeyRecord:
@@ -98,6 +99,9 @@ class Turns:
     end_silence_ms: int | None = None
     start_threshold: float | None = None
     pre_roll_ms: int | None = None
+    # False: the client's commits are the turns: the span between two is one utterance with all of its
+    # audio, not cut to the speech the VAD heard nor split at max_utterance_s (OpenAI, turn_detection null)
+    gated: bool = True
 
     def apply(self, base: SegmenterConfig) -> SegmenterConfig:
         cfg = base
@@ -107,6 +111,8 @@ class Turns:
             cfg = dataclasses.replace(cfg, start_threshold=self.start_threshold, end_threshold=end)
         if self.pre_roll_ms is not None:
             cfg = dataclasses.replace(cfg, pre_roll_ms=self.pre_roll_ms)
+        if not self.gated:
+            cfg = dataclasses.replace(cfg, gated=False, max_utterance_s=MAX_COMMITTED_SPAN_S)
         silence = NO_ENDPOINT_MS if self.end_silence_ms is None else self.end_silence_ms
         # a pause (for speculative decoding) must stay shorter than the silence that ends an utterance
         return dataclasses.replace(
@@ -115,22 +121,9 @@ class Turns:
 
 
 def retune(session: StreamSession, turns: Turns) -> None:
-    """Apply ``turns`` to the session's segmenter. Only between utterances: the audio clock and the
-    segment numbering carry over, nothing that was spoken is lost."""
-    old = session.segmenter
-    if old.open_segment_id is not None:
-        raise ConfigError("turn detection can change only between utterances")
-    services = session.services
-    config = turns.apply(services.segmenter_config).for_input_rate(session.config.sample_rate)
-    new = Segmenter(config)
-    new.continue_at(old.samples, old._next_id)  # (the segmenter has no public reader of its next id)
-    session.segmenter = new
-
-
-def rethreshold(session: StreamSession, turns: Turns) -> None:
-    """Put ``turns``' thresholds back after a sample-rate change reset the segmenter's config."""
-    config = turns.apply(session.services.segmenter_config).for_input_rate(session.config.sample_rate)
-    session.segmenter.config = config
+    """Apply ``turns`` to the session's turn detection. Only between utterances (``ConfigError``): the
+    audio clock and the segment numbering carry over, nothing that was spoken is lost."""
+    session.retune(turns.apply(session.services.segmenter_config))
 
 
 class Reframer:
@@ -248,7 +241,7 @@ class AdapterConnection(SessionSocket):
     def _vad_committed(self) -> bool:
         """Whether the segment open after the last push has ended since (in a push, or when a decode's
         verdict released its pause): the VAD committed the buffer, and at most one frame was left."""
-        now = self.session.segmenter.open_segment_id
+        now = self.session.open_segment_id
         ended = self._open_seen is not None and now != self._open_seen
         self._open_seen = now
         if ended:
@@ -258,7 +251,7 @@ class AdapterConnection(SessionSocket):
     def emptied(self) -> None:
         """The client committed or cleared the buffer (after the session ended its segment, if any)."""
         self.uncommitted_ms = 0.0
-        self._open_seen = self.session.segmenter.open_segment_id
+        self._open_seen = self.session.open_segment_id
 
     def buffered_ms(self) -> float:
         """The audio not yet committed (by the client or the VAD)."""

@@ -40,6 +40,10 @@ class SegmenterConfig:
     hold_ms: int = 400  # extra silence a pause gets when the words so far do not end a sentence
     tail_ms: int = 128
     max_utterance_s: float = 15.0
+    # False: manual turns (the client commits): the span between commits is one utterance, all of its
+    # audio, whatever the VAD says (no speech gating, no pause, no end on silence); the VAD's scores
+    # still measure how much of it is speech
+    gated: bool = True
 
     def windows(self, ms: float) -> int:
         return max(1, round(ms / WINDOW_MS))
@@ -167,8 +171,8 @@ class Segmenter:
         cfg = self.config
         if self._open is None:
             self._pre_roll.append((window, prob))
-            self._onset = self._onset + 1 if prob >= cfg.start_threshold else 0
-            if self._onset < self._start_windows:
+            self._onset = self._onset + 1 if prob >= cfg.start_threshold or not cfg.gated else 0
+            if self._onset < self._start_windows and cfg.gated:
                 return []
             windows, probs = zip(*self._pre_roll, strict=True)
             return [self._start(list(windows), list(probs))]
@@ -176,7 +180,10 @@ class Segmenter:
         seg.windows.append(window)
         seg.probs.append(prob)
         events: list[Event] = []
-        if prob >= cfg.end_threshold:
+        if not cfg.gated:
+            seg.last_voiced = len(seg.windows) - 1
+            seg.voiced += prob >= cfg.end_threshold
+        elif prob >= cfg.end_threshold:
             seg.last_voiced = len(seg.windows) - 1
             seg.voiced += 1
             seg.silence_run = 0
@@ -203,7 +210,7 @@ class Segmenter:
         seg = _Open(self._next_id, max(0, start), list(windows), list(probs))
         voiced = [i for i, p in enumerate(probs) if p >= self.config.end_threshold]
         seg.voiced = len(voiced)
-        seg.last_voiced = voiced[-1] if voiced else -1
+        seg.last_voiced = voiced[-1] if voiced and self.config.gated else len(probs) - 1
         seg.silence_run = len(probs) - 1 - seg.last_voiced
         self._next_id += 1
         self._open = seg
@@ -213,9 +220,10 @@ class Segmenter:
         return Started(seg.segment_id, seg.start_sample)
 
     def _utterance(self, seg: _Open) -> Utterance | None:
-        if seg.voiced < self._min_voiced:
+        gated = self.config.gated
+        if (seg.voiced if gated else len(seg.windows)) < self._min_voiced:
             return None
-        keep = min(len(seg.windows), seg.last_voiced + 1 + self._tail_windows)
+        keep = min(len(seg.windows), seg.last_voiced + 1 + self._tail_windows) if gated else len(seg.windows)
         audio = seg.audio(keep)
         clear = sum(p >= CLEAR_SPEECH_PROB for p in seg.probs[:keep])
         voiced = sum(p >= self.config.end_threshold for p in seg.probs[:keep])
@@ -268,6 +276,10 @@ class Segmenter:
         keep = min(len(seg.windows), seg.last_voiced + 1 + self._tail_windows)
         return seg if seg.start_sample + keep * WINDOW == end_sample else None
 
+    def pausing(self, segment_id: int, end_sample: int) -> bool:
+        """Whether the pause whose utterance ends at ``end_sample`` still lasts (speech has not resumed)."""
+        return self._at_pause(segment_id, end_sample) is not None
+
     def await_verdict(self, segment_id: int, end_sample: int) -> None:
         """Do not end this pause at ``end_silence_ms`` before :meth:`release` or :meth:`hold` says
         whether the sentence ends here (at most ``hold_ms`` longer): the one who decodes the words so far
@@ -309,6 +321,11 @@ class Segmenter:
         self._next_id = next_segment_id
 
     @property
+    def next_segment_id(self) -> int:
+        """The id the next segment will get (a retuned segmenter carries the numbering on)."""
+        return self._next_id
+
+    @property
     def open_segment_id(self) -> int | None:
         return self._open.segment_id if self._open else None
 
@@ -318,6 +335,6 @@ class Segmenter:
             self._onset = 0
             return None
         seg = self._open
-        if seg.silence_run < self._tail_windows:
+        if seg.silence_run < self._tail_windows and self.config.gated:
             seg.last_voiced = len(seg.windows) - 1 - self._tail_windows
         return self._end(reason)

@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from streamer.errors import SessionNotFoundError, StreamerError
 from streamer.guards.load import LoadMeter
 from streamer.guards.ratelimit import AudioPacer
-from streamer.pipeline.audio import MODEL_RATE
 from streamer.protocol import CloseCode, SessionConfig, TranscriptFinal, TranslationFinal, dump
 from streamer.services import Services
 from streamer.session.runtime import StreamSession
@@ -277,10 +276,13 @@ class DurableSessions:
     ) -> StreamSession:
         """A session carrying on from its stored state: same seq, clock, segment ids and session limit."""
         session = StreamSession(session_id, state.key_id, state.config, self.services, load=load)
-        session.seq = state.seq
-        session.history = list(history)
-        session.segmenter.continue_at(state.transcribed_until_ms * MODEL_RATE // 1000, state.next_segment_id)
-        session.started_at = time.monotonic() - max(0.0, time.time() - state.started_at)
+        session.restore(
+            state.seq,
+            history,
+            state.transcribed_until_ms,
+            state.next_segment_id,
+            time.time() - state.started_at,
+        )
         self.journal(session, state)
         return session
 
@@ -341,7 +343,7 @@ class ResentAudio:
         received = max(clock_ms, received_ms or 0)
         start = min(audio_from_ms, received)
         if start > clock_ms:
-            session.segmenter.samples += (start - clock_ms) * MODEL_RATE // 1000
+            session.skip_to(start)
         else:
             self.skip_samples = (clock_ms - start) * session.config.sample_rate // 1000
         final_end = max(

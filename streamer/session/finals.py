@@ -43,6 +43,7 @@ from streamer.protocol import (
     Warning_,
 )
 from streamer.services import Services
+from streamer.session import spans
 from streamer.session.diarize import Part, SessionSpeakers
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ END_REASONS: dict[str, EndReason] = {
     "drain": "drain",
     "disconnect": "drain",
 }
+
+
+def _never() -> bool:
+    return False
 
 
 def ms(samples: int) -> int:
@@ -212,7 +217,8 @@ class Finals:
                     utt.speech_ms,
                     host.fallback,
                     utt.voiced_ms,
-                    host.fallback_allowed,
+                    # a span decoded in windows has no fallback: one decode of it all would be clipped
+                    host.fallback_allowed if not spans.windowed(utt.audio) else _never,
                 )
             except StreamerError as e:
                 self._fail(e, utt.segment_id, "fallback decode")

@@ -9,11 +9,11 @@ client) instead of piling up audio; a model failure ends the session (``failure`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 from streamer import tracing
 from streamer.errors import StreamerError
@@ -21,9 +21,7 @@ from streamer.guards.load import LoadMeter, speech_share
 from streamer.guards.ratelimit import AudioPacer
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.audio import MODEL_RATE, PcmInput
-from streamer.pipeline.fallback import ends_sentence
-from streamer.pipeline.segmenter import Ended, Event, Paused, Segmenter, Started, Utterance
-from streamer.pipeline.stability import PartialStabilizer
+from streamer.pipeline.segmenter import Ended, Event, SegmenterConfig, Started, Utterance
 from streamer.protocol import (
     EndReason,
     ServerMessage,
@@ -31,32 +29,24 @@ from streamer.protocol import (
     SpeechStarted,
     SpeechStopped,
     TranscriptFinal,
-    TranscriptPartial,
     TranslationFinal,
-    Warning_,
 )
 from streamer.services import Services
 from streamer.session.diarize import SessionSpeakers
 from streamer.session.finals import END_REASONS, Dropped, Finals, Pending, ResultMessage, ms
 from streamer.session.outbox import Outbox
+from streamer.session.partials import Partials
+from streamer.session.spans import decode_windows, windowed
+from streamer.session.turns import TurnDetector
 
 log = logging.getLogger(__name__)
 
-LAG_WARNING_EVERY_S = 5.0
-VERDICT_WAIT_MAX_LOAD = 0.4  # the model's busy share above which a pause does not wait for its verdict
-
-
-@dataclass
-class _Speculation:
-    """A transcription started at a pause, reused if the utterance ends with exactly that audio."""
-
-    segment_id: int
-    end_sample: int
-    utterance: Utterance
-    task: asyncio.Task[AsrResult]
-
 
 class StreamSession:
+    """A thin owner over its turn detector (where utterances end) and its finals (what is sent for
+    them): surfaces call its intent methods (``push_audio``, ``commit``, ``clear``, ``retune``,
+    ``restore``, ``skip_to``), never its parts."""
+
     def __init__(
         self,
         session_id: str,
@@ -70,64 +60,99 @@ class StreamSession:
         self.key_id = key_id
         self.config = config
         self.services = services
-        s = services.settings
-        self.pcm = PcmInput(config.sample_rate, max_frame_ms=s.max_frame_ms, encoding=config.encoding)
-        self.vad = services.vad.new_stream()
-        self.segmenter = Segmenter(services.segmenter_config.for_input_rate(config.sample_rate))
+        self._turns = TurnDetector(
+            config, services, decode=self._transcribe, spend=self.spend, on_release=self._on_release
+        )
         self.outbox: Outbox | None = None
         self.load = load if load is not None else LoadMeter()
         self.speech_s = 0.0  # audio of the utterances transcribed so far
         self.pacer: AudioPacer | None = None  # its connection's real-time pacer, kept for a resume (ws.py)
-        self.started_at = time.monotonic()
-        self._speculation: _Speculation | None = None
+        self._started_at = time.monotonic()
         # segmentation events are handled one batch at a time, in order: the reader's audio, and utterance
         # ends released when a late speculative decode says the sentence ended at its pause
         self._events_lock = asyncio.Lock()
-        self._released: deque[Ended] = deque()
         self._background: set[asyncio.Task[None]] = set()
-        self._stabilizer = PartialStabilizer()
-        self._partial_mark = 0  # open-segment length (samples) at the last partial request
-        self._last_lag_warning = 0.0
-        self._speech_at: dict[int, float] = {}  # open segment id -> when its speech was detected
+        self._partials = Partials(self)
         self.trace: tracing.SessionTrace = tracing.NOOP  # its spans (set at the upgrade if tracing is on)
         # write-through of each final and translation (durable sessions), awaited before it is sent, so a
         # final a client saw is never lost with its instance
         self.on_result: Callable[[TranscriptFinal | TranslationFinal], Awaitable[None]] | None = None
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
         self.speakers = SessionSpeakers(session_id, services.speakers)  # labels with ``diarize``
-        self.finals = Finals(self)  # its emitter, numbering and history
+        self._finals = Finals(self)  # its emitter, numbering and history
 
     @property
     def seq(self) -> int:
         """The number of the latest final."""
-        return self.finals.seq
-
-    @seq.setter
-    def seq(self, seq: int) -> None:
-        self.finals.seq = seq
+        return self._finals.seq
 
     @property
     def history(self) -> Sequence[ResultMessage]:
         """The latest finals and translations, for a resume's replay."""
-        return self.finals.history
+        return self._finals.history
 
-    @history.setter
-    def history(self, messages: Sequence[ResultMessage]) -> None:
-        self.finals.history = messages
+    @property
+    def started_at(self) -> float:
+        """When the session started (``time.monotonic``; a resumed one keeps its first start)."""
+        return self._started_at
+
+    @property
+    def pcm(self) -> PcmInput:
+        """The input format: its sample size, largest frame and seconds per frame."""
+        return self._turns.pcm
+
+    @property
+    def open_segment_id(self) -> int | None:
+        """The utterance in speech now, if any."""
+        return self._turns.open_segment_id
+
+    @property
+    def turn_config(self) -> SegmenterConfig:
+        """The turn rules in force (at the input's rate)."""
+        return self._turns.config
 
     @property
     def failure(self) -> StreamerError | None:
         """Why the session cannot go on (its model failed), if it cannot."""
-        return self.finals.failure
+        return self._finals.failure
 
     @property
     def on_fatal(self) -> Callable[[StreamerError], None] | None:
         """Told once when the session fails (its connection ends on it)."""
-        return self.finals.on_failure
+        return self._finals.on_failure
 
     @on_fatal.setter
     def on_fatal(self, callback: Callable[[StreamerError], None] | None) -> None:
-        self.finals.on_failure = callback
+        self._finals.on_failure = callback
+
+    def restore(
+        self, seq: int, history: Sequence[ResultMessage], audio_ms: int, next_segment_id: int, age_s: float
+    ) -> None:
+        """Carry on a session another instance served: its numbering, replayable finals, audio clock, and
+        age (``age_s`` since it started). Only before any audio."""
+        self._turns.continue_at(audio_ms * MODEL_RATE // 1000, next_segment_id)
+        self._finals.seq = seq
+        self._finals.history = list(history)
+        self._started_at = time.monotonic() - max(0.0, age_s)
+
+    def skip_to(self, audio_ms: int) -> None:
+        """Move the audio clock ahead to ``audio_ms``: audio this session never received (it died with
+        its instance), so the times of later finals stay true."""
+        self._turns.skip_to(audio_ms)
+
+    def retune(self, turns: SegmenterConfig) -> None:
+        """New turn rules (before the input rate's thresholds), between utterances only (``ConfigError``
+        otherwise); a later sample-rate change keeps them."""
+        self._turns.retune(turns, self.config.sample_rate)
+
+    async def clear(self) -> int | None:
+        """Forget the open utterance: it is never transcribed nor answered. Returns its segment id."""
+        async with self._events_lock:
+            await self._flush_released()
+            cleared = self._turns.clear()
+            if cleared is not None:
+                self.services.asr_batcher.discard_partial(self.session_id)
+            return cleared
 
     # ---- lifecycle
 
@@ -139,7 +164,7 @@ class StreamSession:
         through the new outbox and none is replayed twice.
         """
         self.outbox = outbox
-        self.finals.start()
+        self._finals.start()
         if last_seq is None:
             return []
         return [m for m in self.history if m.seq > last_seq]
@@ -153,22 +178,19 @@ class StreamSession:
     @property
     def speech_share(self) -> float:
         """The share of this session's audio expected to be speech (admission's load estimate)."""
-        return speech_share(self.speech_s, self.segmenter.samples / MODEL_RATE)
+        return speech_share(self.speech_s, self._turns.samples / MODEL_RATE)
 
     @property
     def audio_ms(self) -> int:
-        return ms(self.segmenter.samples)
+        return ms(self._turns.samples)
 
     async def push_audio(self, frame: bytes) -> None:
         """One binary frame: validate, resample, segment, and schedule transcription."""
-        audio = self.pcm.push(frame)
-        self.services.metrics.audio_seconds.inc(self.pcm.seconds(frame))
-        if audio.size == 0:
-            return
         async with self._events_lock:
             await self._flush_released()
-            probs, windows = self.vad.probabilities(audio)
-            for event in self.segmenter.feed(probs, windows):
+            events = self._turns.feed(frame)
+            self.services.metrics.audio_seconds.inc(self.pcm.seconds(frame))
+            for event in events:
                 await self._on_event(event)
         self._maybe_partial()
 
@@ -176,7 +198,7 @@ class StreamSession:
         """End the open utterance now (``input_audio.commit``, ``session.close``, shutdown)."""
         async with self._events_lock:
             await self._flush_released()
-            ended = self.segmenter.finish(reason)
+            ended = self._turns.finish(reason)
             if ended is not None:
                 await self._on_event(ended)
 
@@ -185,14 +207,12 @@ class StreamSession:
 
         ``reason`` says who ended the stream: ``close`` the client, ``drain`` the server."""
         await self.commit(reason)
-        await self.finals.drain()
+        await self._finals.drain()
 
     async def abort(self) -> None:
         """The connection is gone: stop work in flight without delivering it, and wait until it has."""
-        speculative = self._speculation.task if self._speculation else None
-        if speculative is not None:
-            speculative.cancel()
-        emitter = self.finals.abort()
+        self._turns.abort()
+        emitter = self._finals.abort()
         stopping = {t for t in (emitter, *self._background) if t is not None and not t.done()}
         for task in stopping:
             task.cancel()
@@ -210,16 +230,10 @@ class StreamSession:
         """Apply a validated ``session.update``; a new sample rate flushes the resampler first, and what
         its tail completes (an utterance's end, say) is handled like any other audio."""
         if (config.sample_rate, config.encoding) != (self.config.sample_rate, self.config.encoding):
-            s = self.services.settings
-            tail = self.pcm.flush()
-            if tail.size:
-                async with self._events_lock:
-                    await self._flush_released()
-                    probs, windows = self.vad.probabilities(tail)
-                    for event in self.segmenter.feed(probs, windows):
-                        await self._on_event(event)
-            self.pcm = PcmInput(config.sample_rate, max_frame_ms=s.max_frame_ms, encoding=config.encoding)
-            self.segmenter.config = self.services.segmenter_config.for_input_rate(config.sample_rate)
+            async with self._events_lock:
+                await self._flush_released()
+                for event in self._turns.set_rate(config):
+                    await self._on_event(event)
         self.config = config
 
     # ---- segmentation events
@@ -231,75 +245,34 @@ class StreamSession:
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, Started):
-            self._stabilizer = PartialStabilizer()
-            self._partial_mark = 0
-            self._speech_at = {event.segment_id: time.monotonic()}
+            self._partials.started(event.segment_id)
             await self.send(SpeechStarted(segment_id=event.segment_id, audio_start_ms=ms(event.start_sample)))
-        elif isinstance(event, Paused):
-            if self.services.settings.batching:
-                # a pause after speech resumed: the earlier speculation can no longer be the final
-                self._drop_speculation()
-                self._speculate(event.utterance)
         elif isinstance(event, Ended):
             self.services.asr_batcher.discard_partial(self.session_id)
             await self.send(SpeechStopped(segment_id=event.segment_id, audio_end_ms=ms(event.end_sample)))
             utt = event.utterance
-            spec = self._speculation
             end_reason = END_REASONS[event.reason]
             if utt is None:
-                self._drop_speculation()
+                self._turns.drop_speculation()
                 self.trace.done(event.segment_id, "too_short")
                 # its speech.stopped was sent: its answer (an empty final) follows, in order
                 start, end = ms(event.start_sample), ms(event.end_sample)
-                await self.finals.put(Dropped(event.segment_id, start, end, end_reason))
+                await self._finals.put(Dropped(event.segment_id, start, end, end_reason))
                 return
-            self.finals.ended_at[event.segment_id] = time.monotonic()
+            self._finals.ended_at[event.segment_id] = time.monotonic()
             self.trace.vad_end(event.segment_id, ms(event.end_sample))
             self.speech_s += utt.duration_s
             self.load.record(speech_s=utt.duration_s, key=self.key_id)
             self.load.fallback.record_speech(self.key_id, self.session_id, utt.duration_s)
-            if spec is not None and spec.segment_id == utt.segment_id and spec.end_sample == utt.end_sample:
-                self._speculation = None
-                await self.finals.put(Pending(utt, spec.task, "speculative_used", end_reason))
+            speculative = self._turns.take_speculation(utt)
+            if speculative is not None:
+                await self._finals.put(Pending(utt, speculative, "speculative_used", end_reason))
             else:
-                self._drop_speculation()
-                await self.finals.put(Pending(utt, self._transcribe(utt), "final", end_reason))
+                await self._finals.put(Pending(utt, self._transcribe(utt), "final", end_reason))
 
-    def _speculate(self, utt: Utterance) -> None:
-        spec = _Speculation(utt.segment_id, utt.end_sample, utt, self._transcribe(utt))
-        spec.task.add_done_callback(lambda _: self._on_speculated(spec))
-        self._speculation = spec
-        # Waiting for the verdict only pays while decodes come back within the pause. Under load they do
-        # not, and a finished sentence then waits out the hold and merges with the next one (16
-        # synchronized corpus sessions: 3 of 48 merged, p95 4.4 s): the pause then ends at the usual
-        # silence, and a verdict that is back in time can still hold it.
-        if self.services.asr_batcher.utilization() < VERDICT_WAIT_MAX_LOAD:
-            self.segmenter.await_verdict(utt.segment_id, utt.end_sample)
-
-    def _drop_speculation(self) -> None:
-        """Forget the speculative final: withdrawn from the model's queue if it has not run yet."""
-        spec, self._speculation = self._speculation, None
-        if spec is None:
-            return
-        if spec.task.done() and not spec.task.cancelled() and spec.task.exception() is None:
-            self.spend("speculative_wasted", spec.task.result())
-        spec.task.cancel()
-
-    def _on_speculated(self, spec: _Speculation) -> None:
-        """A speculative decode is back while its pause lasts: an unfinished sentence holds the pause."""
-        if self._speculation is not spec:
-            return
-        failed = spec.task.cancelled() or spec.task.exception() is not None
-        utt = spec.utterance
-        if not failed and not ends_sentence(spec.task.result(), utt.audio, utt.voiced_ms):
-            self.segmenter.hold(spec.segment_id, spec.end_sample)
-            return
-        # the sentence ends here; if its silence already ran out while the decode was on its way, the
-        # utterance ends now, in order with the events of the audio still to come
-        ended = self.segmenter.release(spec.segment_id, spec.end_sample)
-        if ended is not None:
-            self._released.append(ended)
-            self._keep(asyncio.create_task(self._flush_released_locked(), name=f"released-{self.session_id}"))
+    def _on_release(self) -> None:
+        """A late verdict ended an utterance outside a push: handled in order with the audio to come."""
+        self._keep(asyncio.create_task(self._flush_released_locked(), name=f"released-{self.session_id}"))
 
     async def _flush_released_locked(self) -> None:
         async with self._events_lock:
@@ -307,8 +280,8 @@ class StreamSession:
 
     async def _flush_released(self) -> None:
         """Handle utterance ends the segmenter released outside of ``feed`` (caller holds the lock)."""
-        while self._released:
-            await self._on_event(self._released.popleft())
+        while (ended := self._turns.released()) is not None:
+            await self._on_event(ended)
 
     def spend(self, kind: str, result: AsrResult) -> None:
         """Account the model time a result cost to what it was for.
@@ -334,7 +307,13 @@ class StreamSession:
     def _transcribe(self, utt: Utterance) -> asyncio.Task[AsrResult]:
         # its model batches belong to the utterance's span (opened here when it is speculative)
         context = tracing.context_for(self.trace.utterance(utt.segment_id))
-        return asyncio.create_task(self._decode(self.request_for(utt)), context=context)
+        request = self.request_for(utt)
+        if not windowed(utt.audio):
+            return asyncio.create_task(self._decode(request), context=context)
+        # a span longer than the model hears (a manual turn): decoded in windows, one final
+        window = functools.partial(dataclasses.replace, request)
+        joined = decode_windows(utt.audio, lambda audio: self._decode(window(audio=audio)))
+        return asyncio.create_task(joined, context=context)
 
     async def _decode(self, request: AsrRequest) -> AsrResult:
         return await self.services.asr_batcher.submit_final(
@@ -354,57 +333,11 @@ class StreamSession:
     # ---- partials
 
     def _maybe_partial(self) -> None:
-        s = self.services.settings
-        if not self.config.interim_results or self.segmenter.open_segment_id is None:
-            return
-        # under load, partials come less often so finals keep their latency
-        load = self.services.asr_batcher.utilization() if s.batching else 0.0
-        # (measured on the piper corpus, 16 synchronized sessions: partials took 40 % of the model's time
-        # while finals waited, so they make room from a third of the model's time on)
-        interval_ms = s.partial_interval_ms * (
-            1 if load < 0.35 else 2 if load < 0.6 else 4 if load < 0.8 else 8
-        )
-        utt = self.segmenter.open_audio()
-        if utt is None or utt.audio.size - self._partial_mark < interval_ms * MODEL_RATE // 1000:
-            return
-        self._partial_mark = utt.audio.size
-        request = self.request_for(utt)
-        fut = self.services.asr_batcher.submit_partial(
-            self.session_id, request.group, request, stale_after=1.5, tenant=self.key_id
-        )
-        self._keep(asyncio.create_task(self._deliver_partial(utt.segment_id, fut)))
+        task = self._partials.request(self._turns.open_audio())
+        if task is not None:
+            self._keep(task)
 
     def _keep(self, task: asyncio.Task[None]) -> None:
         """A task of this session's, referenced until it ends and joined by :meth:`abort`."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _deliver_partial(self, segment_id: int, fut: asyncio.Future[AsrResult | None]) -> None:
-        try:
-            result = await fut
-        except StreamerError:
-            return  # partials are best effort; the final reports model errors
-        if result is None:
-            await self._warn_lagging()
-            return
-        self.spend("partial", result)
-        if self.segmenter.open_segment_id != segment_id or self.outbox is None:
-            return
-        update = self._stabilizer.update(result.text)
-        if update is None:
-            return
-        partial = TranscriptPartial(segment_id=segment_id, text=update.text, stable_text=update.stable_text)
-        if not self.outbox.offer(partial):
-            self.services.metrics.partials_dropped.labels("outbox").inc()
-            await self._warn_lagging()
-        elif (speech_at := self._speech_at.pop(segment_id, None)) is not None:
-            self.services.metrics.first_partial_latency.observe(time.monotonic() - speech_at)
-
-    async def _warn_lagging(self) -> None:
-        now = time.monotonic()
-        if self.outbox is None or now - self._last_lag_warning < LAG_WARNING_EVERY_S:
-            return
-        self._last_lag_warning = now
-        self.outbox.offer(
-            Warning_(code="lagging", message="the server is behind; partial results are being skipped")
-        )

@@ -41,6 +41,7 @@ from . import (
     test_deepgram_formatting,
     test_deepgram_keyterms,
     test_openai_realtime,
+    test_semantic_vad,
     test_transcription_options,
     test_transcriptions,
 )
@@ -373,6 +374,7 @@ OPENAI_HONOURED: dict[str, Callable[..., Any]] = {
     "threshold": test_turn_detection_threshold_and_prefix_padding_are_honoured,
     "prefix_padding_ms": test_turn_detection_threshold_and_prefix_padding_are_honoured,
     "languages": test_openai_languages.test_each_item_reports_its_detected_language,
+    "eagerness": test_semantic_vad.test_eagerness_sets_the_silence_that_ends_a_turn,
     **dict.fromkeys(
         ("prompt", "keywords", "include"),
         test_transcription_options.test_realtime_prompt_keywords_and_logprobs,

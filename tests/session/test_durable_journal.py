@@ -83,7 +83,7 @@ async def test_a_claimed_session_carries_on_its_clock_seq_and_segment_ids() -> N
         other = DurableSessions(svc, instance_id="b")
         state, history = await other.claim("sess_1", "key")
         session = other.restore("sess_1", state, history, LoadMeter())
-        assert (session.seq, session.audio_ms, session.segmenter.open_segment_id) == (4, 4200, None)
+        assert (session.seq, session.audio_ms, session.open_segment_id) == (4, 4200, None)
         assert [m.seq for m in session.history] == [4]
         assert session.on_result is not None  # written through from here on, by "b"
         # another key's resume does not get it
@@ -94,7 +94,7 @@ async def test_a_claimed_session_carries_on_its_clock_seq_and_segment_ids() -> N
 async def test_resent_audio_skips_what_was_transcribed_and_jumps_over_what_was_lost() -> None:
     async with services() as svc:
         session = new_session(svc)
-        session.segmenter.continue_at(2000 * 16, 3)  # transcribed until 2,000 ms
+        session.restore(0, [], 2000, 3, 0.0)  # transcribed until 2,000 ms
         resent = ResentAudio(session, audio_from_ms=1500)
         assert resent.skip_samples == 500 * 16
         frame = b"\x00\x00" * 1600 * 3  # 300 ms
@@ -105,7 +105,7 @@ async def test_resent_audio_skips_what_was_transcribed_and_jumps_over_what_was_l
         assert not resent.exempt(0.1)  # only the 500 ms the session had received after 1,500 ms go unpaced
 
         later = new_session(svc, "sess_2")
-        later.segmenter.continue_at(2000 * 16, 3)
+        later.restore(0, [], 2000, 3, 0.0)
         ResentAudio(later, audio_from_ms=2600, received_ms=3000)  # the client lost 600 ms: the clock jumps
         assert later.audio_ms == 2600
         ResentAudio(later, audio_from_ms=2_060_000, received_ms=3000)  # but never past what was received
@@ -118,7 +118,7 @@ async def test_a_resume_elsewhere_after_a_crash_moves_the_clock_at_most_to_the_a
         first = DurableSessions(svc, instance_id="a")
         session = new_session(svc)
         journal = first.journal(session)
-        session.segmenter.samples = 5000 * 16  # 5 s of audio received, one final up to 4,200 ms
+        session.skip_to(5000)  # 5 s of audio received, one final up to 4,200 ms
         await journal.record(final(1, 3000, 4200))
         await svc.backend.beat("b", 60.0)  # instance a dies here, without parking
         other = DurableSessions(svc, instance_id="b")
@@ -130,8 +130,7 @@ async def test_a_resume_elsewhere_after_a_crash_moves_the_clock_at_most_to_the_a
         assert resumed.audio_ms == 5000  # not an hour: the clock stops at the audio instance a received
         assert resent.allowance_s == 0.0  # and nothing after it goes unpaced
         again = new_session(svc, "sess_2")
-        again.segmenter.continue_at(4200 * 16, 2)
-        again.history = list(history)
+        again.restore(0, history, 4200, 2, 0.0)
         # the client's buffer from its last final: the 800 ms a had received and not transcribed is exempt
         assert ResentAudio(again, audio_from_ms=4200, received_ms=5000).allowance_s == pytest.approx(0.8)
 

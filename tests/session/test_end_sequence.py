@@ -48,7 +48,7 @@ class _Gone:
 
 
 def _silence_to_end(session: StreamSession) -> int:
-    probe = Segmenter(session.segmenter.config)
+    probe = Segmenter(session.turn_config)
     window = np.full(512, 0.3, dtype=np.float32)
     probe.feed(np.ones(SPEECH_WINDOWS, dtype=np.float32), [window] * SPEECH_WINDOWS)
     for n in range(1, 200):
@@ -177,7 +177,7 @@ async def test_history_is_bounded_and_abort_joins_the_sessions_tasks() -> None:
         await session.abort()
         left = {t for t in before if not t.done() and t.get_name() != writer.get_name()}
         left.discard(asyncio.current_task())  # type: ignore[arg-type]
-        assert not [t for t in left if "sess_long" in repr(t) or "_deliver_partial" in repr(t)], left
+        assert not [t for t in left if "sess_long" in repr(t) or "Partials." in repr(t)], left
         writer.cancel()
 
 

@@ -23,7 +23,7 @@ FRAME_8K = np.zeros(160, dtype="<i2").tobytes()  # 20 ms at 8 kHz
 def _silence_to_end(session: StreamSession) -> int:
     """How many silent windows after SPEECH_WINDOWS voiced ones end an utterance, for this session's
     segmenter config (a separate, pure segmenter answers it)."""
-    probe = Segmenter(session.segmenter.config)
+    probe = Segmenter(session.turn_config)
     window = np.full(512, 0.3, dtype=np.float32)
     probe.feed(np.ones(SPEECH_WINDOWS, dtype=np.float32), [window] * SPEECH_WINDOWS)
     for n in range(1, 200):

@@ -66,7 +66,7 @@ class ChannelSession:
 
     async def finalize(self) -> None:
         await self._feed.flush()
-        open_id = self.session.segmenter.open_segment_id
+        open_id = self.session.open_segment_id
         await self.session.commit("finalize")
         await self.outbox.put(Reply((functools.partial(self.renderer.finalize, open_id),)))
 

@@ -240,7 +240,7 @@ class DeepgramConnection(AdapterConnection):
         last one still coming, or that none is (then an empty result answers the Finalize).
         """
         await self.flush_audio()
-        open_id = self.session.segmenter.open_segment_id
+        open_id = self.session.open_segment_id
         await self.session.commit("finalize")
         await self.outbox.put(Reply((functools.partial(self.renderer.finalize, open_id),)))
         for channel in self.channels:

@@ -29,14 +29,14 @@ class Refusal(NamedTuple):
 
 _TURNS: dict[str, Status] = {
     "turn_detection": "supported",
-    "turn_detection.type": "supported",  # server_vad; semantic_vad is refused (by value, below)
+    "turn_detection.type": "supported",  # server_vad, semantic_vad (its eagerness: the silence that ends)
     "turn_detection.threshold": "supported",
     "turn_detection.prefix_padding_ms": "supported",
     "turn_detection.silence_duration_ms": "supported",
     "turn_detection.create_response": "refused",  # conversation sessions only
     "turn_detection.interrupt_response": "refused",
     "turn_detection.idle_timeout_ms": "refused",
-    "turn_detection.eagerness": "refused",  # semantic_vad's
+    "turn_detection.eagerness": "supported",  # semantic_vad's
 }
 _TRANSCRIPTION: dict[str, Status] = {
     "": "supported",
@@ -91,9 +91,6 @@ def refusal(session: BaseModel, table: dict[str, Status], prefix: str = "session
         path = f"{prefix}.{name}"
         if status(table, path.removeprefix("session.")) == "refused":
             said = f"{path} is not supported by this server (see docs/api-openai.md)"
-            return Refusal(said, "unsupported_parameter", path)
-        if name == "type" and value == "semantic_vad":
-            said = "semantic_vad is not supported by this server: use server_vad, or null for manual commits"
             return Refusal(said, "unsupported_parameter", path)
         if name == "modalities" and value != ["text"]:
             return Refusal('a transcription session answers in text only: ["text"]', "invalid_value", path)

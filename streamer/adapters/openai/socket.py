@@ -22,7 +22,6 @@ from pydantic import ValidationError
 from streamer import tracing
 from streamer.adapters.common import (
     AdapterConnection,
-    rethreshold,
     retune,
 )
 from streamer.adapters.openai.client_secrets import authenticate, client_secrets, transcription_sessions
@@ -233,7 +232,7 @@ class RealtimeConnection(AdapterConnection):
                 event_id=event.event_id,
             )
         await self.flush_audio()
-        if self.session.segmenter.open_segment_id is not None:
+        if self.session.open_segment_id is not None:
             await self.session.commit("commit")  # its speech_stopped commits the item
             self.emptied()
             return
@@ -247,11 +246,8 @@ class RealtimeConnection(AdapterConnection):
     async def _clear(self) -> None:
         """Drop the audio not yet committed: the open utterance is forgotten, not transcribed."""
         self.reframer.clear()
-        segmenter = self.session.segmenter
-        open_id = segmenter.open_segment_id
+        open_id = await self.session.clear()  # under the session's lock: nothing transcribes it
         if open_id is not None:
-            segmenter.finish("cleared")  # the session never sees it end, so nothing transcribes it
-            self.services.asr_batcher.discard_partial(self.session.session_id)
             self.events.forget(open_id)
         self.emptied()
         await self.reply(lambda: self.events.event("input_audio_buffer.cleared"))
@@ -285,8 +281,7 @@ class RealtimeConnection(AdapterConnection):
                 e.message, code=e.code, param=f"session.{where}", event_id=event.event_id
             ) from e
         if config != self.session.config:
-            await self.session.update_config(config)
-            rethreshold(self.session, state.turns)  # a new rate resets the segmenter's thresholds
+            await self.session.update_config(config)  # the turn rules carry over a new rate
         self.events.state = state
         # the reply follows the event's shape, whatever the connection's header said
         beta = isinstance(event, BetaSessionUpdate)

@@ -103,7 +103,9 @@ class RealtimeState(BaseModel):
     def turns(self) -> Turns:
         td = self.turn_detection
         if td is None:
-            return Turns(end_silence_ms=None)
+            return Turns(end_silence_ms=None, gated=False)
+        if td.type == "semantic_vad":
+            return Turns(end_silence_ms=EAGERNESS_SILENCE_MS[td.eagerness or "auto"])
         return Turns(
             end_silence_ms=td.silence_duration_ms if td.silence_duration_ms is not None else 500,
             start_threshold=td.threshold,
@@ -205,10 +207,16 @@ def _rate(kind: FormatType, rate: int | None, param: str) -> int:
     return rate
 
 
+# semantic_vad's eagerness -> the silence after a finished sentence that ends the turn (a pause whose
+# words do not end a sentence waits hold_ms longer at any eagerness: the turn detector's verdict)
+EAGERNESS_SILENCE_MS = {"high": 300, "medium": 700, "auto": 700, "low": 1500}
+
+
 def _turns(td: TurnDetection | None) -> dict[str, Any] | None:
     if td is None:
         return None
-    # semantic_vad has no equivalent here: it is served as server_vad with the defaults
+    if td.type == "semantic_vad":
+        return {"type": "semantic_vad", "eagerness": td.eagerness or "auto"}
     return {
         "type": "server_vad",
         "threshold": td.threshold if td.threshold is not None else 0.5,

@@ -1,0 +1,193 @@
+"""The turn detector's speculation: a final decoded at a pause is withdrawn the moment speech resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from fakes import FakeAsr
+from support import make_settings
+
+from session.doubles import ScriptedVad, Sink, services
+from streamer.pipeline.asr import AsrRequest, AsrResult
+from streamer.protocol import SessionConfig
+from streamer.session.outbox import Outbox
+from streamer.session.runtime import StreamSession
+
+FRAME = np.zeros(512, dtype="<i2").tobytes()  # one 32 ms window at 16 kHz
+SPEECH, PAUSE = 20, 6  # the default pause is 160 ms (5 windows); the utterance ends at 400 ms
+
+
+@dataclass
+class _StartedAsr(FakeAsr):
+    """Says when its first model call has begun."""
+
+    started: threading.Event = field(default_factory=threading.Event)
+
+    def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
+        self.started.set()
+        return super().transcribe_batch(requests)
+
+
+def _outcomes(session: StreamSession) -> dict[str, float]:
+    counter = session.services.metrics.speculations
+    return {o: counter.labels(o)._value.get() for o in ("used", "wasted", "withdrawn")}
+
+
+async def _settle(condition: object, tries: int = 50) -> None:
+    """Let the loop run the cancelled decode's cleanup (no sleeping on the clock)."""
+    for _ in range(tries):
+        if callable(condition) and condition():
+            return
+        await asyncio.sleep(0)
+
+
+async def test_a_speculation_is_withdrawn_from_the_queue_when_speech_resumes() -> None:
+    asr = _StartedAsr(text="Hello there.", hang=True)
+    vad = ScriptedVad([0.0] + [0.9] * SPEECH + [0.0] * PAUSE + [0.9] * 3)
+    async with services(asr=asr, vad=vad, settings=make_settings(batching=True)) as svc:
+        # another session's decode holds the model, so this session's speculation waits in the queue
+        blocker = asyncio.create_task(
+            svc.asr_batcher.submit_final("other", ("transcribe", "en", ""), AsrRequest(np.zeros(1600)))
+        )
+        assert await asyncio.to_thread(asr.started.wait, 10), "the model thread has taken it"
+        config = SessionConfig(language="en", interim_results=False)
+        session = StreamSession("sess_spec", "key", config, svc)
+        session.attach(Outbox(Sink(), maxsize=64))
+        for _ in range(1 + SPEECH + PAUSE):
+            await session.push_audio(FRAME)
+        await _settle(lambda: svc.asr_batcher.depth[0] == 1)
+        assert svc.asr_batcher.depth[0] == 1, "the pause queued a speculative decode"
+
+        await session.push_audio(FRAME)  # speech resumes: that decode can no longer be the final
+        await _settle(lambda: svc.asr_batcher.depth[0] == 0)
+        assert svc.asr_batcher.depth[0] == 0, "withdrawn before the model ran it"
+        assert _outcomes(session) == {"used": 0, "wasted": 0, "withdrawn": 1}
+
+        asr.release()
+        await blocker
+        await session.abort()
+
+
+async def test_a_speculation_of_the_whole_utterance_is_its_final() -> None:
+    vad = ScriptedVad([0.0] + [0.9] * SPEECH + [0.0] * 40)
+    async with services(
+        asr=FakeAsr(text="Hello there."), vad=vad, settings=make_settings(batching=True)
+    ) as svc:
+        config = SessionConfig(language="en", interim_results=False)
+        session = StreamSession("sess_used", "key", config, svc)
+        sink = Sink()
+        outbox = Outbox(sink, maxsize=64)
+        writer = asyncio.create_task(outbox.run())
+        session.attach(outbox)
+        for _ in range(1 + SPEECH + 40):
+            await session.push_audio(FRAME)
+            await asyncio.sleep(0)
+        await session.drain()
+        await outbox.finish()
+        await writer
+    assert sink.types().count("transcript.final") == 1
+    assert _outcomes(session) == {"used": 1, "wasted": 0, "withdrawn": 0}
+
+
+STEP = 100  # int16 levels between seconds
+
+
+@dataclass
+class _LevelsAsr(FakeAsr):
+    """Reads each second's level back as its word (a word per second mostly inside the request); clips
+    at 30 s as the engine does."""
+
+    def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
+        self.batches.append(len(requests))
+        return [AsrResult(text=_words(r.audio[: 30 * 16000]), language="en") for r in requests]
+
+
+class _PassVad:
+    """Scores everything silence and hands the audio on in windows (ScriptedVad makes up its own)."""
+
+    def __init__(self) -> None:
+        self._held = np.zeros(0, dtype=np.float32)
+
+    def new_stream(self) -> _PassVad:
+        return self
+
+    def probabilities(self, audio: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        self._held = np.concatenate([self._held, audio])
+        n = self._held.size // 512
+        windows = [self._held[i * 512 : (i + 1) * 512] for i in range(n)]
+        self._held = self._held[n * 512 :]
+        return np.zeros(n, dtype=np.float32), windows
+
+
+async def _partials_done() -> None:
+    async with asyncio.timeout(10):
+        while any("Partials." in repr(t) for t in asyncio.all_tasks()):  # noqa: ASYNC110 (no event to wait on)
+            await asyncio.sleep(0.005)
+
+
+def _words(audio: np.ndarray) -> str:
+    levels = np.rint(audio * 32768 / STEP).astype(int) - 1
+    values, counts = np.unique(levels[levels >= 0], return_counts=True)
+    return " ".join(f"w{k}" for k, n in zip(values, counts, strict=True) if n > 8000)
+
+
+async def test_a_partial_of_a_span_past_the_model_window_covers_all_of_it() -> None:
+    """A manual turn of 45 s: its partials decode the closed 28 s window once and then the rest, so the
+    latest partial says the whole span (decoding it whole, the engine heard its first 30 s only)."""
+    seconds = 45
+    async with services(asr=_LevelsAsr(), vad=_PassVad(), settings=make_settings(batching=False)) as svc:
+        session = StreamSession("sess_long", "key", SessionConfig(language="en", interim_results=True), svc)
+        session.retune(dataclasses.replace(svc.segmenter_config, gated=False, max_utterance_s=600.0))
+        sink = Sink()
+        outbox = Outbox(sink, maxsize=4096, max_bytes=1 << 24)
+        writer = asyncio.create_task(outbox.run())
+        session.attach(outbox)
+        for i in range(seconds * 16000 // 512):
+            level = (i * 512 // 16000 + 1) * STEP
+            await session.push_audio(np.full(512, level, dtype="<i2").tobytes())
+            if i % 31 == 30:  # about every second, the model keeps up: its partial is back
+                await _partials_done()
+        await session.drain()
+        await outbox.finish()
+        await writer
+    partials = [json.loads(t) for t in sink.sent if json.loads(t)["type"] == "transcript.partial"]
+    assert partials, sink.types()
+    last = partials[-1]["text"].split()
+    assert last == [f"w{k}" for k in range(len(last))] and len(last) >= seconds - 2, (
+        last
+    )  # past 30 s  # in order, past the first 30 s
+
+
+@dataclass
+class _MeteredAsr(FakeAsr):
+    """Counts the seconds of audio it was asked to decode."""
+
+    seconds: float = 0.0
+
+    def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
+        self.seconds += sum(r.audio.size for r in requests) / 16000
+        return [AsrResult(text=f"words {len(self.batches)}", language="en") for _ in requests]
+
+
+async def test_partials_of_a_long_utterance_cost_its_length_not_its_square() -> None:
+    """20 s of open speech with the model keeping up: at a fixed 500 ms cadence its 40 partials decode
+    410 s of audio (the square of its length); stretched past 5 s, under half of that."""
+    seconds, asr = 20, _MeteredAsr()
+    async with services(asr=asr, vad=_PassVad(), settings=make_settings(batching=False)) as svc:
+        session = StreamSession("sess_cost", "key", SessionConfig(language="en", interim_results=True), svc)
+        session.retune(dataclasses.replace(svc.segmenter_config, gated=False, max_utterance_s=600.0))
+        session.attach(Outbox(Sink(), maxsize=4096, max_bytes=1 << 24))
+        for i in range(seconds * 16000 // 512):
+            await session.push_audio(np.full(512, STEP, dtype="<i2").tobytes())
+            if i % 15 == 14:  # about every half second, the partial asked for is back
+                await _partials_done()
+        await _partials_done()
+        await session.abort()
+    fixed = sum(0.5 * k for k in range(1, 2 * seconds + 1))  # 410 s
+    assert 0 < asr.seconds < fixed / 2, asr.seconds
