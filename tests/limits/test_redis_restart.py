@@ -127,7 +127,8 @@ async def test_an_outage_is_logged_once_and_its_end_once(
     caplog.set_level(logging.WARNING, logger="streamer.state.guarded")
 
     def lines(text: str) -> int:
-        return len([r for r in caplog.records if r.name == "streamer.state.guarded" and text in r.getMessage()])
+        logged = [r for r in caplog.records if r.name == "streamer.state.guarded"]
+        return len([r for r in logged if text in r.getMessage()])
 
     async with aiohttp.ClientSession() as http:
         redis_process.stop()
