@@ -6,7 +6,7 @@ the :class:`SessionRegistry` (rate, capacity, the key's concurrent-session quota
 under the same guards as ``/v1/stream`` (the connection is a :class:`SessionSocket`, like its): frame size,
 real-time pacing, the message rate, the text size, the key's daily audio quota, the idle timeout and the
 session length. Vendor client events become session calls (``commit``, ``drain``, ``update_config``). The
-upgrade itself is checked like ``/v1/stream``'s (``streamer.edge.socket.socket_response``).
+upgrade itself is checked like ``/v1/stream``'s (``streamer.edge.upgrade.socket_response``).
 """
 
 from __future__ import annotations

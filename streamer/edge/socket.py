@@ -15,12 +15,13 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 from aiohttp import WSMsgType, web
 
 from streamer.edge.handshake import hold_slot, idle_timeout_s, max_session_s
+from streamer.edge.upgrade import close_reason_bytes
 from streamer.errors import (
     BadRequestError,
     ConfigError,
@@ -52,36 +53,6 @@ log = logging.getLogger(__name__)
 # surface; a pong never counts as the client's activity, a ping where the surface says so
 _CONTROL = (WSMsgType.PING, WSMsgType.PONG)
 SLOT_TTL_S = 90.0  # a connected session's concurrent-session slot is refreshed every third of this
-
-
-def socket_response(
-    protocols: tuple[str, ...], max_msg_size: int, *, decode_text: bool = True
-) -> web.WebSocketResponse:
-    """The upgrade every surface answers with: no permessage-deflate (4 KiB on the wire would inflate to
-    megabytes of the loop's CPU time) and aiohttp's ping every 20 s (a vanished peer is seen). The client's
-    pings reach the reader (answered there), so they count as activity and against the message rate."""
-    return web.WebSocketResponse(
-        protocols=protocols,
-        max_msg_size=max_msg_size,
-        compress=False,
-        heartbeat=20.0,
-        autoping=False,
-        decode_text=decode_text,
-    )
-
-
-async def upgrade(
-    request: web.Request, ws: web.WebSocketResponse, give_back: Callable[[], Awaitable[None]]
-) -> asyncio.Transport | None:
-    """Finish the WebSocket handshake of every surface; if it fails (the client left, the peer's headers),
-    ``give_back`` what was admitted for it (sessions, a resumed session's parking) before raising.
-    Returns the connection's transport (a slow reader's connection is cut through it)."""
-    try:
-        await ws.prepare(request)
-    except BaseException:
-        await give_back()
-        raise
-    return request.transport if isinstance(request.transport, asyncio.Transport) else None
 
 
 class SessionSocket(ABC):
@@ -438,8 +409,3 @@ class SessionSocket(ABC):
     def ending(self) -> Ending | None:
         """How this connection is ending, once it is."""
         return self._ending
-
-
-def close_reason_bytes(text: str) -> bytes:
-    """A close frame's reason: at most 123 bytes, and still UTF-8 (a cut never splits a character)."""
-    return text.encode()[:123].decode("utf-8", "ignore").encode()

@@ -23,7 +23,8 @@ from streamer.edge.handshake import (
     redeem_token,
     session_limits,
 )
-from streamer.edge.socket import SessionSocket, socket_response, upgrade
+from streamer.edge.socket import SessionSocket
+from streamer.edge.upgrade import socket_response, upgrade
 from streamer.errors import AuthError, BadRequestError, ConfigError, RateLimitedError, StreamerError
 from streamer.pipeline.audio import max_frame_bytes
 from streamer.pipeline.container_input import ContainerInput

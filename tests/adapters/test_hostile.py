@@ -18,7 +18,7 @@ from fakes import FakeAsr
 from support import API_KEY, make_settings
 
 from streamer.adapters.openai.socket import MAX_APPEND_TEXT
-from streamer.edge.socket import close_reason_bytes
+from streamer.edge.upgrade import close_reason_bytes
 from streamer.protocol import MAX_TEXT_BYTES
 
 from .conftest import ws_base

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from streamer.edge.socket import upgrade
+from streamer.edge.upgrade import upgrade
 
 
 class _FailingSocket(web.WebSocketResponse):

@@ -33,7 +33,7 @@ from streamer.adapters.deepgram.options import (
 from streamer.adapters.deepgram.query import close_prefix
 from streamer.adapters.deepgram.render import ResultRenderer
 from streamer.edge.handshake import REGISTRY, check_origin
-from streamer.edge.socket import socket_response, upgrade
+from streamer.edge.upgrade import socket_response, upgrade
 from streamer.errors import BadRequestError, SessionIdleError, StreamerError
 from streamer.guards.keys import KeyRecord
 from streamer.pipeline.audio import pieces

@@ -41,7 +41,7 @@ from streamer.adapters.openai.wire import (
 )
 from streamer.edge.credentials import offered_subprotocols
 from streamer.edge.handshake import REGISTRY, REQUEST_ID, check_origin
-from streamer.edge.socket import socket_response, upgrade
+from streamer.edge.upgrade import socket_response, upgrade
 from streamer.errors import (
     ConfigError,
     FrameTooLargeError,
