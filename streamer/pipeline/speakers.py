@@ -32,6 +32,9 @@ MIN_NEW_SPEAKER_S = 1.0  # a shorter stretch is too little voice to found a spea
 MAX_SPEAKERS = 8
 SIDE_S = PARTIAL_FRAMES * HOP / RATE  # 1.6 s: one encoder window each side of a boundary
 
+# a session's speakers as plain data, in label order: each one's weight (seconds) and summed embedding
+SpeakerState = list[tuple[float, list[float]]]
+
 
 @dataclass
 class _Speaker:
@@ -90,6 +93,24 @@ class SpeakerClusters:
             return label
         self._speakers.append(_Speaker(e * weight, weight))
         return self.count - 1
+
+    def state(self) -> SpeakerState:
+        """Every speaker as plain data (JSON-ready), so a session resumed elsewhere keeps its labels."""
+        return [(round(s.weight, 4), [round(float(x), 5) for x in s.total]) for s in self._speakers]
+
+    def restore(self, state: SpeakerState) -> None:
+        """Carry on from :meth:`state`'s speakers (replacing any); a malformed one raises ValueError."""
+        if len(state) > self.max_speakers:
+            raise ValueError(f"{len(state)} speakers, more than the cap of {self.max_speakers}")
+        speakers = []
+        for weight, total in state:
+            vector = np.asarray(total, dtype=np.float32)
+            if vector.shape != (EMBED_DIM,) or not np.isfinite(vector).all() or not weight > 0:
+                raise ValueError(
+                    f"a stored speaker must be a positive weight and a finite {EMBED_DIM}-vector"
+                )
+            speakers.append(_Speaker(vector, float(weight)))
+        self._speakers = speakers
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

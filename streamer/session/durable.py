@@ -32,6 +32,7 @@ from streamer.guards.backend import BackendUnavailableError, SessionRecord
 from streamer.guards.load import LoadMeter
 from streamer.guards.ratelimit import AudioPacer
 from streamer.pipeline.audio import MODEL_RATE
+from streamer.pipeline.speakers import SpeakerState
 from streamer.protocol import CloseCode, SessionConfig, TranscriptFinal, TranslationFinal, dump
 from streamer.services import Services
 from streamer.session.runtime import StreamSession
@@ -76,6 +77,7 @@ class DurableState(BaseModel):
     # the real-time pacer's audio seconds left at the last write, and when (epoch seconds): kept_pacer()
     pacer_s: float | None = None
     pacer_at: float = 0.0
+    speakers: SpeakerState = Field(default_factory=list)  # diarize: so speaker 0 stays speaker 0
 
 
 class Journal:
@@ -118,6 +120,7 @@ class Journal:
                 return
             received = max(self.state.received_ms, self.session.audio_ms)
             update: dict[str, object] = {"config": self.session.config, "received_ms": received}
+            update["speakers"] = self.session.speakers.state()
             if self.session.pacer is not None:
                 update.update(pacer_s=self.session.pacer.available_s, pacer_at=time.time())
             self.state = self.state.model_copy(update=update)
@@ -281,6 +284,7 @@ class DurableSessions:
         session.history = list(history)
         session.segmenter.continue_at(state.transcribed_until_ms * MODEL_RATE // 1000, state.next_segment_id)
         session.started_at = time.monotonic() - max(0.0, time.time() - state.started_at)
+        session.speakers.restore(state.speakers)
         self.journal(session, state)
         return session
 
