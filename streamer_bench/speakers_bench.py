@@ -185,13 +185,27 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m streamer_bench.speakers_bench", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--dialogues", type=Path, help="a generated dialogue directory (default: the cache)")
+    parser.add_argument(
+        "--heldout", action="store_true", help="the held-out dialogues (no threshold was chosen on them)"
+    )
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help="instead: through a real server (streamer_bench.diarize_cpu: its own options)",
+    )
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--change-threshold", type=float, default=DEFAULT_CHANGE_THRESHOLD)
     parser.add_argument("--merge-gap", type=float, default=0.45)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, help="write the JSON results here")
+    argv = sys.argv[1:] if argv is None else argv
+    if "--server" in argv:  # the real-server bench has options of its own
+        from streamer_bench import diarize_cpu
+
+        return diarize_cpu.main([a for a in argv if a != "--server"])
     args = parser.parse_args(argv)
-    speech = dialogue.load(args.dialogues) if args.dialogues else dialogue.ensure(dialogue.DialogueParams())
+    params = dialogue.heldout_params() if args.heldout else dialogue.DialogueParams()
+    speech = dialogue.load(args.dialogues) if args.dialogues else dialogue.ensure(params)
     result = run(speech, args.threshold, args.change_threshold, args.merge_gap, args.seed)
     print(summary(result))
     if args.out:
