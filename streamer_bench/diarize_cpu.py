@@ -157,12 +157,16 @@ async def measure(wav: Path, rounds: int) -> dict[str, list[Run]]:
     return out
 
 
-async def measure_set(speech: dialogue.Dialogues, sessions: int) -> list[dict[str, Any]]:
-    """Every dialogue of ``speech`` by ``sessions`` sessions at once, with word timings then diarized."""
+async def measure_set(
+    speech: dialogue.Dialogues, sessions: int, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Every dialogue of ``speech`` (the first ``limit``) by ``sessions`` sessions at once, with word
+    timings then diarized."""
     rows = []
+    dialogues = [it for it in speech.items if it.kind in ("two", "three")][:limit]
     async with _server() as (url, worker):
         await _run(url, _pcm(speech.root / speech.items[0].file)[: 16000 * 2 * 3], {})  # warm the models
-        for item in (it for it in speech.items if it.kind in ("two", "three")):
+        for item in dialogues:
             pcm = _pcm(speech.root / item.file)
             row: dict[str, Any] = {"item": item.id, "kind": item.kind, "audio_s": item.duration_ms / 1000}
             for name in ("word_timestamps", "diarize"):
@@ -209,11 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--set", choices=("heldout", "tuning"), help="instead: every dialogue of a set")
     parser.add_argument("--sessions", type=int, default=1, help="with --set: sessions at once per dialogue")
+    parser.add_argument("--items", type=int, help="with --set: only its first N dialogues")
     parser.add_argument("--out", type=Path, help="with --set: write the JSON results here")
     args = parser.parse_args(argv)
     if args.set:
         params = dialogue.heldout_params() if args.set == "heldout" else dialogue.DialogueParams()
-        rows = asyncio.run(measure_set(dialogue.ensure(params), args.sessions))
+        rows = asyncio.run(measure_set(dialogue.ensure(params), args.sessions, args.items))
         print(set_summary(rows, args.sessions))
         if args.out:
             result = {"machine": machine(), "set": args.set, "sessions": args.sessions, "rows": rows}

@@ -28,18 +28,21 @@ from streamer.pipeline.speakers_encoder import EMBED_DIM, HOP, PARTIAL_FRAMES, R
 # to another voice's 0.35-0.69; chosen on the dialogue bench (BENCHMARKS.md, "Speakers")
 DEFAULT_THRESHOLD = 0.75
 DEFAULT_CHANGE_THRESHOLD = 0.65
+DEFAULT_MERGE_THRESHOLD: float | None = None  # two speakers' centroids this alike are one voice
 MIN_NEW_SPEAKER_S = 1.0  # a shorter stretch is too little voice to found a speaker on
 MAX_SPEAKERS = 8
 SIDE_S = PARTIAL_FRAMES * HOP / RATE  # 1.6 s: one encoder window each side of a boundary
 
-# a session's speakers as plain data, in label order: each one's weight (seconds) and summed embedding
-SpeakerState = list[tuple[float, list[float]]]
+# a session's speakers as plain data, in label order: each one's weight (seconds), summed embedding, and
+# the older label it was merged into (None: its own)
+SpeakerState = list[tuple[float, list[float], int | None]]
 
 
 @dataclass
 class _Speaker:
     total: np.ndarray  # sum of weighted unit embeddings
     weight: float
+    same_as: int | None = None  # merged into this older speaker: its stretches now go there
 
     def centroid(self) -> np.ndarray:
         c: np.ndarray = self.total / max(float(np.linalg.norm(self.total)), 1e-12)
@@ -54,14 +57,17 @@ class SpeakerClusters:
         threshold: float = DEFAULT_THRESHOLD,
         max_speakers: int = MAX_SPEAKERS,
         min_new_s: float = MIN_NEW_SPEAKER_S,
+        merge_threshold: float | None = DEFAULT_MERGE_THRESHOLD,
     ) -> None:
-        if not -1.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be a cosine similarity (-1..1), not {threshold}")
+        for value in (threshold, merge_threshold):
+            if value is not None and not -1.0 <= value <= 1.0:
+                raise ValueError(f"a threshold must be a cosine similarity (-1..1), not {value}")
         if max_speakers < 1:
             raise ValueError("max_speakers must be at least 1")
         self.threshold = threshold
         self.max_speakers = max_speakers
         self.min_new_s = min_new_s
+        self.merge_threshold = merge_threshold
         self._speakers: list[_Speaker] = []
 
     @property
@@ -71,7 +77,13 @@ class SpeakerClusters:
     def similarities(self, embedding: np.ndarray) -> np.ndarray:
         """Cosine similarity of ``embedding`` to every speaker's centroid, by label."""
         e = _unit(embedding)
-        return np.array([float(s.centroid() @ e) for s in self._speakers], dtype=np.float32)
+        own = [float(s.centroid() @ e) for s in self._speakers]
+        return np.array([own[self._root(k)] for k in range(self.count)], dtype=np.float32)
+
+    def _root(self, label: int) -> int:
+        while (older := self._speakers[label].same_as) is not None:
+            label = older
+        return label
 
     def assign(self, embedding: np.ndarray, weight: float = 1.0) -> int:
         """The speaker label for one stretch (``weight``: its seconds of speech, so long ones count more).
@@ -87,29 +99,55 @@ class SpeakerClusters:
             sims.max() >= self.threshold or self.count >= self.max_speakers or weight < self.min_new_s
         )
         if joins:
-            label = int(np.argmax(sims))
+            label = self._root(int(np.argmax(sims)))
             self._speakers[label].total += e * weight
             self._speakers[label].weight += weight
+        else:
+            self._speakers.append(_Speaker(e * weight, weight))
+            label = self.count - 1
+        return self._merge(label)
+
+    def _merge(self, label: int) -> int:
+        """Merge ``label`` with an older (or younger) speaker whose voice has become the same as its own.
+
+        A speaker's first stretch is a noisy centroid: a voice's second turn can fall under the threshold
+        and found a second speaker. Once the two centroids agree (``merge_threshold``), the younger one's
+        later stretches go to the older label; labels already given stay as they were.
+        """
+        if self.merge_threshold is None:
             return label
-        self._speakers.append(_Speaker(e * weight, weight))
-        return self.count - 1
+        mine = self._speakers[label].centroid()
+        for other in range(self.count):
+            if other == label or self._speakers[other].same_as is not None:
+                continue
+            if float(self._speakers[other].centroid() @ mine) >= self.merge_threshold:
+                old, young = min(label, other), max(label, other)
+                self._speakers[old].total += self._speakers[young].total
+                self._speakers[old].weight += self._speakers[young].weight
+                self._speakers[young].same_as = old
+                return self._merge(old)
+        return label
 
     def state(self) -> SpeakerState:
         """Every speaker as plain data (JSON-ready), so a session resumed elsewhere keeps its labels."""
-        return [(round(s.weight, 4), [round(float(x), 5) for x in s.total]) for s in self._speakers]
+        return [
+            (round(s.weight, 4), [round(float(x), 5) for x in s.total], s.same_as) for s in self._speakers
+        ]
 
     def restore(self, state: SpeakerState) -> None:
         """Carry on from :meth:`state`'s speakers (replacing any); a malformed one raises ValueError."""
         if len(state) > self.max_speakers:
             raise ValueError(f"{len(state)} speakers, more than the cap of {self.max_speakers}")
         speakers = []
-        for weight, total in state:
+        for k, (weight, total, same_as) in enumerate(state):
             vector = np.asarray(total, dtype=np.float32)
             if vector.shape != (EMBED_DIM,) or not np.isfinite(vector).all() or not weight > 0:
                 raise ValueError(
                     f"a stored speaker must be a positive weight and a finite {EMBED_DIM}-vector"
                 )
-            speakers.append(_Speaker(vector, float(weight)))
+            if same_as is not None and not 0 <= same_as < k:
+                raise ValueError(f"speaker {k} is merged into {same_as}, not an older speaker")
+            speakers.append(_Speaker(vector, float(weight), same_as))
         self._speakers = speakers
 
 

@@ -8,7 +8,7 @@ import pytest
 from session.doubles import services
 
 from streamer.guards.load import LoadMeter
-from streamer.pipeline.speakers import SpeakerClusters
+from streamer.pipeline.speakers import SpeakerClusters, SpeakerState
 from streamer.pipeline.speakers_encoder import EMBED_DIM
 from streamer.protocol import SessionConfig, TranscriptFinal
 from streamer.session.durable import DurableSessions, DurableState
@@ -41,16 +41,32 @@ def test_the_clusters_state_round_trips_and_keeps_the_labels() -> None:
     assert [again.assign(voice(k), weight=2.0) for k in (7, 3, 9)] == [1, 0, 2]
 
 
+def mix(x: float, y: float) -> np.ndarray:
+    v = voice(3) * x + voice(4) * y
+    return v / np.linalg.norm(v)
+
+
+def test_a_merged_speaker_stays_merged_after_a_resume() -> None:
+    first = SpeakerClusters(threshold=0.8, merge_threshold=0.85)
+    # one voice: its second turn (0.75 like its first) founds a speaker, its third pulls the two together
+    assert [first.assign(v, weight=w) for v, w in ((voice(3), 2.0), (mix(0.75, 0.66), 2.0))] == [0, 1]
+    assert first.assign(mix(0.9, 0.436), weight=6.0) == 0  # joined 1, then 1 merged into 0
+    again = SpeakerClusters(threshold=0.8, merge_threshold=0.85)
+    again.restore(first.state())
+    assert again.assign(mix(0.75, 0.66), weight=1.0) == 0 and again.count == 2
+
+
 @pytest.mark.parametrize(
     "bad",
     [
-        [(1.0, [0.0] * 3)],
-        [(0.0, [0.0] * EMBED_DIM)],
-        [(1.0, [float("nan")] * EMBED_DIM)],
-        [(1.0, [1.0] * EMBED_DIM)] * 9,
+        [(1.0, [0.0] * 3, None)],
+        [(0.0, [0.0] * EMBED_DIM, None)],
+        [(1.0, [float("nan")] * EMBED_DIM, None)],
+        [(1.0, [1.0] * EMBED_DIM, None)] * 9,
+        [(1.0, [1.0] * EMBED_DIM, 0)],  # merged into itself
     ],
 )
-def test_a_malformed_state_is_refused(bad: list[tuple[float, list[float]]]) -> None:
+def test_a_malformed_state_is_refused(bad: SpeakerState) -> None:
     with pytest.raises(ValueError):
         SpeakerClusters().restore(bad)
 
@@ -81,7 +97,7 @@ async def test_a_damaged_stored_speaker_state_numbers_afresh_and_keeps_the_sessi
             transcribed_until_ms=900,
             next_segment_id=2,
             started_at=0.0,
-            speakers=[(1.0, [0.0] * 5)],
+            speakers=[(1.0, [0.0] * 5, None)],
         )
         session = DurableSessions(svc, instance_id="b").restore("sess_1", state, [], LoadMeter())
         assert session.speakers.clusters.count == 0 and session.seq == 1
