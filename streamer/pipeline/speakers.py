@@ -161,10 +161,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class WordSpan:
-    """A word's timing inside the utterance's audio, in seconds from its first sample."""
+    """A word's timing inside the utterance's audio, in seconds from its first sample; ``sentence_end``:
+    the word ends a sentence (its text ends with ``.``, ``?`` or ``!``)."""
 
     start_s: float
     end_s: float
+    sentence_end: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,10 +190,11 @@ def plan_changes(
 ) -> ChangePlan:
     """Which word boundaries to test for a change of voice in one utterance (16 kHz float audio).
 
-    A boundary needs ``min_side_s`` of speech on each side and a pause of ``min_gap_s`` between the
-    words (a new voice nearly always leaves one in the word timings; words that overlap count too); of
-    those, the ``max_candidates`` with the longest pauses are tested, so the cost stays bounded however
-    long the utterance.
+    A boundary needs ``min_side_s`` of speech on each side and either a pause of ``min_gap_s`` between
+    the words (words that overlap count too) or the end of a sentence: Whisper's word timings often run
+    one turn's last word into the next turn's first with no pause, but the text still ends the sentence
+    there. Of those, the ``max_candidates`` with the longest pauses (a sentence end counting as at least
+    ``min_gap_s``) are tested, so the cost stays bounded however long the utterance.
     """
     duration = audio.size / RATE
     found: list[tuple[float, int]] = []
@@ -199,8 +202,9 @@ def plan_changes(
         cut = (words[k - 1].end_s + words[k].start_s) / 2
         gap = words[k].start_s - words[k - 1].end_s
         inside = words[0].start_s + min_side_s <= cut <= min(words[-1].end_s, duration) - min_side_s
-        if inside and abs(gap) >= min_gap_s:
-            found.append((abs(gap), k))
+        pause = max(abs(gap), min_gap_s) if words[k - 1].sentence_end else abs(gap)
+        if inside and pause >= min_gap_s:
+            found.append((pause, k))
     chosen = sorted(k for _, k in sorted(found, key=lambda g: (-g[0], g[1]))[:max_candidates])
     windows = []
     for k in chosen:
@@ -229,7 +233,7 @@ def plan_part(audio: np.ndarray, words: Sequence[WordSpan], lo: int, hi: int) ->
     """:func:`plan_changes` for words ``lo:hi`` of an utterance (boundaries relative to ``lo``)."""
     base = max(0.0, words[lo].start_s)  # timings may start a little before the audio does
     part_audio = audio[int(base * RATE) : max(0, int(words[hi - 1].end_s * RATE)) + 1]
-    spans = [WordSpan(w.start_s - base, w.end_s - base) for w in words[lo:hi]]
+    spans = [WordSpan(w.start_s - base, w.end_s - base, w.sentence_end) for w in words[lo:hi]]
     return plan_changes(part_audio, spans)
 
 

@@ -103,7 +103,10 @@ class SessionSpeakers:
         if not words:  # no timings (the alignment failed): the whole utterance is one part
             label, confidence = await self._assign(worker, audio)
             return [Part(text, words, start_ms, end_ms, label, confidence)]
-        spans = [WordSpan((w.start_ms - start_ms) / 1000, (w.end_ms - start_ms) / 1000) for w in words]
+        spans = [
+            WordSpan((w.start_ms - start_ms) / 1000, (w.end_ms - start_ms) / 1000, ends_sentence(w.word))
+            for w in words
+        ]
         cuts = await self._changes(worker, audio, spans)
         bounds = [0, *cuts, len(words)]
         edges = [start_ms]
@@ -151,3 +154,8 @@ class SessionSpeakers:
         else:
             confidence = 1.0 - float(before.max()) if before.size else 1.0
         return label, round(min(1.0, max(0.0, confidence)), 4)
+
+
+def ends_sentence(word: str) -> bool:
+    """Whether a final's word ends a sentence (a turn in a dialogue nearly always ends with one)."""
+    return word.rstrip().rstrip("\"')»”").endswith((".", "?", "!", "。", "？", "！"))
