@@ -4,14 +4,16 @@ A session embeds each stretch of speech (a final's audio, or each part of it aft
 GE2E encoder (:mod:`streamer.pipeline.speakers_encoder`) and asks its :class:`SpeakerClusters` for a
 label: the speaker whose running centroid is most similar (cosine) when that similarity reaches the
 threshold, else a new speaker, numbered 0, 1, 2, … in order of first appearance, up to a cap (past it,
-the nearest speaker). Labels never change once given, so every final and word keeps its speaker.
+the nearest speaker). Labels never change once given, so every final and word keeps its speaker; a
+speaker whose centroid comes to agree with an older one's (``merge_threshold``) is merged into it, and
+its later stretches get the older label.
 
 A change of voice inside what the VAD took for one utterance (a quick reply, an interruption) is found
-at a word boundary: for the few boundaries with the longest pauses (or an overlap), the speech just
-before and just after (up to 1.6 s each side) are embedded in one batch and compared; the least similar
-boundary is a change when the similarity is under ``change_threshold``. The caller splits the final
-there and labels each part. :func:`plan_changes` says which windows to embed, :func:`pick_change`
-decides from their embeddings, so the embedding can run on the shared worker
+at a word boundary: for the few boundaries with the longest pauses (or an overlap, or a sentence end),
+the speech just before and just after (up to 1.6 s each side) are embedded in one batch and compared;
+the least similar boundary is a change when the similarity is under ``change_threshold``. The caller
+splits the final there and labels each part. :func:`plan_changes` says which windows to embed,
+:func:`pick_change` decides from their embeddings, so the embedding can run on the shared worker
 (:mod:`streamer.pipeline.speakers_worker`).
 """
 
