@@ -36,16 +36,31 @@ from typing import Any
 
 import numpy as np
 
-from streamer_bench import signals
+from streamer_bench import dialogue_heldout_text, dialogue_text, signals
 from streamer_bench.corpus import cache_root, in_cache
 from streamer_bench.corpus_text import SENTENCES
-from streamer_bench.dialogue_text import COMMANDS, THREE_SPEAKERS, TWO_SPEAKERS, Line
+from streamer_bench.dialogue_text import COMMANDS, Line
 
 VERSION = 1
 RATE = 16000
-VOICES = ("joe", "alpha", "kumo")
-KOKORO_VOICES = {"alpha": "jf_alpha", "kumo": "jm_kumo"}
-LEVEL_DBFS = {"joe": -20.0, "alpha": -23.0, "kumo": -18.0}
+VOICES = ("joe", "alpha", "kumo", "gongitsune", "nezumi", "tebukuro")
+KOKORO_VOICES = {
+    "alpha": "jf_alpha",
+    "kumo": "jm_kumo",
+    "gongitsune": "jf_gongitsune",
+    "nezumi": "jf_nezumi",
+    "tebukuro": "jf_tebukuro",
+}
+LEVEL_DBFS = {
+    "joe": -20.0,
+    "alpha": -23.0,
+    "kumo": -18.0,
+    "gongitsune": -21.0,
+    "nezumi": -19.0,
+    "tebukuro": -22.0,
+}
+# which scripts a set's dialogues read: the thresholds were chosen on "tuning", "heldout" measures them
+SCRIPTS = {"tuning": dialogue_text, "heldout": dialogue_heldout_text}
 
 
 @dataclass(frozen=True)
@@ -54,8 +69,8 @@ class DialogueParams:
 
     pairs: tuple[tuple[str, str], ...] = (("joe", "alpha"), ("alpha", "kumo"), ("kumo", "joe"))
     trio: tuple[str, str, str] = ("alpha", "joe", "kumo")
-    two_speakers: tuple[int, ...] = tuple(range(len(TWO_SPEAKERS)))  # which dialogues, by index
-    three_speakers: tuple[int, ...] = tuple(range(len(THREE_SPEAKERS)))
+    two_speakers: tuple[int, ...] = tuple(range(len(dialogue_text.TWO_SPEAKERS)))  # which, by index
+    three_speakers: tuple[int, ...] = tuple(range(len(dialogue_text.THREE_SPEAKERS)))
     reading_voice: str | None = "kumo"
     reading_sentences: int = len(SENTENCES)
     command_voices: tuple[str, ...] = ("joe", "alpha")
@@ -67,9 +82,16 @@ class DialogueParams:
     lead_s: float = 0.5
     tail_s: float = 1.0
     seed: int = 20261207
+    script: str = "tuning"  # a key of SCRIPTS
+    trios: tuple[tuple[str, str, str], ...] = ()  # one per three-speaker script; empty: ``trio`` for all
 
     def key(self) -> str:
-        blob = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        # the fields added with the held-out set leave the key of every earlier set (and fixture) as it was
+        for name, unchanged in (("script", "tuning"), ("trios", ())):
+            if fields[name] == unchanged or fields[name] == list(unchanged):
+                del fields[name]
+        blob = json.dumps({"version": VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -281,23 +303,29 @@ def _dialogue(
 
 def build(params: DialogueParams, out: Path) -> Dialogues:
     """Generate the speech for ``params`` into ``out`` (WAV files and ``manifest.json``)."""
-    unknown = {v for pair in params.pairs for v in pair} | set(params.trio) | set(params.command_voices)
+    trios = params.trios or (params.trio,) * len(params.three_speakers)
+    if len(trios) != len(params.three_speakers):
+        raise ValueError("give one trio per three-speaker dialogue")
+    unknown = {v for cast in (*params.pairs, *trios) for v in cast} | set(params.command_voices)
     if params.reading_voice:
         unknown.add(params.reading_voice)
     if unknown - set(VOICES):
         raise ValueError(f"unknown voices: {', '.join(sorted(unknown - set(VOICES)))}")
     out.mkdir(parents=True, exist_ok=True)
     voices = Voices(params.seed)
+    script = SCRIPTS[params.script]
     made: list[tuple[str, str, list[str], np.ndarray, list[Turn]]] = []
     for n in params.two_speakers:
         for cast in params.pairs:
             made.append(
-                ("two", *_dialogue(params, voices, f"two{n}_{'_'.join(cast)}", cast, TWO_SPEAKERS[n]))
+                ("two", *_dialogue(params, voices, _id(params, "two", n, cast), cast, script.TWO_SPEAKERS[n]))
             )
-    for n in params.three_speakers:
-        trio = params.trio
+    for n, trio in zip(params.three_speakers, trios, strict=True):
         made.append(
-            ("three", *_dialogue(params, voices, f"three{n}_{'_'.join(trio)}", trio, THREE_SPEAKERS[n]))
+            (
+                "three",
+                *_dialogue(params, voices, _id(params, "three", n, trio), trio, script.THREE_SPEAKERS[n]),
+            )
         )
     if params.reading_voice and params.reading_sentences:
         v = params.reading_voice
@@ -324,6 +352,11 @@ def build(params: DialogueParams, out: Path) -> Dialogues:
     return load(out)
 
 
+def _id(params: DialogueParams, kind: str, n: int, cast: Sequence[str]) -> str:
+    prefix = "" if params.script == "tuning" else f"{params.script}_"
+    return f"{prefix}{kind}{n}_{'_'.join(cast)}"
+
+
 # --- command line
 
 
@@ -338,6 +371,24 @@ def fixture_params() -> DialogueParams:
     )
 
 
+def heldout_params() -> DialogueParams:
+    """The held-out set: its own scripts, seed and voice pairings, three voices the tuning set lacks.
+
+    Every pair is new (two of them between voices never heard while tuning, ``alpha``/``joe`` in the
+    other order), and so is every trio; no reading, no commands.
+    """
+    return DialogueParams(
+        pairs=(("alpha", "joe"), ("kumo", "nezumi"), ("tebukuro", "joe"), ("gongitsune", "kumo")),
+        two_speakers=tuple(range(len(dialogue_heldout_text.TWO_SPEAKERS))),
+        three_speakers=tuple(range(len(dialogue_heldout_text.THREE_SPEAKERS))),
+        trios=(("nezumi", "joe", "kumo"), ("joe", "tebukuro", "alpha")),
+        reading_voice=None,
+        command_voices=(),
+        seed=20261208,
+        script="heldout",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m streamer_bench.dialogue", description=__doc__.split("\n")[0]
@@ -346,8 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--out", type=Path, help="write everything here (default: the cache)")
     where.add_argument("--fixtures", type=Path, help="write the small test fixtures here")
     parser.add_argument("--seed", type=int, default=DialogueParams.seed)
+    parser.add_argument("--heldout", action="store_true", help="the held-out set (heldout_params)")
     args = parser.parse_args(argv)
-    params = fixture_params() if args.fixtures else DialogueParams(seed=args.seed)
+    if args.fixtures:
+        params = fixture_params()
+    else:
+        params = heldout_params() if args.heldout else DialogueParams(seed=args.seed)
     target = args.fixtures or args.out
     speech = build(params, target) if target else ensure(params)
     for it in speech.items:

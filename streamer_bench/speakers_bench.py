@@ -30,6 +30,7 @@ import numpy as np
 
 from streamer.pipeline.speakers import (
     DEFAULT_CHANGE_THRESHOLD,
+    DEFAULT_MERGE_THRESHOLD,
     DEFAULT_THRESHOLD,
     SpeakerClusters,
     WordSpan,
@@ -124,7 +125,12 @@ def best_mapping_accuracy(pairs: list[tuple[int, int]]) -> float:
 
 
 def run(
-    speech: dialogue.Dialogues, threshold: float, change_threshold: float, merge_gap_s: float, seed: int
+    speech: dialogue.Dialogues,
+    threshold: float,
+    change_threshold: float,
+    merge_gap_s: float,
+    seed: int,
+    merge_threshold: float | None = DEFAULT_MERGE_THRESHOLD,
 ) -> dict[str, Any]:
     encoder = Encoder(load_encoder_weights())
     rows: list[dict[str, Any]] = []
@@ -135,7 +141,7 @@ def run(
         row["utterances"] = len(utterances)
         row["merged_turns"] = len(item.turns) - len(utterances)
         for split in (False, True):
-            clusters = SpeakerClusters(threshold)
+            clusters = SpeakerClusters(threshold, merge_threshold=merge_threshold)
             pairs, cpu, _ = label_words(encoder, audio, utterances, clusters, split, change_threshold)
             name = "split" if split else "nosplit"
             row[f"{name}_accuracy"] = best_mapping_accuracy(pairs)
@@ -145,7 +151,13 @@ def run(
         row["words"] = len(pairs)
         row["audio_s"] = item.duration_ms / 1000
         rows.append(row)
-    return {"machine": machine(), "threshold": threshold, "merge_gap_s": merge_gap_s, "rows": rows}
+    return {
+        "machine": machine(),
+        "threshold": threshold,
+        "merge_threshold": merge_threshold,
+        "merge_gap_s": merge_gap_s,
+        "rows": rows,
+    }
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -185,14 +197,36 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m streamer_bench.speakers_bench", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--dialogues", type=Path, help="a generated dialogue directory (default: the cache)")
+    parser.add_argument(
+        "--heldout", action="store_true", help="the held-out dialogues (no threshold was chosen on them)"
+    )
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help="instead: through a real server (streamer_bench.diarize_cpu: its own options)",
+    )
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--change-threshold", type=float, default=DEFAULT_CHANGE_THRESHOLD)
+    parser.add_argument(
+        "--merge-threshold",
+        type=lambda v: None if v == "off" else float(v),
+        default=DEFAULT_MERGE_THRESHOLD,
+        help="merge two speakers whose centroids are this alike ('off': never)",
+    )
     parser.add_argument("--merge-gap", type=float, default=0.45)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, help="write the JSON results here")
+    argv = sys.argv[1:] if argv is None else argv
+    if "--server" in argv:  # the real-server bench has options of its own
+        from streamer_bench import diarize_cpu
+
+        return diarize_cpu.main([a for a in argv if a != "--server"])
     args = parser.parse_args(argv)
-    speech = dialogue.load(args.dialogues) if args.dialogues else dialogue.ensure(dialogue.DialogueParams())
-    result = run(speech, args.threshold, args.change_threshold, args.merge_gap, args.seed)
+    params = dialogue.heldout_params() if args.heldout else dialogue.DialogueParams()
+    speech = dialogue.load(args.dialogues) if args.dialogues else dialogue.ensure(params)
+    result = run(
+        speech, args.threshold, args.change_threshold, args.merge_gap, args.seed, args.merge_threshold
+    )
     print(summary(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -4,14 +4,16 @@ A session embeds each stretch of speech (a final's audio, or each part of it aft
 GE2E encoder (:mod:`streamer.pipeline.speakers_encoder`) and asks its :class:`SpeakerClusters` for a
 label: the speaker whose running centroid is most similar (cosine) when that similarity reaches the
 threshold, else a new speaker, numbered 0, 1, 2, … in order of first appearance, up to a cap (past it,
-the nearest speaker). Labels never change once given, so every final and word keeps its speaker.
+the nearest speaker). Labels never change once given, so every final and word keeps its speaker; a
+speaker whose centroid comes to agree with an older one's (``merge_threshold``) is merged into it, and
+its later stretches get the older label.
 
 A change of voice inside what the VAD took for one utterance (a quick reply, an interruption) is found
-at a word boundary: for the few boundaries with the longest pauses (or an overlap), the speech just
-before and just after (up to 1.6 s each side) are embedded in one batch and compared; the least similar
-boundary is a change when the similarity is under ``change_threshold``. The caller splits the final
-there and labels each part. :func:`plan_changes` says which windows to embed, :func:`pick_change`
-decides from their embeddings, so the embedding can run on the shared worker
+at a word boundary: for the few boundaries with the longest pauses (or an overlap, or a sentence end),
+the speech just before and just after (up to 1.6 s each side) are embedded in one batch and compared;
+the least similar boundary is a change when the similarity is under ``change_threshold``. The caller
+splits the final there and labels each part. :func:`plan_changes` says which windows to embed,
+:func:`pick_change` decides from their embeddings, so the embedding can run on the shared worker
 (:mod:`streamer.pipeline.speakers_worker`).
 """
 
@@ -28,15 +30,21 @@ from streamer.pipeline.speakers_encoder import EMBED_DIM, HOP, PARTIAL_FRAMES, R
 # to another voice's 0.35-0.69; chosen on the dialogue bench (BENCHMARKS.md, "Speakers")
 DEFAULT_THRESHOLD = 0.75
 DEFAULT_CHANGE_THRESHOLD = 0.65
+DEFAULT_MERGE_THRESHOLD: float | None = 0.8  # centroids this alike are one voice (chosen on the tuning set)
 MIN_NEW_SPEAKER_S = 1.0  # a shorter stretch is too little voice to found a speaker on
 MAX_SPEAKERS = 8
 SIDE_S = PARTIAL_FRAMES * HOP / RATE  # 1.6 s: one encoder window each side of a boundary
+
+# a session's speakers as plain data, in label order: each one's weight (seconds), summed embedding, and
+# the older label it was merged into (None: its own)
+SpeakerState = list[tuple[float, list[float], int | None]]
 
 
 @dataclass
 class _Speaker:
     total: np.ndarray  # sum of weighted unit embeddings
     weight: float
+    same_as: int | None = None  # merged into this older speaker: its stretches now go there
 
     def centroid(self) -> np.ndarray:
         c: np.ndarray = self.total / max(float(np.linalg.norm(self.total)), 1e-12)
@@ -51,14 +59,17 @@ class SpeakerClusters:
         threshold: float = DEFAULT_THRESHOLD,
         max_speakers: int = MAX_SPEAKERS,
         min_new_s: float = MIN_NEW_SPEAKER_S,
+        merge_threshold: float | None = DEFAULT_MERGE_THRESHOLD,
     ) -> None:
-        if not -1.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be a cosine similarity (-1..1), not {threshold}")
+        for value in (threshold, merge_threshold):
+            if value is not None and not -1.0 <= value <= 1.0:
+                raise ValueError(f"a threshold must be a cosine similarity (-1..1), not {value}")
         if max_speakers < 1:
             raise ValueError("max_speakers must be at least 1")
         self.threshold = threshold
         self.max_speakers = max_speakers
         self.min_new_s = min_new_s
+        self.merge_threshold = merge_threshold
         self._speakers: list[_Speaker] = []
 
     @property
@@ -68,7 +79,13 @@ class SpeakerClusters:
     def similarities(self, embedding: np.ndarray) -> np.ndarray:
         """Cosine similarity of ``embedding`` to every speaker's centroid, by label."""
         e = _unit(embedding)
-        return np.array([float(s.centroid() @ e) for s in self._speakers], dtype=np.float32)
+        own = [float(s.centroid() @ e) for s in self._speakers]
+        return np.array([own[self._root(k)] for k in range(self.count)], dtype=np.float32)
+
+    def _root(self, label: int) -> int:
+        while (older := self._speakers[label].same_as) is not None:
+            label = older
+        return label
 
     def assign(self, embedding: np.ndarray, weight: float = 1.0) -> int:
         """The speaker label for one stretch (``weight``: its seconds of speech, so long ones count more).
@@ -84,12 +101,56 @@ class SpeakerClusters:
             sims.max() >= self.threshold or self.count >= self.max_speakers or weight < self.min_new_s
         )
         if joins:
-            label = int(np.argmax(sims))
+            label = self._root(int(np.argmax(sims)))
             self._speakers[label].total += e * weight
             self._speakers[label].weight += weight
+        else:
+            self._speakers.append(_Speaker(e * weight, weight))
+            label = self.count - 1
+        return self._merge(label)
+
+    def _merge(self, label: int) -> int:
+        """Merge ``label`` with an older (or younger) speaker whose voice has become the same as its own.
+
+        A speaker's first stretch is a noisy centroid: a voice's second turn can fall under the threshold
+        and found a second speaker. Once the two centroids agree (``merge_threshold``), the younger one's
+        later stretches go to the older label; labels already given stay as they were.
+        """
+        if self.merge_threshold is None:
             return label
-        self._speakers.append(_Speaker(e * weight, weight))
-        return self.count - 1
+        mine = self._speakers[label].centroid()
+        for other in range(self.count):
+            if other == label or self._speakers[other].same_as is not None:
+                continue
+            if float(self._speakers[other].centroid() @ mine) >= self.merge_threshold:
+                old, young = min(label, other), max(label, other)
+                self._speakers[old].total += self._speakers[young].total
+                self._speakers[old].weight += self._speakers[young].weight
+                self._speakers[young].same_as = old
+                return self._merge(old)
+        return label
+
+    def state(self) -> SpeakerState:
+        """Every speaker as plain data (JSON-ready), so a session resumed elsewhere keeps its labels."""
+        return [
+            (round(s.weight, 4), [round(float(x), 5) for x in s.total], s.same_as) for s in self._speakers
+        ]
+
+    def restore(self, state: SpeakerState) -> None:
+        """Carry on from :meth:`state`'s speakers (replacing any); a malformed one raises ValueError."""
+        if len(state) > self.max_speakers:
+            raise ValueError(f"{len(state)} speakers, more than the cap of {self.max_speakers}")
+        speakers = []
+        for k, (weight, total, same_as) in enumerate(state):
+            vector = np.asarray(total, dtype=np.float32)
+            if vector.shape != (EMBED_DIM,) or not np.isfinite(vector).all() or not weight > 0:
+                raise ValueError(
+                    f"a stored speaker must be a positive weight and a finite {EMBED_DIM}-vector"
+                )
+            if same_as is not None and not 0 <= same_as < k:
+                raise ValueError(f"speaker {k} is merged into {same_as}, not an older speaker")
+            speakers.append(_Speaker(vector, float(weight), same_as))
+        self._speakers = speakers
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -102,10 +163,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class WordSpan:
-    """A word's timing inside the utterance's audio, in seconds from its first sample."""
+    """A word's timing inside the utterance's audio, in seconds from its first sample; ``sentence_end``:
+    the word ends a sentence (its text ends with ``.``, ``?`` or ``!``)."""
 
     start_s: float
     end_s: float
+    sentence_end: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,10 +192,11 @@ def plan_changes(
 ) -> ChangePlan:
     """Which word boundaries to test for a change of voice in one utterance (16 kHz float audio).
 
-    A boundary needs ``min_side_s`` of speech on each side and a pause of ``min_gap_s`` between the
-    words (a new voice nearly always leaves one in the word timings; words that overlap count too); of
-    those, the ``max_candidates`` with the longest pauses are tested, so the cost stays bounded however
-    long the utterance.
+    A boundary needs ``min_side_s`` of speech on each side and either a pause of ``min_gap_s`` between
+    the words (words that overlap count too) or the end of a sentence: Whisper's word timings often run
+    one turn's last word into the next turn's first with no pause, but the text still ends the sentence
+    there. Of those, the ``max_candidates`` with the longest pauses (a sentence end counting as at least
+    ``min_gap_s``) are tested, so the cost stays bounded however long the utterance.
     """
     duration = audio.size / RATE
     found: list[tuple[float, int]] = []
@@ -140,8 +204,9 @@ def plan_changes(
         cut = (words[k - 1].end_s + words[k].start_s) / 2
         gap = words[k].start_s - words[k - 1].end_s
         inside = words[0].start_s + min_side_s <= cut <= min(words[-1].end_s, duration) - min_side_s
-        if inside and abs(gap) >= min_gap_s:
-            found.append((abs(gap), k))
+        pause = max(abs(gap), min_gap_s) if words[k - 1].sentence_end else abs(gap)
+        if inside and pause >= min_gap_s:
+            found.append((pause, k))
     chosen = sorted(k for _, k in sorted(found, key=lambda g: (-g[0], g[1]))[:max_candidates])
     windows = []
     for k in chosen:
@@ -170,7 +235,7 @@ def plan_part(audio: np.ndarray, words: Sequence[WordSpan], lo: int, hi: int) ->
     """:func:`plan_changes` for words ``lo:hi`` of an utterance (boundaries relative to ``lo``)."""
     base = max(0.0, words[lo].start_s)  # timings may start a little before the audio does
     part_audio = audio[int(base * RATE) : max(0, int(words[hi - 1].end_s * RATE)) + 1]
-    spans = [WordSpan(w.start_s - base, w.end_s - base) for w in words[lo:hi]]
+    spans = [WordSpan(w.start_s - base, w.end_s - base, w.sentence_end) for w in words[lo:hi]]
     return plan_changes(part_audio, spans)
 
 

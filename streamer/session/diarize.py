@@ -23,7 +23,7 @@ import numpy as np
 
 from streamer.errors import StreamerError
 from streamer.pipeline.audio import MODEL_RATE
-from streamer.pipeline.speakers import SpeakerClusters, WordSpan, pick_change, plan_part
+from streamer.pipeline.speakers import SpeakerClusters, SpeakerState, WordSpan, pick_change, plan_part
 from streamer.pipeline.speakers_encoder import unit_mean
 from streamer.pipeline.speakers_worker import SpeakerWorker
 from streamer.protocol import Word
@@ -49,7 +49,8 @@ class Part:
 class SessionSpeakers:
     """One session's speakers: its clusters (labels 0, 1, 2, … in order of appearance) and the worker.
 
-    It lives with the session, so a session resumed on this instance keeps its speakers' numbers.
+    It lives with the session, so a session resumed on this instance keeps its speakers' numbers; on
+    another instance, :meth:`state` travels with the durable session state and :meth:`restore` takes it up.
     """
 
     def __init__(self, session_id: str, worker: SpeakerWorker | None) -> None:
@@ -57,6 +58,17 @@ class SessionSpeakers:
         self.worker = worker
         self.clusters = SpeakerClusters()
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
+
+    def state(self) -> SpeakerState:
+        """The session's speakers as plain data, for the durable session state."""
+        return self.clusters.state()
+
+    def restore(self, state: SpeakerState) -> None:
+        """Carry on with the speakers another instance stored: speaker 0 stays speaker 0."""
+        try:
+            self.clusters.restore(state)
+        except ValueError as e:  # a damaged record costs the labels' continuity, not the session
+            self._log.warning("stored speakers unusable, numbering afresh: %s", e)
 
     async def parts(
         self,
@@ -91,7 +103,10 @@ class SessionSpeakers:
         if not words:  # no timings (the alignment failed): the whole utterance is one part
             label, confidence = await self._assign(worker, audio)
             return [Part(text, words, start_ms, end_ms, label, confidence)]
-        spans = [WordSpan((w.start_ms - start_ms) / 1000, (w.end_ms - start_ms) / 1000) for w in words]
+        spans = [
+            WordSpan((w.start_ms - start_ms) / 1000, (w.end_ms - start_ms) / 1000, ends_sentence(w.word))
+            for w in words
+        ]
         cuts = await self._changes(worker, audio, spans)
         bounds = [0, *cuts, len(words)]
         edges = [start_ms]
@@ -139,3 +154,8 @@ class SessionSpeakers:
         else:
             confidence = 1.0 - float(before.max()) if before.size else 1.0
         return label, round(min(1.0, max(0.0, confidence)), 4)
+
+
+def ends_sentence(word: str) -> bool:
+    """Whether a final's word ends a sentence (a turn in a dialogue nearly always ends with one)."""
+    return word.rstrip().rstrip("\"')»”").endswith((".", "?", "!", "。", "？", "！"))

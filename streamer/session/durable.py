@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from streamer.errors import SessionNotFoundError, StreamerError
 from streamer.guards.load import LoadMeter
 from streamer.guards.ratelimit import AudioPacer
+from streamer.pipeline.speakers import SpeakerState
 from streamer.protocol import CloseCode, SessionConfig, TranscriptFinal, TranslationFinal, dump
 from streamer.services import Services
 from streamer.session.runtime import StreamSession
@@ -75,6 +76,7 @@ class DurableState(BaseModel):
     # the real-time pacer's audio seconds left at the last write, and when (epoch seconds): kept_pacer()
     pacer_s: float | None = None
     pacer_at: float = 0.0
+    speakers: SpeakerState = Field(default_factory=list)  # diarize: so speaker 0 stays speaker 0
 
 
 class Journal:
@@ -117,6 +119,7 @@ class Journal:
                 return
             received = max(self.state.received_ms, self.session.audio_ms)
             update: dict[str, object] = {"config": self.session.config, "received_ms": received}
+            update["speakers"] = self.session.speakers.state()
             if self.session.pacer is not None:
                 update.update(pacer_s=self.session.pacer.available_s, pacer_at=time.time())
             self.state = self.state.model_copy(update=update)
@@ -283,6 +286,7 @@ class DurableSessions:
             state.next_segment_id,
             time.time() - state.started_at,
         )
+        session.speakers.restore(state.speakers)
         self.journal(session, state)
         return session
 

@@ -19,6 +19,7 @@ from streamer.pipeline.speakers import (
 )
 from streamer.pipeline.speakers_encoder import RATE, Encoder
 from streamer.pipeline.speakers_weights import load_encoder_weights
+from streamer.session.diarize import ends_sentence
 from streamer_bench import dialogue
 
 SPEECH = dialogue.load(FIXTURES / "dialogue")
@@ -131,6 +132,26 @@ def test_one_voice_is_not_split(encoder: Encoder) -> None:
     plan = plan_changes(audio, words)
     assert plan.boundaries  # the pause between the turns is tested, and is no change
     assert find_changes(encoder.embed_windows, audio, words) == []
+
+
+def test_a_sentence_end_is_a_candidate_even_where_the_word_timings_leave_no_pause() -> None:
+    # Whisper's timings often run one turn's last word into the next's first; the full stop remains
+    audio = np.zeros(RATE * 4, np.float32)
+    words = [WordSpan(0.1, 0.8), WordSpan(0.8, 1.6), WordSpan(1.6, 2.4), WordSpan(2.4, 3.2)]
+    assert plan_changes(audio, words).boundaries == []
+    ended = [words[0], WordSpan(0.8, 1.6, sentence_end=True), *words[2:]]
+    assert plan_changes(audio, ended).boundaries == [2]
+
+
+def test_a_sentence_end_in_a_final_s_words_marks_its_span() -> None:
+    assert [ends_sentence(w) for w in ("helps.", "now?", 'it!"', "course,", "Mr", " end. ")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_pick_change_checks_the_embeddings_it_is_given() -> None:
