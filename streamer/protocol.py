@@ -261,6 +261,9 @@ class TranscriptFinal(_Wire):
     # first appearance in the session, and how close the voice was to that speaker's (0-1)
     speaker: int | None = None
     speaker_confidence: float | None = None
+    # with ``diarize``, when a change of speaker split the utterance: another part (final) of the same
+    # segment follows (left out otherwise)
+    more: bool | None = None
     # the segment's terminal answer when it has no text (left out otherwise): ``too_short`` (a blip),
     # ``nonspeech`` (noise, breath, a rejected hallucination); ``text`` is then empty
     dropped: Literal["too_short", "nonspeech"] | None = None

@@ -305,8 +305,8 @@ class Finals:
         # with diarize, one final per stretch of one voice, each with its speaker (session/diarize.py)
         start_ms, end_ms = ms(utt.start_sample), ms(utt.end_sample)
         parts = await host.speakers.parts(config.diarize, utt.audio, start_ms, end_ms, result.text, words)
-        for part in parts:
-            await self._deliver_part(utt, result, part, end_reason)
+        for i, part in enumerate(parts):
+            await self._deliver_part(utt, result, part, end_reason, more=i < len(parts) - 1)
         self.ended_at.pop(utt.segment_id, None)  # each part's latency counts from the utterance's end
 
     async def _deliver_part(
@@ -315,6 +315,8 @@ class Finals:
         result: AsrResult,
         part: Part,
         end_reason: EndReason,
+        *,
+        more: bool = False,
     ) -> None:
         host = self._host
         services, config = host.services, host.config
@@ -331,6 +333,7 @@ class Finals:
             words=part.words,
             speaker=part.speaker,
             speaker_confidence=part.speaker_confidence,
+            more=True if more else None,
             end_reason=end_reason,
             logprobs=[TokenLogprob(token=t, logprob=lp) for t, lp in result.logprobs or ()]
             if config.logprobs

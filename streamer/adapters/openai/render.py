@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from streamer.adapters.openai.state import RealtimeState
+from streamer.adapters.openai.diarized import speaker_name
+from streamer.adapters.openai.state import DIARIZE_MODEL, RealtimeState
 from streamer.adapters.openai.wire import new_id
 from streamer.protocol import (
     ErrorEvent,
@@ -37,6 +38,7 @@ class _Item:
         # deltas: what is stable before the commit waits for it
         self.committed = False
         self.held = ""
+        self.parts: list[str] = []  # diarized: the texts of the parts (speakers) answered so far
 
 
 class EventRenderer:
@@ -105,10 +107,14 @@ class EventRenderer:
             growing = self._items.get(message.segment_id)
             if growing is None or not message.stable_text.startswith(growing.said):
                 return []
+            if self.state.transcription.model == DIARIZE_MODEL:
+                return []  # its text comes as segments, one per speaker
             if not growing.committed:
                 growing.held = message.stable_text
                 return []
             return self._delta(growing, message.stable_text)
+        if isinstance(message, TranscriptFinal) and message.speaker is not None:
+            return self._diarized(message)
         if isinstance(message, TranscriptFinal):
             done = self._items.pop(message.segment_id, None) or _Item(new_id("item"), message.audio_start_ms)
             out = self._announce(done)  # (a final whose end was not announced: its item first)
@@ -204,6 +210,34 @@ class EventRenderer:
                 delta=grown,
             )
         ]
+
+    def _diarized(self, message: TranscriptFinal) -> list[str]:
+        """A diarized final: one ``segment`` event per speaker's part (times from the item's start, the
+        speaker as OpenAI names them: A, B, ...), then, after the last part, the item's ``completed`` with
+        the parts' text. The item's deltas are the parts' texts too (the partials' are not, as a
+        diarizing model streams no deltas)."""
+        item = self._items.get(message.segment_id) or self._item(message.segment_id, message.audio_start_ms)
+        item.held = ""  # the parts answer for the text
+        out = self._announce(item)
+        segment = self.event(
+            "conversation.item.input_audio_transcription.segment",
+            item_id=item.item_id,
+            content_index=0,
+            id=f"seg_{len(item.parts)}",
+            start=round(max(0, message.audio_start_ms - item.start_ms) / 1000, 3),
+            end=round(max(0, message.audio_end_ms - item.start_ms) / 1000, 3),
+            text=message.text,
+            speaker=speaker_name(message.speaker),
+        )
+        out.append(segment)
+        item.parts.append(message.text)
+        if message.more:
+            return out
+        del self._items[message.segment_id]
+        text = " ".join(t for t in item.parts if t)
+        seconds = round((message.audio_end_ms - item.start_ms) / 1000, 3)
+        out.append(self.completed(item.item_id, text, seconds, None, message.logprobs))
+        return out
 
     def completed(
         self,

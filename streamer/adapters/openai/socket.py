@@ -27,7 +27,7 @@ from streamer.adapters.common import (
 from streamer.adapters.openai.client_secrets import authenticate, client_secrets, transcription_sessions
 from streamer.adapters.openai.render import EventRenderer
 from streamer.adapters.openai.rest import error_response
-from streamer.adapters.openai.state import RealtimeState
+from streamer.adapters.openai.state import DIARIZE_MODEL, RealtimeState
 from streamer.adapters.openai.wire import (
     CLIENT_EVENTS,
     Append,
@@ -261,6 +261,18 @@ class RealtimeConnection(AdapterConnection):
             else:
                 state = self.state.updated_beta(event.session)
             config = state.config(self.services)
+            if config.diarize and self.services.speakers is None:
+                where = (
+                    "audio.input.transcription"
+                    if isinstance(event, SessionUpdate)
+                    else "input_audio_transcription"
+                )
+                raise ClientEventError(
+                    f"{DIARIZE_MODEL}: diarize is not available, the server has no speaker encoder",
+                    code="invalid_value",
+                    param=f"session.{where}.model",
+                    event_id=event.event_id,
+                )
             if state.turns != self.state.turns:
                 retune(self.session, state.turns)
         except ClientEventError as e:

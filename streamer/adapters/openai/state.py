@@ -24,6 +24,7 @@ from streamer.adapters.openai.wire import (
 from streamer.protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Encoding, SessionConfig
 from streamer.services import Services
 
+DIARIZE_MODEL = "gpt-4o-transcribe-diarize"  # OpenAI's model name for speaker labels
 DEFAULT_RATE = 24000  # OpenAI's PCM rate
 G711_RATE = 8000  # audio/pcmu and audio/pcma are telephony's G.711: 8 kHz only
 # the session's encoding of each GA format, and the GA format of each beta name
@@ -125,6 +126,8 @@ class RealtimeState(BaseModel):
             prompt=self.transcription.prompt or "",
             keywords=self.transcription.keywords or [],
             logprobs=LOGPROBS in self.include,
+            # OpenAI's diarizing transcription model: speaker labels, sent as segment events
+            diarize=self.transcription.model == DIARIZE_MODEL,
         )
 
     def ga(self, session_id: str, expires_at: int) -> dict[str, Any]:
