@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestServer
 from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
 from support import make_settings, read_pcm16, silence
 
-from streamer.adapters.transcriptions import StreamedText
+from streamer.adapters.transcriptions import StreamedText, _answer
+from streamer.adapters.upload_form import Form
 from streamer.protocol import TranscriptFinal, TranscriptPartial
 from streamer_bench.wer import words as normalized_words
 
@@ -82,6 +83,16 @@ def test_a_final_that_rewrites_sent_words_keeps_them_and_adds_its_rest() -> None
     assert dropped.partial(_partial(1, "Hmm")) == "Hmm"
     assert dropped.final(_final(1, "")) == ""
     assert dropped.text == "Hmm"
+
+
+def test_a_dropped_utterance_adds_no_space_to_either_answer() -> None:
+    """An utterance dropped as noise ends in an empty final: the whole answer and the stream both skip it."""
+    finals = [_final(1, "We walk home."), _final(2, ""), _final(3, "Later on.")]
+    whole = _answer(Form(response_format="text"), finals, 3.0)
+    streamed = StreamedText()
+    deltas = [streamed.final(f) for f in finals]
+    assert whole.text == "We walk home. Later on.\n"
+    assert "".join(deltas) == streamed.text == "We walk home. Later on."
 
 
 @pytest.mark.slow
