@@ -14,6 +14,7 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 
@@ -166,7 +167,7 @@ class _Run:
     async def _collect(self, text: str) -> None:
         message = json.loads(text)
         if self._follow is not None:
-            self._follow.heard(message.get("type"))
+            self._follow.heard(message)
         if message.get("type") == "transcript.final":
             final = TranscriptFinal.model_validate(message)
             self.finals.append(final)
@@ -210,24 +211,26 @@ class _Follow:
     """
 
     def __init__(self) -> None:
-        self._speaking = False
+        self._open: int | None = None  # the open utterance's segment id
         self._ahead_s = 0.0  # audio pushed since the utterance began or its latest partial came
         self._partial = asyncio.Event()
 
-    def heard(self, kind: object) -> None:
-        """The session sent a message of type ``kind``."""
+    def heard(self, message: dict[str, Any]) -> None:
+        """The session sent ``message``. (An utterance's final can come after the next one started: an
+        utterance split at its maximum length goes on as the next at once.)"""
+        kind, segment_id = message.get("type"), message.get("segment_id")
         if kind == "speech.started":
-            self._speaking, self._ahead_s = True, 0.0
+            self._open, self._ahead_s = segment_id, 0.0
         elif kind == "transcript.partial":
             self._ahead_s = 0.0
             self._partial.set()
-        elif kind in ("speech.stopped", "transcript.final"):
-            self._speaking = False
+        elif kind == "speech.stopped" and segment_id == self._open:
+            self._open = None
             self._partial.set()
 
     async def pushed(self, seconds: float) -> None:
         """``seconds`` of audio were pushed: wait, if they are too far ahead of the partials."""
-        if not self._speaking:
+        if self._open is None:
             return
         self._ahead_s += seconds
         if self._ahead_s < FOLLOW_LEAD_S:
