@@ -13,7 +13,7 @@ from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDon
 from support import make_settings, read_pcm16, silence
 
 from streamer.adapters.transcriptions import StreamedText, _answer
-from streamer.adapters.upload import _Follow
+from streamer.adapters.upload import FOLLOW_LEAD_S, _Follow
 from streamer.adapters.upload_form import Form
 from streamer.protocol import TranscriptFinal, TranscriptPartial
 from streamer_bench.wer import wer
@@ -106,14 +106,14 @@ async def test_streamed_audio_waits_for_the_partials_of_an_utterance_split_at_it
         {"type": "transcript.final", "segment_id": 1},  # the first half's final, after the split
     ]:
         follow.heard(message)
-    await follow.pushed(1.0)  # within the lead
-    waiting = asyncio.create_task(follow.pushed(1.5))
+    await follow.pushed(FOLLOW_LEAD_S / 2)  # within the lead
+    waiting = asyncio.create_task(follow.pushed(FOLLOW_LEAD_S / 2))
     await asyncio.sleep(0)
     assert not waiting.done()
     follow.heard({"type": "transcript.partial", "segment_id": 2})
     await asyncio.wait_for(waiting, 5)
     follow.heard({"type": "speech.stopped", "segment_id": 2})
-    await asyncio.wait_for(follow.pushed(10.0), 5)  # silence is not held back
+    await asyncio.wait_for(follow.pushed(2 * FOLLOW_LEAD_S), 5)  # silence is not held back
 
 
 @pytest.mark.slow
