@@ -33,7 +33,7 @@ from streamer.adapters.upload_runner import Channels, ClientGoneError, admitted,
 from streamer.edge.handshake import REGISTRY, REQUEST_ID
 from streamer.errors import StreamerError
 from streamer.pipeline.audio import MODEL_RATE
-from streamer.protocol import Decoding, SessionConfig, TranscriptFinal, Word
+from streamer.protocol import Decoding, SessionConfig, TranscriptFinal, TranscriptPartial, Word
 from streamer.session.runtime import StreamSession
 from streamer.session.validation import check_session_config
 
@@ -72,7 +72,10 @@ async def handle(request: web.Request, task: Literal["transcribe", "translate"])
                     languages=[]
                     if form.language
                     else [check_language(services, code) or code for code in form.languages],
-                    interim_results=False,
+                    # streamed: partials, so text is sent as it becomes stable (a token's logprob
+                    # exists only in the final decode, so with logprobs each utterance is one delta);
+                    # a whole answer needs none, and they would cost it model time
+                    interim_results=form.stream and not form.logprobs,
                     word_timestamps="word" in form.granularities,
                     diarize=form.response_format == openai_diarized.FORMAT,
                     prompt=form.prompt,
@@ -124,7 +127,8 @@ async def _respond(request: web.Request, upload: Upload, source: IO[bytes], form
 
 
 async def _stream(request: web.Request, upload: Upload, source: IO[bytes], form: Form) -> web.StreamResponse:
-    """``stream=true``: a ``transcript.text.delta`` event per utterance, then ``transcript.text.done``."""
+    """``stream=true``: ``transcript.text.delta`` events as the text becomes stable (see
+    :class:`StreamedText`), then ``transcript.text.done`` with the whole text and the token usage."""
     headers = {
         "Content-Type": "text/event-stream",
         "Cache-Control": "no-cache",
@@ -132,6 +136,7 @@ async def _stream(request: web.Request, upload: Upload, source: IO[bytes], form:
     }
     response = web.StreamResponse(headers=headers)
     finals: list[TranscriptFinal] = []
+    streamed = StreamedText()
 
     async def start() -> None:
         await response.prepare(request)
@@ -139,18 +144,23 @@ async def _stream(request: web.Request, upload: Upload, source: IO[bytes], form:
     async def send(event: dict[str, Any]) -> None:
         await response.write(f"data: {json.dumps(event)}\n\n".encode())
 
+    async def on_partial(partial: TranscriptPartial) -> None:
+        if delta := streamed.partial(partial):
+            await send({"type": "transcript.text.delta", "delta": delta})
+
     async def on_final(final: TranscriptFinal) -> None:
-        if not final.text:
-            return
-        delta = final.text if not finals else " " + final.text
         finals.append(final)
+        if not (delta := streamed.final(final)):
+            return
         event: dict[str, Any] = {"type": "transcript.text.delta", "delta": delta}
-        if form.logprobs:
+        if form.logprobs:  # (no partials then: the delta is the utterance's whole text)
             event["logprobs"] = logprobs([final])
         await send(event)
 
     try:
-        await upload.transcribe(_decoded(source, upload), MODEL_RATE, request, on_final, start)
+        await upload.transcribe(
+            _decoded(source, upload), MODEL_RATE, request, on_final, start, on_partial=on_partial
+        )
     except StreamerError as e:
         if not response.prepared:  # refused before the first event: an ordinary error answer
             return error_response(e)
@@ -160,7 +170,7 @@ async def _stream(request: web.Request, upload: Upload, source: IO[bytes], form:
         _left(upload)
         return response  # nobody to finish it for
     else:
-        last = {"type": "transcript.text.done", "text": " ".join(f.text for f in finals)}
+        last = {"type": "transcript.text.done", "text": streamed.text}
         if form.logprobs:
             last["logprobs"] = logprobs(finals)
         last["usage"] = token_usage(finals, upload.seconds)
@@ -168,6 +178,64 @@ async def _stream(request: web.Request, upload: Upload, source: IO[bytes], form:
         await send(last)
         await response.write_eof()
     return response
+
+
+class StreamedText:
+    """The streamed transcript, append-only: what each delta adds, and :attr:`text`, every delta so far.
+
+    An utterance's stable partial text is sent as it grows (stable words are never rewritten within an
+    utterance), then its final's rest. Utterances are sent in order, joined by a space as in the whole
+    answer, so ``text`` is the non-streamed answer's text: a later utterance's partials that come before
+    an earlier one's final (which may add to it) wait for that final. Segment ids count from 1 and every
+    segment ends in a final (possibly empty). Sent text is never taken back: in the rare case a final
+    rewrites words already sent (a punctuation mark or a word's form that the partials agreed on), the
+    sent words stand and the final's words after as many words follow; ``text`` is then still every
+    delta joined, but may differ from the non-streamed answer in those words.
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._finished = 0  # the last segment finalized: the next one's text is being sent
+        self._said = ""  # the next segment's text sent
+        self._held: dict[int, str] = {}  # later segments' latest stable text, waiting for their turn
+
+    def partial(self, partial: TranscriptPartial) -> str:
+        """The delta that ``partial``'s stable text adds ("" for none)."""
+        segment_id, stable = partial.segment_id, partial.stable_text
+        if segment_id <= self._finished:
+            return ""  # late: its final came
+        if segment_id > self._finished + 1:
+            self._held[segment_id] = stable
+            return ""
+        if not stable.startswith(self._said):
+            return ""  # (stable text only grows within an utterance: not expected)
+        return self._extend(stable)
+
+    def final(self, final: TranscriptFinal) -> str:
+        """The delta that ``final`` adds to what its utterance's partials sent, and what a later
+        utterance's partials held back then add ("" for none)."""
+        said = self._said if final.segment_id == self._finished + 1 else ""
+        self._said = said
+        if final.text.startswith(said):
+            text = final.text
+        else:  # the sent words stand; the final's words after them follow
+            text = " ".join([said, *final.text.split()[len(said.split()) :]])
+        delta = self._extend(text)
+        self._finished, self._said = max(self._finished, final.segment_id), ""
+        self._held = {k: v for k, v in self._held.items() if k > self._finished}
+        if (held := self._held.pop(self._finished + 1, None)) is not None:
+            delta += self._extend(held)
+        return delta
+
+    def _extend(self, text: str) -> str:
+        grown = text[len(self._said) :]
+        if not grown:
+            return ""
+        if not self._said and self.text:
+            grown = " " + grown  # a new utterance
+        self._said = text
+        self.text += grown
+        return grown
 
 
 def logprobs(finals: list[TranscriptFinal]) -> list[dict[str, Any]]:
@@ -200,7 +268,7 @@ def _detected(finals: list[TranscriptFinal]) -> list[str]:
 
 
 def _answer(form: Form, finals: list[TranscriptFinal], seconds: float) -> web.Response:
-    text = " ".join(f.text for f in finals)
+    text = " ".join(f.text for f in finals if f.text)  # as the streamed text joins them
     usage = {"type": "duration", "seconds": round(seconds, 3)}
     if form.response_format == "text":
         return web.Response(text=text + "\n", content_type="text/plain")

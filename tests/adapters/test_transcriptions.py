@@ -101,9 +101,12 @@ async def test_compressed_files_plain_formats_and_streaming(
                 model="whisper-1", file=("speech.flac", _encoded(two, "flac", "flac")), stream=True
             )
         ]
-    kinds = [e.type for e in events]
-    assert kinds == ["transcript.text.delta", "transcript.text.delta", "transcript.text.done"]
-    assert "".join(e.delta for e in events[:2]) == events[-1].text
+    *deltas, done = events
+    # (as the text becomes stable: tests/adapters/test_transcription_stream.py)
+    assert len(deltas) >= 2 and all(e.type == "transcript.text.delta" for e in deltas)
+    assert done.type == "transcript.text.done"
+    assert "".join(e.delta for e in deltas if e.type == "transcript.text.delta") == done.text
+    assert len(normalized_words(done.text)) >= 2 * len(sentence.content_words)
 
 
 async def test_bad_input_gets_openai_errors(make_server: ServerFactory, sentence: Sentence) -> None:
