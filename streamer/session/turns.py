@@ -23,8 +23,9 @@ from streamer.services import Services
 
 VERDICT_WAIT_MAX_LOAD = 0.4  # the model's busy share above which a pause does not wait for its verdict
 # A pause whose latest partial does not end a sentence is speculated on only once its silence has run this
-# share of the way from the pause to the end-of-utterance silence: most such pauses are commas and breaths
-# that speech resumes from, and a decode fired at them was thrown away (see _on_pause)
+# share of the way from the pause to the end-of-utterance silence (280 ms of the default 160-400 ms): many
+# such pauses are commas and breaths that speech resumes from. 0.75 wasted no less and made finals slower
+# (piper corpus, 1 session, tiny.en: p95 0.79 s against 0.51 s at 0.5)
 LATE_SPECULATION_SHARE = 0.5
 
 Decode = Callable[[Utterance], asyncio.Task[AsrResult]]
@@ -191,9 +192,11 @@ class TurnDetector:
     def _on_pause(self, utt: Utterance) -> None:
         """Speculate at a pause that looks like an end: the latest partial finishes a sentence.
 
-        Other pauses wait for :meth:`_speculate_late`: a decode fired at every pause was thrown away when
-        speech resumed (continuous reading, tiny.en: most of the speculative model time), while the pause
-        whose partial already ends with a full stop is where the final usually is.
+        Other pauses wait for :meth:`_speculate_late`: a decode fired at every pause was thrown away
+        whenever speech resumed, while a pause whose partial already ends with a full stop is where the
+        final usually is (piper corpus, 1 session, tiny.en: wasted speculation 5.8 % -> 4.4 % of model
+        time, used/fired 55 % -> 61 %, final p50 and WER unchanged). The partial lags the audio by up to
+        its interval, so a finished sentence often still reads unfinished: that pause speculates late.
         """
         self._drop_speculation()  # a pause after speech resumed: the earlier one cannot be the final
         self._deferred = None
