@@ -60,6 +60,7 @@ class Partials:
         self._closed: dict[int, str] = {}  # a long span's closed windows (by start sample): their text
         self._in_flight = False  # a long span's partial is being decoded (its windows one by one)
         self._last_lag_warning = 0.0
+        self.text = ""  # the open utterance's latest partial (the turn detector reads its last word)
 
     def started(self, segment_id: int) -> None:
         """A new utterance: its partials start afresh."""
@@ -67,6 +68,7 @@ class Partials:
         self._mark = 0
         self._speech_at = {segment_id: time.monotonic()}
         self._closed = {}
+        self.text = ""
 
     def request(self, utt: Utterance | None) -> asyncio.Task[None] | None:
         """A partial of the open utterance ``utt``, if one is due: the task that delivers it."""
@@ -137,6 +139,7 @@ class Partials:
         if result is None or host.open_segment_id != segment_id or host.outbox is None:
             return
         text = f"{prefix} {result.text.strip()}" if prefix else result.text
+        self.text = text
         update = self._stabilizer.update(text)
         if update is None:
             return

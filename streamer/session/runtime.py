@@ -61,7 +61,12 @@ class StreamSession:
         self.config = config
         self.services = services
         self._turns = TurnDetector(
-            config, services, decode=self._transcribe, spend=self.spend, on_release=self._on_release
+            config,
+            services,
+            decode=self._transcribe,
+            spend=self.spend,
+            on_release=self._on_release,
+            partial_text=lambda: self._partials.text,
         )
         self.outbox: Outbox | None = None
         self.load = load if load is not None else LoadMeter()

@@ -16,11 +16,17 @@ from streamer.errors import ConfigError
 from streamer.pipeline.asr import AsrResult
 from streamer.pipeline.audio import MODEL_RATE, Audio, PcmInput
 from streamer.pipeline.fallback import ends_sentence
+from streamer.pipeline.hallucination import SENTENCE_END
 from streamer.pipeline.segmenter import Ended, Event, Paused, Segmenter, SegmenterConfig, Utterance
 from streamer.protocol import SessionConfig
 from streamer.services import Services
 
 VERDICT_WAIT_MAX_LOAD = 0.4  # the model's busy share above which a pause does not wait for its verdict
+# A pause whose latest partial does not end a sentence is speculated on only once its silence has run this
+# share of the way from the pause to the end-of-utterance silence (280 ms of the default 160-400 ms): many
+# such pauses are commas and breaths that speech resumes from. 0.75 wasted no less and made finals slower
+# (piper corpus, 1 session, tiny.en: p95 0.79 s against 0.51 s at 0.5)
+LATE_SPECULATION_SHARE = 0.5
 
 Decode = Callable[[Utterance], asyncio.Task[AsrResult]]
 Spend = Callable[[str, AsrResult], None]
@@ -52,17 +58,20 @@ class TurnDetector:
         decode: Decode,
         spend: Spend,
         on_release: Callable[[], None],
+        partial_text: Callable[[], str] = str,
     ) -> None:
         self._services = services
         self._decode = decode
         self._spend = spend
         self._on_release = on_release
+        self._partial_text = partial_text
         s = services.settings
         self.pcm = PcmInput(config.sample_rate, max_frame_ms=s.max_frame_ms, encoding=config.encoding)
         self._vad = services.vad.new_stream()
         self._base = services.segmenter_config  # before the input rate's thresholds
         self._segmenter = Segmenter(self._base.for_input_rate(config.sample_rate))
         self._speculation: _Speculation | None = None
+        self._deferred: Utterance | None = None  # a pause not speculated on yet (see _on_pause)
         self._released: deque[Ended] = deque()
 
     # ---- what the session reads
@@ -98,11 +107,10 @@ class TurnDetector:
         for event in self._segmenter.feed(probs, windows):
             if isinstance(event, Paused):
                 if self._services.settings.batching:
-                    # a pause after speech resumed: the earlier speculation can no longer be the final
-                    self._drop_speculation()
-                    self._speculate(event.utterance)
+                    self._on_pause(event.utterance)
             else:
                 events.append(event)
+        self._speculate_late()
         spec = self._speculation
         if (
             spec is not None
@@ -132,6 +140,7 @@ class TurnDetector:
         open_id = self._segmenter.open_segment_id
         if open_id is not None:
             self._drop_speculation()
+            self._deferred = None
             self._segmenter.finish("cleared")
         return open_id
 
@@ -179,6 +188,37 @@ class TurnDetector:
     def abort(self) -> None:
         if self._speculation is not None:
             self._speculation.task.cancel()
+
+    def _on_pause(self, utt: Utterance) -> None:
+        """Speculate at a pause that looks like an end: the latest partial finishes a sentence.
+
+        Other pauses wait for :meth:`_speculate_late`: a decode fired at every pause was thrown away
+        whenever speech resumed, while a pause whose partial already ends with a full stop is where the
+        final usually is (piper corpus, 1 session, tiny.en: wasted speculation 5.8 % -> 4.4 % of model
+        time, used/fired 55 % -> 61 %, final p50 and WER unchanged). The partial lags the audio by up to
+        its interval, so a finished sentence often still reads unfinished: that pause speculates late.
+        """
+        self._drop_speculation()  # a pause after speech resumed: the earlier one cannot be the final
+        self._deferred = None
+        if self._partial_text().rstrip().rstrip("\"')»”").endswith(SENTENCE_END):
+            self._speculate(utt)
+        else:
+            self._deferred = utt
+
+    def _speculate_late(self) -> None:
+        """A deferred pause that has lasted long enough to look like an end after all: speculate now."""
+        utt = self._deferred
+        if utt is None:
+            return
+        if not self._segmenter.pausing(utt.segment_id, utt.end_sample):
+            self._deferred = None  # speech resumed, or the utterance ended (its final decodes it)
+            return
+        cfg = self._segmenter.config
+        late_ms = cfg.pause_ms + LATE_SPECULATION_SHARE * (cfg.end_silence_ms - cfg.pause_ms)
+        silence_ms = (self._segmenter.samples - utt.end_sample) * 1000 / MODEL_RATE + cfg.tail_ms
+        if silence_ms >= late_ms:
+            self._deferred = None
+            self._speculate(utt)
 
     def _speculate(self, utt: Utterance) -> None:
         spec = _Speculation(utt.segment_id, utt.end_sample, utt, self._decode(utt))

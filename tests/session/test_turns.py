@@ -21,6 +21,7 @@ from streamer.session.runtime import StreamSession
 
 FRAME = np.zeros(512, dtype="<i2").tobytes()  # one 32 ms window at 16 kHz
 SPEECH, PAUSE = 20, 6  # the default pause is 160 ms (5 windows); the utterance ends at 400 ms
+LATE_PAUSE = 9  # 288 ms: a pause without a finished sentence is speculated on from 280 ms
 
 
 @dataclass
@@ -49,7 +50,7 @@ async def _settle(condition: object, tries: int = 50) -> None:
 
 async def test_a_speculation_is_withdrawn_from_the_queue_when_speech_resumes() -> None:
     asr = _StartedAsr(text="Hello there.", hang=True)
-    vad = ScriptedVad([0.0] + [0.9] * SPEECH + [0.0] * PAUSE + [0.9] * 3)
+    vad = ScriptedVad([0.0] + [0.9] * SPEECH + [0.0] * LATE_PAUSE + [0.9] * 3)
     async with services(asr=asr, vad=vad, settings=make_settings(batching=True)) as svc:
         # another session's decode holds the model, so this session's speculation waits in the queue
         blocker = asyncio.create_task(
@@ -59,7 +60,7 @@ async def test_a_speculation_is_withdrawn_from_the_queue_when_speech_resumes() -
         config = SessionConfig(language="en", interim_results=False)
         session = StreamSession("sess_spec", "key", config, svc)
         session.attach(Outbox(Sink(), maxsize=64))
-        for _ in range(1 + SPEECH + PAUSE):
+        for _ in range(1 + SPEECH + LATE_PAUSE):
             await session.push_audio(FRAME)
         await _settle(lambda: svc.asr_batcher.depth[0] == 1)
         assert svc.asr_batcher.depth[0] == 1, "the pause queued a speculative decode"
@@ -93,6 +94,47 @@ async def test_a_speculation_of_the_whole_utterance_is_its_final() -> None:
         await writer
     assert sink.types().count("transcript.final") == 1
     assert _outcomes(session) == {"used": 1, "wasted": 0, "withdrawn": 0}
+
+
+async def _speculated_at_a_short_pause(words: str) -> float:
+    """Speculative decodes fired at a 192 ms pause after ``words`` (its partial); speech resumes."""
+    vad = ScriptedVad([0.0] + [0.9] * SPEECH + [0.0] * PAUSE + [0.9] * 3)
+    async with services(asr=FakeAsr(text=words), vad=vad, settings=make_settings(batching=True)) as svc:
+        session = StreamSession("sess_gate", "key", SessionConfig(language="en"), svc)
+        session.attach(Outbox(Sink(), maxsize=64))
+        for _ in range(1 + SPEECH):
+            await session.push_audio(FRAME)
+            await _partials_done()
+        for _ in range(PAUSE + 3):
+            await session.push_audio(FRAME)
+        await _settle(lambda: sum(_outcomes(session).values()) > 0)
+        await session.abort()
+    return sum(_outcomes(session).values())
+
+
+async def test_a_pause_after_an_unfinished_phrase_does_not_speculate() -> None:
+    assert await _speculated_at_a_short_pause("and then we went") == 0
+
+
+async def test_a_pause_after_a_finished_sentence_speculates() -> None:
+    assert await _speculated_at_a_short_pause("And then we went home.") == 1
+
+
+async def test_a_long_pause_after_an_unfinished_phrase_speculates_late() -> None:
+    vad = ScriptedVad([0.0] + [0.9] * SPEECH + [0.0] * 40)
+    async with services(
+        asr=FakeAsr(text="and then we went"), vad=vad, settings=make_settings(batching=True)
+    ) as svc:
+        session = StreamSession("sess_late", "key", SessionConfig(language="en"), svc)
+        session.attach(Outbox(Sink(), maxsize=64))
+        for i in range(1 + SPEECH + LATE_PAUSE):
+            await session.push_audio(FRAME)
+            await _partials_done()
+            if i == SPEECH + PAUSE:
+                assert svc.asr_batcher.depth[0] == 0 and sum(_outcomes(session).values()) == 0
+        await session.clear()  # forgets the speculation: counted as withdrawn or wasted
+        await session.abort()
+    assert _outcomes(session)["withdrawn"] + _outcomes(session)["wasted"] == 1, "fired at 288 ms"
 
 
 STEP = 100  # int16 levels between seconds
