@@ -21,7 +21,6 @@ import itertools
 import json
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from streamer.pipeline.speakers_encoder import RATE, Encoder, utterance_partials
 from streamer.pipeline.speakers_weights import load_encoder_weights
 from streamer_bench import dialogue
 from streamer_bench.report import machine
+from streamer_bench.speaker_turns import best_mapping_accuracy
 
 
 @dataclass(frozen=True)
@@ -107,21 +107,6 @@ def label_words(
             label = clusters.assign(vec, weight=part.size / RATE)
             pairs += [(speaker, label) for speaker, _ in utt.words[lo:hi]]
     return pairs, cpu, embedded
-
-
-def best_mapping_accuracy(pairs: list[tuple[int, int]]) -> float:
-    """The share of words right under the best one-to-one mapping of predicted labels to speakers."""
-    if not pairs:
-        return 1.0
-    counts = Counter(pairs)
-    truths = sorted({t for t, _ in pairs})
-    preds = sorted({p for _, p in pairs})
-    if len(preds) > 7:  # brute force stays small: keep the labels with the most words
-        preds = [p for p, _ in Counter(p for _, p in pairs).most_common(7)]
-    best = 0
-    for perm in itertools.permutations(preds, min(len(preds), len(truths))):
-        best = max(best, sum(counts[t, p] for t, p in zip(truths, perm, strict=False)))
-    return best / len(pairs)
 
 
 def run(

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from streamer_bench import dialogue
-from streamer_bench.speakers_bench import best_mapping_accuracy, segment
+from streamer_bench.speaker_turns import best_mapping_accuracy
+from streamer_bench.speakers_bench import segment
 
 
 def test_the_best_label_permutation_is_scored() -> None:
