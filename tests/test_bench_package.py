@@ -44,9 +44,10 @@ def test_the_bench_refuses_audio_at_another_rate(tmp_path: Path) -> None:
 def test_without_the_bench_package_the_cli_says_what_to_install(
     command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # None in sys.modules makes the import fail as if the package were not installed
-    monkeypatch.setitem(sys.modules, "streamer_bench.bench", None)
-    monkeypatch.setitem(sys.modules, "streamer_bench.bench_mt", None)
+    # None in sys.modules makes the import fail as if the package were not installed (every module the CLI
+    # imports: an earlier test may have imported one, and a cached module would be found)
+    for module in ("streamer_bench.entry", "streamer_bench.bench", "streamer_bench.bench_mt"):
+        monkeypatch.setitem(sys.modules, module, None)
     assert main([command]) == 2
     assert "pip install 'streamer[bench]'" in capsys.readouterr().err
 
