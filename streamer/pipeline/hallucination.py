@@ -59,6 +59,12 @@ RETRYABLE = frozenset({"low_confidence", "repetition", "implausible_rate"})
 
 
 SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+CLOSING_QUOTES = "\"')»”"
+
+
+def ends_with_sentence_end(text: str) -> bool:
+    """Whether ``text`` (a word, a transcript) ends a sentence; closing quotes after the mark count."""
+    return text.rstrip().rstrip(CLOSING_QUOTES).endswith(SENTENCE_END)
 
 
 def normalise(text: str) -> str:
@@ -91,7 +97,7 @@ def cut_restart(tokens: list[str]) -> int | None:
     if len(tokens) < 3 or tokens[-1].endswith(SENTENCE_END):
         return None
     for k in range(len(tokens) - 2, 0, -1):
-        if tokens[k].rstrip("\"')»”").endswith(SENTENCE_END):
+        if ends_with_sentence_end(tokens[k]):
             tail = [normalise(t) for t in tokens[k + 1 :]]
             opening = [normalise(t) for t in tokens[: len(tail)]]
             return k + 1 if 2 <= len(tail) <= k and tail == opening else None
@@ -121,7 +127,7 @@ def repeated_sentence(tokens: list[str]) -> int | None:
     """
     words = [normalise(t) for t in tokens]
     for n in range(2, min(MIN_REPEATED_PHRASE, len(words) // 2 + 1)):
-        if not tokens[n - 1].rstrip("\"')»”").endswith(SENTENCE_END):
+        if not ends_with_sentence_end(tokens[n - 1]):
             continue
         if all(words[i] == words[i - n] for i in range(n, len(words))):
             return n

@@ -16,7 +16,7 @@ from streamer.errors import ConfigError
 from streamer.pipeline.asr import AsrResult
 from streamer.pipeline.audio import MODEL_RATE, Audio, PcmInput
 from streamer.pipeline.fallback import ends_sentence
-from streamer.pipeline.hallucination import SENTENCE_END
+from streamer.pipeline.hallucination import ends_with_sentence_end
 from streamer.pipeline.segmenter import Ended, Event, Paused, Segmenter, SegmenterConfig, Utterance
 from streamer.protocol import SessionConfig
 from streamer.services import Services
@@ -200,7 +200,7 @@ class TurnDetector:
         """
         self._drop_speculation()  # a pause after speech resumed: the earlier one cannot be the final
         self._deferred = None
-        if self._partial_text().rstrip().rstrip("\"')»”").endswith(SENTENCE_END):
+        if ends_with_sentence_end(self._partial_text()):
             self._speculate(utt)
         else:
             self._deferred = utt

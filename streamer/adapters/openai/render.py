@@ -216,7 +216,7 @@ class EventRenderer:
         speaker as OpenAI names them: A, B, ...), then, after the last part, the item's ``completed`` with
         the parts' text. The item's deltas are the parts' texts too (the partials' are not, as a
         diarizing model streams no deltas)."""
-        item = self._items.get(message.segment_id) or self._item(message.segment_id, message.audio_start_ms)
+        item = self._item(message.segment_id, message.audio_start_ms)
         item.held = ""  # the parts answer for the text
         out = self._announce(item)
         segment = self.event(
