@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer_bench.corpus import cache_root, in_cache
+from streamer_bench.corpus import cache_root, in_cache, read_pcm16
 from streamer_bench.corpus_text import SENTENCES
 from streamer_bench.dialogue import RATE, Voices
 
@@ -78,11 +78,7 @@ class Bilingual:
 
     def audio(self) -> np.ndarray:
         """The recording's samples, float32 at 16 kHz."""
-        with wave.open(str(self.root / "bilingual.wav"), "rb") as w:
-            if w.getsampwidth() != 2 or w.getnchannels() != 1 or w.getframerate() != RATE:
-                raise ValueError(f"bilingual.wav: expected 16-bit mono at {RATE} Hz")
-            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        return pcm.astype(np.float32) / 32768
+        return read_pcm16(self.root / "bilingual.wav", RATE).astype(np.float32) / 32768
 
 
 def load(root: Path) -> Bilingual:

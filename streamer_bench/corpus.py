@@ -104,10 +104,15 @@ class Corpus:
 
     def pcm(self, item: Item) -> np.ndarray:
         """The item's samples as int16."""
-        with wave.open(str(self.root / item.file), "rb") as w:
-            if w.getsampwidth() != 2 or w.getnchannels() != 1 or w.getframerate() != item.sample_rate:
-                raise ValueError(f"{item.file}: expected 16-bit mono at {item.sample_rate} Hz")
-            return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        return read_pcm16(self.root / item.file, item.sample_rate)
+
+
+def read_pcm16(path: Path, rate: int) -> np.ndarray:
+    """The int16 samples of a generated recording, which must be 16-bit mono at ``rate`` Hz."""
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1 or w.getframerate() != rate:
+            raise ValueError(f"{path.name}: expected 16-bit mono at {rate} Hz")
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
 
 
 def load(root: Path) -> Corpus:

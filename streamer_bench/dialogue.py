@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from streamer_bench import dialogue_heldout_text, dialogue_text, signals
-from streamer_bench.corpus import cache_root, in_cache
+from streamer_bench.corpus import cache_root, in_cache, read_pcm16
 from streamer_bench.corpus_text import SENTENCES
 from streamer_bench.dialogue_text import COMMANDS, Line
 
@@ -136,11 +136,7 @@ class Dialogues:
 
     def audio(self, item: Item) -> np.ndarray:
         """The item's samples, float32 at 16 kHz."""
-        with wave.open(str(self.root / item.file), "rb") as w:
-            if w.getsampwidth() != 2 or w.getnchannels() != 1 or w.getframerate() != RATE:
-                raise ValueError(f"{item.file}: expected 16-bit mono at {RATE} Hz")
-            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        return pcm.astype(np.float32) / 32768
+        return read_pcm16(self.root / item.file, RATE).astype(np.float32) / 32768
 
 
 def load(root: Path) -> Dialogues:
