@@ -58,15 +58,23 @@ async def _start_session(
         return error_response(e, _quota_headers(e.quota))
     headers = _quota_headers(quota)
     token, grant = services.tokens.issue(session_id, key_id, config)
-    body: dict[str, Any] = {
+    body = _grant_body(request, session_id, key_id, config, token, grant.expires_at)
+    return web.json_response(body, status=201, headers=headers)
+
+
+def _grant_body(
+    request: web.Request, session_id: str, key_id: str, config: SessionConfig, token: str, expires_at: float
+) -> dict[str, Any]:
+    """What a new session's grant and a resume's both answer (docs/protocol.md)."""
+    settings = request.app[SERVICES].settings
+    return {
         "session_id": session_id,
         "token": token,
-        "expires_at": grant.expires_at,
+        "expires_at": expires_at,
         "ws_url": _ws_url(request),
         "config": config.model_dump(),
-        "limits": session_limits(services.settings, config.sample_rate, key_id, config.encoding).model_dump(),
+        "limits": session_limits(settings, config.sample_rate, key_id, config.encoding).model_dump(),
     }
-    return web.json_response(body, status=201, headers=headers)
 
 
 def _ws_url(request: web.Request) -> str:
@@ -113,15 +121,8 @@ async def resume_session(request: web.Request) -> web.Response:
         ends = [m.audio_end_ms for m in session.history if isinstance(m, TranscriptFinal)]
         transcribed_until_ms = ends[-1] if ends else 0
     token, grant = services.tokens.issue(session_id, key.key_id, config, resume=True)
-    body: dict[str, Any] = {
-        "session_id": session_id,
-        "token": token,
-        "expires_at": grant.expires_at,
-        "ws_url": _ws_url(request),
-        "config": config.model_dump(),
-        "limits": session_limits(
-            services.settings, config.sample_rate, encoding=config.encoding
-        ).model_dump(),
+    body = {
+        **_grant_body(request, session_id, key.key_id, config, token, grant.expires_at),
         "last_seq": last_seq,
         # audio before this point is transcribed (or was not speech); a client re-sends what follows it
         "transcribed_until_ms": transcribed_until_ms,
