@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
 
@@ -35,6 +36,8 @@ from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox
 from streamer.session.registry import SessionRegistry
 from streamer.session.run import SessionRun
 from streamer.session.runtime import StreamSession
+
+log = logging.getLogger(__name__)
 
 # A streamed upload (one that hears partials) keeps its audio at most this far ahead of the open
 # utterance's latest partial (more than the partials' longest interval, 1.5 s at the 15 s utterance
@@ -174,6 +177,7 @@ class _Run(SessionRun):
     no slot upkeep of its own (:func:`~streamer.adapters.upload_runner.admitted` keeps the slots)."""
 
     surface = "upload"
+    logger = log
 
     def __init__(self, upload: Upload, session: StreamSession) -> None:
         s = upload.registry.services.settings

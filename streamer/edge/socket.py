@@ -38,7 +38,7 @@ from streamer.session.ending import Ending
 from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, Render
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
-from streamer.session.run import SLOT_TTL_S, Replay, SessionRun
+from streamer.session.run import Replay, SessionRun
 from streamer.session.runtime import StreamSession
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class SessionSocket(SessionRun, ABC):
     socket's, under the guards every surface shares, and whose end closes the socket."""
 
     surface = "stream"  # for logs
+    logger = log
     resumable = True  # a dropped connection parks the session for a resume; False: the drop ends it
     pings_are_activity = True  # a client's WebSocket ping keeps the session from its idle timeout
 
@@ -138,9 +139,9 @@ class SessionSocket(SessionRun, ABC):
     def reader(self) -> Callable[[], Awaitable[None]]:
         return self._read_loop
 
-    def slot_upkeep(self) -> Callable[[], Awaitable[None]]:
+    def slot_upkeep(self) -> Callable[[float], Awaitable[None]]:
         services, session = self.services, self.session
-        return functools.partial(hold_slot, services, session.key_id, session.session_id, SLOT_TTL_S)
+        return functools.partial(hold_slot, services, session.key_id, session.session_id)
 
     def stopping(self) -> None:
         for timer in (self._over_time_timer, self._idle_timer):

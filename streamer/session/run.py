@@ -38,6 +38,7 @@ class SessionRun:
     """One session and the connection that carries it: attach, run, end, detach."""
 
     surface = "session"  # for logs
+    logger = log  # whose name its lines carry (a surface's own module, where operators look for them)
     resumable = False  # a dropped connection parks the session for a resume; False: the drop ends it
 
     def __init__(self, registry: SessionRegistry, session: StreamSession, outbox: Outbox, quota: AudioQuota):
@@ -54,7 +55,7 @@ class SessionRun:
         self._keeper: asyncio.Task[None] | None = None
         self._in_message = False  # the reader is handling a message (not waiting for one)
         self._finished = asyncio.Event()
-        self._log = logging.LoggerAdapter(log, {"session_id": self.session_id})
+        self._log = logging.LoggerAdapter(self.logger, {"session_id": self.session_id})
 
     # ---- what a surface plugs in
 
@@ -70,8 +71,9 @@ class SessionRun:
     async def opening(self, replay: Replay, resumed: bool) -> None:
         """The first messages, before the reader starts (``replay``: finals a resume missed)."""
 
-    def slot_upkeep(self) -> Callable[[], Awaitable[None]] | None:
-        """One refresh of the session's concurrent slot, repeated while connected; None: kept elsewhere."""
+    def slot_upkeep(self) -> Callable[[float], Awaitable[None]] | None:
+        """One refresh of the session's concurrent slot for the seconds given, repeated while connected;
+        None: the slot is kept elsewhere."""
         return None
 
     async def close(self, ending: Ending) -> None:
@@ -154,7 +156,7 @@ class SessionRun:
             self.end_with(StreamerError("internal server error"))
         self.ask_end(self.input_ended())  # (a no-op when the reader or another task ended it already)
 
-    async def _hold_slot(self, upkeep: Callable[[], Awaitable[None]]) -> None:
+    async def _hold_slot(self, upkeep: Callable[[float], Awaitable[None]]) -> None:
         """Keep this session's concurrent-session slot alive while connected (slots expire otherwise).
 
         Ends on the flag as well as the cancel: a cancel swallowed inside the Redis client would otherwise
@@ -162,7 +164,7 @@ class SessionRun:
         """
         while self._ending is None:
             with contextlib.suppress(StreamerError):  # fail_closed while Redis is down: try again later
-                await self.services.state.call(upkeep, None)
+                await self.services.state.call(lambda: upkeep(SLOT_TTL_S), None)
             # not a sleep: the end wakes it, even after a cancel the Redis client swallowed
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SLOT_TTL_S / 3):
