@@ -107,13 +107,12 @@ class SessionRun:
     async def carry(self, replay: Replay = (), resumed: bool = False) -> None:
         """Serve the connection (after :meth:`attach`) until something ends it; then end it in order and
         park or release the session. Returns once the session is detached, however it leaves."""
-        reader: asyncio.Task[None] | None = None
         try:
             # first, so that whatever ends the connection, its last messages follow these
             await self.opening(replay, resumed)
             if (reading := self.reader()) is not None:
                 name = f"reader-{self.session_id}"
-                self._reader = reader = asyncio.get_running_loop().create_task(self._read(reading), name=name)
+                self._reader = asyncio.get_running_loop().create_task(self._read(reading), name=name)
             if self.session.failure is not None:  # it failed while parked: say so instead of serving a zombie
                 self._on_fatal(self.session.failure)
             await self._end_asked.wait()
@@ -121,12 +120,12 @@ class SessionRun:
             await self._end(self._ending)
         finally:
             self.stopping()
-            await self._let_go(reader)
+            await self._let_go()
 
-    async def _let_go(self, reader: asyncio.Task[None] | None) -> None:
+    async def _let_go(self) -> None:
         """Step 6: the group's tasks cancelled and joined, the quota settled, the session detached."""
         registry, sid = self.registry, self.session_id
-        tasks = {t for t in (reader, self._writer, self._keeper) if t is not None and not t.done()}
+        tasks = {t for t in (self._reader, self._writer, self._keeper) if t is not None and not t.done()}
         for task in tasks:
             task.cancel()
         self.outbox.abandon()  # unblocks an emitter waiting for room in a queue nobody drains
