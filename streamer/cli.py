@@ -16,7 +16,7 @@ from streamer.errors import StreamerError
 
 def _serve(args: argparse.Namespace) -> int:
     from streamer.app import create_app
-    from streamer.config import load_settings
+    from streamer.config_env import load_settings
     from streamer.listen import serve
     from streamer.logs import setup_logging
     from streamer.pipeline.models import resolve_asr_model

@@ -1,10 +1,11 @@
 """Settings: one frozen, typed object, validated whenever it is made, read from the environment once.
 
 Every field can be set with an environment variable named ``STREAMER_<FIELD>`` (upper case), read by
-:func:`load_settings` (pydantic-settings); CLI flags override the environment. ``Settings(...)`` takes only
-what it is given (tests build it directly), and ``.replace()`` / ``.model_copy(update=...)`` validate the
-copy. Durations are seconds unless the name says ``_ms``. Values that would break the server quietly (a
-zero-length queue, a final that could never be scheduled) are refused with the variable's name.
+:func:`streamer.config_env.load_settings` (pydantic-settings); CLI flags override the environment.
+``Settings(...)`` takes only what it is given (tests build it directly), and ``.replace()`` /
+``.model_copy(update=...)`` validate the copy. Durations are seconds unless the name says ``_ms``. Values
+that would break the server quietly (a zero-length queue, a final that could never be scheduled) are
+refused with the variable's name.
 
 The fields come in groups (auth, models, state, audio and segmentation, batching and backpressure,
 limits, demo and origins, operations); :attr:`Settings.groups` lists them.
@@ -18,10 +19,9 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from streamer.errors import ConfigError
 from streamer.guards.keys import TIERS
 
 PREFIX = "STREAMER_"
@@ -362,46 +362,3 @@ class Settings(BaseSettings):
         if update:
             return self.replace(**update)
         return super().model_copy(deep=deep)
-
-
-class _FromEnvironment(Settings):
-    """Settings from ``STREAMER_*`` variables, then explicit values on top."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Read ``STREAMER_*`` variables and explicit overrides (e.g. CLI flags; None = not given) into Settings.
-
-    Raises :class:`ConfigError` naming the variable when a value is invalid or dangerous.
-    """
-    given = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        loaded = _FromEnvironment(**given)
-    except ValidationError as e:
-        raise ConfigError(_explain(e)) from e
-    return Settings(**{name: getattr(loaded, name) for name in Settings.model_fields})
-
-
-_SECRET = frozenset({"api_keys", "admin_key", "jwt_secret", "redis_url"})  # never echoed back
-
-
-def _explain(e: ValidationError) -> str:
-    problems = []
-    for error in e.errors():
-        loc = [str(p) for p in error.get("loc", ())]
-        if not loc:
-            problems.append(error["msg"])
-            continue
-        given = "" if loc[0] in _SECRET else f" (got {error.get('input')!r})"
-        problems.append(f"{PREFIX}{loc[0].upper()}: {error['msg']}{given}")
-    return "invalid settings: " + "; ".join(problems)

@@ -93,6 +93,7 @@ LAYERS: list[set[str]] = [
     {"errors", "protocol", "logs", "looplag", "progress", "metrics", "tracing"},
     {"guards", "pipeline"},
     {"config"},  # the settings name the key tiers of guards
+    {"config_env"},  # the settings read from STREAMER_* (the command line's, once)
     {"state"},
     {"services"},
     {"session"},

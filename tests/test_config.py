@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from streamer.config import Device, LogLevel, RedisPolicy, Settings, load_settings
+from streamer.config import Device, LogLevel, RedisPolicy, Settings
+from streamer.config_env import load_settings
 from streamer.errors import ConfigError
 
 SECRET = "s" * 40

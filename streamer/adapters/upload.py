@@ -3,28 +3,41 @@
 
 Both upload surfaces (OpenAI's ``/v1/audio/transcriptions``, Deepgram's pre-recorded ``/v1/listen``) run
 here after :func:`~streamer.adapters.upload_runner.admitted` let them in; each keeps only its own form
-and its answer's shape. The registry attaches every session to a :class:`_Run` (nothing resumes it);
-server shutdown stops the upload with a retryable 503, a fatal model error with its own error.
+and its answer's shape. Each session is carried by a :class:`_Run`, a
+:class:`~streamer.session.run.SessionRun` as a socket's session is (the same attachment, writer, end
+steps, detach and quota settlement; nothing resumes it): its outbox hands the session's messages
+themselves to the upload, which collects the finals. Server shutdown stops the upload with a retryable
+503, a fatal model error with its own error, a client that stops reading a streamed answer as one gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
-from typing import Any
 
 from aiohttp import web
 
 from streamer.adapters.common import FrameFeed
-from streamer.adapters.upload_runner import Channels, Feed, Ticket, feed
+from streamer.adapters.upload_runner import Channels, ClientGoneError, Feed, Ticket, feed
 from streamer.errors import OverloadedError, StreamerError
-from streamer.protocol import TranscriptFinal, TranscriptPartial
-from streamer.session.outbox import Outbox
+from streamer.protocol import (
+    CloseCode,
+    ServerMessage,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+)
+from streamer.session.ending import Ending
+from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox
 from streamer.session.registry import SessionRegistry
+from streamer.session.run import SessionRun
 from streamer.session.runtime import StreamSession
+
+log = logging.getLogger(__name__)
 
 # A streamed upload (one that hears partials) keeps its audio at most this far ahead of the open
 # utterance's latest partial (more than the partials' longest interval, 1.5 s at the 15 s utterance
@@ -37,6 +50,11 @@ FOLLOW_WAIT_S = 2.0
 OnFinal = Callable[[TranscriptFinal], Awaitable[None]]
 OnPartial = Callable[[TranscriptPartial], Awaitable[None]]
 OpenSessions = Callable[[int], Awaitable[list[StreamSession]]]
+
+# an upload's session ends: every final delivered (the feed is over and drained), or the upload stopped
+# (refused, failed, client gone) and nothing is left to deliver to it
+COMPLETED = Ending("completed", CloseCode.NORMAL)
+STOPPED = Ending("stopped", CloseCode.GOING_AWAY, finalize=False, farewell=False)
 
 
 def client_gone(request: web.Request) -> bool:
@@ -59,9 +77,10 @@ class Upload:
         self.runs: list[_Run] = []
         self.seconds = 0.0
         self.rate = 0  # the audio's sample rate, once transcribing
-        self.failed: StreamerError | None = None
+        self.failed: StreamerError | ClientGoneError | None = None  # the first reason it stopped
         self.fatal = asyncio.Event()
         self._open_sessions = open_sessions
+        self._carried: list[asyncio.Task[None]] = []  # each run's life (the registry's tasks)
         self._on_final: OnFinal | None = None
         self._on_partial: OnPartial | None = None
 
@@ -71,12 +90,17 @@ class Upload:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # every run is asked first: a cancel of this wait leaves none waiting for an end nobody asks for
         for run in self.runs:
-            await run.close()
+            run.ask_end(STOPPED)  # (a no-op for one that ended already)
+        if self._carried:
+            await asyncio.wait(self._carried)
+        # the runs settled it too; this covers audio charged before any session opened
         self.registry.spawn(self.ticket.quota.settle(), f"settle-{self.ticket.session_id}")
 
-    def fail(self, e: StreamerError) -> None:
-        self.failed = e
+    def fail(self, e: StreamerError | ClientGoneError) -> None:
+        if self.failed is None:
+            self.failed = e
         self.fatal.set()
 
     async def transcribe(
@@ -114,7 +138,12 @@ class Upload:
     async def _run(self, source: AsyncGenerator[Channels, None], to: Feed) -> None:
         self.seconds = await feed(source, self.ticket, to, self.registry.services.settings)
         for run in self.runs:
-            await run.finish()
+            await run.flush()
+        # every final is queued: each run's end delivers them and releases its session
+        for run in self.runs:
+            run.ask_end(COMPLETED)
+        if self._carried:
+            await asyncio.wait(self._carried)
 
     async def _push(self, channels: Channels) -> None:
         if not self.runs:
@@ -131,6 +160,7 @@ class Upload:
         self.runs = [_Run(self, session) for session in sessions]
         for run in self.runs:
             run.attach()
+            self._carried.append(self.registry.spawn(run.carry(), f"upload-{run.session_id}"))
 
     async def heard(self, final: TranscriptFinal) -> None:
         if self._on_final is not None:
@@ -141,41 +171,36 @@ class Upload:
             await self._on_partial(partial)
 
 
-class _Run:
-    """One session of an upload: the registry's attachment, its outbox keeping every final."""
+class _Run(SessionRun):
+    """One session of an upload, carried as a socket's is; its outbox delivers each message itself to
+    :meth:`_collect`, which keeps every final. No reader (the upload feeds its channels together) and
+    no slot upkeep of its own (:func:`~streamer.adapters.upload_runner.admitted` keeps the slots)."""
+
+    surface = "upload"
+    logger = log
 
     def __init__(self, upload: Upload, session: StreamSession) -> None:
+        s = upload.registry.services.settings
+        outbox = Outbox.typed(
+            self._collect,
+            maxsize=s.session_out_queue,
+            max_bytes=OUTBOX_MAX_BYTES,
+            send_timeout_s=s.send_timeout_s,
+        )
+        super().__init__(upload.registry, session, outbox, upload.ticket.quota)
         self.upload = upload
-        self.registry = upload.registry
-        self.session = session
         self.finals: list[TranscriptFinal] = []
         self._feed = FrameFeed(session)
-        self._outbox = Outbox(self._collect, maxsize=self.registry.services.settings.session_out_queue)
-        self._writer: asyncio.Task[None] | None = None
         self._follow = _Follow() if upload._on_partial is not None else None
 
-    def attach(self) -> None:
-        self.registry.attach(self.session, self, self._outbox)
-        self.session.on_fatal = self.upload.fail
-        self._writer = asyncio.create_task(self._outbox.run(), name=f"upload-{self.session.session_id}")
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.wait({self._writer})
-        self._outbox.abandon()
-        await asyncio.shield(self.registry.detach(self.session, self, ended=True))  # see SessionSocket.run
-
-    async def _collect(self, text: str) -> None:
-        message = json.loads(text)
+    async def _collect(self, message: ServerMessage) -> None:
         if self._follow is not None:
             self._follow.heard(message)
-        if message.get("type") == "transcript.final":
-            final = TranscriptFinal.model_validate(message)
-            self.finals.append(final)
-            await self.upload.heard(final)
-        elif message.get("type") == "transcript.partial":
-            await self.upload.heard_partial(TranscriptPartial.model_validate(message))
+        if isinstance(message, TranscriptFinal):
+            self.finals.append(message)
+            await self.upload.heard(message)
+        elif isinstance(message, TranscriptPartial):
+            await self.upload.heard_partial(message)
 
     async def push(self, pcm: bytes) -> None:
         """PCM16 at the session's rate, any length (cut to the frames its input accepts)."""
@@ -183,23 +208,32 @@ class _Run:
         if self._follow is not None:
             await self._follow.pushed(len(pcm) / 2 / self.upload.rate)
 
-    async def finish(self) -> None:
-        """The rest (padded to a frame), every utterance finalized, every final collected."""
+    async def flush(self) -> None:
+        """The rest (padded to a frame), and every utterance finalized (queued for the outbox)."""
         await self._feed.flush()
         await self.session.drain()
-        await self._outbox.finish()
-        if self._writer is not None:
-            await asyncio.wait({self._writer})
 
-    # ---- the registry's Attachment
+    # ---- the runner's plugs
+
+    def ask_end(self, ending: Ending) -> None:
+        """An end the upload did not ask for (the model failed, shutdown) stops the whole upload."""
+        first = self.ending is None
+        super().ask_end(ending)
+        if first and ending.error is not None:
+            self.upload.fail(ending.error)
+
+    def cut(self) -> None:
+        """The streamed answer's client stopped reading it: the upload stops as for a client gone."""
+        self.upload.fail(ClientGoneError())
+
+    def shutdown_ending(self) -> Ending:
+        """A paced upload could outlast the drain, so it stops now with a retryable 503 (the client
+        sends the file again to another instance)."""
+        error = OverloadedError("the server is shutting down; send the file again", retry_after=5.0)
+        return Ending("server_shutdown", CloseCode.GOING_AWAY, error, finalize=False, farewell=False)
 
     async def hand_over(self) -> None:
         return None  # nothing resumes an upload's session
-
-    async def shutdown(self) -> None:
-        """Server shutdown: a paced upload could outlast the drain, so it stops now with a retryable 503
-        (the client sends the file again to another instance)."""
-        self.upload.fail(OverloadedError("the server is shutting down; send the file again", retry_after=5.0))
 
 
 class _Follow:
@@ -217,16 +251,15 @@ class _Follow:
         self._ahead_s = 0.0  # audio pushed since the utterance began or its latest partial came
         self._partial = asyncio.Event()
 
-    def heard(self, message: dict[str, Any]) -> None:
+    def heard(self, message: ServerMessage) -> None:
         """The session sent ``message``. (An utterance's final can come after the next one started: an
         utterance split at its maximum length goes on as the next at once.)"""
-        kind, segment_id = message.get("type"), message.get("segment_id")
-        if kind == "speech.started":
-            self._open, self._ahead_s = segment_id, 0.0
-        elif kind == "transcript.partial":
+        if isinstance(message, SpeechStarted):
+            self._open, self._ahead_s = message.segment_id, 0.0
+        elif isinstance(message, TranscriptPartial):
             self._ahead_s = 0.0
             self._partial.set()
-        elif kind == "speech.stopped" and segment_id == self._open:
+        elif isinstance(message, SpeechStopped) and message.segment_id == self._open:
             self._open = None
             self._partial.set()
 

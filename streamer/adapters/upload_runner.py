@@ -36,7 +36,6 @@ import numpy.typing as npt
 
 from streamer.config import Settings
 from streamer.edge.handshake import hold_slot, max_session_s
-from streamer.edge.socket import SLOT_TTL_S
 from streamer.errors import InvalidAudioError, RateLimitedError, SessionLimitError, StreamerError
 from streamer.guards.keys import KeyRecord
 from streamer.pipeline.audio import MODEL_RATE
@@ -45,6 +44,7 @@ from streamer.protocol import MIN_SAMPLE_RATE
 from streamer.services import Services
 from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
+from streamer.session.run import SLOT_TTL_S
 from streamer.state.backend import seconds_to_utc_midnight
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """How a connection ends (:class:`Ending`), and which connections are ending now (:class:`Endings`).
 
-A connection's end is one sequence of bounded steps (``SessionSocket._end``): stop reading, commit,
+A connection's end is one sequence of bounded steps (``SessionRun._end``): stop reading, commit,
 drain the finals, the last messages, close, detach. :func:`end_bound_s` adds up those bounds; a connection
 still ending past it is *stuck* (a bug, or a library that swallowed a cancel), and holds a session counted
 by admission and its key's concurrent slot, so readiness (``/readyz``) says so while any is.

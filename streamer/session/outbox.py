@@ -3,7 +3,9 @@
 Everything a connection sends goes through it, in order: protocol v1 messages (results, events, errors)
 and a vendor surface's replies to its client's events (:class:`Reply`). Each is encoded at the door by
 the writer: the message's protocol v1 JSON, or the surface's ``render`` of it into its vendor's frames,
-so a surface's rendering state changes in one task, in the order the client sees.
+so a surface's rendering state changes in one task, in the order the client sees. An HTTP surface that
+answers once the session is over takes the messages themselves (:meth:`Outbox.typed`): nothing is
+encoded for it and nothing parsed back; it makes its answer from them.
 
 Overflow policy: droppable messages (partials) are refused once the queue is half full (in messages or in
 bytes); everything else waits for room, which stops the session's reader and so pushes back on the client
@@ -18,12 +20,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from streamer.protocol import ServerMessage, dump
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 Send = Callable[[str], Awaitable[None]]
+Deliver = Callable[[ServerMessage], Awaitable[None]]  # a typed outbox's door: the message itself
 Render = Callable[[ServerMessage], list[str]]  # a vendor surface's frames for one protocol v1 message
 # the bytes of queued outgoing messages one session may hold (finals wait for room beyond it)
 OUTBOX_MAX_BYTES = 1 << 20
@@ -54,15 +59,19 @@ class SlowConsumerError(Exception):
 class Outbox:
     def __init__(
         self,
-        send: Send,
+        send: Send | None,
         *,
         render: Render | None = None,
+        deliver: Deliver | None = None,
         maxsize: int = 256,
         max_bytes: int = OUTBOX_MAX_BYTES,
         send_timeout_s: float = 10.0,
     ) -> None:
+        if (send is None) == (deliver is None):
+            raise TypeError("an outbox has one door: send (text frames) or deliver (messages)")
         self._send = send
         self._render = render  # None: protocol v1, each message sent as its JSON
+        self._deliver = deliver
         self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize)
         self._max_bytes = max_bytes
         self.queued_bytes = 0  # of messages queued or being sent
@@ -71,6 +80,19 @@ class Outbox:
         self.dropped = 0
         self.sent = 0
         self.closed = False
+
+    @classmethod
+    def typed(
+        cls,
+        deliver: Deliver,
+        *,
+        maxsize: int = 256,
+        max_bytes: int = OUTBOX_MAX_BYTES,
+        send_timeout_s: float = 10.0,
+    ) -> Outbox:
+        """An outbox whose writer hands each message, as it is, to ``deliver`` (in order, under the same
+        bounds: a message counts its protocol v1 JSON's size while queued, as on every surface)."""
+        return cls(None, deliver=deliver, maxsize=maxsize, max_bytes=max_bytes, send_timeout_s=send_timeout_s)
 
     def offer(self, message: ServerMessage) -> bool:
         """Queue a droppable message; False (and counted) when the queue is backed up."""
@@ -88,6 +110,8 @@ class Outbox:
         in bytes)."""
         if self.closed:
             return
+        if self._deliver is not None and isinstance(message, Reply):
+            raise TypeError("a typed outbox carries server messages, not a vendor's frames")
         queued = _queued(message)
         # one message always fits an empty outbox, however large
         while self.queued_bytes and self.queued_bytes + queued.size > self._max_bytes:
@@ -106,9 +130,14 @@ class Outbox:
                 return
             try:
                 delivered = True
-                for frame in self._frames(queued):
-                    if not (delivered := await self._send_one(frame)):
-                        break
+                if self._deliver is not None:
+                    assert not isinstance(queued.item, Reply)  # (refused by put)
+                    delivered = await self._send_one(self._deliver, queued.item)
+                else:
+                    assert self._send is not None
+                    for frame in self._frames(queued):
+                        if not (delivered := await self._send_one(self._send, frame)):
+                            break
             finally:
                 self.queued_bytes = max(0, self.queued_bytes - queued.size)
                 self._room.set()
@@ -128,13 +157,13 @@ class Outbox:
             return [queued.text]
         return self._render(item)
 
-    async def _send_one(self, text: str) -> bool:
-        """Send one message; False when the connection is gone."""
+    async def _send_one(self, send: Callable[[_T], Awaitable[None]], item: _T) -> bool:
+        """Send one frame (or deliver one message); False when the connection is gone."""
         try:
             # not wait_for: on 3.11 it can swallow a cancel that lands as the send completes, and
             # the writer then waits on the queue forever (its connection's cleanup with it)
             async with asyncio.timeout(self._send_timeout_s):
-                await self._send(text)
+                await send(item)
         except TimeoutError as e:
             self.abandon()  # wake whoever waits for room: nothing will drain this queue again
             raise SlowConsumerError(f"client did not read for {self._send_timeout_s:.0f}s") from e

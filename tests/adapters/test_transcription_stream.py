@@ -15,7 +15,7 @@ from support import make_settings, read_pcm16, silence
 from streamer.adapters.transcriptions import StreamedText, _answer
 from streamer.adapters.upload import FOLLOW_LEAD_S, _Follow
 from streamer.adapters.upload_form import Form
-from streamer.protocol import TranscriptFinal, TranscriptPartial
+from streamer.protocol import SpeechStarted, SpeechStopped, TranscriptFinal, TranscriptPartial
 from streamer_bench.wer import wer
 
 from .test_transcriptions import _client, _wav
@@ -100,19 +100,19 @@ def test_a_dropped_utterance_adds_no_space_to_either_answer() -> None:
 async def test_streamed_audio_waits_for_the_partials_of_an_utterance_split_at_its_length() -> None:
     follow = _Follow()
     for message in [
-        {"type": "speech.started", "segment_id": 1},
-        {"type": "speech.stopped", "segment_id": 1},  # split at the maximum length: speech goes on
-        {"type": "speech.started", "segment_id": 2},
-        {"type": "transcript.final", "segment_id": 1},  # the first half's final, after the split
+        SpeechStarted(segment_id=1, audio_start_ms=0),
+        SpeechStopped(segment_id=1, audio_end_ms=15_000),  # split at the maximum length: speech goes on
+        SpeechStarted(segment_id=2, audio_start_ms=15_000),
+        _final(1, "the first half"),  # the first half's final, after the split
     ]:
         follow.heard(message)
     await follow.pushed(FOLLOW_LEAD_S / 2)  # within the lead
     waiting = asyncio.create_task(follow.pushed(FOLLOW_LEAD_S / 2))
     await asyncio.sleep(0)
     assert not waiting.done()
-    follow.heard({"type": "transcript.partial", "segment_id": 2})
+    follow.heard(_partial(2, ""))
     await asyncio.wait_for(waiting, 5)
-    follow.heard({"type": "speech.stopped", "segment_id": 2})
+    follow.heard(SpeechStopped(segment_id=2, audio_end_ms=16_000))
     await asyncio.wait_for(follow.pushed(2 * FOLLOW_LEAD_S), 5)  # silence is not held back
 
 

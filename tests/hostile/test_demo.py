@@ -18,7 +18,8 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from limits.conftest import EnergyVad, frames, tone
 
-from streamer.config import Settings, load_settings
+from streamer.config import Settings
+from streamer.config_env import load_settings
 from streamer.errors import ConfigError
 
 from .conftest import AUTH, hostile_settings

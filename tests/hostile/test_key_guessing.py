@@ -15,7 +15,8 @@ from limits.conftest import EnergyVad
 from pydantic import ValidationError
 from support import API_KEY
 
-from streamer.config import Settings, load_settings
+from streamer.config import Settings
+from streamer.config_env import load_settings
 from streamer.errors import ConfigError
 
 from .conftest import AUTH, hostile_settings

@@ -53,7 +53,7 @@ async def _restart(redis_process: RedisProcess) -> None:
 async def test_live_sessions_slots_are_asserted_again_after_a_restart(
     make_server: Any, vad: Any, redis_process: RedisProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("streamer.edge.socket.SLOT_TTL_S", 1.5)  # refreshed every 0.5 s
+    monkeypatch.setattr("streamer.session.run.SLOT_TTL_S", 1.5)  # refreshed every 0.5 s
     server = await _server(make_server, vad, redis_process)
     base = base_url(server)
     observer = RedisBackend(redis_process.url)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from streamer.protocol import Pong, TranscriptPartial
-from streamer.session.outbox import Outbox, SlowConsumerError
+from streamer.session.outbox import Outbox, Reply, SlowConsumerError
 
 
 class Socket:
@@ -134,3 +134,44 @@ async def test_callers_blocked_on_a_full_queue_are_released_when_the_writer_stop
     assert writer.done() and outbox.closed
     done, _ = await asyncio.wait(blocked, timeout=1)
     assert len(done) == len(blocked), "put() still waiting on a queue nobody reads"
+
+
+async def test_a_typed_outbox_hands_over_each_message_itself_in_order(
+    writers: list[asyncio.Task[None]],
+) -> None:
+    """An HTTP surface that answers at the end takes the messages themselves: nothing is encoded for it
+    and nothing parsed back (issue 22: the outbox carries server messages; each surface encodes them)."""
+    got: list[object] = []
+
+    async def deliver(message: object) -> None:
+        got.append(message)
+
+    outbox = Outbox.typed(deliver, maxsize=4)
+    writers.append(asyncio.create_task(outbox.run()))
+    sent = [pong(i) for i in range(10)]
+    for message in sent:
+        await outbox.put(message)
+    with pytest.raises(TypeError):
+        await outbox.put(Reply((lambda: "{}",)))  # a vendor's frames have no place here
+    await outbox.finish()
+    await asyncio.wait_for(writers[0], 5)
+    assert len(got) == len(sent) and all(a is b for a, b in zip(got, sent, strict=True))
+
+
+async def test_a_typed_outbox_keeps_the_byte_bound(writers: list[asyncio.Task[None]]) -> None:
+    """A collector that does not keep up stops whoever puts, as a slow socket does."""
+    taking = asyncio.Event()
+
+    async def deliver(message: object) -> None:
+        await taking.wait()
+
+    outbox = Outbox.typed(deliver, maxsize=1000, max_bytes=200)
+    writers.append(asyncio.create_task(outbox.run()))
+    big = TranscriptPartial(segment_id=1, text="x" * 150)
+    await outbox.put(big)  # one message always fits
+    blocked = asyncio.create_task(outbox.put(big))
+    writers.append(blocked)
+    await asyncio.sleep(0.05)
+    assert not blocked.done()
+    taking.set()
+    await asyncio.wait_for(blocked, 5)
