@@ -19,6 +19,7 @@ from fakes import FakeAsr
 from support import ServerFactory
 
 from streamer.config import Settings
+from streamer.guards.admission import AdmissionLimits
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -138,11 +139,12 @@ async def test_probes_and_autoscaling_metric_are_what_the_app_serves(make_server
         async with http.get(server.make_url("/metrics")) as r:
             exposition = await r.text()
     hpa = _one("HorizontalPodAutoscaler", "streamer")
-    metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
-    assert re.search(rf"^# TYPE {metric} gauge$", exposition, re.MULTILINE), metric
-    # the series the adapter reads is what the app exports, a gauge (averaging a counter would be a rate)
-    series = _series_name(_adapter_rule(metric)["seriesQuery"])
-    assert re.search(rf"^# TYPE {series} gauge$", exposition, re.MULTILINE), series
+    for entry in hpa["spec"]["metrics"]:
+        metric = entry["pods"]["metric"]["name"]
+        assert re.search(rf"^# TYPE {metric} gauge$", exposition, re.MULTILINE), metric
+        # the series the adapter reads is what the app exports, a gauge (averaging a counter is a rate)
+        series = _series_name(_adapter_rule(metric)["seriesQuery"])
+        assert re.search(rf"^# TYPE {series} gauge$", exposition, re.MULTILINE), series
 
 
 def _adapter_rules() -> list[dict[str, Any]]:
@@ -221,9 +223,14 @@ def test_sizing_is_consistent() -> None:
     # one CTranslate2 thread per requested core, not one per core of the node
     assert int(env["STREAMER_ASR_THREADS"]) == cores
     hpa = _one("HorizontalPodAutoscaler", "streamer")
-    target = float(hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"])
-    # scale out before admission control starts refusing sessions
-    assert 0 < target < int(env["STREAMER_MAX_SESSIONS"])
+    targets = {
+        m["pods"]["metric"]["name"]: _quantity(m["pods"]["target"]["averageValue"])
+        for m in hpa["spec"]["metrics"]
+    }
+    # scale out before admission control starts refusing sessions: by their count (the capacity measured
+    # on one CPU kind), and by the model load measured on each pod's own CPU (any kind)
+    assert 0 < targets["streamer_active_sessions"] < int(env["STREAMER_MAX_SESSIONS"])
+    assert 0 < targets["streamer_admission_load"] < _default(AdmissionLimits, "max_model_load")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "streamer"
     assert hpa["spec"]["minReplicas"] >= 2  # one pod draining must leave one serving (the PDB's budget)
 
@@ -240,3 +247,18 @@ def test_selectors_select_and_redis_is_reachable() -> None:
     assert redis.port in [p["port"] for p in service["spec"]["ports"]]
     redis_labels = _one("StatefulSet", redis.hostname)["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= redis_labels.items()
+
+
+def _default(cls: type, name: str) -> Any:
+    """A dataclass field's default (what the server runs with unless configured otherwise)."""
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _quantity(value: str) -> float:
+    """A Kubernetes quantity as a number (``"600m"`` is 0.6)."""
+    return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+
+
+def test_quantities_read_as_kubernetes_writes_them() -> None:
+    assert _quantity("600m") == 0.6
+    assert _quantity("18") == 18.0
