@@ -7,8 +7,9 @@ the session's emitter (its failure ends the connection). The first of them to en
 how (:class:`Ending`); :meth:`SessionRun._end` carries it out in numbered steps, each bounded, and
 whichever way :meth:`SessionRun.carry` leaves, the tasks are cancelled and joined, the outbox abandoned,
 the quota settled and the session detached (parked or released) exactly once. A surface plugs in what
-is its own: the reader, its first messages, the close (a socket's close frame), cutting a client that
-stopped reading, what shutdown means to it. No aiohttp here: the surfaces are the edge's.
+is its own: the reader, its first messages, its drain (a connection that carries further sessions ends
+them there), its last messages, the close (a socket's close frame), cutting a client that stopped reading,
+what shutdown means to it. No aiohttp here: the surfaces are the edge's.
 """
 
 from __future__ import annotations
