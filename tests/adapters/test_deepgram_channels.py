@@ -177,3 +177,26 @@ async def test_a_client_gone_mid_stream_detaches_every_channel(servers: list[Tes
     await _released(server, runs)
     (run,) = runs
     assert run.ending is not None and not run.ending.finalize and not run.ending.farewell
+
+
+async def test_a_further_channels_failure_while_closing_is_the_streams_error_counted_once(
+    servers: list[TestServer],
+) -> None:
+    """The model fails on the utterance the end finalizes on a further channel: the stream closes with
+    that error, not as a normal close, and the error is counted once, not once per session."""
+    server = await _start(servers, FakeAsr(fail=True), breaker_threshold=100)
+    errors = server.app[SERVICES].metrics.errors.labels("model_unavailable")
+    before = errors._value.get()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{ws_base(server)}/v1/listen?{STEREO}&endpointing=false", headers=HEADERS) as ws,
+    ):
+        await _send(ws, _stereo(quiet(1.0), tone(1.0)))  # only the further channel speaks, left open
+        runs = _channel_runs(server)
+        await ws.send_str(json.dumps({"type": "CloseStream"}))
+        messages = await _receive_all(ws)
+    assert ws.close_code == 1013, messages
+    assert [m["type"] for m in messages][-2:] == ["Error", "Metadata"], messages
+    assert messages[-2]["variant"] == "model_unavailable"
+    await _released(server, runs)
+    assert errors._value.get() - before == 1
