@@ -7,8 +7,9 @@ the session's emitter (its failure ends the connection). The first of them to en
 how (:class:`Ending`); :meth:`SessionRun._end` carries it out in numbered steps, each bounded, and
 whichever way :meth:`SessionRun.carry` leaves, the tasks are cancelled and joined, the outbox abandoned,
 the quota settled and the session detached (parked or released) exactly once. A surface plugs in what
-is its own: the reader, its first messages, the close (a socket's close frame), cutting a client that
-stopped reading, what shutdown means to it. No aiohttp here: the surfaces are the edge's.
+is its own: the reader, its first messages, its drain (a connection that carries further sessions ends
+them there), its last messages, the close (a socket's close frame), cutting a client that stopped reading,
+what shutdown means to it. No aiohttp here: the surfaces are the edge's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from streamer.errors import StreamerError
-from streamer.protocol import CloseCode, ErrorEvent, SessionClosed, TranscriptFinal, TranslationFinal
+from streamer.protocol import (
+    CloseCode,
+    ErrorEvent,
+    ServerMessage,
+    SessionClosed,
+    TranscriptFinal,
+    TranslationFinal,
+)
 from streamer.session.ending import Ending
 from streamer.session.outbox import Outbox, SlowConsumerError
 from streamer.session.quota import AudioQuota
@@ -84,6 +92,23 @@ class SessionRun:
 
     def stopping(self) -> None:
         """The group is being taken down: the surface's own timers stop (first in :meth:`carry`'s finally)."""
+
+    async def drain(self, ending: Ending) -> None:
+        """Steps 2, 3, once reading has stopped: when the ending finalizes, commit the open utterance and
+        drain the finals (a surface that carries further sessions on the connection ends them here too)."""
+        if ending.finalize:
+            # a normal close is the client's end of the stream; any other, the server's
+            await self.session.drain("close" if ending.code == CloseCode.NORMAL else "drain")
+
+    def last_messages(self, ending: Ending) -> list[ServerMessage]:
+        """Step 4: what the session says last, after its results (``error`` if any, ``session.closed``);
+        none where another session's last message ends the connection (a further channel's)."""
+        session, error = self.session, ending.error
+        messages: list[ServerMessage] = []
+        if error is not None:
+            messages.append(ErrorEvent(code=error.code, message=error.message, retryable=error.retryable))
+        messages.append(SessionClosed(reason=ending.reason, audio_ms=session.audio_ms, finals=session.seq))
+        return messages
 
     def shutdown_ending(self) -> Ending:
         """What server shutdown means here: finalize and deliver what was accepted, then close (1001)."""
@@ -222,18 +247,16 @@ class SessionRun:
             reader.cancel()
             await asyncio.wait({reader})
         # 2, 3. commit the open utterance and drain the finals: what was accepted is delivered
-        if ending.finalize:
-            try:
-                async with asyncio.timeout(s.drain_timeout_s):
-                    # a normal close is the client's end of the stream; any other, the server's
-                    await self.session.drain("close" if ending.code == CloseCode.NORMAL else "drain")
-            except StreamerError as e:  # the model failed on the way: that is why the session ends
-                self.services.metrics.errors.labels(e.code).inc()
-                ending = replace(ending, reason=e.code, code=e.close_code, error=e)
-            except TimeoutError:
-                # a drain that overruns must not keep the client from hearing why it is being closed
-                self._log.warning("closing without every final: the drain overran")
-        # 4. the last messages (``error`` if any, then ``session.closed``), delivered
+        try:
+            async with asyncio.timeout(s.drain_timeout_s):
+                await self.drain(ending)
+        except StreamerError as e:  # the model failed on the way: that is why the session ends
+            self.services.metrics.errors.labels(e.code).inc()
+            ending = replace(ending, reason=e.code, code=e.close_code, error=e)
+        except TimeoutError:
+            # a drain that overruns must not keep the client from hearing why it is being closed
+            self._log.warning("closing without every final: the drain overran")
+        # 4. the last messages (``error`` if any, then ``session.closed``) after every result, delivered
         if ending.farewell and not self.outbox.closed:
             try:
                 async with asyncio.timeout(s.send_timeout_s):
@@ -245,14 +268,8 @@ class SessionRun:
         # 6. detach: in carry's ``finally``, whichever way the handler leaves
 
     async def _farewell(self, ending: Ending) -> None:
-        session, error = self.session, ending.error
-        if error is not None:
-            await self.outbox.put(
-                ErrorEvent(code=error.code, message=error.message, retryable=error.retryable)
-            )
-        await self.outbox.put(
-            SessionClosed(reason=ending.reason, audio_ms=session.audio_ms, finals=session.seq)
-        )
+        for message in self.last_messages(ending):
+            await self.outbox.put(message)
         await self.outbox.finish()
         if self._writer is not None:
             await asyncio.wait({self._writer})

@@ -1,9 +1,15 @@
 """``multichannel=true``: every channel past the first is a session of its own on the same socket.
 
-The first channel's session is the connection's (``DeepgramConnection``); each further one is a
-:class:`ChannelSession`, the registry's attachment for it, with its own outbox whose writer renders the
-channel's results (``channel_index: [i, n]``) onto the shared socket. The connection feeds each its
-channel's audio, finalizes them together and ends them before its own last message (``Metadata``).
+The first channel's session is the connection's (``DeepgramConnection``); each further one is carried by a
+:class:`ChannelSession`, a :class:`~streamer.session.run.SessionRun` like the connection itself (the same
+attachment, writer, end steps, detach), whose outbox's writer renders the channel's results
+(``channel_index: [i, n]``) onto the shared socket. It has no reader: the connection feeds it its
+channel's audio. Its end is the connection's: once the connection has stopped reading, it asks every
+channel to end as it ends (finalized and every result delivered, or not, as its ending says) and waits for
+them before its own last message (``Metadata``); a channel says nothing last of its own. The connection's
+quota is charged for every channel's audio and is the one each channel's end settles (a quota settles what
+it holds once, whoever asks first). A further channel's concurrent-session slot is reserved at admission
+and given back at its release; nothing refreshes it while the stream runs (only the first channel's is).
 """
 
 from __future__ import annotations
@@ -11,20 +17,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+import logging
+from typing import Protocol
 
 from aiohttp import web
 
 from streamer.adapters.common import FrameFeed
 from streamer.adapters.deepgram.render import ResultRenderer
 from streamer.errors import StreamerError
+from streamer.protocol import CloseCode, ServerMessage
+from streamer.session.ending import Ending
 from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, Reply
+from streamer.session.quota import AudioQuota
 from streamer.session.registry import SessionRegistry
+from streamer.session.run import SessionRun
 from streamer.session.runtime import StreamSession
 
+log = logging.getLogger(__name__)
 
-class ChannelSession:
+# a channel the connection lets go of without an end of its own (its handler left before its end's steps)
+STOPPED = Ending("stopped", CloseCode.GOING_AWAY, finalize=False, farewell=False)
+
+
+class Carrier(Protocol):
+    """The connection that carries the first channel and ends the others."""
+
+    def channel_failed(self, e: StreamerError) -> None:
+        """The model failed on a further channel: the stream ends with that error."""
+
+    def cut(self) -> None:
+        """Drop the socket at once (its client stopped reading)."""
+
+    async def shutdown(self) -> None:
+        """Server shutdown: the stream ends; returns once the connection is over."""
+
+
+class ChannelSession(SessionRun):
     """One further channel's session, fed and ended by the connection that carries the first."""
+
+    surface = "deepgram channel"
+    logger = log
+    resumable = False  # Deepgram sessions are not resumed
 
     def __init__(
         self,
@@ -32,34 +65,37 @@ class ChannelSession:
         ws: web.WebSocketResponse,
         session: StreamSession,
         renderer: ResultRenderer,
-        on_fatal: Callable[[StreamerError], None],
+        quota: AudioQuota,
+        carrier: Carrier,
     ) -> None:
         s = registry.services.settings
-        self.registry = registry
-        self.session = session
-        self.renderer = renderer
-        self._ws = ws
-        self._on_fatal = on_fatal
-        self.outbox = Outbox(
+        outbox = Outbox(
             self._send,
             render=renderer.render,  # frames made by the writer, in order (no JSON round trip)
             maxsize=s.session_out_queue,
             max_bytes=OUTBOX_MAX_BYTES,
             send_timeout_s=s.send_timeout_s,
         )
+        super().__init__(registry, session, outbox, quota)
+        self.renderer = renderer
+        self._ws = ws
+        self._carrier = carrier
         self._feed = FrameFeed(session)
-        self._writer: asyncio.Task[None] | None = None
+        self._failed: StreamerError | None = None  # the model failed while finalizing: the carrier says it
+        self.carried: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.registry.attach(self.session, self, self.outbox)
-        self.session.on_fatal = self._on_fatal
-        self._writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.session.session_id}")
+        """Attach the session and carry it (in a task the registry owns) until the connection ends it."""
+        self.attach()
+        self.carried = self.registry.spawn(self.carry(), f"channel-{self.session_id}")
 
     async def _send(self, frame: str) -> None:
         if self._ws.closed:
             return
         with contextlib.suppress(ConnectionError):
             await self._ws.send_str(frame)
+
+    # ---- fed by the connection
 
     async def push(self, pcm: bytes) -> None:
         await self._feed.push(pcm)
@@ -75,21 +111,35 @@ class ChannelSession:
         if check := self.renderer.gap_check(self.session.audio_ms):
             await self.outbox.put(Reply((check,)))
 
-    async def finish(self, timeout_s: float) -> None:
-        """Finalize, then deliver every result (bounded) before the connection's ``Metadata``."""
-        await self._feed.flush()
-        await self.session.drain()
-        await self.outbox.finish()
-        if self._writer is not None:
-            await asyncio.wait({self._writer}, timeout=timeout_s)
+    async def ended(self) -> StreamerError | None:
+        """Once this channel is detached: the model's failure while finalizing it, if any."""
+        if self.carried is not None:
+            await self._finished.wait()
+        return self._failed
 
-    async def stop(self) -> None:
-        """The connection is over: stop writing and release the session."""
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.wait({self._writer})
-        self.outbox.abandon()
-        await asyncio.shield(self.registry.detach(self.session, self, ended=True))
+    # ---- the runner's plugs
+
+    async def drain(self, ending: Ending) -> None:
+        if not ending.finalize:
+            return
+        await self._feed.flush()  # a sample split at the end, padded
+        try:
+            await super().drain(ending)
+        except StreamerError as e:
+            # this channel's results end here; the connection says why the stream ends (and counts it)
+            self._failed = e
+
+    def last_messages(self, ending: Ending) -> list[ServerMessage]:
+        return []  # the connection's Metadata is the stream's last message, after every channel's results
+
+    def _on_fatal(self, e: StreamerError) -> None:
+        """The model failed on this channel: the stream cannot go on. The connection ends with the error
+        and, as it ends, ends this channel too (what it had queued is delivered first)."""
+        self._carrier.channel_failed(e)
+
+    def cut(self) -> None:
+        """The client stopped reading the socket this channel shares: the connection is cut."""
+        self._carrier.cut()
 
     # ---- the registry's Attachment
 
@@ -97,5 +147,7 @@ class ChannelSession:
         return None  # Deepgram sessions are not resumed
 
     async def shutdown(self) -> None:
-        with contextlib.suppress(StreamerError):
-            await self.session.drain()
+        """Server shutdown ends the stream, not a channel alone: the connection ends every channel's
+        results, then its ``Metadata``, then closes (1001)."""
+        await self._carrier.shutdown()
+        await self.ended()

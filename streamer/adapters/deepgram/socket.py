@@ -21,7 +21,7 @@ from aiohttp import web
 from streamer import tracing
 from streamer.adapters.common import AdapterConnection
 from streamer.adapters.deepgram.audio import AudioInput
-from streamer.adapters.deepgram.channels import ChannelSession
+from streamer.adapters.deepgram.channels import STOPPED, ChannelSession
 from streamer.adapters.deepgram.options import (
     ListenOptions,
     admit_channels,
@@ -40,6 +40,7 @@ from streamer.pipeline.audio import pieces
 from streamer.pipeline.streaming import AudioStreamError
 from streamer.protocol import CloseCode, ServerMessage
 from streamer.services import Services
+from streamer.session.ending import Ending
 from streamer.session.outbox import Reply
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
@@ -145,7 +146,7 @@ class DeepgramConnection(AdapterConnection):
 
     def _channel(self, session: StreamSession, index: int, count: int) -> ChannelSession:
         rendering = renderer(self.services, session, self.options, self.request_id, index, count)
-        return ChannelSession(self.registry, self.ws, session, rendering, self._on_fatal)
+        return ChannelSession(self.registry, self.ws, session, rendering, self.quota, self)
 
     async def _count_channels(self, count: int) -> None:
         """The container's header has said how many channels: a session for each further one (admitted
@@ -169,8 +170,35 @@ class DeepgramConnection(AdapterConnection):
         finally:
             if self.audio is not None:
                 self.audio.close()
-            for channel in self.channels:
-                await channel.stop()
+            await self._stop_channels()
+
+    async def _stop_channels(self) -> None:
+        """Every further channel detached, however the connection left (its end's drain step ended them
+        already, unless the handler was cancelled before: then they stop without their results)."""
+        for channel in self.channels:
+            channel.ask_end(STOPPED)
+        if carried := [channel.carried for channel in self.channels if channel.carried is not None]:
+            await asyncio.wait(carried, timeout=self.registry.endings.bound_s)
+
+    def channel_failed(self, e: StreamerError) -> None:
+        """The model failed on a further channel: the stream ends as for a failure on the first."""
+        self._on_fatal(e)
+
+    async def drain(self, ending: Ending) -> None:
+        """Reading has stopped (nothing more is pushed): every channel ends as the stream does, its
+        results finalized and delivered as ``ending`` says, while the first drains; all of them before
+        the last message (``Metadata``). A channel's model failure is the stream's error."""
+        for channel in self.channels:
+            channel.ask_end(ending)
+        mine, *theirs = await asyncio.gather(
+            super().drain(ending), *(channel.ended() for channel in self.channels), return_exceptions=True
+        )
+        for outcome in (mine, *theirs):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        for failure in theirs:
+            if failure is not None:
+                raise failure
 
     def idle_timeout_s(self) -> float | None:
         """Deepgram's: 10 s without audio or a ``KeepAlive`` (or the server's idle timeout, if shorter)."""
@@ -251,9 +279,7 @@ class DeepgramConnection(AdapterConnection):
         if self.audio is not None:
             async for channels in self.audio.finish():
                 await self._push(channels)
-        timeout = self.services.settings.send_timeout_s
-        await asyncio.gather(*(channel.finish(timeout) for channel in self.channels))
-        await super().end(reason)
+        await super().end(reason)  # the end's drain step ends every channel before Metadata
 
     # ---- rendering
 
