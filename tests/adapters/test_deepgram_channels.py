@@ -200,3 +200,29 @@ async def test_a_further_channels_failure_while_closing_is_the_streams_error_cou
     assert messages[-2]["variant"] == "model_unavailable"
     await _released(server, runs)
     assert errors._value.get() - before == 1
+
+
+async def test_a_further_channels_slot_is_kept_alive_while_the_stream_runs(
+    servers: list[TestServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every channel's session takes one of the key's concurrent slots, and each slot expires unless it is
+    refreshed. Before, only the first channel's was: past the slot's lifetime a stereo stream counted as one
+    session, and the key could open more than its limit allowed."""
+    monkeypatch.setattr("streamer.session.run.SLOT_TTL_S", 0.9)  # refreshed every 0.3 s
+    # a reservation is held for the token's lifetime and a grace: both short here
+    monkeypatch.setattr("streamer.session.registry.SLOT_GRACE_S", 0.1)
+    server = await _start(servers, FakeAsr(text="hello"), token_ttl_s=0.5)
+    services = server.app[SERVICES]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{ws_base(server)}/v1/listen?{STEREO}&endpointing=false", headers=HEADERS) as ws,
+    ):
+        await _send(ws, _stereo(quiet(0.2), quiet(0.2)))
+        (run,) = _channel_runs(server)
+        key_id = run.session.key_id
+        assert await services.backend.active_sessions(key_id) == 2
+        await asyncio.sleep(2.0)  # more than two slot lifetimes
+        assert await services.backend.active_sessions(key_id) == 2
+        await ws.send_str(json.dumps({"type": "CloseStream"}))
+        await _receive_all(ws)
+    await _released(server, [run])

@@ -8,8 +8,8 @@ channel's audio. Its end is the connection's: once the connection has stopped re
 channel to end as it ends (finalized and every result delivered, or not, as its ending says) and waits for
 them before its own last message (``Metadata``); a channel says nothing last of its own. The connection's
 quota is charged for every channel's audio and is the one each channel's end settles (a quota settles what
-it holds once, whoever asks first). A further channel's concurrent-session slot is reserved at admission
-and given back at its release; nothing refreshes it while the stream runs (only the first channel's is).
+it holds once, whoever asks first). A further channel's concurrent-session slot is reserved at admission,
+kept alive while the stream runs as the first channel's is, and given back at its release.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiohttp import web
 
 from streamer.adapters.common import FrameFeed
 from streamer.adapters.deepgram.render import ResultRenderer
+from streamer.edge.handshake import hold_slot
 from streamer.errors import StreamerError
 from streamer.protocol import CloseCode, ServerMessage
 from streamer.session.ending import Ending
@@ -128,6 +130,11 @@ class ChannelSession(SessionRun):
         except StreamerError as e:
             # this channel's results end here; the connection says why the stream ends (and counts it)
             self._failed = e
+
+    def slot_upkeep(self) -> Callable[[float], Awaitable[None]]:
+        """Each channel's session holds a slot of the key's: an unrefreshed one expires, and the key could
+        then open more sessions than its limit while this stream still runs."""
+        return functools.partial(hold_slot, self.services, self.session.key_id, self.session_id)
 
     def last_messages(self, ending: Ending) -> list[ServerMessage]:
         return []  # the connection's Metadata is the stream's last message, after every channel's results
