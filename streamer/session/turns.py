@@ -206,6 +206,11 @@ class TurnDetector:
         time, used/fired 55 % -> 61 %, final p50 and WER unchanged). The partial lags the audio by up to
         its interval, so a finished sentence often still reads unfinished: that pause speculates late.
         """
+        spec = self._speculation
+        if spec is not None and spec.cuts and not spec.task.done() and spec.segment_id == utt.segment_id:
+            # an earlier pause of this long utterance is still being decoded: under load a decode takes
+            # longer than a reader's clause, and replacing it at every pause would never cut at all
+            return
         self._drop_speculation()  # a pause after speech resumed: the earlier one cannot be the final
         self._deferred = None
         if self._cuts(utt) or ends_with_sentence_end(self._partial_text()):

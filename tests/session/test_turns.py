@@ -289,3 +289,34 @@ async def test_a_pause_inside_a_sentence_does_not_cut() -> None:
 async def test_an_utterance_shorter_than_the_cut_length_is_not_cut() -> None:
     finals, _ = await _read_continuously("That was the end of it.", sentence_cut_s=5.0)
     assert len(finals) == 1  # 4 s of speech with two short gaps: one utterance, as before
+
+
+async def test_a_decode_slower_than_the_next_clause_still_cuts_at_its_own_pause() -> None:
+    """Under load the first pause's decode is still running at the second pause: it is kept (the
+    second is not speculated on), and when it comes back the utterance is cut at the first pause."""
+    asr = _StartedAsr(text="That was the end of it.", hang=True)
+    script = [0.0] + [0.9] * SENTENCE + [0.0] * GAP + [0.9] * SENTENCE + [0.0] * GAP + [0.9] * 10
+    settings = make_settings(batching=True, sentence_cut_s=1.0)
+    async with services(asr=asr, vad=ScriptedVad(script), settings=settings) as svc:
+        session = StreamSession("sess_slow", "key", SessionConfig(language="en", interim_results=False), svc)
+        sink = Sink()
+        outbox = Outbox(sink, maxsize=256)
+        writer = asyncio.create_task(outbox.run())
+        session.attach(outbox)
+        for _ in script:
+            await session.push_audio(FRAME)
+        assert await asyncio.to_thread(asr.started.wait, 10), "the first pause's decode is running"
+        assert session.open_segment_id == 1 and sum(_outcomes(session).values()) == 0
+        asr.release()
+        for _ in range(500):
+            if session.open_segment_id != 1:
+                break
+            await asyncio.sleep(0.002)
+        await session.drain()
+        await outbox.finish()
+        await writer
+    finals = [m for m in map(json.loads, sink.sent) if m["type"] == "transcript.final"]
+    assert len(finals) == 2
+    first_pause_end_ms = (1 + SENTENCE) * 32 + 128  # speech, then the 128 ms tail
+    assert finals[0]["audio_end_ms"] == finals[1]["audio_start_ms"] == first_pause_end_ms
+    assert _outcomes(session)["used"] == 1
