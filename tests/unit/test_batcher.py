@@ -184,13 +184,13 @@ async def test_batch_stats_and_latency_are_reported(make_batcher: Factory) -> No
     stats: list[BatchStats] = []
     model = Model(delay=0.02)
     batcher = make_batcher(model, on_batch=stats.append)
-    assert batcher.latency_ewma_s == 0.0 and batcher.last_batch_at == 0.0
+    assert batcher.calls.latency_ewma_s == 0.0 and batcher.calls.last_batch_at == 0.0
     await asyncio.wait_for(asyncio.gather(*(batcher.submit_final(f"s{i}", KEY, i) for i in range(3))), 5)
     await until(lambda: sum(s.size for s in stats) == 3)  # posted by the model thread after the results
     assert sum(s.size for s in stats) == 3 and all(s.finals == s.size for s in stats)
     assert all(s.seconds >= 0.02 for s in stats)
-    assert batcher.latency_ewma_s >= 0.3 * 0.02
-    assert time.monotonic() - batcher.last_batch_at < 1.0
+    assert batcher.calls.latency_ewma_s >= 0.3 * 0.02
+    assert time.monotonic() - batcher.calls.last_batch_at < 1.0
     assert batcher.utilization() > 0
 
 
