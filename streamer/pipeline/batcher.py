@@ -29,6 +29,7 @@ from streamer.pipeline.batchcall import CallRunner
 from streamer.pipeline.batchload import CallLog
 from streamer.pipeline.batchqueue import Batch, BatchQueue, Job, Priority, TenantUsage
 from streamer.pipeline.batchtypes import BatcherSnapshot, BatchStats, Breaker, CostMeter, GuardedBreaker
+from streamer.pipeline.calibration import CpuShare
 from streamer.pipeline.prepare import Preparer
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class MicroBatcher(Generic[P, R]):
     formed), which admission reads.
     ``bucket`` (optional) is the input length a payload is padded to: only jobs of one bucket share a
     call, so a short utterance is never padded to a long one's window.
+    ``cpu`` (optional): the CPU the model threads get beside other work on the machine; the cost is then
+    kept per second of a whole core, and the snapshot says how many cores the workers have together.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class MicroBatcher(Generic[P, R]):
         prepare: Callable[[P], P] | None = None,
         input_s: Callable[[P], float] | None = None,
         bucket: Callable[[P], Hashable] | None = None,
+        cpu: CpuShare | None = None,
     ) -> None:
         self.name = name
         self._run_batch = run_batch
@@ -108,7 +112,9 @@ class MicroBatcher(Generic[P, R]):
             report=(lambda stats: self._call_soon(on_batch, stats)) if on_batch is not None else None,
             input_s=input_s,
             bucket=bucket is not None,
+            share=self._call_share if cpu is not None else None,
         )
+        self.cpu = cpu
 
     # ---- lifecycle
 
@@ -169,7 +175,21 @@ class MicroBatcher(Generic[P, R]):
             last_batch_at=self.calls.last_batch_at,
             workers=self.workers,
             cost_per_input_s=self.cost.cost(),
+            cores=self._cores(),
         )
+
+    def _cores(self) -> float | None:
+        """Cores the workers get when all of them run at once (None: one each, nothing else measured)."""
+        if self.cpu is None:
+            return None
+        self.cpu.sample()
+        return self.workers * self.cpu.core_share(self.workers)
+
+    def _call_share(self) -> float:
+        """The share of a core a call that has just finished got, beside the other calls and other work."""
+        assert self.cpu is not None
+        self.cpu.sample()
+        return self.cpu.core_share(len(self._running))
 
     @property
     def depth(self) -> tuple[int, int]:

@@ -79,6 +79,9 @@ class BatcherSnapshot:
     # batcher forms;
     # None until measured (at start-up, then from every batch: calibration.CostMeter)
     cost_per_input_s: float | None = None
+    # the cores the workers get together when all of them run, beside other work on the machine
+    # (calibration.CpuShare); None: one each
+    cores: float | None = None
 
 
 # batch sizes are counted in powers of two: cost per input second falls with the batch, not in steps of one
