@@ -235,9 +235,7 @@ def create_app(
         )
         async with batcher:
             if settings.asr_calibrate and isinstance(engine, WhisperEngine):
-                costs = await asyncio.to_thread(
-                    calibrate, engine, batcher.cost, align.run_batch, cpu=batcher.cpu
-                )
+                costs = await asyncio.to_thread(calibrate, engine, batcher.cost, align.run_batch)
                 log.info("model seconds per input second by batch size: %s", costs)
             metrics.model_cost.set_function(lambda: batcher.cost.cost() or 0.0)
             app[_ASR] = _Asr(engine, vad_model, batcher, breaker)

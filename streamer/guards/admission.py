@@ -50,15 +50,15 @@ class ModelQueue(Protocol):
     @property
     def cost_per_input_s(self) -> float | None: ...  # model seconds per second of input; None: unmeasured
     @property
-    def cores(self) -> float | None: ...  # cores the workers get together beside other work; None: one each
+    def cores(self) -> float | None: ...  # the workers at once, in calls alone (shared CPU); None: workers
 
 
 def model_load(live_sessions: int, batcher: ModelQueue, load: float | None) -> float | None:
     """The model's expected busy fraction for ``live_sessions``, as a fraction of its capacity (all its
     workers busy): ``load`` (model seconds a second, measured from the sessions' own speech) when known,
     else the calibrated cost of a second of model input on this CPU times the input a session's speech
-    makes the model decode, over the cores the workers get (on a machine shared with other work, less
-    than one each: ``ModelQueue.cores``); None while neither was measured."""
+    makes the model decode, over what the workers running at once are worth (on a machine shared with
+    other work, less than one call alone each: ``ModelQueue.cores``); None while neither was measured."""
     if load is not None:
         return load / batcher.workers
     if batcher.cost_per_input_s is None:

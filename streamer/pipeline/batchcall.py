@@ -39,8 +39,6 @@ class CallRunner(Generic[P, R]):
     ``bucket``: whether batch keys carry a length bucket after the caller's key (the model gets the
     caller's). ``input_s`` (optional): the seconds of model input a payload is decoded in, for ``cost``.
     ``resolve``/``fail`` deliver to the job's ticket; ``report`` gets every call's :class:`BatchStats`.
-    ``share`` (optional): the share of a core the call got (``CpuShare.core_share``): the cost is
-    recorded per second of a whole core, so a call slowed by other work does not read as a dearer model.
     """
 
     name: str
@@ -55,7 +53,6 @@ class CallRunner(Generic[P, R]):
     report: Callable[[BatchStats], None] | None = None
     input_s: Callable[[P], float] | None = None
     bucket: bool = False
-    share: Callable[[], float] | None = None
 
     def execute(self, batch: Batch[P]) -> None:
         started = self.clock()
@@ -96,8 +93,7 @@ class CallRunner(Generic[P, R]):
         for job in batch.jobs:  # the call's time split evenly, as the engines split it
             self.usage.charge(job.tenant, elapsed / len(batch.jobs))
         if self.input_s is not None:
-            core_s = elapsed * (self.share() if self.share is not None else 1.0)
-            self.cost.record(len(batch.jobs), sum(self.input_s(j.payload) for j in batch.jobs), core_s)
+            self.cost.record(len(batch.jobs), sum(self.input_s(j.payload) for j in batch.jobs), elapsed)
         finals = [j for j in batch.jobs if j.priority is Priority.FINAL]
         self.calls.record(elapsed, [started - j.submitted for j in finals])
         if self.report is not None:

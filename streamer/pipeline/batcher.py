@@ -50,8 +50,8 @@ class MicroBatcher(Generic[P, R]):
     formed), which admission reads.
     ``bucket`` (optional) is the input length a payload is padded to: only jobs of one bucket share a
     call, so a short utterance is never padded to a long one's window.
-    ``cpu`` (optional): the CPU the model threads get beside other work on the machine; the cost is then
-    kept per second of a whole core, and the snapshot says how many cores the workers have together.
+    ``cpu`` (optional): the CPU the model threads get beside other work on the machine; the snapshot then
+    says what the workers running at once are worth (``cores``), in calls that run alone.
     """
 
     def __init__(
@@ -112,7 +112,6 @@ class MicroBatcher(Generic[P, R]):
             report=(lambda stats: self._call_soon(on_batch, stats)) if on_batch is not None else None,
             input_s=input_s,
             bucket=bucket is not None,
-            share=self._call_share if cpu is not None else None,
         )
         self.cpu = cpu
 
@@ -179,17 +178,11 @@ class MicroBatcher(Generic[P, R]):
         )
 
     def _cores(self) -> float | None:
-        """Cores the workers get when all of them run at once (None: one each, nothing else measured)."""
+        """What the workers running at once are worth, in calls running alone (None: one each)."""
         if self.cpu is None:
             return None
         self.cpu.sample()
-        return self.workers * self.cpu.core_share(self.workers)
-
-    def _call_share(self) -> float:
-        """The share of a core a call that has just finished got, beside the other calls and other work."""
-        assert self.cpu is not None
-        self.cpu.sample()
-        return self.cpu.core_share(len(self._running))
+        return self.cpu.parallel(self.workers)
 
     @property
     def depth(self) -> tuple[int, int]:

@@ -79,8 +79,8 @@ class BatcherSnapshot:
     # batcher forms;
     # None until measured (at start-up, then from every batch: calibration.CostMeter)
     cost_per_input_s: float | None = None
-    # the cores the workers get together when all of them run, beside other work on the machine
-    # (calibration.CpuShare); None: one each
+    # what the workers running at once are worth in calls running alone, beside other work on the machine
+    # (calibration.CpuShare.parallel; at most workers); None: one worker each
     cores: float | None = None
 
 

@@ -35,12 +35,10 @@ def calibrate(
     run_batch: Callable[[AsrEngine, Sequence[AsrRequest]], object] | None = None,
     sizes: Sequence[int] = PROBE_SIZES,
     clock: Callable[[], float] = time.perf_counter,
-    cpu: CpuShare | None = None,
 ) -> dict[int, float]:
     """Time the model on batches of ``sizes`` probes of low noise (blocking: call it in a thread) and
     seed ``meter``; returns model seconds per input second by size. The first call also warms the model up,
-    so it is run once untimed. With ``cpu``, the cost is per second of a whole core (see
-    :class:`CpuShare`): a probe slowed by other work on the machine does not read as a dearer model."""
+    so it is run once untimed."""
     rng = np.random.default_rng(0)
     probe = (rng.standard_normal(int(PROBE_S * MODEL_RATE)) * 0.003).astype(np.float32)
     run = run_batch or (lambda e, requests: e.transcribe_batch(requests))
@@ -51,9 +49,6 @@ def calibrate(
         started = clock()
         run(engine, requests)
         elapsed = clock() - started
-        if cpu is not None:
-            cpu.sample()
-            elapsed *= cpu.core_share(1)
         meter.record(size, size * PROBE_S, elapsed, typical=False)
         costs[size] = elapsed / (size * PROBE_S)
     return costs
@@ -93,12 +88,13 @@ class CpuShare:
     """The CPU this process's model calls get beside whatever else runs on the machine.
 
     Calibration and the cost meter time model calls in wall seconds; a plan that divides their load by
-    the workers assumes each worker has a core. On a machine shared with other work it does not: two
-    busy processes beside the server's two workers on two cores leave each worker half a core (measured
-    on the 2-core EPYC at load 6-7: the two-worker plan admitted 16 synchronized sessions that were then
-    served at p95 4.4-5.0 s). The outside demand is the 1-minute load average less this process's own
-    runnable threads averaged the same way (``schedstat``); with the kernel's fair share, ``calls``
-    model calls at once each get ``cores / (calls + outside)`` of a core, at most one.
+    the workers assumes a second worker doubles what one does. On a machine shared with other work it
+    does not: two busy processes beside the server's two workers on two cores give a call alone 2/3 of
+    a core and two calls at once half a core each, so two workers do 1.5 times what one does (on the
+    2-core EPYC at load 6-7 the two-worker plan admitted 16 synchronized sessions then served at p95
+    4.4-5.0 s). The outside demand is the 1-minute load average less this process's own runnable threads
+    averaged the same way (``schedstat``); with the kernel's fair share, ``calls`` model calls at once
+    each get ``cores / (calls + outside)`` of a core, at most one.
     Where the kernel does not say (not Linux), no outside load is seen and a worker counts as a core.
     """
 
@@ -139,3 +135,14 @@ class CpuShare:
     def core_share(self, calls: int) -> float:
         """The share of a core each of ``calls`` model calls running at once gets (0..1]."""
         return min(1.0, self.cores / (max(1, calls) + self.outside))
+
+    def parallel(self, workers: int) -> float:
+        """What ``workers`` calls running at once are worth in calls running alone (at most ``workers``).
+
+        The cost meter times calls in wall seconds beside whatever else runs, mostly one call at a time
+        while there is room: each such call got ``core_share(1)``. With every worker busy each gets
+        ``core_share(workers)``. The ratio uses no absolute measure of the machine's speed, so a cost
+        timed while other work ran (or a load average still holding a process that has ended) never
+        makes the plan more generous than one core per worker.
+        """
+        return workers * self.core_share(workers) / self.core_share(1)

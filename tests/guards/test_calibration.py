@@ -153,7 +153,7 @@ def test_a_quiet_machine_gives_every_worker_a_core() -> None:
     share = cpu_share(machine)
     machine.run(300, share)
     assert share.outside == pytest.approx(0.0, abs=0.01)
-    assert share.core_share(2) == 1.0
+    assert share.core_share(2) == 1.0 and share.parallel(2) == 2.0
 
 
 def test_two_busy_processes_beside_the_server_halve_its_workers_cores() -> None:
@@ -163,6 +163,7 @@ def test_two_busy_processes_beside_the_server_halve_its_workers_cores() -> None:
     assert share.outside == pytest.approx(2.0, abs=0.01)
     assert share.core_share(2) == pytest.approx(0.5, abs=0.01)  # two calls at once: half a core each
     assert share.core_share(1) == pytest.approx(2 / 3, abs=0.01)
+    assert share.parallel(2) == pytest.approx(1.5, abs=0.02)  # two workers do 1.5 times what one does
 
 
 def test_the_servers_own_threads_are_not_outside_load() -> None:
@@ -177,7 +178,7 @@ def test_the_servers_own_threads_are_not_outside_load() -> None:
 def test_without_the_kernels_counters_nothing_is_assumed() -> None:
     share = CpuShare(2, read_load=lambda: None, read_runnable=lambda: None)
     share.sample()
-    assert share.outside == 0.0 and share.core_share(2) == 1.0
+    assert share.outside == 0.0 and share.core_share(2) == 1.0 and share.parallel(2) == 2.0
 
 
 def test_a_shared_cpu_refuses_sooner_than_one_core_per_worker() -> None:
@@ -190,12 +191,3 @@ def test_a_shared_cpu_refuses_sooner_than_one_core_per_worker() -> None:
     assert shared < alone and alone in (2 * shared, 2 * shared + 1)
     # the cores a quiet machine gives two workers are two: the plan is the one-core-per-worker plan
     assert first_refused(Admission(LIMITS), dataclasses.replace(snapshot(cost, workers), cores=2.0)) == alone
-
-
-def test_calibration_on_a_shared_cpu_measures_the_model_not_the_contention() -> None:
-    engine = TimedFake(cost=0.06)  # wall time: the call got 2/3 of a core beside two busy processes
-    machine = Machine(own=0.0, outside=2.0)
-    cpu = cpu_share(machine)
-    machine.run(300, cpu)
-    costs = calibrate(engine, CostMeter(), clock=engine.clock, cpu=cpu)
-    assert costs == pytest.approx({1: 0.04, 4: 0.04})  # per second of a whole core
