@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     max_utterance_s: Seconds = 15.0
     # an open utterance at least this long ends at a pause where its decode ends a sentence, even if
     # speech resumes within the end-of-utterance silence (continuous reading; 0: off)
-    sentence_cut_s: float = Field(default=3.0, ge=0, allow_inf_nan=False)
+    sentence_cut_s: float = Field(default=5.0, ge=0, allow_inf_nan=False)
     partial_interval_ms: int = Field(default=500, ge=1)
     # --- batching and backpressure
     batching: bool = True
