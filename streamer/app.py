@@ -39,7 +39,7 @@ from streamer.pipeline.asr import (
 from streamer.pipeline.audio import MODEL_RATE
 from streamer.pipeline.batcher import MicroBatcher
 from streamer.pipeline.batchtypes import BatchStats
-from streamer.pipeline.calibration import calibrate
+from streamer.pipeline.calibration import CpuShare, calibrate
 from streamer.pipeline.models import resolve_asr_model
 from streamer.pipeline.mt import TranslationEngine
 from streamer.pipeline.mt_cache import (
@@ -230,6 +230,8 @@ def create_app(
             # every batch's cost, for admission (off: it waits for the sessions' own measured cost)
             input_s=model_input_s(engine) if settings.asr_calibrate else None,
             bucket=engine.window if isinstance(engine, WhisperEngine) else None,
+            # the CPU the model threads get beside other work: admission counts those cores, not workers
+            cpu=CpuShare() if isinstance(engine, WhisperEngine) and engine.device == "cpu" else None,
         )
         async with batcher:
             if settings.asr_calibrate and isinstance(engine, WhisperEngine):

@@ -94,6 +94,7 @@ class Settings(BaseSettings):
             "pause_ms",
             "hold_ms",
             "max_utterance_s",
+            "sentence_cut_s",
             "partial_interval_ms",
         ),
         "batching": (
@@ -182,6 +183,9 @@ class Settings(BaseSettings):
     # extra silence before an utterance ends when its words so far do not end a sentence (0: off)
     hold_ms: int = Field(default=400, ge=0)
     max_utterance_s: Seconds = 15.0
+    # an open utterance at least this long ends at a pause where its decode ends a sentence, even if
+    # speech resumes within the end-of-utterance silence (continuous reading; 0: off)
+    sentence_cut_s: float = Field(default=5.0, ge=0, allow_inf_nan=False)
     partial_interval_ms: int = Field(default=500, ge=1)
     # --- batching and backpressure
     batching: bool = True

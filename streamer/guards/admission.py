@@ -49,19 +49,23 @@ class ModelQueue(Protocol):
     def workers(self) -> int: ...  # model calls that can run at once
     @property
     def cost_per_input_s(self) -> float | None: ...  # model seconds per second of input; None: unmeasured
+    @property
+    def cores(self) -> float | None: ...  # the workers at once, in calls alone (shared CPU); None: workers
 
 
 def model_load(live_sessions: int, batcher: ModelQueue, load: float | None) -> float | None:
     """The model's expected busy fraction for ``live_sessions``, as a fraction of its capacity (all its
     workers busy): ``load`` (model seconds a second, measured from the sessions' own speech) when known,
     else the calibrated cost of a second of model input on this CPU times the input a session's speech
-    makes the model decode; None while neither was measured."""
+    makes the model decode, over what the workers running at once are worth (on a machine shared with
+    other work, less than one call alone each: ``ModelQueue.cores``); None while neither was measured."""
     if load is not None:
         return load / batcher.workers
     if batcher.cost_per_input_s is None:
         return None
     per_session = PRIOR_SPEECH_SHARE * INPUT_PER_SPEECH_S * batcher.cost_per_input_s
-    return live_sessions * per_session / batcher.workers
+    cores = batcher.workers if batcher.cores is None else min(batcher.workers, batcher.cores)
+    return live_sessions * per_session / cores
 
 
 class Refusal(Exception):

@@ -7,10 +7,10 @@ Event-loop side: ``submit_final`` (awaits a bounded slot, then the result) and `
 is open every job fails fast with ``ModelUnavailableError``; a watchdog on the loop fails a batch that
 runs past ``call_timeout_s`` (a hung model) and counts it as a failure.
 
-A request error is not a model failure: ``ValueError``/``KeyError`` from a model call (the tokenizer
-refusing a language, say) fail only the request that caused it (a batch is re-run one job at a time to
-find it; the others are served) and never count toward the breaker. The edge validates configs before
-anything reaches the model, so this is the second line: one client must not open the breaker for all.
+A call itself, and what a request error is (not a model failure: the edge validates configs before
+anything reaches the model, so this is the second line; one client must not open the breaker for all),
+is :mod:`streamer.pipeline.batchcall`; what the calls add up to (busy time, latency) is
+:mod:`streamer.pipeline.batchload`.
 """
 
 from __future__ import annotations
@@ -19,23 +19,17 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Hashable
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from streamer import tracing
 from streamer.errors import ModelUnavailableError
+from streamer.pipeline.batchcall import CallRunner
+from streamer.pipeline.batchload import CallLog
 from streamer.pipeline.batchqueue import Batch, BatchQueue, Job, Priority, TenantUsage
-from streamer.pipeline.batchtypes import (
-    REQUEST_ERRORS,
-    BatcherSnapshot,
-    BatchStats,
-    Breaker,
-    CostMeter,
-    GuardedBreaker,
-    RequestRefusedError,
-)
+from streamer.pipeline.batchtypes import BatcherSnapshot, BatchStats, Breaker, CostMeter, GuardedBreaker
+from streamer.pipeline.calibration import CpuShare
 from streamer.pipeline.prepare import Preparer
 
 log = logging.getLogger(__name__)
@@ -56,6 +50,8 @@ class MicroBatcher(Generic[P, R]):
     formed), which admission reads.
     ``bucket`` (optional) is the input length a payload is padded to: only jobs of one bucket share a
     call, so a short utterance is never padded to a long one's window.
+    ``cpu`` (optional): the CPU the model threads get beside other work on the machine; the snapshot then
+    says what the workers running at once are worth (``cores``), in calls that run alone.
     """
 
     def __init__(
@@ -75,13 +71,13 @@ class MicroBatcher(Generic[P, R]):
         prepare: Callable[[P], P] | None = None,
         input_s: Callable[[P], float] | None = None,
         bucket: Callable[[P], Hashable] | None = None,
+        cpu: CpuShare | None = None,
     ) -> None:
         self.name = name
         self._run_batch = run_batch
         self.workers = max(1, workers)
         self._prepare = prepare
         self._preparer: Preparer[P] | None = None
-        self._input_s = input_s
         self._bucket = bucket
         self.cost = CostMeter()
         # model time per tenant (API key): the queue serves the least-served tenant first (batchqueue.py)
@@ -94,7 +90,6 @@ class MicroBatcher(Generic[P, R]):
         self.call_timeout_s = call_timeout_s
         self.breaker = breaker
         self._guard = GuardedBreaker(name, breaker)
-        self._on_batch = on_batch
         self._on_drop = on_drop
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -103,10 +98,22 @@ class MicroBatcher(Generic[P, R]):
         self._stop = False
         self._watchdog: asyncio.Task[None] | None = None
         self.hung = False  # a model call has run past call_timeout_s and not returned yet
-        self.latency_ewma_s = 0.0  # queue wait + model time of recent final jobs
-        self.busy_s = 0.0
-        self.last_batch_at = 0.0
-        self._recent: deque[tuple[float, float]] = deque(maxlen=256)  # (finished at, seconds busy)
+        self.calls = CallLog(clock, self.workers)
+        self._runner: CallRunner[P, R] = CallRunner(
+            name,
+            run_batch,
+            self._guard,
+            self.usage,
+            self.cost,
+            self.calls,
+            clock,
+            self._resolve,
+            self._fail,
+            report=(lambda stats: self._call_soon(on_batch, stats)) if on_batch is not None else None,
+            input_s=input_s,
+            bucket=bucket is not None,
+        )
+        self.cpu = cpu
 
     # ---- lifecycle
 
@@ -163,11 +170,19 @@ class MicroBatcher(Generic[P, R]):
             hung=self.hung,
             finals_pending=self._finals_held,
             max_pending_finals=self.max_pending_finals,
-            latency_ewma_s=self.latency_ewma_s,
-            last_batch_at=self.last_batch_at,
+            latency_ewma_s=self.calls.latency_ewma_s,
+            last_batch_at=self.calls.last_batch_at,
             workers=self.workers,
             cost_per_input_s=self.cost.cost(),
+            cores=self._cores(),
         )
+
+    def _cores(self) -> float | None:
+        """What the workers running at once are worth, in calls running alone (None: one each)."""
+        if self.cpu is None:
+            return None
+        self.cpu.sample()
+        return self.cpu.parallel(self.workers)
 
     @property
     def depth(self) -> tuple[int, int]:
@@ -177,9 +192,7 @@ class MicroBatcher(Generic[P, R]):
 
     def utilization(self, window_s: float = 3.0) -> float:
         """The fraction of the last ``window_s`` the model threads spent running batches (0..1)."""
-        since = self._clock() - window_s
-        busy = sum(min(d, end - since) for end, d in list(self._recent) if end > since)
-        return min(1.0, busy / (window_s * self.workers))
+        return self.calls.utilization(window_s)
 
     def _check_hung(self) -> None:
         if self.hung:
@@ -292,7 +305,7 @@ class MicroBatcher(Generic[P, R]):
                 self._running[index] = (batch.jobs, self._clock())
             self._notify_dropped(batch)
             if batch.jobs:
-                self._execute(batch)
+                self._runner.execute(batch)
             with self._cond:
                 del self._running[index]
                 # the hung flag holds while any call is still past the timeout (another worker's)
@@ -307,61 +320,6 @@ class MicroBatcher(Generic[P, R]):
                 return self._queue.take(self._clock(), force=True)
             self._cond.wait(timeout=wait)
         return None
-
-    def _execute(self, batch: Batch[P]) -> None:
-        started = self._clock()
-        try:
-            self._guard.check()
-            key = batch.key[0] if self._bucket is not None and isinstance(batch.key, tuple) else batch.key
-            results = self._run_batch(key, [j.payload for j in batch.jobs])
-            if len(results) != len(batch.jobs):
-                raise RuntimeError(f"{self.name} returned {len(results)} results for {len(batch.jobs)} jobs")
-        except ModelUnavailableError as e:
-            for job in batch.jobs:
-                self._fail(job, e)
-            return
-        except REQUEST_ERRORS as e:
-            if len(batch.jobs) > 1:
-                for job in batch.jobs:  # find the bad request: the rest are served
-                    self._execute(Batch(batch.key, [job], []))
-                return
-            log.warning("%s refused a request (%s: %s)", self.name, type(e).__name__, e)
-            refused = RequestRefusedError(f"the {self.name} model refused this session's request")
-            self._fail(batch.jobs[0], refused)
-            return
-        except Exception as e:
-            log.exception("%s batch of %d failed", self.name, len(batch.jobs))
-            self._guard.record(success=False)
-            err = ModelUnavailableError(f"the {self.name} model failed: {type(e).__name__}")
-            for job in batch.jobs:
-                self._fail(job, err)
-            return
-        elapsed = self._clock() - started
-        self._guard.record(success=True)
-        for job in batch.jobs:  # the call's time split evenly, as the engines split it
-            self.usage.charge(job.tenant, elapsed / len(batch.jobs))
-        if self._input_s is not None:
-            self.cost.record(len(batch.jobs), sum(self._input_s(j.payload) for j in batch.jobs), elapsed)
-        finals = [j for j in batch.jobs if j.priority is Priority.FINAL]
-        with self._cond:  # the other worker updates the same statistics
-            self.last_batch_at = self._clock()
-            self._recent.append((self.last_batch_at, elapsed))
-            self.busy_s += elapsed
-            if finals:
-                worst = max(started - j.submitted for j in finals) + elapsed
-                self.latency_ewma_s = 0.7 * self.latency_ewma_s + 0.3 * worst
-        for job, result in zip(batch.jobs, results, strict=True):
-            self._resolve(job, result)
-        tracing.model_batch(self.name, batch.jobs, started, elapsed)  # a span, when tracing is on
-        if self._on_batch:
-            stats = BatchStats(
-                self.name,
-                len(batch.jobs),
-                len(finals),
-                elapsed,
-                max(started - j.submitted for j in batch.jobs),
-            )
-            self._call_soon(self._on_batch, stats)
 
     def _notify_dropped(self, batch: Batch[P]) -> None:
         for job in batch.dropped:

@@ -79,6 +79,9 @@ class BatcherSnapshot:
     # batcher forms;
     # None until measured (at start-up, then from every batch: calibration.CostMeter)
     cost_per_input_s: float | None = None
+    # what the workers running at once are worth in calls running alone, beside other work on the machine
+    # (calibration.CpuShare.parallel; at most workers); None: one worker each
+    cores: float | None = None
 
 
 # batch sizes are counted in powers of two: cost per input second falls with the batch, not in steps of one

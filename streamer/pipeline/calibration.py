@@ -5,12 +5,18 @@ audio differ between them by a factor, and so does the number of live sessions a
 start-up :func:`calibrate` times the model on batches of the sizes it will form; from then on every batch
 the batcher runs updates the figure (:class:`CostMeter`), so admission reads what this CPU does now,
 contention included, before any session has streamed long enough to be measured on its own.
+:class:`CpuShare` says how much of a core each model call gets beside the other work on the machine, so
+the plan counts the cores its workers really have, not one each.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -46,3 +52,97 @@ def calibrate(
         meter.record(size, size * PROBE_S, elapsed, typical=False)
         costs[size] = elapsed / (size * PROBE_S)
     return costs
+
+
+# the kernel's 1-minute load average decays with this time constant; this process's own runnable threads
+# are averaged the same way, so the two can be subtracted
+LOAD_TAU_S = 60.0
+SAMPLE_EVERY_S = 0.5
+
+
+def read_loadavg() -> float | None:
+    """The 1-minute load average (runnable threads, all processes); None where there is none."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def read_runnable_s(tasks: Path = Path("/proc/self/task")) -> float | None:
+    """Seconds this process's threads have been runnable (on a CPU or waiting for one), all together;
+    None where the kernel does not say (``schedstat``: ns on a CPU, ns waiting in a run queue)."""
+    total = 0
+    try:
+        for task in tasks.iterdir():
+            try:
+                run_ns, wait_ns, _ = (task / "schedstat").read_text().split()
+            except (OSError, ValueError):
+                continue  # a thread that ended while it was read
+            total += int(run_ns) + int(wait_ns)
+    except OSError:
+        return None
+    return total / 1e9
+
+
+class CpuShare:
+    """The CPU this process's model calls get beside whatever else runs on the machine.
+
+    Calibration and the cost meter time model calls in wall seconds; a plan that divides their load by
+    the workers assumes a second worker doubles what one does. On a machine shared with other work it
+    does not: two busy processes beside the server's two workers on two cores give a call alone 2/3 of
+    a core and two calls at once half a core each, so two workers do 1.5 times what one does (on the
+    2-core EPYC at load 6-7 the two-worker plan admitted 16 synchronized sessions then served at p95
+    4.4-5.0 s). The outside demand is the 1-minute load average less this process's own runnable threads
+    averaged the same way (``schedstat``); with the kernel's fair share, ``calls`` model calls at once
+    each get ``cores / (calls + outside)`` of a core, at most one.
+    Where the kernel does not say (not Linux), no outside load is seen and a worker counts as a core.
+    """
+
+    def __init__(
+        self,
+        cores: int | None = None,
+        *,
+        read_load: Callable[[], float | None] = read_loadavg,
+        read_runnable: Callable[[], float | None] = read_runnable_s,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cores = cores or len(os.sched_getaffinity(0))
+        self._read_load = read_load
+        self._read_runnable = read_runnable
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: tuple[float, float] | None = None  # (clock, runnable seconds) at the last sample
+        self._own = 0.0  # this process's runnable threads, a 1-minute moving average
+        self.outside = 0.0  # other processes' runnable threads, as the load average counts them
+
+    def sample(self) -> None:
+        """Read the counters (at most every ``SAMPLE_EVERY_S``; any thread may call it)."""
+        now = self._clock()
+        with self._lock:
+            if self._last is not None and now - self._last[0] < SAMPLE_EVERY_S:
+                return
+            runnable, load = self._read_runnable(), self._read_load()
+            if runnable is None or load is None:
+                return
+            if self._last is not None:
+                dt = now - self._last[0]
+                demand = max(0.0, runnable - self._last[1]) / dt
+                alpha = 1.0 - math.exp(-dt / LOAD_TAU_S)
+                self._own += alpha * (demand - self._own)
+            self._last = (now, runnable)
+            self.outside = max(0.0, load - self._own)
+
+    def core_share(self, calls: int) -> float:
+        """The share of a core each of ``calls`` model calls running at once gets (0..1]."""
+        return min(1.0, self.cores / (max(1, calls) + self.outside))
+
+    def parallel(self, workers: int) -> float:
+        """What ``workers`` calls running at once are worth in calls running alone (at most ``workers``).
+
+        The cost meter times calls in wall seconds beside whatever else runs, mostly one call at a time
+        while there is room: each such call got ``core_share(1)``. With every worker busy each gets
+        ``core_share(workers)``. The ratio uses no absolute measure of the machine's speed, so a cost
+        timed while other work ran (or a load average still holding a process that has ended) never
+        makes the plan more generous than one core per worker.
+        """
+        return workers * self.core_share(workers) / self.core_share(1)

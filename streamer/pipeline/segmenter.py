@@ -204,9 +204,11 @@ class Segmenter:
             events.extend(self._force_split())
         return events
 
-    def _start(self, windows: list[Audio], probs: list[float]) -> Started:
-        """Open a segment over ``windows`` (pre-roll, or the remainder of a split) by their own scores."""
-        start = self.samples + WINDOW - len(windows) * WINDOW
+    def _start(self, windows: list[Audio], probs: list[float], at: int | None = None) -> Started:
+        """Open a segment over ``windows`` (pre-roll, or the remainder of a split) by their own scores.
+
+        ``at`` is its first sample; by default the windows end with the one being stepped."""
+        start = self.samples + WINDOW - len(windows) * WINDOW if at is None else at
         seg = _Open(self._next_id, max(0, start), list(windows), list(probs))
         voiced = [i for i, p in enumerate(probs) if p >= self.config.end_threshold]
         seg.voiced = len(voiced)
@@ -255,6 +257,40 @@ class Segmenter:
         # the rest continues as a new segment, already inside speech
         started = self._start(rest_windows, rest_probs)
         return [ended, started]
+
+    def cut(self, segment_id: int, end_sample: int) -> list[Event]:
+        """End the open utterance at ``end_sample`` (where a pause began), even if speech resumed since.
+
+        For a long utterance whose words up to that pause end a sentence: waiting for a silence long
+        enough to end it would merge the next sentence into it (a reader's pauses between sentences are
+        often shorter than ``end_silence_ms``). The audio after the cut is not lost: if it holds speech,
+        it opens the next segment, already inside speech; if not, it is the silence before the next one.
+        Returns the ``Ended`` (and ``Started``) events, or none if the segment or the cut is gone (it
+        ended, was split, or its audio before ``end_sample`` is not all there) or no silence ends an
+        utterance here (manual turns: the client's commits are the turns).
+        """
+        seg = self._open
+        cfg = self.config
+        manual = not cfg.gated or cfg.end_silence_ms >= cfg.max_utterance_s * 1000  # the client's commits
+        if seg is None or seg.segment_id != segment_id or manual:
+            return []
+        cut = (end_sample - seg.start_sample) // WINDOW
+        if (end_sample - seg.start_sample) % WINDOW or not 0 < cut <= len(seg.windows):
+            return []
+        voiced = [i for i, p in enumerate(seg.probs[:cut]) if p >= cfg.end_threshold]
+        if len(voiced) < self._min_voiced:
+            return []
+        rest_windows, rest_probs = seg.windows[cut:], seg.probs[cut:]
+        seg.windows, seg.probs = seg.windows[:cut], seg.probs[:cut]
+        seg._copied = min(seg._copied, cut)
+        seg.voiced = len(voiced)
+        seg.last_voiced = voiced[-1]
+        ended = self._end("silence")
+        if any(p >= cfg.end_threshold for p in rest_probs):
+            return [ended, self._start(rest_windows, rest_probs, at=end_sample)]
+        for pair in zip(rest_windows, rest_probs, strict=True):
+            self._pre_roll.append(pair)  # still the pause: the next segment's pre-roll
+        return [ended]
 
     def open_audio(self) -> Utterance | None:
         """The open segment's audio so far (for partial hypotheses)."""

@@ -34,12 +34,17 @@ Spend = Callable[[str, AsrResult], None]
 
 @dataclass
 class _Speculation:
-    """A transcription started at a pause, reused if the utterance ends with exactly that audio."""
+    """A transcription started at a pause, reused if the utterance ends with exactly that audio.
+
+    ``cuts``: the utterance is long (``sentence_cut_s``), so a verdict that the sentence ends at this
+    pause ends the utterance there even if speech has resumed since (see :meth:`TurnDetector._cut`).
+    """
 
     segment_id: int
     end_sample: int
     utterance: Utterance
     task: asyncio.Task[AsrResult]
+    cuts: bool = False
 
 
 class TurnDetector:
@@ -72,7 +77,7 @@ class TurnDetector:
         self._segmenter = Segmenter(self._base.for_input_rate(config.sample_rate))
         self._speculation: _Speculation | None = None
         self._deferred: Utterance | None = None  # a pause not speculated on yet (see _on_pause)
-        self._released: deque[Ended] = deque()
+        self._released: deque[Event] = deque()
 
     # ---- what the session reads
 
@@ -114,12 +119,14 @@ class TurnDetector:
         spec = self._speculation
         if (
             spec is not None
+            and not spec.cuts
             and self._segmenter.open_segment_id == spec.segment_id
             and not self._segmenter.pausing(spec.segment_id, spec.end_sample)
         ):
             # speech resumed: the speculative final cannot be this utterance's; withdrawn from the
             # model's queue if it has not run yet, so it costs nothing (an utterance that ended in
-            # these events takes or drops it itself)
+            # these events takes or drops it itself). A long utterance's speculation stays: its verdict
+            # may still end the utterance at its pause.
             self._drop_speculation()
         return events
 
@@ -144,8 +151,9 @@ class TurnDetector:
             self._segmenter.finish("cleared")
         return open_id
 
-    def released(self) -> Ended | None:
-        """The next utterance end a late verdict released, if any."""
+    def released(self) -> Event | None:
+        """The next event a late verdict released (an utterance's end, and the start of the speech that
+        followed its pause), if any."""
         return self._released.popleft() if self._released else None
 
     # ---- turn rules
@@ -198,12 +206,28 @@ class TurnDetector:
         time, used/fired 55 % -> 61 %, final p50 and WER unchanged). The partial lags the audio by up to
         its interval, so a finished sentence often still reads unfinished: that pause speculates late.
         """
+        spec = self._speculation
+        if spec is not None and spec.cuts and not spec.task.done() and spec.segment_id == utt.segment_id:
+            # an earlier pause of this long utterance is still being decoded: under load a decode takes
+            # longer than a reader's clause, and replacing it at every pause would never cut at all
+            return
         self._drop_speculation()  # a pause after speech resumed: the earlier one cannot be the final
         self._deferred = None
-        if ends_with_sentence_end(self._partial_text()):
+        if self._cuts(utt) or ends_with_sentence_end(self._partial_text()):
             self._speculate(utt)
         else:
             self._deferred = utt
+
+    def _cuts(self, utt: Utterance) -> bool:
+        """Whether a sentence end at this pause ends ``utt`` even if speech resumes: it is long enough
+        that waiting for a longer silence (and merging the next sentence) makes its final the tail.
+
+        Such a pause is speculated on at once, whatever the partial says: a long utterance's partials
+        are spaced out (the cadence stretches with its length), so the latest one lags by seconds, and
+        a reader's pause between sentences (150-500 ms) is often over before a late speculation.
+        """
+        cut_s = self._services.settings.sentence_cut_s
+        return cut_s > 0 and utt.duration_s >= cut_s
 
     def _speculate_late(self) -> None:
         """A deferred pause that has lasted long enough to look like an end after all: speculate now."""
@@ -221,7 +245,7 @@ class TurnDetector:
             self._speculate(utt)
 
     def _speculate(self, utt: Utterance) -> None:
-        spec = _Speculation(utt.segment_id, utt.end_sample, utt, self._decode(utt))
+        spec = _Speculation(utt.segment_id, utt.end_sample, utt, self._decode(utt), self._cuts(utt))
         spec.task.add_done_callback(lambda _: self._on_speculated(spec))
         self._speculation = spec
         # Waiting for the verdict only pays while decodes come back within the pause. Under load they do
@@ -249,12 +273,40 @@ class TurnDetector:
             return
         failed = spec.task.cancelled() or spec.task.exception() is not None
         utt = spec.utterance
-        if not failed and not ends_sentence(spec.task.result(), utt.audio, utt.voiced_ms):
+        ends = not failed and ends_sentence(spec.task.result(), utt.audio, utt.voiced_ms)
+        if spec.cuts and ends:
+            self._cut(spec)
+            return
+        if not self._segmenter.pausing(spec.segment_id, spec.end_sample):
+            if spec.cuts and self._segmenter.open_segment_id == spec.segment_id:
+                self._drop_speculation()  # speech resumed in mid-sentence: it was not this utterance's
+            return
+        if not ends and not failed:
             self._segmenter.hold(spec.segment_id, spec.end_sample)
             return
         # the sentence ends here; if its silence already ran out while the decode was on its way, the
         # utterance ends now, in order with the events of the audio still to come
         ended = self._segmenter.release(spec.segment_id, spec.end_sample)
         if ended is not None:
-            self._released.append(ended)
-            self._on_release()
+            self._release([ended])
+
+    def _cut(self, spec: _Speculation) -> None:
+        """A long utterance's sentence ends at this pause: it ends there now, and its speculative decode
+        becomes its final; the audio since the pause (if speech resumed) opens the next utterance.
+
+        Continuous reading pauses between sentences for 150-500 ms, under the end-of-utterance silence:
+        its sentences merged into finals of up to ``max_utterance_s``, whose decode was the tail of final
+        latency, and a cut at the maximum length fell where no decode was ready.
+        """
+        events = self._segmenter.cut(spec.segment_id, spec.end_sample)
+        if not events:
+            # an utterance that ended (or was split) meanwhile: its final takes or drops this decode
+            if self._segmenter.open_segment_id == spec.segment_id:
+                self._drop_speculation()
+            return
+        self._deferred = None
+        self._release(events)
+
+    def _release(self, events: list[Event]) -> None:
+        self._released.extend(events)
+        self._on_release()

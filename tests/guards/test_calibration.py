@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -11,7 +12,7 @@ from streamer.guards.admission import INPUT_PER_SPEECH_S, Admission, AdmissionLi
 from streamer.guards.load import PRIOR_SPEECH_SHARE
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.batchtypes import BatcherSnapshot, CostMeter
-from streamer.pipeline.calibration import calibrate
+from streamer.pipeline.calibration import LOAD_TAU_S, CpuShare, calibrate
 
 LIMITS = AdmissionLimits(max_sessions=1000, saturation_latency_s=1000.0, session_rate_per_key_per_min=0)
 
@@ -109,3 +110,84 @@ def test_calibration_seeds_the_meter_with_what_this_machine_measured() -> None:
     assert engine.sizes == [1, 1, 4]  # a warm-up call, then the sizes timed
     assert costs == pytest.approx({1: 0.03, 4: 0.03})
     assert meter.cost() == pytest.approx(0.03)
+
+
+# ---- the CPU the model gets beside other work (a loaded machine)
+
+
+class Machine:
+    """A fake kernel: this process's runnable threads, and the machine's 1-minute load average of
+    them and ``outside`` (running since long before: the average starts there)."""
+
+    def __init__(self, own: float, outside: float) -> None:
+        self.own, self.outside = own, outside
+        self.now = 0.0
+        self.runnable_s = 0.0
+        self.loadavg = outside
+
+    def clock(self) -> float:
+        return self.now
+
+    def runnable(self) -> float:
+        return self.runnable_s
+
+    def load(self) -> float:
+        return self.loadavg
+
+    def run(self, seconds: float, share: CpuShare) -> None:
+        for _ in range(int(seconds)):
+            self.now += 1.0
+            self.runnable_s += self.own  # ``own`` threads runnable the whole second
+            self.loadavg += (1 - math.exp(-1 / LOAD_TAU_S)) * (self.own + self.outside - self.loadavg)
+            share.sample()
+
+
+def cpu_share(machine: Machine, cores: int = 2) -> CpuShare:
+    share = CpuShare(cores, read_load=machine.load, read_runnable=machine.runnable, clock=machine.clock)
+    share.sample()
+    return share
+
+
+def test_a_quiet_machine_gives_every_worker_a_core() -> None:
+    machine = Machine(own=2.5, outside=0.0)  # the server's two workers and its event loop, nothing else
+    share = cpu_share(machine)
+    machine.run(300, share)
+    assert share.outside == pytest.approx(0.0, abs=0.01)
+    assert share.core_share(2) == 1.0 and share.parallel(2) == 2.0
+
+
+def test_two_busy_processes_beside_the_server_halve_its_workers_cores() -> None:
+    machine = Machine(own=2.0, outside=2.0)  # two CPU hogs on two cores
+    share = cpu_share(machine)
+    machine.run(30, share)  # the server's own threads count toward the load average as they run
+    assert share.outside == pytest.approx(2.0, abs=0.01)
+    assert share.core_share(2) == pytest.approx(0.5, abs=0.01)  # two calls at once: half a core each
+    assert share.core_share(1) == pytest.approx(2 / 3, abs=0.01)
+    assert share.parallel(2) == pytest.approx(1.5, abs=0.02)  # two workers do 1.5 times what one does
+
+
+def test_the_servers_own_threads_are_not_outside_load() -> None:
+    machine = Machine(own=0.0, outside=0.0)
+    share = cpu_share(machine)
+    machine.run(300, share)
+    machine.own = 3.0  # a burst of the server's own work: the load average rises with it
+    machine.run(300, share)
+    assert share.outside == pytest.approx(0.0, abs=0.05)
+
+
+def test_without_the_kernels_counters_nothing_is_assumed() -> None:
+    share = CpuShare(2, read_load=lambda: None, read_runnable=lambda: None)
+    share.sample()
+    assert share.outside == 0.0 and share.core_share(2) == 1.0 and share.parallel(2) == 2.0
+
+
+def test_a_shared_cpu_refuses_sooner_than_one_core_per_worker() -> None:
+    cost, workers = 0.016, 2
+    alone = first_refused(Admission(LIMITS), snapshot(cost, workers))
+    shared = first_refused(Admission(LIMITS), dataclasses.replace(snapshot(cost, workers), cores=1.0))
+    assert shared == math.floor(
+        LIMITS.max_model_load * 1.0 / (PRIOR_SPEECH_SHARE * INPUT_PER_SPEECH_S * cost)
+    )
+    assert shared < alone and alone in (2 * shared, 2 * shared + 1)
+    # the cores a quiet machine gives two workers are two: the plan is the one-core-per-worker plan
+    assert first_refused(Admission(LIMITS), dataclasses.replace(snapshot(cost, workers), cores=2.0)) == alone

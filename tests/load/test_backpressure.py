@@ -158,7 +158,7 @@ async def test_saturated_model_refuses_new_sessions_and_queues_stay_bounded(
             streams = [await client.connect({"language": "en"}) for _ in range(sessions)]
             load = [asyncio.create_task(converse(stream, pcm, SPEED_LIMIT, 60)) for stream in streams]
             batcher = services.asr_batcher
-            await eventually(lambda: batcher.latency_ewma_s > 0.2, 30, "the model to saturate")
+            await eventually(lambda: batcher.calls.latency_ewma_s > 0.2, 30, "the model to saturate")
             with pytest.raises(ClientError) as refused:
                 await client.create_session()
             assert refused.value.status == 503 and refused.value.code == "overloaded"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import threading
 from collections.abc import Sequence
@@ -233,3 +234,89 @@ async def test_partials_of_a_long_utterance_cost_its_length_not_its_square() -> 
         await session.abort()
     fixed = sum(0.5 * k for k in range(1, 2 * seconds + 1))  # 410 s
     assert 0 < asr.seconds < fixed / 2, asr.seconds
+
+
+# ---- continuous speech: a long utterance ends at a pause whose decode ends a sentence
+
+SENTENCE = 40  # 1.28 s of speech per sentence
+GAP = 6  # 192 ms between sentences: under the 400 ms that ends an utterance on silence
+
+
+async def _read_continuously(
+    text: str, sentence_cut_s: float
+) -> tuple[list[dict[str, object]], StreamSession]:
+    """Three sentences with 192 ms gaps, then silence: the session's finals, in order."""
+    script = [0.0] + ([0.9] * SENTENCE + [0.0] * GAP) * 2 + [0.9] * SENTENCE + [0.0] * 40
+    settings = make_settings(batching=True, sentence_cut_s=sentence_cut_s)
+    async with services(asr=FakeAsr(text=text), vad=ScriptedVad(script), settings=settings) as svc:
+        session = StreamSession("sess_cut", "key", SessionConfig(language="en", interim_results=False), svc)
+        sink = Sink()
+        outbox = Outbox(sink, maxsize=256)
+        writer = asyncio.create_task(outbox.run())
+        session.attach(outbox)
+        for i, p in enumerate(script):
+            await session.push_audio(FRAME)
+            if i and p > 0 and script[i - 1] == 0:  # speech resumed after a gap: let its verdict arrive
+                for _ in range(500):
+                    if session.services.metrics.speculations.labels("used")._value.get() + sum(
+                        _outcomes(session)[o] for o in ("wasted", "withdrawn")
+                    ) >= i // (SENTENCE + GAP):
+                        break
+                    await asyncio.sleep(0.002)
+        await session.drain()
+        await outbox.finish()
+        await writer
+    finals = [m for m in map(json.loads, sink.sent) if m["type"] == "transcript.final"]
+    return finals, session
+
+
+async def test_a_long_stream_is_cut_at_its_sentence_ending_pauses() -> None:
+    finals, session = await _read_continuously("That was the end of it.", sentence_cut_s=1.0)
+    assert len(finals) == 3, [(f["audio_start_ms"], f["audio_end_ms"]) for f in finals]
+    # each sentence's final starts where the one before it was cut: nothing lost or doubled
+    for before, after in itertools.pairwise(finals):
+        assert before["audio_end_ms"] == after["audio_start_ms"]
+    assert finals[0]["end_reason"] == "silence"
+    assert _outcomes(session)["used"] == 3  # the two cuts' decodes and the last pause's are the finals
+
+
+async def test_a_pause_inside_a_sentence_does_not_cut() -> None:
+    finals, session = await _read_continuously("and then we went", sentence_cut_s=1.0)
+    assert len(finals) == 1
+    assert _outcomes(session)["wasted"] + _outcomes(session)["withdrawn"] == 2
+
+
+async def test_an_utterance_shorter_than_the_cut_length_is_not_cut() -> None:
+    finals, _ = await _read_continuously("That was the end of it.", sentence_cut_s=5.0)
+    assert len(finals) == 1  # 4 s of speech with two short gaps: one utterance, as before
+
+
+async def test_a_decode_slower_than_the_next_clause_still_cuts_at_its_own_pause() -> None:
+    """Under load the first pause's decode is still running at the second pause: it is kept (the
+    second is not speculated on), and when it comes back the utterance is cut at the first pause."""
+    asr = _StartedAsr(text="That was the end of it.", hang=True)
+    script = [0.0] + [0.9] * SENTENCE + [0.0] * GAP + [0.9] * SENTENCE + [0.0] * GAP + [0.9] * 10
+    settings = make_settings(batching=True, sentence_cut_s=1.0)
+    async with services(asr=asr, vad=ScriptedVad(script), settings=settings) as svc:
+        session = StreamSession("sess_slow", "key", SessionConfig(language="en", interim_results=False), svc)
+        sink = Sink()
+        outbox = Outbox(sink, maxsize=256)
+        writer = asyncio.create_task(outbox.run())
+        session.attach(outbox)
+        for _ in script:
+            await session.push_audio(FRAME)
+        assert await asyncio.to_thread(asr.started.wait, 10), "the first pause's decode is running"
+        assert session.open_segment_id == 1 and sum(_outcomes(session).values()) == 0
+        asr.release()
+        for _ in range(500):
+            if session.open_segment_id != 1:
+                break
+            await asyncio.sleep(0.002)
+        await session.drain()
+        await outbox.finish()
+        await writer
+    finals = [m for m in map(json.loads, sink.sent) if m["type"] == "transcript.final"]
+    assert len(finals) == 2
+    first_pause_end_ms = (1 + SENTENCE) * 32 + 128  # speech, then the 128 ms tail
+    assert finals[0]["audio_end_ms"] == finals[1]["audio_start_ms"] == first_pause_end_ms
+    assert _outcomes(session)["used"] == 1

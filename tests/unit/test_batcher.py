@@ -19,6 +19,7 @@ from fakes import FakeClock
 from streamer.errors import ModelUnavailableError
 from streamer.guards.breaker import BreakerState, CircuitBreaker
 from streamer.pipeline.batcher import BatchStats, MicroBatcher
+from streamer.pipeline.calibration import CpuShare
 
 KEY = ("transcribe", "en")
 
@@ -184,13 +185,13 @@ async def test_batch_stats_and_latency_are_reported(make_batcher: Factory) -> No
     stats: list[BatchStats] = []
     model = Model(delay=0.02)
     batcher = make_batcher(model, on_batch=stats.append)
-    assert batcher.latency_ewma_s == 0.0 and batcher.last_batch_at == 0.0
+    assert batcher.calls.latency_ewma_s == 0.0 and batcher.calls.last_batch_at == 0.0
     await asyncio.wait_for(asyncio.gather(*(batcher.submit_final(f"s{i}", KEY, i) for i in range(3))), 5)
     await until(lambda: sum(s.size for s in stats) == 3)  # posted by the model thread after the results
     assert sum(s.size for s in stats) == 3 and all(s.finals == s.size for s in stats)
     assert all(s.seconds >= 0.02 for s in stats)
-    assert batcher.latency_ewma_s >= 0.3 * 0.02
-    assert time.monotonic() - batcher.last_batch_at < 1.0
+    assert batcher.calls.latency_ewma_s >= 0.3 * 0.02
+    assert time.monotonic() - batcher.calls.last_batch_at < 1.0
     assert batcher.utilization() > 0
 
 
@@ -283,3 +284,18 @@ async def test_watchdog_fails_a_hung_batch(make_batcher: Factory) -> None:
     finally:
         watchdog.cancel()
         model.gate.set()
+
+
+async def test_on_a_shared_cpu_the_workers_are_worth_less_than_one_call_alone_each(
+    make_batcher: Factory,
+) -> None:
+    """Two busy processes beside two workers on two cores: a call alone gets 2/3 of a core, two at once
+    half a core each, so the snapshot admission reads counts the two workers as 1.5 calls alone."""
+    cpu = CpuShare(2, read_load=lambda: 2.0, read_runnable=lambda: 0.0)  # the server idle, load 2
+    batcher = make_batcher(Model(), workers=2, cpu=cpu)
+    assert batcher.snapshot().cores == pytest.approx(1.5)
+
+
+async def test_without_a_cpu_reading_every_worker_counts_as_a_core(make_batcher: Factory) -> None:
+    batcher = make_batcher(Model(), workers=2)
+    assert batcher.snapshot().cores is None

@@ -361,3 +361,68 @@ def test_any_sequence_gives_well_formed_segments(
                 assert event.utterance.audio.size <= max_windows * WINDOW
                 assert utterance_ids(event.utterance)[0] * WINDOW >= previous_end
             previous_end = event.end_sample
+
+
+# ---- a cut at a sentence-ending pause (continuous speech)
+
+
+def _paused(d: Driver) -> Utterance:
+    pauses = d.of(Paused)
+    assert pauses and isinstance(pauses[-1], Paused)
+    return pauses[-1].utterance
+
+
+def test_a_cut_after_speech_resumed_ends_at_the_pause_and_loses_nothing() -> None:
+    d = Driver()
+    d.feed([SILENCE] * 3 + [SPEECH] * 30 + [SILENCE] * 6 + [SPEECH] * 12)  # a 192 ms pause, then speech
+    pause = _paused(d)
+    assert d.of(Ended) == [] and d.seg.open_segment_id == 1
+    events = d.seg.cut(1, pause.end_sample)
+    assert [type(e) for e in events] == [Ended, Started]
+    ended, started = events
+    assert isinstance(ended, Ended) and isinstance(started, Started)
+    assert ended.reason == "silence" and ended.utterance is not None
+    assert ended.end_sample == pause.end_sample == started.start_sample  # the next one starts at the cut
+    assert utterance_ids(ended.utterance) == utterance_ids(pause)  # exactly what was speculated on
+    d.events += events
+    d.feed([SPEECH] * 5 + [SILENCE] * END_W)
+    last = d.of(Ended)[-1]
+    assert isinstance(last, Ended) and last.segment_id == 2 and last.utterance is not None
+    kept = utterance_ids(ended.utterance) + utterance_ids(last.utterance)
+    first = 3 + START_W - PRE_W
+    assert kept == list(range(first, 3 + 30 + 6 + 12 + 5 + TAIL_W)), "a sample lost or doubled at the cut"
+
+
+def test_a_cut_inside_the_pause_leaves_its_silence_for_the_next_utterance() -> None:
+    d = Driver()
+    d.feed([SILENCE] * 3 + [SPEECH] * 30 + [SILENCE] * 7)
+    pause = _paused(d)
+    events = d.seg.cut(1, pause.end_sample)
+    assert [type(e) for e in events] == [Ended] and d.seg.state is State.SILENCE
+    d.events += events
+    d.feed([SILENCE] * 2 * END_W)  # the silence goes on: no utterance is made of it
+    assert len(d.of(Ended)) == 1
+    d.feed([SPEECH] * 10 + [SILENCE] * END_W)
+    second = d.of(Ended)[-1]
+    assert isinstance(second, Ended) and second.segment_id == 2 and second.utterance is not None
+    assert second.utterance.start_sample >= pause.end_sample  # its pre-roll is the pause's silence
+
+
+def test_a_cut_that_no_longer_fits_the_open_segment_is_refused() -> None:
+    d = Driver()
+    d.feed([SILENCE] * 3 + [SPEECH] * 30 + [SILENCE] * 6 + [SPEECH] * 4)
+    pause = _paused(d)
+    assert d.seg.cut(7, pause.end_sample) == []  # another segment
+    assert d.seg.cut(1, pause.end_sample + 100) == []  # not on a window's edge
+    assert d.seg.cut(1, pause.end_sample + 1000 * WINDOW) == []  # audio not there yet
+    assert d.seg.open_segment_id == 1 and d.of(Ended) == []
+
+
+@pytest.mark.parametrize(
+    "manual", [{"gated": False}, {"end_silence_ms": 3_600_000}], ids=["ungated", "commit-only"]
+)
+def test_manual_turns_are_never_cut(manual: dict[str, object]) -> None:
+    d = Driver(SegmenterConfig(**{**CONFIG.__dict__, **manual}))
+    d.feed([SILENCE] * 3 + [SPEECH] * 30 + [SILENCE] * 6 + [SPEECH] * 4)
+    end = 33 * WINDOW  # where the pause's utterance would end
+    assert d.seg.cut(1, end) == [] and d.seg.open_segment_id == 1
