@@ -30,15 +30,12 @@ import numpy as np
 from streamer.pipeline.speakers import (
     DEFAULT_CHANGE_THRESHOLD,
     DEFAULT_MERGE_THRESHOLD,
-    DEFAULT_PITCH_BAND,
-    DEFAULT_PITCH_GAP,
     DEFAULT_THRESHOLD,
     SpeakerClusters,
     WordSpan,
     find_changes,
 )
 from streamer.pipeline.speakers_encoder import RATE, Encoder, utterance_partials
-from streamer.pipeline.speakers_pitch import pitch_semitones
 from streamer.pipeline.speakers_weights import load_encoder_weights
 from streamer_bench import dialogue
 from streamer_bench.report import machine
@@ -107,7 +104,7 @@ def label_words(
             vec = encoder.embed_windows(utterance_partials(part)).mean(axis=0)
             cpu += time.process_time() - t
             embedded += part.size / RATE
-            label = clusters.assign(vec, weight=part.size / RATE, pitch=pitch_semitones(part))
+            label = clusters.assign(vec, weight=part.size / RATE)
             pairs += [(speaker, label) for speaker, _ in utt.words[lo:hi]]
     return pairs, cpu, embedded
 
@@ -119,7 +116,6 @@ def run(
     merge_gap_s: float,
     seed: int,
     merge_threshold: float | None = DEFAULT_MERGE_THRESHOLD,
-    pitch: tuple[float, float] = (DEFAULT_PITCH_BAND, DEFAULT_PITCH_GAP),
 ) -> dict[str, Any]:
     encoder = Encoder(load_encoder_weights())
     rows: list[dict[str, Any]] = []
@@ -130,9 +126,7 @@ def run(
         row["utterances"] = len(utterances)
         row["merged_turns"] = len(item.turns) - len(utterances)
         for split in (False, True):
-            clusters = SpeakerClusters(
-                threshold, merge_threshold=merge_threshold, pitch_band=pitch[0], pitch_gap=pitch[1]
-            )
+            clusters = SpeakerClusters(threshold, merge_threshold=merge_threshold)
             pairs, cpu, _ = label_words(encoder, audio, utterances, clusters, split, change_threshold)
             name = "split" if split else "nosplit"
             row[f"{name}_accuracy"] = best_mapping_accuracy(pairs)
@@ -146,8 +140,6 @@ def run(
         "machine": machine(),
         "threshold": threshold,
         "merge_threshold": merge_threshold,
-        "pitch_band": pitch[0],
-        "pitch_gap": pitch[1],
         "merge_gap_s": merge_gap_s,
         "rows": rows,
     }
@@ -209,15 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MERGE_THRESHOLD,
         help="merge two speakers whose centroids are this alike ('off': never)",
     )
-    parser.add_argument(
-        "--pitch-band",
-        type=float,
-        default=DEFAULT_PITCH_BAND,
-        help="pitch votes on a speaker less than this much over the threshold (0: never)",
-    )
-    parser.add_argument(
-        "--pitch-gap", type=float, default=DEFAULT_PITCH_GAP, help="semitones apart that make another voice"
-    )
     parser.add_argument("--merge-gap", type=float, default=0.45)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, help="write the JSON results here")
@@ -232,13 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ]()
     speech = dialogue.load(args.dialogues) if args.dialogues else dialogue.ensure(params)
     result = run(
-        speech,
-        args.threshold,
-        args.change_threshold,
-        args.merge_gap,
-        args.seed,
-        args.merge_threshold,
-        (args.pitch_band, args.pitch_gap),
+        speech, args.threshold, args.change_threshold, args.merge_gap, args.seed, args.merge_threshold
     )
     print(summary(result))
     if args.out:

@@ -31,9 +31,6 @@ from streamer.pipeline.speakers_encoder import EMBED_DIM, HOP, PARTIAL_FRAMES, R
 DEFAULT_THRESHOLD = 0.75
 DEFAULT_CHANGE_THRESHOLD = 0.65
 DEFAULT_MERGE_THRESHOLD: float | None = 0.8  # centroids this alike are one voice (chosen on the tuning set)
-# pitch as a second vote (speakers_pitch): off until chosen on the tuning set
-DEFAULT_PITCH_BAND = 0.0
-DEFAULT_PITCH_GAP = 4.0
 MIN_NEW_SPEAKER_S = 1.0  # a shorter stretch is too little voice to found a speaker on
 MAX_SPEAKERS = 8
 SIDE_S = PARTIAL_FRAMES * HOP / RATE  # 1.6 s: one encoder window each side of a boundary
@@ -48,22 +45,10 @@ class _Speaker:
     total: np.ndarray  # sum of weighted unit embeddings
     weight: float
     same_as: int | None = None  # merged into this older speaker: its stretches now go there
-    pitch_total: float = 0.0  # sum of weighted stretch pitches (semitones), over ``pitch_weight`` seconds
-    pitch_weight: float = 0.0
 
     def centroid(self) -> np.ndarray:
         c: np.ndarray = self.total / max(float(np.linalg.norm(self.total)), 1e-12)
         return c
-
-    def pitch(self) -> float | None:
-        return self.pitch_total / self.pitch_weight if self.pitch_weight > 0 else None
-
-    def add(self, e: np.ndarray, weight: float, pitch: float | None) -> None:
-        self.total += e * weight
-        self.weight += weight
-        if pitch is not None:
-            self.pitch_total += pitch * weight
-            self.pitch_weight += weight
 
 
 class SpeakerClusters:
@@ -75,8 +60,6 @@ class SpeakerClusters:
         max_speakers: int = MAX_SPEAKERS,
         min_new_s: float = MIN_NEW_SPEAKER_S,
         merge_threshold: float | None = DEFAULT_MERGE_THRESHOLD,
-        pitch_band: float = DEFAULT_PITCH_BAND,
-        pitch_gap: float = DEFAULT_PITCH_GAP,
     ) -> None:
         for value in (threshold, merge_threshold):
             if value is not None and not -1.0 <= value <= 1.0:
@@ -87,8 +70,6 @@ class SpeakerClusters:
         self.max_speakers = max_speakers
         self.min_new_s = min_new_s
         self.merge_threshold = merge_threshold
-        self.pitch_band = pitch_band
-        self.pitch_gap = pitch_gap
         self._speakers: list[_Speaker] = []
 
     @property
@@ -106,43 +87,27 @@ class SpeakerClusters:
             label = older
         return label
 
-    def assign(self, embedding: np.ndarray, weight: float = 1.0, pitch: float | None = None) -> int:
-        """The speaker label for one stretch (``weight``: its seconds of speech, so long ones count more;
-        ``pitch``: its median F0 in semitones, :func:`~streamer.pipeline.speakers_pitch.pitch_semitones`).
+    def assign(self, embedding: np.ndarray, weight: float = 1.0) -> int:
+        """The speaker label for one stretch (``weight``: its seconds of speech, so long ones count more).
 
         A new speaker needs a similarity under the threshold to every speaker, room under the cap, and
-        at least ``min_new_s`` seconds of speech (a one-word reply goes to its nearest speaker). Pitch
-        is a second vote where the voice alone is unsure: a speaker only just over the threshold (less
-        than ``pitch_band`` above it) whose pitch is more than ``pitch_gap`` semitones from the stretch's
-        is not joined.
+        at least ``min_new_s`` seconds of speech (a one-word reply goes to its nearest speaker).
         """
         if embedding.shape != (EMBED_DIM,) or not np.isfinite(embedding).all():
             raise ValueError(f"expected a finite ({EMBED_DIM},) embedding, got {embedding.shape}")
-        if pitch is not None and not np.isfinite(pitch):
-            raise ValueError(f"a pitch must be finite, not {pitch}")
         e = _unit(embedding)
         sims = self.similarities(e)
-        near = [
-            k
-            for k in range(self.count)
-            if sims[k] >= self.threshold and not self._other_pitch(k, sims[k], pitch)
-        ]
-        if near:
-            label = self._root(max(near, key=lambda k: float(sims[k])))
-        elif sims.size and (self.count >= self.max_speakers or weight < self.min_new_s):
+        joins = sims.size and (
+            sims.max() >= self.threshold or self.count >= self.max_speakers or weight < self.min_new_s
+        )
+        if joins:
             label = self._root(int(np.argmax(sims)))
+            self._speakers[label].total += e * weight
+            self._speakers[label].weight += weight
         else:
-            self._speakers.append(_Speaker(np.zeros(EMBED_DIM, np.float32), 0.0))
+            self._speakers.append(_Speaker(e * weight, weight))
             label = self.count - 1
-        self._speakers[label].add(e, weight, pitch)
         return self._merge(label)
-
-    def _other_pitch(self, label: int, similarity: float, pitch: float | None) -> bool:
-        """Whether pitch says a stretch only just alike to ``label``'s voice is someone else's."""
-        own = self._speakers[self._root(label)].pitch()
-        if pitch is None or own is None or similarity >= self.threshold + self.pitch_band:
-            return False
-        return abs(pitch - own) > self.pitch_gap
 
     def _merge(self, label: int) -> int:
         """Merge ``label`` with an older (or younger) speaker whose voice has become the same as its own.
@@ -161,8 +126,6 @@ class SpeakerClusters:
                 old, young = min(label, other), max(label, other)
                 self._speakers[old].total += self._speakers[young].total
                 self._speakers[old].weight += self._speakers[young].weight
-                self._speakers[old].pitch_total += self._speakers[young].pitch_total
-                self._speakers[old].pitch_weight += self._speakers[young].pitch_weight
                 self._speakers[young].same_as = old
                 return self._merge(old)
         return label

@@ -3,8 +3,7 @@
 A final's words (diarization implies word timings) are tested for change points
 (:func:`streamer.pipeline.speakers.plan_part`, :func:`~streamer.pipeline.speakers.pick_change`): where the
 voice changes inside what the VAD took for one utterance (a quick reply, an interruption), the final is
-split at that word boundary. Each part's audio is embedded, its pitch taken
-(:mod:`streamer.pipeline.speakers_pitch`), and labelled by the session's
+split at that word boundary. Each part's audio is embedded and labelled by the session's
 :class:`~streamer.pipeline.speakers.SpeakerClusters`; the part becomes its own final with its own
 ``speaker``, and its words carry it too. All embedding runs on the shared worker thread
 (:mod:`streamer.pipeline.speakers_worker`), batched with other sessions'; the event loop only slices.
@@ -26,7 +25,6 @@ from streamer.errors import StreamerError
 from streamer.pipeline.audio import MODEL_RATE
 from streamer.pipeline.speakers import SpeakerClusters, SpeakerState, WordSpan, pick_change, plan_part
 from streamer.pipeline.speakers_encoder import unit_mean
-from streamer.pipeline.speakers_pitch import pitch_semitones
 from streamer.pipeline.speakers_worker import SpeakerWorker
 from streamer.protocol import Word
 
@@ -148,14 +146,9 @@ class SessionSpeakers:
     async def _assign(self, worker: SpeakerWorker, audio: np.ndarray) -> tuple[int, float]:
         """The speaker of one stretch, and how sure: its similarity to that speaker before it joined
         (for a new speaker, how unlike every known one it is; 1.0 for the session's first)."""
-        # the pitch is the second vote where two voices are alike: a few ms of numpy, off the loop, taken
-        # while the worker embeds
-        embedded, pitch = await asyncio.gather(
-            worker.embed_utterance(self.session_id, audio), asyncio.to_thread(pitch_semitones, audio)
-        )
-        embedding = unit_mean(embedded)
+        embedding = unit_mean(await worker.embed_utterance(self.session_id, audio))
         before = self.clusters.similarities(embedding)
-        label = self.clusters.assign(embedding, weight=audio.size / MODEL_RATE, pitch=pitch)
+        label = self.clusters.assign(embedding, weight=audio.size / MODEL_RATE)
         if label < before.size:
             confidence = float(before[label])
         else:
