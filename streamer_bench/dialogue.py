@@ -387,7 +387,7 @@ def heldout_params() -> DialogueParams:
 
 def heldout_trio_params() -> DialogueParams:
     """More held-out three-speaker dialogues: the held-out three-speaker scripts again, read by four new
-    trios (every voice in two of them, two female Kokoro voices together in three) with a seed of their
+    trios (every voice in two of them, two female Kokoro voices together in each) with a seed of their
     own, so that the three-speaker figure rests on more than two dialogues."""
     return DialogueParams(
         pairs=(),
