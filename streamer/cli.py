@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--bound", type=float, default=1.5, help="p95 final-latency bound for capacity (s)")
     bench.add_argument(
+        "--diarize", action="store_true", help="sessions ask for speaker labels (diarize, word timestamps)"
+    )
+    bench.add_argument(
         "--server-env", action="append", metavar="STREAMER_X=V", help="extra server setting (repeatable)"
     )
     bench.add_argument("--idle", type=int, help="instead: N idle sessions (silence, noise) beside 4 speakers")

@@ -10,7 +10,9 @@ encoded once and sent in 250 ms pieces as a browser's MediaRecorder does (:mod:`
 its finals timed by the same definition on the decoded audio. Scored per run (:mod:`streamer_bench.latency`):
 finals / sentences, lost and split sentences, refusals, final latency p50/p95/max, first partial p50, WER,
 warnings and errors by code, server CPU and peak RSS, the bench's own CPU; and from the server's ``/metrics``
-(:mod:`streamer_bench.server_metrics`) where the model's time went and the event loop's lag.
+(:mod:`streamer_bench.server_metrics`) where the model's time went and the event loop's lag. With
+``--diarize`` every session asks for speaker labels and word timings in its session config, as a diarizing
+client does.
 
 Capacity, per start pattern and mode (and encoding, when not PCM16): the largest N such that it and every
 smaller N of the sweep kept final p95 (per sentence; per final, from its last audio sent, for continuous
@@ -81,19 +83,22 @@ async def measure(
     scripts: Sequence[Script],
     offsets: Sequence[float],
     encoding: str = "pcm16",
+    diarize: bool = False,
 ) -> dict[str, Any]:
-    """One run: the sessions (in ``encoding``), the server watched, and its metrics before and after."""
+    """One run: the sessions (in ``encoding``, diarized or not), the server watched, and its metrics before
+    and after."""
     # encoded before the clock starts: a recorder's encoding is the client's cost, not the server's
     recordings = None if encoding == "pcm16" else [record(s, encoding) for s in scripts]
     await settle(server.url)
     before = await scrape_text(server.url)
     async with Watch(server.process) as watch:
-        score = await run_sessions(server.url, scripts, starts, offsets, recordings)
+        score = await run_sessions(server.url, scripts, starts, offsets, recordings, diarize)
     after = await scrape_text(server.url)
     server.check_alive()
     row: dict[str, Any] = {
         "mode": mode,
         "encoding": encoding,
+        "diarize": diarize,
         "starts": starts,
         **score.summary(),
         **watch.summary(),
@@ -127,6 +132,7 @@ class Options:
     idle: int | None = None
     soak: float = 0.0
     out: str | None = None
+    diarize: bool = False  # every session asks for speaker labels (``diarize``, with word timings)
 
 
 def parse_options(args: argparse.Namespace) -> Options:
@@ -138,6 +144,8 @@ def parse_options(args: argparse.Namespace) -> Options:
     encodings = tuple(parse_list(args.encoding, ENCODINGS))
     if encodings != ("pcm16",) and (args.idle is not None or args.soak):
         raise InputError("--encoding applies to the sweep; --idle and --soak stream PCM16")
+    if args.diarize and (args.idle is not None or args.soak):
+        raise InputError("--diarize applies to the sweep; --idle and --soak ask for no speaker labels")
     env = {}
     for item in args.server_env or []:
         key, sep, value = item.partition("=")
@@ -158,6 +166,7 @@ def parse_options(args: argparse.Namespace) -> Options:
         idle=args.idle,
         soak=args.soak,
         out=args.out,
+        diarize=args.diarize,
     )
 
 
@@ -211,14 +220,14 @@ async def _sweep(
     progress = RunProgress.on_terminal()  # stderr, on a terminal only
     for encoding in opts.encodings:
         # warm-up: first calls, caches (and the first container decoder)
-        await measure(server, mode, "sync", [source.script(0, 1, 1)], [0.0], encoding)
+        await measure(server, mode, "sync", [source.script(0, 1, 1)], [0.0], encoding, opts.diarize)
         for starts in opts.starts:
             for n in opts.counts:
                 scripts = [source.script(i, n, opts.utterances) for i in range(n)]
                 offsets = start_offsets(n, starts, opts.spread_s)
                 label = f"batching {mode}, {encoding}, {starts} starts, {n} sessions"
                 async with progress.running(label, expected_seconds(scripts, offsets)):
-                    row = await measure(server, mode, starts, scripts, offsets, encoding)
+                    row = await measure(server, mode, starts, scripts, offsets, encoding, opts.diarize)
                 row.pop("rss_timeline")
                 rows.append(row)
                 progress.clear()
@@ -270,6 +279,7 @@ def report_header(opts: Options, source: Source) -> dict[str, Any]:
         "bound_s": opts.bound,
         "input": source.info,
         "encodings": list(opts.encodings),
+        "diarize": opts.diarize,
         "starts": opts.starts,
         "spread_s": opts.spread_s,
         "utterances": opts.utterances,

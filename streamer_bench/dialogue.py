@@ -385,6 +385,30 @@ def heldout_params() -> DialogueParams:
     )
 
 
+def heldout_trio_params() -> DialogueParams:
+    """More held-out three-speaker dialogues: the held-out three-speaker scripts again, read by four new
+    trios (every voice in two of them, two female Kokoro voices together in each) with a seed of their
+    own, so that the three-speaker figure rests on more than two dialogues."""
+    return DialogueParams(
+        pairs=(),
+        two_speakers=(),
+        three_speakers=(0, 1, 0, 1),
+        trios=(
+            ("gongitsune", "alpha", "joe"),
+            ("kumo", "nezumi", "tebukuro"),
+            ("tebukuro", "joe", "nezumi"),
+            ("alpha", "gongitsune", "kumo"),
+        ),
+        reading_voice=None,
+        command_voices=(),
+        seed=20261209,
+        script="heldout",
+    )
+
+
+SETS = {"tuning": DialogueParams, "heldout": heldout_params, "heldout-trios": heldout_trio_params}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m streamer_bench.dialogue", description=__doc__.split("\n")[0]
@@ -394,9 +418,16 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--fixtures", type=Path, help="write the small test fixtures here")
     parser.add_argument("--seed", type=int, default=DialogueParams.seed)
     parser.add_argument("--heldout", action="store_true", help="the held-out set (heldout_params)")
+    parser.add_argument(
+        "--heldout-trios",
+        action="store_true",
+        help="more held-out three-speaker dialogues (heldout_trio_params)",
+    )
     args = parser.parse_args(argv)
     if args.fixtures:
         params = fixture_params()
+    elif args.heldout_trios:
+        params = heldout_trio_params()
     else:
         params = heldout_params() if args.heldout else DialogueParams(seed=args.seed)
     target = args.fixtures or args.out

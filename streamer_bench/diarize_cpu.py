@@ -10,13 +10,14 @@ by round: plain, ``word_timestamps`` (what diarization implies), ``diarize``. It
 seconds per run (``time.process_time``: every thread, the client's share included, the same in each
 config) and the speaker worker's busy seconds, per second of audio.
 
-With ``--set`` (``heldout``: the dialogues no threshold was chosen on; ``tuning``: those they were
-chosen on), every two- and three-speaker dialogue of the set is streamed by ``--sessions`` sessions at
-once (each at 20/N times real time), first with ``word_timestamps``, then with ``diarize`` (the
-speaker worker batches the sessions' embeddings); each diarized session's finals are scored by
-:mod:`streamer_bench.speaker_turns` (words with the right speaker, turns of 1 s or more merged into
-another speaker's final, finals holding two speakers). The CPU columns are each run's process CPU per
-second of audio and session; their difference is what diarization adds to a session.
+With ``--set`` (``heldout``: the dialogues no threshold was chosen on, ``heldout-trios`` four more
+three-speaker ones; ``tuning``: those they were chosen on), every two- and three-speaker dialogue of the
+set is streamed by ``--sessions`` sessions at once (each at 20/N times real time), first with
+``word_timestamps``, then with ``diarize`` (the speaker worker batches the sessions' embeddings); each
+diarized session's finals are scored by :mod:`streamer_bench.speaker_turns` (words with the right
+speaker, turns of 1 s or more merged into another speaker's final, finals holding two speakers). The
+CPU columns are each run's process CPU per second of audio and session; their difference is what
+diarization adds to a session.
 """
 
 from __future__ import annotations
@@ -216,13 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wav", type=Path, default=DEFAULT_WAV)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--set", choices=("heldout", "tuning"), help="instead: every dialogue of a set")
+    parser.add_argument("--set", choices=tuple(dialogue.SETS), help="instead: every dialogue of a set")
     parser.add_argument("--sessions", type=int, default=1, help="with --set: sessions at once per dialogue")
     parser.add_argument("--items", type=int, help="with --set: only its first N dialogues")
     parser.add_argument("--out", type=Path, help="with --set: write the JSON results here")
     args = parser.parse_args(argv)
     if args.set:
-        params = dialogue.heldout_params() if args.set == "heldout" else dialogue.DialogueParams()
+        params = dialogue.SETS[args.set]()
         rows = asyncio.run(measure_set(dialogue.ensure(params), args.sessions, args.items))
         print(set_summary(rows, args.sessions))
         if args.out:

@@ -23,9 +23,11 @@ def latency_measure(input_kind: str | None) -> str:
 
 
 def column(run: dict[str, Any]) -> str:
-    """What a run is compared under: its techniques mode, and its encoding unless PCM16 (``on webm``)."""
+    """What a run is compared under: its techniques mode, its encoding unless PCM16, and ``diarize`` when
+    its sessions asked for speaker labels (``on``, ``on webm``, ``on diarize``)."""
     encoding = run.get("encoding", "pcm16")
-    return str(run["mode"]) if encoding == "pcm16" else f"{run['mode']} {encoding}"
+    name = str(run["mode"]) if encoding == "pcm16" else f"{run['mode']} {encoding}"
+    return f"{name} diarize" if run.get("diarize") else name
 
 
 def within_bound(run: dict[str, Any], bound: float, measure: str = SENTENCE_LATENCY) -> bool:
@@ -171,7 +173,8 @@ def _on_cpu(report: dict[str, Any]) -> str:
 
 def _measure_name(report: dict[str, Any]) -> str:
     measure = report.get("latency_measure", SENTENCE_LATENCY)
-    return "final-end p95 (per final)" if measure == FINAL_END_LATENCY else "final p95 (per sentence)"
+    name = "final-end p95 (per final)" if measure == FINAL_END_LATENCY else "final p95 (per sentence)"
+    return f"diarized sessions, {name}" if report.get("diarize") else name
 
 
 def markdown_tables(report: dict[str, Any]) -> dict[str, str]:

@@ -4,6 +4,7 @@ Synchronized starts wait at a gate until every session has connected (or been re
 audio within 0.1 s; spread starts connect and stream at their own offsets. A session streams PCM16 in
 100 ms chunks, or, given its :class:`~streamer_bench.recording.Recording`, that container's 250 ms pieces
 (``encoding`` ``webm`` or ``ogg``), each when its audio begins; either is scored on the same sentences.
+With ``diarize`` every session asks for speaker labels (and the word timings they need) as a client would.
 """
 
 from __future__ import annotations
@@ -46,13 +47,23 @@ def new_http() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
 
-async def connect_session(client: StreamerClient, rate: int, encoding: str = "pcm16") -> Stream | Score:
+def session_config(rate: int, encoding: str = "pcm16", diarize: bool = False) -> dict[str, object]:
+    """The session config a bench session sends: its audio, English, and with ``diarize`` speaker labels
+    and the word timings they come on (``diarize`` implies them; a client that wants words says so)."""
+    config: dict[str, object] = {"sample_rate": rate, "language": "en"}
+    if encoding != "pcm16":
+        config["encoding"] = encoding
+    if diarize:
+        config |= {"diarize": True, "word_timestamps": True}
+    return config
+
+
+async def connect_session(
+    client: StreamerClient, rate: int, encoding: str = "pcm16", diarize: bool = False
+) -> Stream | Score:
     """A live stream, or the Score of a session that never started (refused or failed)."""
     try:
-        config: dict[str, object] = {"sample_rate": rate, "language": "en"}
-        if encoding != "pcm16":
-            config["encoding"] = encoding
-        return await client.connect(config)
+        return await client.connect(session_config(rate, encoding, diarize))
     except ClientError as e:
         return Score(sessions=1, refused=1, errors=Counter([f"refused_{e.code}"]))
     except aiohttp.WSServerHandshakeError as e:  # refused at the upgrade: only the HTTP status is known
@@ -68,13 +79,14 @@ async def speak(
     gate: StartGate | None,
     offset: float,
     recording: Recording | None = None,
+    diarize: bool = False,
 ) -> Score:
-    """One session: connect at ``connect_at``, stream the script in real time (as PCM16, or as
-    ``recording``'s container pieces), read every event, score."""
+    """One session: connect at ``connect_at`` (with ``diarize``: asking for speaker labels), stream the
+    script in real time (as PCM16, or as ``recording``'s container pieces), read every event, score."""
     await asyncio.sleep(max(0.0, connect_at - time.monotonic()))
     try:
         encoding = recording.container if recording is not None else "pcm16"
-        stream = await connect_session(client, script.rate, encoding)
+        stream = await connect_session(client, script.rate, encoding, diarize)
     finally:
         if gate is not None:
             gate.arrive()
@@ -144,9 +156,10 @@ async def run_sessions(
     starts: str,
     offsets: Sequence[float],
     recordings: Sequence[Recording] | None = None,
+    diarize: bool = False,
 ) -> Score:
     """Every script as its own session, started as ``starts`` says, streamed as PCM16 or, given
-    ``recordings`` (one per script), as their containers; the sum of their scores."""
+    ``recordings`` (one per script), as their containers, diarized or not; the sum of their scores."""
     gate = StartGate(len(scripts)) if starts == "sync" else None
     t0 = time.monotonic() + 0.1
     async with new_http() as http, StreamerClient(url, api_key=BENCH_KEY, http=http) as client:
@@ -159,6 +172,7 @@ async def run_sessions(
                     gate,
                     offsets[i] if gate else 0.0,
                     recordings[i] if recordings is not None else None,
+                    diarize,
                 )
                 for i, s in enumerate(scripts)
             ),

@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         "--heldout", action="store_true", help="the held-out dialogues (no threshold was chosen on them)"
     )
     parser.add_argument(
+        "--heldout-trios", action="store_true", help="the four further held-out three-speaker dialogues"
+    )
+    parser.add_argument(
         "--server",
         action="store_true",
         help="instead: through a real server (streamer_bench.diarize_cpu: its own options)",
@@ -207,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return diarize_cpu.main([a for a in argv if a != "--server"])
     args = parser.parse_args(argv)
-    params = dialogue.heldout_params() if args.heldout else dialogue.DialogueParams()
+    params = dialogue.SETS[
+        "heldout-trios" if args.heldout_trios else "heldout" if args.heldout else "tuning"
+    ]()
     speech = dialogue.load(args.dialogues) if args.dialogues else dialogue.ensure(params)
     result = run(
         speech, args.threshold, args.change_threshold, args.merge_gap, args.seed, args.merge_threshold

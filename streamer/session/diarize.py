@@ -101,7 +101,8 @@ class SessionSpeakers:
         words: list[Word] | None,
     ) -> list[Part]:
         if not words:  # no timings (the alignment failed): the whole utterance is one part
-            label, confidence = await self._assign(worker, audio)
+            embedding = await worker.embed_utterance(self.session_id, audio)
+            label, confidence = self._assign(embedding, audio.size)
             return [Part(text, words, start_ms, end_ms, label, confidence)]
         spans = [
             WordSpan((w.start_ms - start_ms) / 1000, (w.end_ms - start_ms) / 1000, ends_sentence(w.word))
@@ -112,13 +113,19 @@ class SessionSpeakers:
         edges = [start_ms]
         edges += [(words[k - 1].end_ms + words[k].start_ms) // 2 for k in cuts]
         edges.append(end_ms)
-        parts: list[Part] = []
-        for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        clips = []
+        for lo, hi in itertools.pairwise(bounds):
             a = int(max(0.0, spans[lo].start_s) * MODEL_RATE) if lo else 0
             b = int(spans[hi - 1].end_s * MODEL_RATE) if hi < len(words) else audio.size
-            label, confidence = await self._assign(
-                worker, audio[a : max(b, a + int(MIN_PART_S * MODEL_RATE))]
-            )
+            clips.append(audio[a : max(b, a + int(MIN_PART_S * MODEL_RATE))])
+        # every part embedded at once, so the worker runs them as one batch rather than one call (and one
+        # wait behind other sessions' jobs) per part; labelled in order afterwards
+        embeddings = await asyncio.gather(*(worker.embed_utterance(self.session_id, c) for c in clips))
+        parts: list[Part] = []
+        for i, ((lo, hi), clip, embedding) in enumerate(
+            zip(itertools.pairwise(bounds), clips, embeddings, strict=True)
+        ):
+            label, confidence = self._assign(embedding, clip.size)
             labelled = [w.model_copy(update={"speaker": label}) for w in words[lo:hi]]
             part_text = text if len(bounds) == 2 else " ".join(w.word.strip() for w in labelled)
             parts.append(Part(part_text, labelled, edges[i], edges[i + 1], label, confidence))
@@ -143,12 +150,13 @@ class SessionSpeakers:
             todo += [(lo, lo + at), (lo + at, hi)]
         return sorted(changes)
 
-    async def _assign(self, worker: SpeakerWorker, audio: np.ndarray) -> tuple[int, float]:
-        """The speaker of one stretch, and how sure: its similarity to that speaker before it joined
-        (for a new speaker, how unlike every known one it is; 1.0 for the session's first)."""
-        embedding = unit_mean(await worker.embed_utterance(self.session_id, audio))
+    def _assign(self, partials: np.ndarray, samples: int) -> tuple[int, float]:
+        """The speaker of one stretch (its partials' embeddings, its length), and how sure: its similarity
+        to that speaker before it joined (for a new speaker, how unlike every known one it is; 1.0 for
+        the session's first)."""
+        embedding = unit_mean(partials)
         before = self.clusters.similarities(embedding)
-        label = self.clusters.assign(embedding, weight=audio.size / MODEL_RATE)
+        label = self.clusters.assign(embedding, weight=samples / MODEL_RATE)
         if label < before.size:
             confidence = float(before[label])
         else:

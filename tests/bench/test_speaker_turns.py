@@ -64,3 +64,15 @@ def test_the_heldout_set_shares_no_script_seed_or_pairing_with_the_tuning_set() 
     assert not set(held.pairs) & set(tuning.pairs)
     assert tuning.trio not in held.trios
     assert set(dialogue.VOICES) - {v for cast in (*tuning.pairs, tuning.trio) for v in cast}  # unheard voices
+
+
+def test_the_further_heldout_trios_are_new_casts_of_heldout_scripts_with_a_seed_of_their_own() -> None:
+    tuning, held, trios = dialogue.DialogueParams(), dialogue.heldout_params(), dialogue.heldout_trio_params()
+    assert len({tuning.key(), held.key(), trios.key()}) == 3
+    assert len({tuning.seed, held.seed, trios.seed}) == 3
+    assert trios.script == "heldout" and not trios.pairs and not trios.two_speakers
+    assert len(trios.trios) == len(trios.three_speakers) == 4
+    assert set(trios.three_speakers) <= set(range(len(dialogue_heldout_text.THREE_SPEAKERS)))
+    assert tuning.trio not in trios.trios and not set(trios.trios) & set(held.trios)
+    assert all(len(set(cast)) == 3 and set(cast) <= set(dialogue.VOICES) for cast in trios.trios)
+    assert dialogue.SETS["heldout-trios"]().key() == trios.key()

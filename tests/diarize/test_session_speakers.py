@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamer.pipeline.speakers_encoder import EMBED_DIM
-from streamer.pipeline.speakers_worker import SpeakerWorker
+from streamer.pipeline.speakers_worker import SpeakerBatch, SpeakerWorker
 from streamer.protocol import Word
 from streamer.session.diarize import SessionSpeakers
 
@@ -53,3 +53,29 @@ async def test_off_means_untouched() -> None:
     async with SpeakerWorker(_broken) as worker:
         (part,) = await SessionSpeakers("s", worker).parts(False, AUDIO, 1000, 3000, "hello", WORDS)
     assert part.speaker is None and part.words == WORDS
+
+
+def _loudest_band(mels: np.ndarray) -> np.ndarray:
+    """A 'voice' per window: one-hot at its loudest mel band, so two tones are two speakers."""
+    out = np.zeros((mels.shape[0], EMBED_DIM), np.float32)
+    out[np.arange(mels.shape[0]), mels.mean(axis=1).argmax(axis=1)] = 1.0
+    return out
+
+
+async def test_the_parts_of_a_split_final_are_embedded_in_one_batch() -> None:
+    """A quick reply inside one utterance: the change is found, and both parts' embeddings go to the
+    worker together (one encoder call), not one call and one wait per part."""
+    t = np.arange(2 * 16000) / 16000
+    low, high = 0.3 * np.sin(2 * np.pi * 300 * t), 0.3 * np.sin(2 * np.pi * 3000 * t)
+    audio = np.concatenate([low, np.zeros(3200), high]).astype(np.float32)  # 2 s, a 0.2 s pause, 2 s
+    words = [
+        Word(word="is", start_ms=1000, end_ms=1900, probability=0.9),
+        Word(word="it?", start_ms=1900, end_ms=3000, probability=0.9),
+        Word(word="yes,", start_ms=3200, end_ms=4100, probability=0.9),
+        Word(word="it is", start_ms=4100, end_ms=5200, probability=0.9),
+    ]
+    batches: list[SpeakerBatch] = []
+    async with SpeakerWorker(_loudest_band, on_batch=batches.append) as worker:
+        parts = await SessionSpeakers("s", worker).parts(True, audio, 1000, 5200, "is it? yes, it is", words)
+    assert [(p.text, p.speaker) for p in parts] == [("is it?", 0), ("yes, it is", 1)]
+    assert batches[-1].jobs == 2  # the two parts, in one call
