@@ -31,7 +31,7 @@ from streamer.protocol import (
     TranscriptFinal,
     TranscriptPartial,
 )
-from streamer.session.ending import Ending
+from streamer.session.ending import STOPPED, Ending
 from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox
 from streamer.session.registry import SessionRegistry
 from streamer.session.run import SessionRun
@@ -52,9 +52,8 @@ OnPartial = Callable[[TranscriptPartial], Awaitable[None]]
 OpenSessions = Callable[[int], Awaitable[list[StreamSession]]]
 
 # an upload's session ends: every final delivered (the feed is over and drained), or the upload stopped
-# (refused, failed, client gone) and nothing is left to deliver to it
+# (refused, failed, client gone) and nothing is left to deliver to it (``STOPPED``)
 COMPLETED = Ending("completed", CloseCode.NORMAL)
-STOPPED = Ending("stopped", CloseCode.GOING_AWAY, finalize=False, farewell=False)
 
 
 def client_gone(request: web.Request) -> bool:

@@ -44,6 +44,11 @@ class Ending:
         return cls(reason, CloseCode.GOING_AWAY, None, False, False, False, close_text)
 
 
+# A session carried for another (an upload's channel, a stream's further channel) that its carrier lets go
+# of with nothing more to deliver: the upload stopped, or the handler left before its end's steps.
+STOPPED = Ending("stopped", CloseCode.GOING_AWAY, finalize=False, farewell=False)
+
+
 class Endings:
     """The connections whose end has begun, since when; the stuck ones are those past ``bound_s``."""
 

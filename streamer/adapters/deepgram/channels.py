@@ -27,7 +27,7 @@ from streamer.adapters.common import FrameFeed
 from streamer.adapters.deepgram.render import ResultRenderer
 from streamer.edge.handshake import hold_slot
 from streamer.errors import StreamerError
-from streamer.protocol import CloseCode, ServerMessage
+from streamer.protocol import ServerMessage
 from streamer.session.ending import Ending
 from streamer.session.outbox import OUTBOX_MAX_BYTES, Outbox, Reply
 from streamer.session.quota import AudioQuota
@@ -36,9 +36,6 @@ from streamer.session.run import SessionRun
 from streamer.session.runtime import StreamSession
 
 log = logging.getLogger(__name__)
-
-# a channel the connection lets go of without an end of its own (its handler left before its end's steps)
-STOPPED = Ending("stopped", CloseCode.GOING_AWAY, finalize=False, farewell=False)
 
 
 class Carrier(Protocol):

@@ -21,7 +21,7 @@ from aiohttp import web
 from streamer import tracing
 from streamer.adapters.common import AdapterConnection
 from streamer.adapters.deepgram.audio import AudioInput
-from streamer.adapters.deepgram.channels import STOPPED, ChannelSession
+from streamer.adapters.deepgram.channels import ChannelSession
 from streamer.adapters.deepgram.options import (
     ListenOptions,
     admit_channels,
@@ -40,7 +40,7 @@ from streamer.pipeline.audio import pieces
 from streamer.pipeline.streaming import AudioStreamError
 from streamer.protocol import CloseCode, ServerMessage
 from streamer.services import Services
-from streamer.session.ending import Ending
+from streamer.session.ending import STOPPED, Ending
 from streamer.session.outbox import Reply
 from streamer.session.registry import SessionRegistry
 from streamer.session.runtime import StreamSession
@@ -193,12 +193,10 @@ class DeepgramConnection(AdapterConnection):
         mine, *theirs = await asyncio.gather(
             super().drain(ending), *(channel.ended() for channel in self.channels), return_exceptions=True
         )
+        # a channel's failure comes back as its value (``ended``) or raised; either way, the first one
         for outcome in (mine, *theirs):
             if isinstance(outcome, BaseException):
                 raise outcome
-        for failure in theirs:
-            if failure is not None:
-                raise failure
 
     def idle_timeout_s(self) -> float | None:
         """Deepgram's: 10 s without audio or a ``KeepAlive`` (or the server's idle timeout, if shorter)."""
