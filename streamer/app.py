@@ -235,7 +235,17 @@ def create_app(
         )
         async with batcher:
             if settings.asr_calibrate and isinstance(engine, WhisperEngine):
-                costs = await asyncio.to_thread(calibrate, engine, batcher.cost, align.run_batch)
+                # the workers call together, as under load: that is the cost admission plans with
+                costs = await asyncio.to_thread(
+                    functools.partial(
+                        calibrate,
+                        engine,
+                        batcher.cost,
+                        align.run_batch,
+                        workers=batcher.workers,
+                        input_s=model_input_s(engine),
+                    )
+                )
                 log.info("model seconds per input second by batch size: %s", costs)
             metrics.model_cost.set_function(lambda: batcher.cost.cost() or 0.0)
             app[_ASR] = _Asr(engine, vad_model, batcher, breaker)

@@ -73,5 +73,7 @@ def test_the_built_package_carries_the_bench_data(tmp_path: Path) -> None:
     for name in ("en_utt1.wav", "en_utt2.wav", "en_utt3.wav", "transcripts.json"):
         assert (tmp_path / "streamer_bench" / "data" / name).is_file()
     assert (tmp_path / "streamer_bench" / "bench.py").is_file()
+    # the server's own calibration sentence ships with the server
+    assert (tmp_path / "streamer" / "assets" / "calibration_en.wav").is_file()
     product = {p.name for p in (tmp_path / "streamer").iterdir()}
     assert not product & {"bench.py", "bench_mt.py", "wer.py"}

@@ -27,8 +27,11 @@ RECENT_BATCH_S = 5.0
 # utterance so far every partial_interval_ms, speculative finals decode it at pauses, finals once more,
 # and every decode is padded to its length bucket. It depends on the speech and the segmenter, not on
 # the CPU; the CPU's part is the calibrated cost of a second of input (ModelQueue.cost_per_input_s).
-# Measured on the corpus bench: 8.0-11.8 (BENCHMARKS.md, "Admission calibrated to the CPU").
-INPUT_PER_SPEECH_S = 10.0
+# It falls as load grows (partials are spaced out): on the corpus bench 8.3-8.8 for one session, 4.8-5.7
+# at 16 synchronized sessions, 3.4-4.8 at 32, on two AMD EPYCs (BENCHMARKS.md, "Admission on speech").
+# Admission binds near capacity, so the prior is the figure there. (It was 10 while calibration timed
+# low noise, whose decode is one token: that underestimated a second of input by 2.5 times.)
+INPUT_PER_SPEECH_S = 5.0
 
 
 class ModelQueue(Protocol):

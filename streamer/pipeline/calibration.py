@@ -2,31 +2,56 @@
 
 The same build runs on an AVX-512 Xeon, an AVX2-only EPYC and a GPU; the model's seconds per second of
 audio differ between them by a factor, and so does the number of live sessions a server can hold. At
-start-up :func:`calibrate` times the model on batches of the sizes it will form; from then on every batch
-the batcher runs updates the figure (:class:`CostMeter`), so admission reads what this CPU does now,
-contention included, before any session has streamed long enough to be measured on its own.
+start-up :func:`calibrate` times the model on batches of the sizes it will form, on a short recorded
+sentence, with every worker calling at once as they do under load; from then on every batch the batcher
+runs updates the figure (:class:`CostMeter`), so admission reads what this CPU does now, contention
+included, before any session has streamed long enough to be measured on its own.
+
+The probe is speech because the decoder's share of a call depends on what it hears. The probe used to
+be 5 s of low noise: decoded to one token in a 10 s window, it timed the encoder alone, at 0.008 model
+seconds per input second where a real sentence in its 5 s window costs 0.02 (AMD EPYC, AVX-512, one
+thread; BENCHMARKS.md), and admission's prior made up for it with twice the input a session really
+causes. How the encoder and the decoder compare differs from one CPU to the next, so only a probe that
+exercises both can carry a plan from one CPU to another.
 :class:`CpuShare` says how much of a core each model call gets beside the other work on the machine, so
 the plan counts the cores its workers really have, not one each.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import statistics
 import threading
 import time
+import wave
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from streamer.pipeline.asr import AsrEngine, AsrRequest
-from streamer.pipeline.audio import MODEL_RATE
+from streamer.pipeline.audio import MODEL_RATE, Audio
 from streamer.pipeline.batchtypes import CostMeter
 
-# the batch sizes calibration times; and the length of its probes (the shortest length bucket)
+# the batch sizes calibration times
 PROBE_SIZES = (1, 4)
-PROBE_S = 5.0
+# a sentence of speech (espeak-ng, 3.5 s: "Please open the window and let some fresh air into the room.")
+PROBE_FILE = "calibration_en.wav"
+
+
+def speech_probe() -> Audio:
+    """The calibration sentence, 16 kHz mono float32 (shipped with the package)."""
+    with (
+        resources.as_file(resources.files("streamer") / "assets" / PROBE_FILE) as path,
+        wave.open(str(path)) as w,
+    ):
+        if w.getframerate() != MODEL_RATE or w.getnchannels() != 1 or w.getsampwidth() != 2:
+            raise ValueError(f"{PROBE_FILE} must be 16 kHz mono 16-bit PCM")
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    return pcm.astype(np.float32) / 32768.0
 
 
 def calibrate(
@@ -35,23 +60,62 @@ def calibrate(
     run_batch: Callable[[AsrEngine, Sequence[AsrRequest]], object] | None = None,
     sizes: Sequence[int] = PROBE_SIZES,
     clock: Callable[[], float] = time.perf_counter,
+    *,
+    workers: int = 1,
+    input_s: Callable[[AsrRequest], float] | None = None,
+    probe: Audio | None = None,
 ) -> dict[int, float]:
-    """Time the model on batches of ``sizes`` probes of low noise (blocking: call it in a thread) and
-    seed ``meter``; returns model seconds per input second by size. The first call also warms the model up,
-    so it is run once untimed."""
-    rng = np.random.default_rng(0)
-    probe = (rng.standard_normal(int(PROBE_S * MODEL_RATE)) * 0.003).astype(np.float32)
+    """Time the model on batches of ``sizes`` copies of the speech probe (blocking: call it in a thread),
+    ``workers`` calls at once, and seed ``meter``; returns model seconds per input second by size.
+    ``input_s`` is the model input a request is decoded in (its padded window; default its audio), as
+    the batcher counts it. The first call also warms the model up, so it is run once untimed."""
+    audio = speech_probe() if probe is None else probe
     run = run_batch or (lambda e, requests: e.transcribe_batch(requests))
-    run(engine, [AsrRequest(probe)])
+    seconds_of = input_s or (lambda request: request.audio.size / MODEL_RATE)
+    run(engine, [AsrRequest(audio)])
     costs = {}
     for size in sizes:
-        requests = [AsrRequest(probe) for _ in range(size)]
-        started = clock()
-        run(engine, requests)
-        elapsed = clock() - started
-        meter.record(size, size * PROBE_S, elapsed, typical=False)
-        costs[size] = elapsed / (size * PROBE_S)
+        requests = [AsrRequest(audio) for _ in range(size)]
+        seconds = sum(seconds_of(r) for r in requests)
+        took = statistics.mean(at_once(functools.partial(run, engine, requests), workers, clock))
+        meter.record(size, seconds, took, typical=False)
+        costs[size] = took / seconds
     return costs
+
+
+def at_once(call: Callable[[], object], calls: int, clock: Callable[[], float]) -> list[float]:
+    """Run ``call`` ``calls`` times at once, each on its own thread; how long each took. Under load the
+    workers call the model together, and on some machines two calls at once each run slower than one
+    alone (shared caches, memory bandwidth, hyper-threads): a plan timed on calls alone would not see it."""
+    if calls <= 1:
+        started = clock()
+        call()
+        return [clock() - started]
+    start = threading.Barrier(calls)
+    took: list[float] = []
+    failed: list[BaseException] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        try:
+            start.wait()
+            began = clock()
+            call()
+            with lock:
+                took.append(clock() - began)
+        except BaseException as e:  # handed to the caller below
+            start.abort()
+            with lock:
+                failed.append(e)
+
+    threads = [threading.Thread(target=one, name=f"calibrate-{i}") for i in range(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise failed[0]
+    return took
 
 
 # the kernel's 1-minute load average decays with this time constant; this process's own runnable threads

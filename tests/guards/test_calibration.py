@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
+import time
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 
 from streamer.guards.admission import INPUT_PER_SPEECH_S, Admission, AdmissionLimits, Refusal, model_load
 from streamer.guards.load import PRIOR_SPEECH_SHARE
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.batchtypes import BatcherSnapshot, CostMeter
-from streamer.pipeline.calibration import LOAD_TAU_S, CpuShare, calibrate
+from streamer.pipeline.calibration import LOAD_TAU_S, CpuShare, calibrate, speech_probe
 
 LIMITS = AdmissionLimits(max_sessions=1000, saturation_latency_s=1000.0, session_rate_per_key_per_min=0)
 
@@ -191,3 +194,54 @@ def test_a_shared_cpu_refuses_sooner_than_one_core_per_worker() -> None:
     assert shared < alone and alone in (2 * shared, 2 * shared + 1)
     # the cores a quiet machine gives two workers are two: the plan is the one-core-per-worker plan
     assert first_refused(Admission(LIMITS), dataclasses.replace(snapshot(cost, workers), cores=2.0)) == alone
+
+
+def test_calibration_times_speech_in_the_window_the_batcher_counts() -> None:
+    probe = speech_probe()
+    assert 3.0 < probe.size / 16000 < 4.5 and probe.dtype == np.float32
+    assert 0.05 < float(np.sqrt(np.mean(probe**2))) < 0.5  # a voice at speaking level, not noise or silence
+    engine = TimedFake(cost=0.03)
+    meter = CostMeter()
+    # the batcher counts the padded window (5 s for this sentence), so calibration must too
+    costs = calibrate(engine, meter, clock=engine.clock, input_s=lambda request: 5.0)
+    per_audio_s = 0.03 * probe.size / 16000 / 5.0
+    assert costs == pytest.approx({1: per_audio_s, 4: per_audio_s})
+
+
+class OneAtATime:
+    """An engine on a machine where calls cannot overlap: each takes ``call_s`` once it holds the core."""
+
+    name = "serial"
+    multilingual = False
+
+    def __init__(self, call_s: float) -> None:
+        self.call_s = call_s
+        self.core = threading.Lock()
+
+    def languages(self) -> frozenset[str]:
+        return frozenset({"en"})
+
+    def transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[AsrResult]:
+        with self.core:
+            time.sleep(self.call_s)
+        return [AsrResult(text="", language="en") for _ in requests]
+
+
+def test_workers_calling_at_once_are_timed_together() -> None:
+    engine = OneAtATime(call_s=0.05)
+    alone, together = CostMeter(), CostMeter()
+    calibrate(engine, alone, sizes=(1,), input_s=lambda request: 5.0)
+    calibrate(engine, together, sizes=(1,), workers=2, input_s=lambda request: 5.0)
+    one = alone.cost()
+    assert one is not None and one == pytest.approx(0.01, rel=0.5)
+    # two workers that cannot run at once: on average a call waits for the other, so it costs 1.5 times
+    both = together.cost()
+    assert both is not None and both > 1.3 * one
+
+
+def test_a_failing_call_during_calibration_is_raised() -> None:
+    def broken(engine: object, requests: Sequence[AsrRequest]) -> object:
+        raise RuntimeError("model failed")
+
+    with pytest.raises(RuntimeError, match="model failed"):
+        calibrate(TimedFake(cost=0.01), CostMeter(), broken, workers=2)
