@@ -360,6 +360,8 @@ class MicroBatcher(Generic[P, R]):
         flagged: set[float] = set()
         while True:
             await asyncio.sleep(period_s)
+            if self.cpu is not None:  # the machine's other work, averaged from samples taken all along
+                self.cpu.sample()
             with self._cond:
                 calls = list(self._running.values())
             late = [(jobs, since) for jobs, since in calls if self._clock() - since > self.call_timeout_s]

@@ -118,18 +118,25 @@ def at_once(call: Callable[[], object], calls: int, clock: Callable[[], float]) 
     return took
 
 
-# the kernel's 1-minute load average decays with this time constant; this process's own runnable threads
-# are averaged the same way, so the two can be subtracted
-LOAD_TAU_S = 60.0
+# the machine's runnable threads and this process's own are averaged over this time constant, so the
+# two can be subtracted: short enough that a process that ended a few seconds ago no longer counts (the
+# kernel's 1-minute load average still held the last bench's server when the next one started, and a
+# fresh server refused 11 of 16 synchronized sessions it then served at p95 0.6 s)
+RUNNABLE_TAU_S = 10.0
 SAMPLE_EVERY_S = 0.5
 
 
-def read_loadavg() -> float | None:
-    """The 1-minute load average (runnable threads, all processes); None where there is none."""
+def read_running(stat: Path = Path("/proc/stat")) -> float | None:
+    """Threads runnable on the machine now (on a CPU or waiting for one), all processes, not counting
+    the one reading; None where the kernel does not say (``procs_running`` in ``/proc/stat``)."""
     try:
-        return os.getloadavg()[0]
-    except OSError:
+        with stat.open() as f:
+            for line in f:
+                if line.startswith("procs_running "):
+                    return max(0.0, float(line.split()[1]) - 1.0)
+    except (OSError, ValueError):
         return None
+    return None
 
 
 def read_runnable_s(tasks: Path = Path("/proc/self/task")) -> float | None:
@@ -156,9 +163,10 @@ class CpuShare:
     does not: two busy processes beside the server's two workers on two cores give a call alone 2/3 of
     a core and two calls at once half a core each, so two workers do 1.5 times what one does (on the
     2-core EPYC at load 6-7 the two-worker plan admitted 16 synchronized sessions then served at p95
-    4.4-5.0 s). The outside demand is the 1-minute load average less this process's own runnable threads
-    averaged the same way (``schedstat``); with the kernel's fair share, ``calls`` model calls at once
-    each get ``cores / (calls + outside)`` of a core, at most one.
+    4.4-5.0 s). The outside demand is the machine's runnable threads (``procs_running``, sampled every
+    half second) less this process's own (``schedstat``), both averaged over ``RUNNABLE_TAU_S``; with the
+    kernel's fair share, ``calls`` model calls at once each get ``cores / (calls + outside)`` of a core,
+    at most one.
     Where the kernel does not say (not Linux), no outside load is seen and a worker counts as a core.
     """
 
@@ -166,7 +174,7 @@ class CpuShare:
         self,
         cores: int | None = None,
         *,
-        read_load: Callable[[], float | None] = read_loadavg,
+        read_load: Callable[[], float | None] = read_running,
         read_runnable: Callable[[], float | None] = read_runnable_s,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -176,8 +184,9 @@ class CpuShare:
         self._clock = clock
         self._lock = threading.Lock()
         self._last: tuple[float, float] | None = None  # (clock, runnable seconds) at the last sample
-        self._own = 0.0  # this process's runnable threads, a 1-minute moving average
-        self.outside = 0.0  # other processes' runnable threads, as the load average counts them
+        self._own = 0.0  # this process's runnable threads, a moving average
+        self._all: float | None = None  # the machine's runnable threads, a moving average
+        self.outside = 0.0  # other processes' runnable threads
 
     def sample(self) -> None:
         """Read the counters (at most every ``SAMPLE_EVERY_S``; any thread may call it)."""
@@ -188,13 +197,17 @@ class CpuShare:
             runnable, load = self._read_runnable(), self._read_load()
             if runnable is None or load is None:
                 return
-            if self._last is not None:
+            if self._last is None or self._all is None:
+                # nothing is known of the others yet: what runs now counts as this process's own
+                self._all = self._own = load
+            else:
                 dt = now - self._last[0]
                 demand = max(0.0, runnable - self._last[1]) / dt
-                alpha = 1.0 - math.exp(-dt / LOAD_TAU_S)
+                alpha = 1.0 - math.exp(-dt / RUNNABLE_TAU_S)
                 self._own += alpha * (demand - self._own)
+                self._all += alpha * (load - self._all)
             self._last = (now, runnable)
-            self.outside = max(0.0, load - self._own)
+            self.outside = max(0.0, self._all - self._own)
 
     def core_share(self, calls: int) -> float:
         """The share of a core each of ``calls`` model calls running at once gets (0..1]."""

@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from streamer.guards.admission import INPUT_PER_SPEECH_S, Admission, AdmissionLi
 from streamer.guards.load import PRIOR_SPEECH_SHARE
 from streamer.pipeline.asr import AsrRequest, AsrResult
 from streamer.pipeline.batchtypes import BatcherSnapshot, CostMeter
-from streamer.pipeline.calibration import LOAD_TAU_S, CpuShare, calibrate, speech_probe
+from streamer.pipeline.calibration import RUNNABLE_TAU_S, CpuShare, calibrate, read_running, speech_probe
 
 LIMITS = AdmissionLimits(max_sessions=1000, saturation_latency_s=1000.0, session_rate_per_key_per_min=0)
 
@@ -119,14 +120,12 @@ def test_calibration_seeds_the_meter_with_what_this_machine_measured() -> None:
 
 
 class Machine:
-    """A fake kernel: this process's runnable threads, and the machine's 1-minute load average of
-    them and ``outside`` (running since long before: the average starts there)."""
+    """A fake kernel: this process's runnable threads (``own``) and everything else's (``outside``)."""
 
     def __init__(self, own: float, outside: float) -> None:
         self.own, self.outside = own, outside
         self.now = 0.0
         self.runnable_s = 0.0
-        self.loadavg = outside
 
     def clock(self) -> float:
         return self.now
@@ -135,13 +134,12 @@ class Machine:
         return self.runnable_s
 
     def load(self) -> float:
-        return self.loadavg
+        return self.own + self.outside  # runnable on the machine now
 
     def run(self, seconds: float, share: CpuShare) -> None:
         for _ in range(int(seconds)):
             self.now += 1.0
             self.runnable_s += self.own  # ``own`` threads runnable the whole second
-            self.loadavg += (1 - math.exp(-1 / LOAD_TAU_S)) * (self.own + self.outside - self.loadavg)
             share.sample()
 
 
@@ -162,7 +160,7 @@ def test_a_quiet_machine_gives_every_worker_a_core() -> None:
 def test_two_busy_processes_beside_the_server_halve_its_workers_cores() -> None:
     machine = Machine(own=2.0, outside=2.0)  # two CPU hogs on two cores
     share = cpu_share(machine)
-    machine.run(30, share)  # the server's own threads count toward the load average as they run
+    machine.run(10 * RUNNABLE_TAU_S, share)  # the server's own threads are counted apart as they run
     assert share.outside == pytest.approx(2.0, abs=0.01)
     assert share.core_share(2) == pytest.approx(0.5, abs=0.01)  # two calls at once: half a core each
     assert share.core_share(1) == pytest.approx(2 / 3, abs=0.01)
@@ -173,9 +171,34 @@ def test_the_servers_own_threads_are_not_outside_load() -> None:
     machine = Machine(own=0.0, outside=0.0)
     share = cpu_share(machine)
     machine.run(300, share)
-    machine.own = 3.0  # a burst of the server's own work: the load average rises with it
+    machine.own = 3.0  # a burst of the server's own work: the machine's runnable threads rise with it
     machine.run(300, share)
     assert share.outside == pytest.approx(0.0, abs=0.05)
+
+
+def test_a_process_that_ended_stops_counting_within_seconds() -> None:
+    machine = Machine(own=0.2, outside=2.0)  # the last bench's server, still running
+    share = cpu_share(machine)
+    machine.run(120, share)
+    assert share.outside == pytest.approx(2.0, abs=0.05)
+    machine.outside = 0.0  # it ended; a burst of sessions arrives 30 s later
+    machine.run(30, share)
+    assert share.outside < 0.2 and share.parallel(2) > 1.8
+
+
+def test_a_new_server_counts_what_runs_at_its_first_sample_as_its_own() -> None:
+    machine = Machine(own=2.0, outside=0.0)
+    share = cpu_share(machine)  # calibration keeps both cores busy: not outside load
+    assert share.outside == 0.0 and share.parallel(2) == 2.0
+
+
+def test_the_machines_runnable_threads_are_read_from_proc_stat(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3 4\nctxt 99\nprocs_running 3\nprocs_blocked 0\n")
+    assert read_running(stat) == 2.0  # not counting the thread that reads
+    stat.write_text("cpu  1 2 3 4\n")
+    assert read_running(stat) is None
+    assert read_running(tmp_path / "missing") is None
 
 
 def test_without_the_kernels_counters_nothing_is_assumed() -> None:

@@ -291,9 +291,14 @@ async def test_on_a_shared_cpu_the_workers_are_worth_less_than_one_call_alone_ea
 ) -> None:
     """Two busy processes beside two workers on two cores: a call alone gets 2/3 of a core, two at once
     half a core each, so the snapshot admission reads counts the two workers as 1.5 calls alone."""
-    cpu = CpuShare(2, read_load=lambda: 2.0, read_runnable=lambda: 0.0)  # the server idle, load 2
+    now = [0.0]
+    # the server idle, two other threads runnable all along (100 s of samples)
+    cpu = CpuShare(2, read_load=lambda: 2.0, read_runnable=lambda: 0.0, clock=lambda: now[0])
+    for _ in range(200):
+        now[0] += 0.5
+        cpu.sample()
     batcher = make_batcher(Model(), workers=2, cpu=cpu)
-    assert batcher.snapshot().cores == pytest.approx(1.5)
+    assert batcher.snapshot().cores == pytest.approx(1.5, abs=0.001)
 
 
 async def test_without_a_cpu_reading_every_worker_counts_as_a_core(make_batcher: Factory) -> None:
