@@ -95,7 +95,6 @@ class MicroBatcher(Generic[P, R]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._running: dict[int, tuple[list[Job[P]], float]] = {}  # worker -> (its batch, started at)
-        self._partial_calls = 0  # workers running a batch of partials only
         self._stop = False
         self._watchdog: asyncio.Task[None] | None = None
         self.hung = False  # a model call has run past call_timeout_s and not returned yet
@@ -304,34 +303,21 @@ class MicroBatcher(Generic[P, R]):
                 if batch is None:
                     return
                 self._running[index] = (batch.jobs, self._clock())
-                partials_only = bool(batch.jobs) and not any(job.final for job in batch.jobs)
-                self._partial_calls += partials_only
             self._notify_dropped(batch)
             if batch.jobs:
                 self._runner.execute(batch)
             with self._cond:
                 del self._running[index]
-                if partials_only:
-                    self._partial_calls -= 1
-                    self._cond.notify_all()  # a worker kept from the partials may take them now
                 # the hung flag holds while any call is still past the timeout (another worker's)
                 now = self._clock()
                 self.hung = any(now - since > self.call_timeout_s for _, since in self._running.values())
 
     def _next_batch(self) -> Batch[P] | None:
-        """Wait (holding the condition) until a batch is due; None on stop.
-
-        With several workers, partials never take the last one (at most ``workers - 1`` run partials at
-        once) and a batch of finals carries none: a final arriving in a burst waits for a final call at
-        most, not for partials that were started first, nor for partials riding along with it. Partials
-        are best effort, and the worker they are kept from is the one a final finds free.
-        """
-        shared = self.workers > 1
+        """Wait (holding the condition) until a batch is due; None on stop."""
         while not self._stop:
-            partials = not shared or self._partial_calls < self.workers - 1
-            wait = self._queue.wait_time(self._clock(), partials=partials)
+            wait = self._queue.wait_time(self._clock())
             if wait == 0.0:
-                return self._queue.take(self._clock(), force=True, partials=partials, piggyback=not shared)
+                return self._queue.take(self._clock(), force=True)
             self._cond.wait(timeout=wait)
         return None
 

@@ -5,9 +5,6 @@
   partial that is older than its ``stale_after`` when its turn comes is dropped.
 - A batch holds jobs with one group key (what must be equal inside one model call); it is flushed when it
   is full or when the oldest waiting job has waited ``max_wait_s``.
-- With more than one model worker, partials never take the last free one: at most ``workers - 1`` run
-  partial-only batches at a time, and a final's batch carries no partials, so a final waits for at most
-  a final call, never for partials (the caller says which: ``take(partials=..., piggyback=...)``).
 - Model time is shared fairly between tenants (API keys): a batch is led by the waiting final of the
   tenant that used the model least recently (:class:`TenantUsage`), and filled round robin over the
   tenants in that order, each tenant's finals in FIFO order. A key whose sessions run the fallback ladder
@@ -151,29 +148,22 @@ class BatchQueue(Generic[P]):
         self._finals, self._partials = [], OrderedDict()
         return jobs
 
-    def _oldest(self, partials: bool) -> float | None:
-        times = [j.submitted for j in self._finals[:1]]
-        if partials:
-            times += [j.submitted for j in self._partials.values()]
+    def _oldest(self) -> float | None:
+        times = [j.submitted for j in self._finals[:1]] + [j.submitted for j in self._partials.values()]
         return min(times) if times else None
 
-    def wait_time(self, now: float, *, partials: bool = True) -> float | None:
-        """Seconds until the next batch is due: 0 = now, None = nothing queued (or, with ``partials``
-        False, nothing but partials, which this caller may not run)."""
-        oldest = self._oldest(partials)
+    def wait_time(self, now: float) -> float | None:
+        """Seconds until the next batch is due: 0 = now, None = nothing queued."""
+        oldest = self._oldest()
         if oldest is None:
             return None
-        waiting = len(self) if partials else len(self._finals)
-        if len(self._finals) >= self.max_batch or waiting >= self.max_batch:
+        if len(self._finals) >= self.max_batch or len(self) >= self.max_batch:
             return 0.0
         return max(0.0, oldest + self.max_wait_s - now)
 
-    def take(
-        self, now: float, *, force: bool = False, partials: bool = True, piggyback: bool = True
-    ) -> Batch[P] | None:
-        """The next batch if one is due (or ``force``), else None. ``partials``: whether the batch may be
-        partials only; ``piggyback``: whether a batch of finals takes partials of its key along."""
-        wait = self.wait_time(now, partials=partials)
+    def take(self, now: float, *, force: bool = False) -> Batch[P] | None:
+        """The next batch if one is due (or ``force``), else None."""
+        wait = self.wait_time(now)
         if wait is None or (wait > 0 and not force):
             return None
         dropped = [j for j in self._partials.values() if j.is_stale(now)]
@@ -182,20 +172,18 @@ class BatchQueue(Generic[P]):
         if self._finals:
             jobs = self._fair_finals()
             key = jobs[0].key
-            room = self.max_partials if piggyback else 0
-        elif self._partials and partials:
+        elif self._partials:
             jobs, key = [], next(iter(self._partials.values())).key
-            room = self.max_partials if piggyback else self.max_batch // 2
         else:
             return Batch(key=None, jobs=[], dropped=dropped)
-        taken = 0
+        partials = 0
         for sid, job in list(self._partials.items()):
-            if len(jobs) >= self.max_batch or taken >= room:
+            if len(jobs) >= self.max_batch or partials >= self.max_partials:
                 break
             if job.key == key:
                 jobs.append(job)
                 del self._partials[sid]
-                taken += 1
+                partials += 1
         return Batch(key=key, jobs=jobs, dropped=dropped)
 
     def _fair_finals(self) -> list[Job[P]]:

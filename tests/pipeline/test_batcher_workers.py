@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 
 import pytest
 
@@ -110,59 +110,3 @@ async def test_utilization_is_a_share_of_all_workers(workers: int) -> None:
     async with MicroBatcher("asr", lambda k, p: p, max_wait_s=0.0, workers=workers) as batcher:
         await batcher.submit_final("a", KEY, "x")
         assert 0.0 <= batcher.utilization() <= 1.0 / workers
-
-
-class Gated:
-    """A fake ``run_batch`` that holds every batch containing a payload starting with "slow" until
-    ``release`` is set, and records each batch as it starts."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.started: list[list[str]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, key: Hashable, payloads: list[str]) -> list[str]:
-        with self._lock:
-            self.started.append(list(payloads))
-        if any(p.startswith("slow") for p in payloads):
-            assert self.release.wait(10)
-        return [f"r:{p}" for p in payloads]
-
-
-async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
-async def test_partials_never_hold_every_worker_so_a_final_finds_one_free() -> None:
-    model = Gated()
-    batcher: MicroBatcher[str, str]
-    async with MicroBatcher("asr", model, max_batch=4, max_wait_s=0.0, workers=2) as batcher:
-        slow = batcher.submit_partial("a", KEY, "slow-partial", stale_after=30.0)
-        await _until(lambda: model.started == [["slow-partial"]])
-        other = batcher.submit_partial("b", KEY, "partial-b", stale_after=30.0)
-        await asyncio.sleep(0.2)
-        # the second worker is free, but it is the last one: the partial waits for the first
-        assert model.started == [["slow-partial"]]
-        final = await asyncio.wait_for(batcher.submit_final("c", KEY, "final-c"), 5)
-        assert final == "r:final-c"
-        model.release.set()
-        assert await asyncio.wait_for(slow, 5) == "r:slow-partial"
-        assert await asyncio.wait_for(other, 5) == "r:partial-b"
-    # the final ran alone: no partial rode along with it
-    assert ["final-c"] in model.started
-
-
-async def test_one_worker_still_runs_partials_and_lets_them_ride_with_finals() -> None:
-    model = Gated()
-    model.release.set()
-    batcher: MicroBatcher[str, str]
-    async with MicroBatcher("asr", model, max_batch=4, max_wait_s=0.3, workers=1) as batcher:
-        partial = batcher.submit_partial("a", KEY, "partial-a", stale_after=30.0)
-        final = batcher.submit_final("b", KEY, "final-b")
-        assert await asyncio.wait_for(final, 5) == "r:final-b"
-        assert await asyncio.wait_for(partial, 5) == "r:partial-a"
-    assert model.started == [["final-b", "partial-a"]]

@@ -227,26 +227,3 @@ def test_invariants_under_any_interleaving(ops: list[tuple[object, ...]], max_ba
         # per key, finals come out in the order they went in
         ordered = [j.payload for j in taken if j.priority is Priority.FINAL and j.key == key]
         assert ordered == [f for f in pushed_finals if f in set(ordered)]
-
-
-def test_a_caller_kept_from_partials_sees_nothing_due_until_a_final_comes() -> None:
-    q: BatchQueue[str] = BatchQueue(max_batch=8, max_wait_s=0.05)
-    for i in range(8):  # a full batch of partials: due at once for anyone who may run them
-        q.push(partial(f"s{i}", f"p{i}"))
-    assert q.wait_time(0.0) == 0.0
-    assert q.wait_time(0.0, partials=False) is None
-    assert q.take(9.0, force=True, partials=False) is None
-    q.push(final("a:1", at=1.0))
-    assert q.wait_time(1.0, partials=False) == pytest.approx(0.05)
-    assert names(q.take(1.0, force=True, partials=False, piggyback=False)) == ["a:1"]
-    assert len(q) == 8  # every partial still waits
-
-
-def test_without_piggyback_a_partials_batch_may_fill_half_the_batch() -> None:
-    q: BatchQueue[str] = BatchQueue(max_batch=8, max_wait_s=0.05)
-    for i in range(6):
-        q.push(partial(f"s{i}", f"p{i}"))
-    assert len(names(q.take(1.0, piggyback=False))) == 4  # half of max_batch
-    for i in range(6):
-        q.push(partial(f"s{i}", f"p{i}"))
-    assert len(names(q.take(1.0))) == 2  # with piggyback, a quarter (the rule that lets finals ride)
