@@ -63,13 +63,12 @@ def calibrate(
     *,
     workers: int = 1,
     input_s: Callable[[AsrRequest], float] | None = None,
-    probe: Audio | None = None,
 ) -> dict[int, float]:
     """Time the model on batches of ``sizes`` copies of the speech probe (blocking: call it in a thread),
     ``workers`` calls at once, and seed ``meter``; returns model seconds per input second by size.
     ``input_s`` is the model input a request is decoded in (its padded window; default its audio), as
     the batcher counts it. The first call also warms the model up, so it is run once untimed."""
-    audio = speech_probe() if probe is None else probe
+    audio = speech_probe()
     run = run_batch or (lambda e, requests: e.transcribe_batch(requests))
     seconds_of = input_s or (lambda request: request.audio.size / MODEL_RATE)
     run(engine, [AsrRequest(audio)])
