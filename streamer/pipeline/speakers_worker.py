@@ -128,9 +128,19 @@ class SpeakerWorker:
         """
         if audio.ndim != 1 or audio.size == 0:
             raise ValueError("expected a non-empty mono float array")
-        return await self._submit(
+        return await self.embed_prepared(
             session_id, lambda: utterance_partials(audio), len(partial_starts(audio.size))
         )
+
+    async def embed_prepared(
+        self, session_id: str, prepare: Callable[[], np.ndarray], n_windows: int
+    ) -> np.ndarray:
+        """The embeddings of the ``n_windows`` (n, 160, 40) mel windows that ``prepare`` makes on the
+        worker thread: one job, however many stretches its windows come from, so that they share one
+        encoder call and the event loop makes no mels."""
+        if n_windows < 1:
+            raise ValueError("a job needs at least one window")
+        return await self._submit(session_id, prepare, n_windows)
 
     async def _submit(self, session_id: str, prepare: Callable[[], np.ndarray], n: int) -> np.ndarray:
         if self._thread is None or self._stop:

@@ -150,7 +150,24 @@ async def test_bad_windows_are_refused_before_they_queue() -> None:
             await worker.embed_windows("a", np.zeros((1, 100, 40), np.float32))
         with pytest.raises(ValueError, match="mono"):
             await worker.embed_utterance("a", np.zeros(0, np.float32))
+        with pytest.raises(ValueError, match="at least one window"):
+            await worker.embed_prepared("a", lambda: windows(1.0), 0)
         assert worker.pending == 0
+
+
+async def test_a_prepared_job_makes_its_windows_on_the_worker_thread() -> None:
+    """A final's change-point windows and its own partials are one job, their mels made on the worker
+    thread (not the event loop's), and its rows come back in the order the job made them."""
+    gate, made_on = Gate(), []
+
+    def prepare() -> np.ndarray:
+        made_on.append(threading.current_thread().name)
+        return np.concatenate([windows(1.0, n=2), windows(2.0)])
+
+    async with SpeakerWorker(gate) as worker:
+        rows = await asyncio.wait_for(worker.embed_prepared("s", prepare, 3), 5)
+    assert made_on == ["speakers"] and gate.calls == [3]
+    assert rows[:, 0].tolist() == [1.0, 1.0, 2.0]
 
 
 async def test_the_real_encoder_through_the_worker_matches_a_direct_call() -> None:
