@@ -1,12 +1,14 @@
 """Speaker labels on one session's finals (``diarize``): split at a change of voice, label every part.
 
 A final's words (diarization implies word timings) are tested for change points
-(:func:`streamer.pipeline.speakers.plan_part`, :func:`~streamer.pipeline.speakers.pick_change`): where the
-voice changes inside what the VAD took for one utterance (a quick reply, an interruption), the final is
-split at that word boundary. Each part's audio is embedded and labelled by the session's
+(:func:`streamer.pipeline.speakers.change_candidates`, :func:`~streamer.pipeline.speakers.pick_change`):
+where the voice changes inside what the VAD took for one utterance (a quick reply, an interruption), the
+final is split at that word boundary. Each part's audio is embedded and labelled by the session's
 :class:`~streamer.pipeline.speakers.SpeakerClusters`; the part becomes its own final with its own
 ``speaker``, and its words carry it too. All embedding runs on the shared worker thread
-(:mod:`streamer.pipeline.speakers_worker`), batched with other sessions'; the event loop only slices.
+(:mod:`streamer.pipeline.speakers_worker`), batched with other sessions', mels included; the event loop
+only slices. A stretch's test and its embedding go in one job (:class:`_Search`), so a final with one
+voice costs one encoder call.
 
 Diarization is an extra: when the worker refuses (its queue is full) or fails, the final is delivered
 whole and without a speaker, never held back or lost.
@@ -15,7 +17,6 @@ whole and without a speaker, never held back or lost.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from dataclasses import dataclass
 
@@ -23,8 +24,16 @@ import numpy as np
 
 from streamer.errors import StreamerError
 from streamer.pipeline.audio import MODEL_RATE
-from streamer.pipeline.speakers import SpeakerClusters, SpeakerState, WordSpan, pick_change, plan_part
-from streamer.pipeline.speakers_encoder import unit_mean
+from streamer.pipeline.speakers import (
+    SpeakerClusters,
+    SpeakerState,
+    WordSpan,
+    change_candidates,
+    change_windows,
+    part_of,
+    pick_change,
+)
+from streamer.pipeline.speakers_encoder import partial_starts, unit_mean, utterance_partials
 from streamer.pipeline.speakers_worker import SpeakerWorker
 from streamer.protocol import Word
 
@@ -108,47 +117,16 @@ class SessionSpeakers:
             WordSpan((w.start_ms - start_ms) / 1000, (w.end_ms - start_ms) / 1000, ends_sentence(w.word))
             for w in words
         ]
-        cuts = await self._changes(worker, audio, spans)
-        bounds = [0, *cuts, len(words)]
-        edges = [start_ms]
-        edges += [(words[k - 1].end_ms + words[k].start_ms) // 2 for k in cuts]
-        edges.append(end_ms)
-        clips = []
-        for lo, hi in itertools.pairwise(bounds):
-            a = int(max(0.0, spans[lo].start_s) * MODEL_RATE) if lo else 0
-            b = int(spans[hi - 1].end_s * MODEL_RATE) if hi < len(words) else audio.size
-            clips.append(audio[a : max(b, a + int(MIN_PART_S * MODEL_RATE))])
-        # every part embedded at once, so the worker runs them as one batch rather than one call (and one
-        # wait behind other sessions' jobs) per part; labelled in order afterwards
-        embeddings = await asyncio.gather(*(worker.embed_utterance(self.session_id, c) for c in clips))
+        found = await _Search(self.session_id, worker, audio, spans).parts()
         parts: list[Part] = []
-        for i, ((lo, hi), clip, embedding) in enumerate(
-            zip(itertools.pairwise(bounds), clips, embeddings, strict=True)
-        ):
+        for (lo, hi), (clip, embedding) in found.items():
             label, confidence = self._assign(embedding, clip.size)
             labelled = [w.model_copy(update={"speaker": label}) for w in words[lo:hi]]
-            part_text = text if len(bounds) == 2 else " ".join(w.word.strip() for w in labelled)
-            parts.append(Part(part_text, labelled, edges[i], edges[i + 1], label, confidence))
+            part_text = text if len(found) == 1 else " ".join(w.word.strip() for w in labelled)
+            start = start_ms if lo == 0 else (words[lo - 1].end_ms + words[lo].start_ms) // 2
+            end = end_ms if hi == len(words) else (words[hi - 1].end_ms + words[hi].start_ms) // 2
+            parts.append(Part(part_text, labelled, start, end, label, confidence))
         return parts
-
-    async def _changes(self, worker: SpeakerWorker, audio: np.ndarray, spans: list[WordSpan]) -> list[int]:
-        """Every word index where the voice changes, testing each side again after a split."""
-        changes: list[int] = []
-        todo = [(0, len(spans))]
-        while todo and len(changes) < MAX_CHANGES:
-            lo, hi = todo.pop()
-            if hi - lo < 2:
-                continue
-            # mel spectrograms of up to a dozen 1.6 s windows: a few ms of numpy, kept off the loop
-            plan = await asyncio.to_thread(plan_part, audio, spans, lo, hi)
-            if not plan.boundaries:
-                continue
-            at = pick_change(plan, await worker.embed_windows(self.session_id, plan.windows))
-            if at is None:
-                continue
-            changes.append(lo + at)
-            todo += [(lo, lo + at), (lo + at, hi)]
-        return sorted(changes)
 
     def _assign(self, partials: np.ndarray, samples: int) -> tuple[int, float]:
         """The speaker of one stretch (its partials' embeddings, its length), and how sure: its similarity
@@ -167,3 +145,77 @@ class SessionSpeakers:
 def ends_sentence(word: str) -> bool:
     """Whether a final's word ends a sentence (a turn in a dialogue nearly always ends with one)."""
     return word.rstrip().rstrip("\"')»”").endswith((".", "?", "!", "。", "？", "！"))
+
+
+@dataclass(frozen=True)
+class _Tested:
+    """One stretch of a final's words, tested: where a new voice starts in it (None: one voice), and
+    its audio's partial embeddings (what labels it, if it stays one part)."""
+
+    at: int | None
+    clip: np.ndarray
+    partials: np.ndarray
+
+
+class _Search:
+    """A final's change points and its parts' embeddings, in as few encoder calls as the answer allows.
+
+    Each stretch of words (first the whole final) is one job on the worker: the windows either side of
+    its candidate boundaries and, in case it is not split, its own audio's partials. A final with one
+    voice (most) is thus one encoder call, not a search call and then an embedding call. Where a
+    stretch splits, both sides are tested at once (one call, not one after the other). :meth:`parts`
+    then walks the stretches in the order a one-at-a-time search would (right side first, at most
+    ``MAX_CHANGES`` changes), so the answer is the same as testing them one after another.
+    """
+
+    def __init__(self, session_id: str, worker: SpeakerWorker, audio: np.ndarray, spans: list[WordSpan]):
+        self.session_id = session_id
+        self.worker = worker
+        self.audio = audio
+        self.spans = spans
+        self._tests: dict[tuple[int, int], asyncio.Task[_Tested]] = {}
+
+    async def parts(self) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+        """Each part's (first word, end word) → its audio and partial embeddings, in word order."""
+        found: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        changes = 0
+        todo = [(0, len(self.spans))]
+        self._start(*todo[0])
+        try:
+            while todo:
+                lo, hi = todo.pop()
+                tested = await self._tests[lo, hi]
+                if tested.at is None or changes >= MAX_CHANGES:
+                    found[lo, hi] = (tested.clip, tested.partials)
+                    continue
+                changes += 1
+                todo += [(lo, lo + tested.at), (lo + tested.at, hi)]
+        finally:
+            for task in self._tests.values():  # past MAX_CHANGES, or a failure: the rest is not needed
+                task.cancel()
+            await asyncio.gather(*self._tests.values(), return_exceptions=True)
+        return dict(sorted(found.items()))
+
+    def _start(self, lo: int, hi: int) -> None:
+        self._tests[lo, hi] = asyncio.create_task(self._test(lo, hi))
+
+    async def _test(self, lo: int, hi: int) -> _Tested:
+        n = len(self.spans)
+        a = int(max(0.0, self.spans[lo].start_s) * MODEL_RATE) if lo else 0
+        b = int(self.spans[hi - 1].end_s * MODEL_RATE) if hi < n else self.audio.size
+        clip = self.audio[a : max(b, a + int(MIN_PART_S * MODEL_RATE))]
+        part_audio, part_spans = part_of(self.audio, self.spans, lo, hi)
+        boundaries = change_candidates(part_audio.size / MODEL_RATE, part_spans) if hi - lo >= 2 else []
+
+        def windows() -> np.ndarray:  # on the worker thread: the mels are its work, not the loop's
+            around = change_windows(part_audio, part_spans, boundaries)
+            return np.concatenate([around, utterance_partials(clip)])
+
+        rows = await self.worker.embed_prepared(
+            self.session_id, windows, 2 * len(boundaries) + len(partial_starts(clip.size))
+        )
+        at = pick_change(boundaries, rows[: 2 * len(boundaries)])
+        if at is not None:  # test both sides now, whether or not the walk comes to them
+            self._start(lo, lo + at)
+            self._start(lo + at, hi)
+        return _Tested(at, clip, rows[2 * len(boundaries) :])
