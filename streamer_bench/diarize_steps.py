@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,10 @@ class CountingWorker(SpeakerWorker):
         super().__init__(encoder.embed_windows, on_batch=on_batch)
         self.jobs: dict[str, int] = defaultdict(int)
 
-    async def embed_windows(self, session_id: str, mels: np.ndarray) -> np.ndarray:
+    async def _submit(self, session_id: str, prepare: Callable[[], np.ndarray], n: int) -> np.ndarray:
+        # every job goes through here, whichever public method sent it (so older builds count the same)
         self.jobs[session_id] += 1
-        return await super().embed_windows(session_id, mels)
-
-    async def embed_utterance(self, session_id: str, audio: np.ndarray) -> np.ndarray:
-        self.jobs[session_id] += 1
-        return await super().embed_utterance(session_id, audio)
+        return await super()._submit(session_id, prepare, n)
 
 
 @dataclass(frozen=True)
