@@ -35,6 +35,7 @@ from streamer.protocol import Word
 from streamer.session.diarize import SessionSpeakers
 from streamer_bench import dialogue
 from streamer_bench.report import machine
+from streamer_bench.speaker_turns import best_mapping_accuracy
 from streamer_bench.speakers_bench import segment
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "dialogue"
@@ -46,10 +47,12 @@ class CountingWorker(SpeakerWorker):
     def __init__(self, encoder: Encoder, on_batch: Any) -> None:
         super().__init__(encoder.embed_windows, on_batch=on_batch)
         self.jobs: dict[str, int] = defaultdict(int)
+        self.windows: dict[str, int] = defaultdict(int)
 
     async def _submit(self, session_id: str, prepare: Callable[[], np.ndarray], n: int) -> np.ndarray:
         # every job goes through here, whichever public method sent it (so older builds count the same)
         self.jobs[session_id] += 1
+        self.windows[session_id] += n
         return await super()._submit(session_id, prepare, n)
 
 
@@ -60,6 +63,7 @@ class FinalStep:
     audio_s: float
     wall_s: float
     jobs: int
+    windows: int
     parts: int
 
 
@@ -71,6 +75,7 @@ async def run_session(
     speed: float,
     t0: float,
     out: list[FinalStep],
+    pairs: dict[int, list[tuple[int, int]]],
 ) -> None:
     session_id = f"s{index}"
     speakers = SessionSpeakers(session_id, worker)
@@ -82,9 +87,11 @@ async def run_session(
             Word(word=w.text, start_ms=w.start_ms, end_ms=w.end_ms, probability=1.0) for _, w in utt.words
         ]
         text = " ".join(w.word for w in words)
-        before = worker.jobs[session_id]
+        before, windows = worker.jobs[session_id], worker.windows[session_id]
         started = time.monotonic()
         parts = await speakers.parts(True, audio[utt.start : utt.end], start_ms, end_ms, text, words)
+        labels = [p.speaker if p.speaker is not None else -1 for p in parts for _ in p.words or []]
+        pairs[index] += [(speaker, label) for (speaker, _), label in zip(utt.words, labels, strict=True)]
         wall = time.monotonic() - started
         out.append(
             FinalStep(
@@ -93,6 +100,7 @@ async def run_session(
                 (utt.end - utt.start) / RATE,
                 wall,
                 worker.jobs[session_id] - before,
+                worker.windows[session_id] - windows,
                 len(parts),
             )
         )
@@ -102,15 +110,15 @@ async def run(speech: dialogue.Dialogues, sessions: int, speed: float, encoder: 
     items = [it for it in speech.items if it.kind in ("two", "three")]
     batches: list[SpeakerBatch] = []
     steps: list[FinalStep] = []
+    pairs: dict[int, list[tuple[int, int]]] = defaultdict(list)
     worker = CountingWorker(encoder, batches.append)
+    audios = [speech.audio(it) for it in items]
     cpu0, wall0 = time.process_time(), time.monotonic()
     async with worker:
         t0 = time.monotonic()
         await asyncio.gather(
             *(
-                run_session(
-                    k, items[k % len(items)], speech.audio(items[k % len(items)]), worker, speed, t0, steps
-                )
+                run_session(k, items[k % len(items)], audios[k % len(items)], worker, speed, t0, steps, pairs)
                 for k in range(sessions)
             )
         )
@@ -124,6 +132,8 @@ async def run(speech: dialogue.Dialogues, sessions: int, speed: float, encoder: 
         "wall_s": wall,
         "audio_s": audio_s,
         "worker_busy_s": worker.busy_s,
+        "words": sum(len(p) for p in pairs.values()),
+        "words_right": sum(best_mapping_accuracy(p) * len(p) for p in pairs.values()),
         "steps": [asdict(s) for s in steps],
         "batches": [asdict(b) for b in batches],
     }
@@ -149,7 +159,8 @@ def summary(r: dict[str, Any]) -> str:
         f"mean {statistics.fmean(jobs) if jobs else 0:.2f} max {max(jobs, default=0)}; "
         f"{len(r['batches'])} encoder calls ({joint} with more than one session), worker busy "
         f"{r['worker_busy_s']:.2f} s; process CPU {r['process_cpu_s']:.2f} s "
-        f"= {r['process_cpu_s'] / r['audio_s']:.4f} s per audio s\n  calls by windows: {sizes}"
+        f"= {r['process_cpu_s'] / r['audio_s']:.4f} s per audio s; words right "
+        f"{r['words_right'] / max(1, r['words']):.1%} of {r['words']}\n  calls by windows: {sizes}"
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 MAX_CHANGES = 4  # per final: the change-point search stays bounded however long the utterance
 MIN_PART_S = 0.1  # a part's audio is padded to this much (a one-word part still gets an embedding)
+SPLIT_MEMORY = 3  # finals: a session none of whose last three finals split likely speaks in one voice
+CHEAP_WHOLE_WINDOWS = 3  # a final of up to 3 partial windows (3.1 s) is embedded whole with its test
+MAX_WHOLE_WINDOWS = 8  # and one of up to 8 (7 s) in a session of one voice; a longer one is tested first
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class SessionSpeakers:
         self.session_id = session_id
         self.worker = worker
         self.clusters = SpeakerClusters()
+        self._splits: deque[bool] = deque(maxlen=SPLIT_MEMORY)  # its last finals: split or not
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
 
     def state(self) -> SpeakerState:
@@ -117,7 +122,17 @@ class SessionSpeakers:
             WordSpan((w.start_ms - start_ms) / 1000, (w.end_ms - start_ms) / 1000, ends_sentence(w.word))
             for w in words
         ]
-        found = await _Search(self.session_id, worker, audio, spans).parts()
+        # Embed the whole final with its change-point test (one encoder call, not two one after the
+        # other) where it is likely to be one part: in a session whose last finals all were (a talk, a
+        # dictation), or where it is short (short finals rarely split, and their windows cost little).
+        # In a dialogue a long final mostly splits, and its whole embedding would be wasted windows,
+        # the more the longer it is, for the same one call saved.
+        windows = len(partial_starts(audio.size))
+        embed_whole = windows <= CHEAP_WHOLE_WINDOWS or (
+            not any(self._splits) and windows <= MAX_WHOLE_WINDOWS
+        )
+        found = await _Search(self.session_id, worker, audio, spans, embed_whole).parts()
+        self._splits.append(len(found) > 1)
         parts: list[Part] = []
         for (lo, hi), (clip, embedding) in found.items():
             label, confidence = self._assign(embedding, clip.size)
@@ -149,52 +164,73 @@ def ends_sentence(word: str) -> bool:
 
 @dataclass(frozen=True)
 class _Tested:
-    """One stretch of a final's words, tested: where a new voice starts in it (None: one voice), and
-    its audio's partial embeddings (what labels it, if it stays one part)."""
+    """One stretch of a final's words, tested: where a new voice starts in it (None: one voice), its
+    audio, and that audio's partial embeddings when they were made with the test (else None)."""
 
     at: int | None
     clip: np.ndarray
-    partials: np.ndarray
+    partials: np.ndarray | None
 
 
 class _Search:
-    """A final's change points and its parts' embeddings, in as few encoder calls as the answer allows.
+    """A final's change points and its parts' embeddings, in few encoder calls, one after another.
 
     Each stretch of words (first the whole final) is one job on the worker: the windows either side of
-    its candidate boundaries and, in case it is not split, its own audio's partials. A final with one
-    voice (most) is thus one encoder call, not a search call and then an embedding call. Where a
-    stretch splits, both sides are tested at once (one call, not one after the other). :meth:`parts`
-    then walks the stretches in the order a one-at-a-time search would (right side first, at most
-    ``MAX_CHANGES`` changes), so the answer is the same as testing them one after another.
+    its candidate boundaries, and its own audio's partials where they are likely to be wanted: the
+    whole final's when ``embed_whole`` (a final with one voice is then one encoder call, not a test call
+    and then an embedding call; in a dialogue, where a long final mostly splits, they would be wasted
+    windows) and a stretch's with no boundary to test (it is a part). Where a stretch splits,
+    both sides are tested at once (one call, not one after the other), as long as fewer than
+    ``MAX_CHANGES`` changes have been found; the parts still without partials are embedded together at
+    the end. :meth:`parts` walks the stretches in the order a one-at-a-time search does (right side
+    first, at most ``MAX_CHANGES`` changes), so its cuts are that search's.
     """
 
-    def __init__(self, session_id: str, worker: SpeakerWorker, audio: np.ndarray, spans: list[WordSpan]):
+    def __init__(
+        self,
+        session_id: str,
+        worker: SpeakerWorker,
+        audio: np.ndarray,
+        spans: list[WordSpan],
+        embed_whole: bool,
+    ) -> None:
         self.session_id = session_id
+        self.embed_whole = embed_whole
         self.worker = worker
         self.audio = audio
         self.spans = spans
         self._tests: dict[tuple[int, int], asyncio.Task[_Tested]] = {}
+        self._found = 0  # changes found so far, in whatever order the tests came back
 
     async def parts(self) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
         """Each part's (first word, end word) → its audio and partial embeddings, in word order."""
-        found: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        leaves: dict[tuple[int, int], _Tested] = {}
         changes = 0
         todo = [(0, len(self.spans))]
-        self._start(*todo[0])
         try:
             while todo:
                 lo, hi = todo.pop()
+                if (lo, hi) not in self._tests:  # past MAX_CHANGES no side is tested before it is wanted
+                    self._start(lo, hi)
                 tested = await self._tests[lo, hi]
                 if tested.at is None or changes >= MAX_CHANGES:
-                    found[lo, hi] = (tested.clip, tested.partials)
+                    leaves[lo, hi] = tested
                     continue
                 changes += 1
                 todo += [(lo, lo + tested.at), (lo + tested.at, hi)]
         finally:
-            for task in self._tests.values():  # past MAX_CHANGES, or a failure: the rest is not needed
+            for task in self._tests.values():  # tests the walk did not come to: not needed
                 task.cancel()
             await asyncio.gather(*self._tests.values(), return_exceptions=True)
-        return dict(sorted(found.items()))
+        missing = [key for key, tested in leaves.items() if tested.partials is None]
+        made = await asyncio.gather(
+            *(self.worker.embed_utterance(self.session_id, leaves[key].clip) for key in missing)
+        )
+        partials = dict(zip(missing, made, strict=True))
+        return {
+            key: (tested.clip, tested.partials if tested.partials is not None else partials[key])
+            for key, tested in sorted(leaves.items())
+        }
 
     def _start(self, lo: int, hi: int) -> None:
         self._tests[lo, hi] = asyncio.create_task(self._test(lo, hi))
@@ -206,16 +242,21 @@ class _Search:
         clip = self.audio[a : max(b, a + int(MIN_PART_S * MODEL_RATE))]
         part_audio, part_spans = part_of(self.audio, self.spans, lo, hi)
         boundaries = change_candidates(part_audio.size / MODEL_RATE, part_spans) if hi - lo >= 2 else []
+        # a split stretch's own partials are wasted: made with the test only where a split is unlikely
+        # (the whole final, as the caller judges) or impossible (nothing to test)
+        with_clip = not boundaries or (self.embed_whole and (lo, hi) == (0, n))
 
         def windows() -> np.ndarray:  # on the worker thread: the mels are its work, not the loop's
-            around = change_windows(part_audio, part_spans, boundaries)
-            return np.concatenate([around, utterance_partials(clip)])
+            made = [change_windows(part_audio, part_spans, boundaries)]
+            return np.concatenate([*made, utterance_partials(clip)]) if with_clip else made[0]
 
-        rows = await self.worker.embed_prepared(
-            self.session_id, windows, 2 * len(boundaries) + len(partial_starts(clip.size))
-        )
+        n_windows = 2 * len(boundaries) + (len(partial_starts(clip.size)) if with_clip else 0)
+        rows = await self.worker.embed_prepared(self.session_id, windows, n_windows)
         at = pick_change(boundaries, rows[: 2 * len(boundaries)])
-        if at is not None:  # test both sides now, whether or not the walk comes to them
-            self._start(lo, lo + at)
-            self._start(lo + at, hi)
-        return _Tested(at, clip, rows[2 * len(boundaries) :])
+        if at is not None:
+            self._found += 1
+            # both sides tested now, up to the cap; a side the walk comes to past it is tested then
+            if self._found < MAX_CHANGES:
+                self._start(lo, lo + at)
+                self._start(lo + at, hi)
+        return _Tested(at, clip, rows[2 * len(boundaries) :] if with_clip else None)
