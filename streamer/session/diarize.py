@@ -204,17 +204,20 @@ class _Search:
 
     async def parts(self) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
         """Each part's (first word, end word) → its audio and partial embeddings, in word order."""
-        leaves: dict[tuple[int, int], _Tested] = {}
+        leaves: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
         changes = 0
         todo = [(0, len(self.spans))]
         try:
             while todo:
                 lo, hi = todo.pop()
-                if (lo, hi) not in self._tests:  # past MAX_CHANGES no side is tested before it is wanted
+                if changes >= MAX_CHANGES:  # a part as it is: its test, if any, is not waited for
+                    leaves[lo, hi] = (self._clip(lo, hi), None)
+                    continue
+                if (lo, hi) not in self._tests:  # not tested at once: found past the cap, in test order
                     self._start(lo, hi)
                 tested = await self._tests[lo, hi]
-                if tested.at is None or changes >= MAX_CHANGES:
-                    leaves[lo, hi] = tested
+                if tested.at is None:
+                    leaves[lo, hi] = (tested.clip, tested.partials)
                     continue
                 changes += 1
                 todo += [(lo, lo + tested.at), (lo + tested.at, hi)]
@@ -222,24 +225,28 @@ class _Search:
             for task in self._tests.values():  # tests the walk did not come to: not needed
                 task.cancel()
             await asyncio.gather(*self._tests.values(), return_exceptions=True)
-        missing = [key for key, tested in leaves.items() if tested.partials is None]
+        missing = [key for key, (_, partials) in leaves.items() if partials is None]
         made = await asyncio.gather(
-            *(self.worker.embed_utterance(self.session_id, leaves[key].clip) for key in missing)
+            *(self.worker.embed_utterance(self.session_id, leaves[key][0]) for key in missing)
         )
-        partials = dict(zip(missing, made, strict=True))
+        embedded = dict(zip(missing, made, strict=True))
         return {
-            key: (tested.clip, tested.partials if tested.partials is not None else partials[key])
-            for key, tested in sorted(leaves.items())
+            key: (clip, partials if partials is not None else embedded[key])
+            for key, (clip, partials) in sorted(leaves.items())
         }
 
     def _start(self, lo: int, hi: int) -> None:
         self._tests[lo, hi] = asyncio.create_task(self._test(lo, hi))
 
+    def _clip(self, lo: int, hi: int) -> np.ndarray:
+        """The audio of words ``lo:hi`` as a part: from the utterance's start or end where it is at one."""
+        a = int(max(0.0, self.spans[lo].start_s) * MODEL_RATE) if lo else 0
+        b = int(self.spans[hi - 1].end_s * MODEL_RATE) if hi < len(self.spans) else self.audio.size
+        return self.audio[a : max(b, a + int(MIN_PART_S * MODEL_RATE))]
+
     async def _test(self, lo: int, hi: int) -> _Tested:
         n = len(self.spans)
-        a = int(max(0.0, self.spans[lo].start_s) * MODEL_RATE) if lo else 0
-        b = int(self.spans[hi - 1].end_s * MODEL_RATE) if hi < n else self.audio.size
-        clip = self.audio[a : max(b, a + int(MIN_PART_S * MODEL_RATE))]
+        clip = self._clip(lo, hi)
         part_audio, part_spans = part_of(self.audio, self.spans, lo, hi)
         boundaries = change_candidates(part_audio.size / MODEL_RATE, part_spans) if hi - lo >= 2 else []
         # a split stretch's own partials are wasted: made with the test only where a split is unlikely
