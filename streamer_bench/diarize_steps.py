@@ -106,8 +106,10 @@ async def run_session(
         )
 
 
-async def run(speech: dialogue.Dialogues, sessions: int, speed: float, encoder: Encoder) -> dict[str, Any]:
-    items = [it for it in speech.items if it.kind in ("two", "three")]
+async def run(
+    speech: dialogue.Dialogues, sessions: int, speed: float, encoder: Encoder, kinds: tuple[str, ...]
+) -> dict[str, Any]:
+    items = [it for it in speech.items if it.kind in kinds]
     batches: list[SpeakerBatch] = []
     steps: list[FinalStep] = []
     pairs: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -173,13 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sessions", default="1,4,8", help="comma-separated session counts")
     parser.add_argument("--speed", type=float, default=1.0, help="times real time")
+    parser.add_argument(
+        "--kinds", default="two,three", help="which items: two, three (dialogues), reading (one voice)"
+    )
     parser.add_argument("--out", type=Path, help="write the JSON results here")
     args = parser.parse_args(argv)
     speech = dialogue.load(args.dialogues)
     encoder = Encoder(load_encoder_weights())
     results = []
     for n in (int(s) for s in args.sessions.split(",")):
-        r = asyncio.run(run(speech, n, args.speed, encoder))
+        r = asyncio.run(run(speech, n, args.speed, encoder, tuple(args.kinds.split(","))))
         print(summary(r), flush=True)
         results.append(r)
     if args.out:
