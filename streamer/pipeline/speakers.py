@@ -182,15 +182,15 @@ class ChangePlan:
     windows: np.ndarray
 
 
-def plan_changes(
-    audio: np.ndarray,
+def change_candidates(
+    duration_s: float,
     words: Sequence[WordSpan],
     *,
     min_side_s: float = 0.3,
     min_gap_s: float = 0.1,
     max_candidates: int = 6,
-) -> ChangePlan:
-    """Which word boundaries to test for a change of voice in one utterance (16 kHz float audio).
+) -> list[int]:
+    """Which word boundaries to test for a change of voice in ``duration_s`` of speech.
 
     A boundary needs ``min_side_s`` of speech on each side and either a pause of ``min_gap_s`` between
     the words (words that overlap count too) or the end of a sentence: Whisper's word timings often run
@@ -198,45 +198,57 @@ def plan_changes(
     there. Of those, the ``max_candidates`` with the longest pauses (a sentence end counting as at least
     ``min_gap_s``) are tested, so the cost stays bounded however long the utterance.
     """
-    duration = audio.size / RATE
     found: list[tuple[float, int]] = []
     for k in range(1, len(words)):
         cut = (words[k - 1].end_s + words[k].start_s) / 2
         gap = words[k].start_s - words[k - 1].end_s
-        inside = words[0].start_s + min_side_s <= cut <= min(words[-1].end_s, duration) - min_side_s
+        inside = words[0].start_s + min_side_s <= cut <= min(words[-1].end_s, duration_s) - min_side_s
         pause = max(abs(gap), min_gap_s) if words[k - 1].sentence_end else abs(gap)
         if inside and pause >= min_gap_s:
             found.append((pause, k))
-    chosen = sorted(k for _, k in sorted(found, key=lambda g: (-g[0], g[1]))[:max_candidates])
+    return sorted(k for _, k in sorted(found, key=lambda g: (-g[0], g[1]))[:max_candidates])
+
+
+def change_windows(audio: np.ndarray, words: Sequence[WordSpan], boundaries: Sequence[int]) -> np.ndarray:
+    """The ``(2 * len(boundaries), 160, 40)`` mel windows of the speech before and after each boundary."""
     windows = []
-    for k in chosen:
+    for k in boundaries:
         cut = (words[k - 1].end_s + words[k].start_s) / 2
         before = audio[max(0, int((cut - SIDE_S) * RATE), int(words[0].start_s * RATE)) : int(cut * RATE)]
         after = audio[int(cut * RATE) : min(int((cut + SIDE_S) * RATE), int(words[-1].end_s * RATE) + 1)]
         windows += [utterance_partials(before)[0], utterance_partials(after)[0]]
-    mels = np.stack(windows) if windows else np.zeros((0, PARTIAL_FRAMES, 40), np.float32)
-    return ChangePlan(chosen, mels)
+    return np.stack(windows) if windows else np.zeros((0, PARTIAL_FRAMES, 40), np.float32)
+
+
+def plan_changes(audio: np.ndarray, words: Sequence[WordSpan]) -> ChangePlan:
+    """:func:`change_candidates` in one utterance (16 kHz float audio) and their windows to embed."""
+    chosen = change_candidates(audio.size / RATE, words)
+    return ChangePlan(chosen, change_windows(audio, words, chosen))
 
 
 def pick_change(
-    plan: ChangePlan, embeddings: np.ndarray, threshold: float = DEFAULT_CHANGE_THRESHOLD
+    boundaries: Sequence[int], embeddings: np.ndarray, threshold: float = DEFAULT_CHANGE_THRESHOLD
 ) -> int | None:
-    """The word index where a new voice starts (the least similar boundary under ``threshold``), or None."""
-    if embeddings.shape != (2 * len(plan.boundaries), EMBED_DIM):
-        raise ValueError(f"expected {2 * len(plan.boundaries)} embeddings, got {embeddings.shape}")
-    if not plan.boundaries:
+    """The word index where a new voice starts (the least similar boundary under ``threshold``), or None.
+
+    ``embeddings``: the windows' of :func:`change_windows`, before and after each boundary in turn.
+    """
+    if embeddings.shape != (2 * len(boundaries), EMBED_DIM):
+        raise ValueError(f"expected {2 * len(boundaries)} embeddings, got {embeddings.shape}")
+    if not boundaries:
         return None
     sims = np.einsum("ij,ij->i", embeddings[0::2], embeddings[1::2])
     best = int(np.argmin(sims))
-    return plan.boundaries[best] if sims[best] < threshold else None
+    return boundaries[best] if sims[best] < threshold else None
 
 
-def plan_part(audio: np.ndarray, words: Sequence[WordSpan], lo: int, hi: int) -> ChangePlan:
-    """:func:`plan_changes` for words ``lo:hi`` of an utterance (boundaries relative to ``lo``)."""
+def part_of(
+    audio: np.ndarray, words: Sequence[WordSpan], lo: int, hi: int
+) -> tuple[np.ndarray, list[WordSpan]]:
+    """Words ``lo:hi`` of an utterance as an utterance of their own: its audio, and their timings in it."""
     base = max(0.0, words[lo].start_s)  # timings may start a little before the audio does
     part_audio = audio[int(base * RATE) : max(0, int(words[hi - 1].end_s * RATE)) + 1]
-    spans = [WordSpan(w.start_s - base, w.end_s - base, w.sentence_end) for w in words[lo:hi]]
-    return plan_changes(part_audio, spans)
+    return part_audio, [WordSpan(w.start_s - base, w.end_s - base, w.sentence_end) for w in words[lo:hi]]
 
 
 def find_changes(
@@ -254,10 +266,10 @@ def find_changes(
         lo, hi = parts.pop()
         if hi - lo < 2:
             continue
-        plan = plan_part(audio, words, lo, hi)
+        plan = plan_changes(*part_of(audio, words, lo, hi))
         if not plan.boundaries:
             continue
-        at = pick_change(plan, embed_windows(plan.windows), threshold)
+        at = pick_change(plan.boundaries, embed_windows(plan.windows), threshold)
         if at is None:
             continue
         changes.append(lo + at)

@@ -12,7 +12,7 @@ for the differences found); torch is never needed at run time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -113,9 +113,29 @@ def utterance_partials(wav: np.ndarray, rate: float = 1.3, min_coverage: float =
     return np.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
-    return out
+@dataclass(frozen=True)
+class _Layer:
+    """One LSTM layer's weights laid out for the step loop: gates in the order input, forget, output,
+    cell, and the three sigmoid gates' rows halved.
+
+    Halving is exact in floating point, and sigmoid(x) = 0.5 + 0.5 * tanh(x / 2), so one ``tanh`` over
+    all four gates gives every gate: each step is a third of the numpy calls the sigmoid written out
+    took, and numpy calls, not arithmetic, are what a step of a small batch costs.
+    """
+
+    w_ih: np.ndarray  # (1024, inputs)
+    w_hh: np.ndarray  # (1024, 256)
+    bias: np.ndarray  # (1024, 1)
+
+    @classmethod
+    def of(cls, w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray) -> _Layer:
+        order = np.r_[0:512, 768:1024, 512:768]  # torch's gate order is input, forget, cell, output
+        scale = np.r_[np.full(768, 0.5), np.ones(256)].astype(np.float32)[:, None]
+        return cls(
+            np.ascontiguousarray(w_ih[order] * scale),
+            np.ascontiguousarray(w_hh[order] * scale),
+            bias[order, None] * scale,
+        )
 
 
 @dataclass(frozen=True)
@@ -123,28 +143,45 @@ class Encoder:
     """The LSTM and linear layer of GE2E on a batch of mel windows; pure numpy, thread-safe."""
 
     weights: EncoderWeights
+    _layers: tuple[_Layer, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_layers", tuple(_Layer.of(*layer) for layer in self.weights.lstm))
 
     def embed_windows(self, mels: np.ndarray) -> np.ndarray:
         """(batch, frames, 40) mel windows → (batch, 256) unit-norm embeddings (float32)."""
         if mels.ndim != 3 or mels.shape[2] != N_MELS or mels.shape[1] == 0:
             raise ValueError(f"expected (batch, frames, {N_MELS}) mels, got {mels.shape}")
-        x = mels.astype(np.float32, copy=False)
-        batch, steps, _ = x.shape
-        h = np.zeros((batch, 256), np.float32)
-        for w_ih, w_hh, bias in self.weights.lstm:
-            gates_in = x @ w_ih.T + bias  # every step's input projection in one product
-            w_hh_t = np.ascontiguousarray(w_hh.T)
-            h = np.zeros((batch, 256), np.float32)
-            c = np.zeros((batch, 256), np.float32)
-            out = np.empty((batch, steps, 256), np.float32)
+        batch, steps, _ = mels.shape
+        # Features by rows, windows by columns: a step's product is then weights @ state, which
+        # OpenBLAS runs 1.3-2.5x faster than state @ weights.T for the batches the worker makes (2-64
+        # windows; one window is the same), and each gate is a block of rows.
+        x = np.ascontiguousarray(mels.astype(np.float32, copy=False).transpose(2, 1, 0))
+        x = x.reshape(N_MELS, steps * batch)
+        gates = np.empty((1024, batch), np.float32)
+        tmp = np.empty((256, batch), np.float32)
+        h = np.zeros((256, batch), np.float32)
+        for layer in self._layers:
+            # every step's input projection in one product: (1024, steps, batch)
+            gates_in = (layer.w_ih @ x + layer.bias).reshape(1024, steps, batch)
+            h = np.zeros((256, batch), np.float32)
+            c = np.zeros((256, batch), np.float32)
+            out = np.empty((steps, 256, batch), np.float32)
             for t in range(steps):
-                g = gates_in[:, t] + h @ w_hh_t
-                i, f, cell, o = _sigmoid(g[:, :256]), _sigmoid(g[:, 256:512]), g[:, 512:768], g[:, 768:]
-                c = f * c + i * np.tanh(cell)
-                h = _sigmoid(o) * np.tanh(c)
-                out[:, t] = h
-            x = out
-        raw = np.maximum(h @ self.weights.linear_w.T + self.weights.linear_b, 0.0)
+                np.matmul(layer.w_hh, h, out=gates)
+                gates += gates_in[:, t]
+                np.tanh(gates, out=gates)
+                sig = gates[:768]  # input, forget, output: sigmoid = 0.5 + 0.5 * tanh(x / 2)
+                sig *= 0.5
+                sig += 0.5
+                c *= sig[256:512]
+                np.multiply(sig[:256], gates[768:], out=tmp)
+                c += tmp
+                np.tanh(c, out=tmp)
+                h = out[t]
+                np.multiply(sig[512:768], tmp, out=h)
+            x = out.transpose(1, 0, 2).reshape(256, steps * batch)
+        raw = np.maximum(h.T @ self.weights.linear_w.T + self.weights.linear_b, 0.0)
         return _unit(raw)
 
     def embed_utterance(self, wav: np.ndarray) -> np.ndarray:

@@ -128,9 +128,19 @@ class SpeakerWorker:
         """
         if audio.ndim != 1 or audio.size == 0:
             raise ValueError("expected a non-empty mono float array")
-        return await self._submit(
+        return await self.embed_prepared(
             session_id, lambda: utterance_partials(audio), len(partial_starts(audio.size))
         )
+
+    async def embed_prepared(
+        self, session_id: str, prepare: Callable[[], np.ndarray], n_windows: int
+    ) -> np.ndarray:
+        """The embeddings of the ``n_windows`` (n, 160, 40) mel windows that ``prepare`` makes on the
+        worker thread: one job, however many stretches its windows come from, so that they share one
+        encoder call and the event loop makes no mels."""
+        if n_windows < 1:
+            raise ValueError("a job needs at least one window")
+        return await self._submit(session_id, prepare, n_windows)
 
     async def _submit(self, session_id: str, prepare: Callable[[], np.ndarray], n: int) -> np.ndarray:
         if self._thread is None or self._stop:
@@ -160,18 +170,21 @@ class SpeakerWorker:
     def _take(self) -> list[_Job] | None:
         """Wait for jobs, give late ones ``max_wait_s`` to join, take up to ``max_windows``; None on stop."""
         with self._cond:
-            while not self._queue and not self._stop:
-                self._cond.wait()
-            if self._stop:
-                return None
-            deadline = self._queue[0].submitted + self.max_wait_s
-            while not self._stop and sum(j.n_windows for j in self._queue) < self.max_windows:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            while True:
+                while not self._queue and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return None
+                deadline = self._queue[0].submitted + self.max_wait_s
+                while self._queue and sum(j.n_windows for j in self._queue) < self.max_windows:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._stop:
+                        break
+                    self._cond.wait(left)
+                if self._stop:
+                    return None
+                if self._queue:  # every job it waited for may have been cancelled meanwhile
                     break
-                self._cond.wait(left)
-            if self._stop:
-                return None
             jobs = [self._queue.popleft()]
             windows = jobs[0].n_windows
             while self._queue and windows + self._queue[0].n_windows <= self.max_windows:

@@ -158,9 +158,9 @@ def test_pick_change_checks_the_embeddings_it_is_given() -> None:
     plan = plan_changes(np.zeros(RATE * 3, np.float32), [WordSpan(0.1, 1.0), WordSpan(1.5, 2.5)])
     assert plan.boundaries == [1] and plan.windows.shape == (2, 160, 40)
     with pytest.raises(ValueError, match="expected 2 embeddings"):
-        pick_change(plan, np.zeros((3, 256), np.float32))
-    assert pick_change(plan, np.stack([unit([1, 0]), unit([0, 1])])) == 1
-    assert pick_change(plan, np.stack([unit([1, 0]), unit([1, 0.1])])) is None
+        pick_change(plan.boundaries, np.zeros((3, 256), np.float32))
+    assert pick_change(plan.boundaries, np.stack([unit([1, 0]), unit([0, 1])])) == 1
+    assert pick_change(plan.boundaries, np.stack([unit([1, 0]), unit([1, 0.1])])) is None
 
 
 def test_word_timings_that_start_before_the_audio_still_find_the_change(encoder: Encoder) -> None:

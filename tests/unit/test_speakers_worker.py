@@ -144,13 +144,47 @@ async def test_a_cancelled_job_is_not_run() -> None:
     assert 5 not in gate.calls and 6 not in gate.calls
 
 
+async def test_a_job_cancelled_while_the_worker_waits_for_more_leaves_it_working() -> None:
+    """A diarized final's search cancels the tests it no longer needs; when the only queued job goes
+    while the worker waits out its window, the worker waits for the next job (it used to take from the
+    empty queue and its thread died, so every later job waited forever)."""
+    gate = Gate()
+    async with SpeakerWorker(gate, max_wait_s=0.5) as worker:
+        gone = asyncio.create_task(worker.embed_windows("a", windows(1.0)))
+        await queued(worker, 1)
+        await asyncio.sleep(0.2)  # the worker has woken for it and waits out its window for more
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await asyncio.sleep(0.5)  # past that window's end
+        rows = await asyncio.wait_for(worker.embed_windows("b", windows(2.0)), 5)
+    assert rows[0, 0] == 2.0 and gate.calls == [1]
+
+
 async def test_bad_windows_are_refused_before_they_queue() -> None:
     async with SpeakerWorker(Gate()) as worker:
         with pytest.raises(ValueError, match="mel windows"):
             await worker.embed_windows("a", np.zeros((1, 100, 40), np.float32))
         with pytest.raises(ValueError, match="mono"):
             await worker.embed_utterance("a", np.zeros(0, np.float32))
+        with pytest.raises(ValueError, match="at least one window"):
+            await worker.embed_prepared("a", lambda: windows(1.0), 0)
         assert worker.pending == 0
+
+
+async def test_a_prepared_job_makes_its_windows_on_the_worker_thread() -> None:
+    """A final's change-point windows and its own partials are one job, their mels made on the worker
+    thread (not the event loop's), and its rows come back in the order the job made them."""
+    gate, made_on = Gate(), []
+
+    def prepare() -> np.ndarray:
+        made_on.append(threading.current_thread().name)
+        return np.concatenate([windows(1.0, n=2), windows(2.0)])
+
+    async with SpeakerWorker(gate) as worker:
+        rows = await asyncio.wait_for(worker.embed_prepared("s", prepare, 3), 5)
+    assert made_on == ["speakers"] and gate.calls == [3]
+    assert rows[:, 0].tolist() == [1.0, 1.0, 2.0]
 
 
 async def test_the_real_encoder_through_the_worker_matches_a_direct_call() -> None:
