@@ -1,17 +1,22 @@
-"""Shared for the vendor-surface tests: the first corpus sentence, a server, the SDKs' base URLs."""
+"""Shared for the vendor-surface tests: the first corpus sentence, servers started and closed for a test,
+the SDKs' base URLs."""
 
 from __future__ import annotations
 
 import json
 import wave
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
+from fakes import FakeAsr
+from limits.conftest import EnergyVad
 from support import FIXTURES, make_settings
 
+from streamer.app import create_app
 from streamer.config import Settings
 
 CORPUS = FIXTURES / "corpus"
@@ -40,6 +45,23 @@ def sentence() -> Sentence:
     return Sentence(
         samples, first["text"], first["content_words"], first["start_ms"] / 1000, first["end_ms"] / 1000
     )
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[TestServer]]:
+    """The servers a test starts with :func:`start`, closed after it (closing one first is harmless)."""
+    started: list[TestServer] = []
+    yield started
+    for server in started:
+        await server.close()
+
+
+async def start(servers: list[TestServer], asr: FakeAsr, **settings: Any) -> TestServer:
+    """A server on ``asr`` and the energy VAD with ``settings``, closed with the test's ``servers``."""
+    server = TestServer(create_app(make_settings(**settings), asr_engine=asr, vad=EnergyVad()))
+    await server.start_server()
+    servers.append(server)
+    return server
 
 
 def adapter_settings(**overrides: Any) -> Settings:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,15 +16,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from faults.streams import eventually
-from limits.conftest import EnergyVad, quiet, tone
-from support import API_KEY, make_settings
+from limits.conftest import quiet, tone
+from support import API_KEY
 
 from streamer.adapters.deepgram.channels import ChannelSession
-from streamer.app import create_app
 from streamer.edge.handshake import REGISTRY, SERVICES
 from streamer.session.run import SessionRun
 
-from .conftest import ws_base
+from .conftest import start, ws_base
 
 HEADERS = {"Authorization": f"Token {API_KEY}"}
 STEREO = "encoding=linear16&sample_rate=16000&channels=2&multichannel=true"
@@ -35,21 +33,6 @@ def _stereo(left: bytes, right: bytes) -> bytes:
     """Two PCM16 channels of one length, interleaved."""
     both = np.stack([np.frombuffer(left, "<i2"), np.frombuffer(right, "<i2")], axis=1)
     return both.astype("<i2").tobytes()
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[TestServer]]:
-    started: list[TestServer] = []
-    yield started
-    for server in started:
-        await server.close()
-
-
-async def _start(servers: list[TestServer], asr: FakeAsr, **settings: Any) -> TestServer:
-    server = TestServer(create_app(make_settings(**settings), asr_engine=asr, vad=EnergyVad()))
-    await server.start_server()
-    servers.append(server)
-    return server
 
 
 async def _send(ws: aiohttp.ClientWebSocketResponse, pcm: bytes) -> None:
@@ -93,7 +76,7 @@ async def _released(server: TestServer, runs: list[ChannelSession]) -> None:
 async def test_closestream_delivers_every_channels_finals_before_metadata_and_charges_each_once(
     servers: list[TestServer],
 ) -> None:
-    server = await _start(servers, FakeAsr(text="hello"))
+    server = await start(servers, FakeAsr(text="hello"))
     services = server.app[SERVICES]
     async with (
         aiohttp.ClientSession() as http,
@@ -120,7 +103,7 @@ async def test_shutdown_mid_stream_delivers_a_further_channels_final_before_meta
 ) -> None:
     """Before, shutdown drained the further channel beside the connection's end and then cancelled its
     writer: a final still decoding when ``Metadata`` went out was lost."""
-    server = await _start(servers, FakeAsr(text="hello", delay=0.3))
+    server = await start(servers, FakeAsr(text="hello", delay=0.3))
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{ws_base(server)}/v1/listen?{STEREO}&endpointing=false", headers=HEADERS) as ws,
@@ -143,7 +126,7 @@ async def test_shutdown_mid_stream_delivers_a_further_channels_final_before_meta
 async def test_a_model_failure_on_a_further_channel_ends_the_stream_and_releases_it(
     servers: list[TestServer],
 ) -> None:
-    server = await _start(servers, FakeAsr(fail=True), breaker_threshold=100)
+    server = await start(servers, FakeAsr(fail=True), breaker_threshold=100)
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{ws_base(server)}/v1/listen?{STEREO}", headers=HEADERS) as ws,
@@ -165,7 +148,7 @@ async def test_a_model_failure_on_a_further_channel_ends_the_stream_and_releases
 async def test_a_client_gone_mid_stream_detaches_every_channel(servers: list[TestServer]) -> None:
     """(The test server cancels the handler of a client that left: the channel is let go of in the
     connection's ``finally``, without the end's steps; ``streamer serve`` ends it in the drain step.)"""
-    server = await _start(servers, FakeAsr(text="hello"))
+    server = await start(servers, FakeAsr(text="hello"))
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{ws_base(server)}/v1/listen?{STEREO}&endpointing=false", headers=HEADERS) as ws,
@@ -184,7 +167,7 @@ async def test_a_further_channels_failure_while_closing_is_the_streams_error_cou
 ) -> None:
     """The model fails on the utterance the end finalizes on a further channel: the stream closes with
     that error, not as a normal close, and the error is counted once, not once per session."""
-    server = await _start(servers, FakeAsr(fail=True), breaker_threshold=100)
+    server = await start(servers, FakeAsr(fail=True), breaker_threshold=100)
     errors = server.app[SERVICES].metrics.errors.labels("model_unavailable")
     before = errors._value.get()
     async with (
@@ -211,7 +194,7 @@ async def test_a_further_channels_slot_is_kept_alive_while_the_stream_runs(
     monkeypatch.setattr("streamer.session.run.SLOT_TTL_S", 0.9)  # refreshed every 0.3 s
     # a reservation is held for the token's lifetime and a grace: both short here
     monkeypatch.setattr("streamer.session.registry.SLOT_GRACE_S", 0.1)
-    server = await _start(servers, FakeAsr(text="hello"), token_ttl_s=0.5)
+    server = await start(servers, FakeAsr(text="hello"), token_ttl_s=0.5)
     services = server.app[SERVICES]
     async with (
         aiohttp.ClientSession() as http,

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import wave
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,11 +15,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeAsr
 from faults.streams import eventually
-from limits.conftest import EnergyVad, tone
+from limits.conftest import tone
 from support import API_KEY, make_settings
 
 from streamer.adapters.upload import Upload
-from streamer.app import create_app
 from streamer.edge.handshake import REGISTRY, SERVICES
 from streamer.protocol import ServerMessage, TranscriptFinal
 from streamer.session.ending import Ending
@@ -29,21 +26,11 @@ from streamer.session.outbox import Outbox, Reply
 from streamer.session.quota import AudioQuota
 from streamer.session.run import SessionRun
 
-from .conftest import http_base
-from .uploads import SLOW, serving
+from .conftest import http_base, start
+from .uploads import SLOW, serving, wav_of
 
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
 URL = "/v1/audio/transcriptions"
-
-
-def _wav(pcm: bytes) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm)
-    return out.getvalue()
 
 
 def _utterances(count: int, gap_s: float = 1.5) -> bytes:
@@ -56,21 +43,6 @@ def _form(body: bytes) -> aiohttp.FormData:
     form.add_field("model", "whisper-1")
     form.add_field("file", io.BytesIO(body), filename="a.wav")
     return form
-
-
-async def _start(asr: FakeAsr, **settings: Any) -> TestServer:
-    app = create_app(make_settings(**settings), asr_engine=asr, vad=EnergyVad())
-    server = TestServer(app)
-    await server.start_server()
-    return server
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[TestServer]]:
-    started: list[TestServer] = []
-    yield started
-    for server in started:
-        await server.close()
 
 
 async def _post(http: aiohttp.ClientSession, server: TestServer, body: bytes) -> tuple[int, Any]:
@@ -116,9 +88,9 @@ async def test_an_uploads_finals_reach_its_answer_as_the_sessions_own_messages(
 
     monkeypatch.setattr(Outbox, "put", queue)
     monkeypatch.setattr(Upload, "heard", collect)
-    servers.append(server := await _start(FakeAsr(text="hello world")))
+    server = await start(servers, FakeAsr(text="hello world"))
     async with aiohttp.ClientSession() as http:
-        status, body = await _post(http, server, _wav(_utterances(2)))
+        status, body = await _post(http, server, wav_of(_utterances(2)))
     assert status == 200, body
     assert body["text"] == "hello world hello world"
     assert len(heard) == 2
@@ -151,10 +123,10 @@ async def test_a_model_failure_mid_upload_ends_it_through_the_runner(
     monkeypatch.setattr(AudioQuota, "charge", count)
     monkeypatch.setattr(AudioQuota, "settle", settling)
     # one session per key: the slot must be free again for the next request
-    servers.append(server := await _start(FakeAsr(fail=True), api_key_tier="free"))
+    server = await start(servers, FakeAsr(fail=True), api_key_tier="free")
     services, registry = server.app[SERVICES], server.app[REGISTRY]
     async with aiohttp.ClientSession() as http:
-        status, body = await _post(http, server, _wav(_utterances(3)))
+        status, body = await _post(http, server, wav_of(_utterances(3)))
     assert status == 503, body
     assert body["error"]["code"] == "model_unavailable", body
     (ending,) = runs.endings()
@@ -175,10 +147,10 @@ async def test_shutdown_mid_upload_answers_503_and_detaches_through_the_runner(
     servers: list[TestServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs = _Runs(monkeypatch)
-    server = await _start(FakeAsr(), **SLOW)
+    server = await start(servers, FakeAsr(), **SLOW)
     registry = server.app[REGISTRY]
     async with aiohttp.ClientSession() as http:
-        upload = asyncio.create_task(_post(http, server, _wav(bytes(60 * 16000 * 2))))
+        upload = asyncio.create_task(_post(http, server, wav_of(bytes(60 * 16000 * 2))))
         await eventually(lambda: len(registry.connections) == 1, "the upload to be attached")
         (run,) = registry.connections.values()
         assert isinstance(run, SessionRun)
@@ -201,7 +173,7 @@ async def test_a_client_gone_mid_upload_releases_everything_through_the_runner(
         registry, services = app[REGISTRY], app[SERVICES]
         async with aiohttp.ClientSession() as http:
             posting = asyncio.create_task(
-                http.post(base + URL, data=_form(_wav(_utterances(20))), headers=BEARER)
+                http.post(base + URL, data=_form(wav_of(_utterances(20))), headers=BEARER)
             )
             await eventually(lambda: len(registry.connections) == 1, "the upload to be attached")
             posting.cancel()

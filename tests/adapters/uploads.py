@@ -26,12 +26,17 @@ SLOW = {"upload_realtime_factor": 1.0, "realtime_burst_s": 1.0}  # an upload sti
 
 def wav(seconds: float) -> bytes:
     """Silence, 16 kHz mono."""
+    return wav_of(bytes(int(seconds * 16000) * 2))
+
+
+def wav_of(pcm: bytes) -> bytes:
+    """PCM16 at 16 kHz mono in a WAV file."""
     out = io.BytesIO()
     with wave.open(out, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(16000)
-        w.writeframes(bytes(int(seconds * 16000) * 2))
+        w.writeframes(pcm)
     return out.getvalue()
 
 
