@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -250,24 +251,34 @@ async def _read_continuously(
     settings = make_settings(batching=True, sentence_cut_s=sentence_cut_s)
     async with services(asr=FakeAsr(text=text), vad=ScriptedVad(script), settings=settings) as svc:
         session = StreamSession("sess_cut", "key", SessionConfig(language="en", interim_results=False), svc)
-        sink = Sink()
-        outbox = Outbox(sink, maxsize=256)
-        writer = asyncio.create_task(outbox.run())
-        session.attach(outbox)
-        for i, p in enumerate(script):
-            await session.push_audio(FRAME)
-            if i and p > 0 and script[i - 1] == 0:  # speech resumed after a gap: let its verdict arrive
-                for _ in range(500):
-                    if session.services.metrics.speculations.labels("used")._value.get() + sum(
-                        _outcomes(session)[o] for o in ("wasted", "withdrawn")
-                    ) >= i // (SENTENCE + GAP):
-                        break
-                    await asyncio.sleep(0.002)
-        await session.drain()
-        await outbox.finish()
-        await writer
-    finals = [m for m in map(json.loads, sink.sent) if m["type"] == "transcript.final"]
-    return finals, session
+        async with _written(session) as sink:
+            for i, p in enumerate(script):
+                await session.push_audio(FRAME)
+                if i and p > 0 and script[i - 1] == 0:  # speech resumed after a gap: let its verdict arrive
+                    for _ in range(500):
+                        if session.services.metrics.speculations.labels("used")._value.get() + sum(
+                            _outcomes(session)[o] for o in ("wasted", "withdrawn")
+                        ) >= i // (SENTENCE + GAP):
+                            break
+                        await asyncio.sleep(0.002)
+    return _finals(sink), session
+
+
+@contextlib.asynccontextmanager
+async def _written(session: StreamSession) -> AsyncIterator[Sink]:
+    """``session`` attached to an outbox written to a sink; on leaving, drained and every message sent."""
+    sink = Sink()
+    outbox = Outbox(sink, maxsize=256)
+    writer = asyncio.create_task(outbox.run())
+    session.attach(outbox)
+    yield sink
+    await session.drain()
+    await outbox.finish()
+    await writer
+
+
+def _finals(sink: Sink) -> list[dict[str, object]]:
+    return [m for m in map(json.loads, sink.sent) if m["type"] == "transcript.final"]
 
 
 async def test_a_long_stream_is_cut_at_its_sentence_ending_pauses() -> None:
@@ -299,23 +310,17 @@ async def test_a_decode_slower_than_the_next_clause_still_cuts_at_its_own_pause(
     settings = make_settings(batching=True, sentence_cut_s=1.0)
     async with services(asr=asr, vad=ScriptedVad(script), settings=settings) as svc:
         session = StreamSession("sess_slow", "key", SessionConfig(language="en", interim_results=False), svc)
-        sink = Sink()
-        outbox = Outbox(sink, maxsize=256)
-        writer = asyncio.create_task(outbox.run())
-        session.attach(outbox)
-        for _ in script:
-            await session.push_audio(FRAME)
-        assert await asyncio.to_thread(asr.started.wait, 10), "the first pause's decode is running"
-        assert session.open_segment_id == 1 and sum(_outcomes(session).values()) == 0
-        asr.release()
-        for _ in range(500):
-            if session.open_segment_id != 1:
-                break
-            await asyncio.sleep(0.002)
-        await session.drain()
-        await outbox.finish()
-        await writer
-    finals = [m for m in map(json.loads, sink.sent) if m["type"] == "transcript.final"]
+        async with _written(session) as sink:
+            for _ in script:
+                await session.push_audio(FRAME)
+            assert await asyncio.to_thread(asr.started.wait, 10), "the first pause's decode is running"
+            assert session.open_segment_id == 1 and sum(_outcomes(session).values()) == 0
+            asr.release()
+            for _ in range(500):
+                if session.open_segment_id != 1:
+                    break
+                await asyncio.sleep(0.002)
+    finals = _finals(sink)
     assert len(finals) == 2
     first_pause_end_ms = (1 + SENTENCE) * 32 + 128  # speech, then the 128 ms tail
     assert finals[0]["audio_end_ms"] == finals[1]["audio_start_ms"] == first_pause_end_ms
