@@ -178,10 +178,10 @@ class MicroBatcher(Generic[P, R]):
         )
 
     def _cores(self) -> float | None:
-        """What the workers running at once are worth, in calls running alone (None: one each)."""
+        """What the workers running at once are worth, in calls running alone (None: one each); the
+        watchdog samples the CPU all along, so reading it here costs no I/O on the admission path."""
         if self.cpu is None:
             return None
-        self.cpu.sample()
         return self.cpu.parallel(self.workers)
 
     @property

@@ -173,18 +173,18 @@ class CpuShare:
         self,
         cores: int | None = None,
         *,
-        read_load: Callable[[], float | None] = read_running,
+        read_machine: Callable[[], float | None] = read_running,
         read_runnable: Callable[[], float | None] = read_runnable_s,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cores = cores or len(os.sched_getaffinity(0))
-        self._read_load = read_load
+        self._read_machine = read_machine
         self._read_runnable = read_runnable
         self._clock = clock
         self._lock = threading.Lock()
         self._last: tuple[float, float] | None = None  # (clock, runnable seconds) at the last sample
         self._own = 0.0  # this process's runnable threads, a moving average
-        self._all: float | None = None  # the machine's runnable threads, a moving average
+        self._all = 0.0  # the machine's runnable threads, a moving average
         self.outside = 0.0  # other processes' runnable threads
 
     def sample(self) -> None:
@@ -193,18 +193,18 @@ class CpuShare:
         with self._lock:
             if self._last is not None and now - self._last[0] < SAMPLE_EVERY_S:
                 return
-            runnable, load = self._read_runnable(), self._read_load()
-            if runnable is None or load is None:
+            runnable, machine = self._read_runnable(), self._read_machine()
+            if runnable is None or machine is None:
                 return
-            if self._last is None or self._all is None:
+            if self._last is None:
                 # nothing is known of the others yet: what runs now counts as this process's own
-                self._all = self._own = load
+                self._all = self._own = machine
             else:
                 dt = now - self._last[0]
                 demand = max(0.0, runnable - self._last[1]) / dt
                 alpha = 1.0 - math.exp(-dt / RUNNABLE_TAU_S)
                 self._own += alpha * (demand - self._own)
-                self._all += alpha * (load - self._all)
+                self._all += alpha * (machine - self._all)
             self._last = (now, runnable)
             self.outside = max(0.0, self._all - self._own)
 

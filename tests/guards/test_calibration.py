@@ -133,7 +133,7 @@ class Machine:
     def runnable(self) -> float:
         return self.runnable_s
 
-    def load(self) -> float:
+    def running(self) -> float:
         return self.own + self.outside  # runnable on the machine now
 
     def run(self, seconds: float, share: CpuShare) -> None:
@@ -144,7 +144,7 @@ class Machine:
 
 
 def cpu_share(machine: Machine, cores: int = 2) -> CpuShare:
-    share = CpuShare(cores, read_load=machine.load, read_runnable=machine.runnable, clock=machine.clock)
+    share = CpuShare(cores, read_machine=machine.running, read_runnable=machine.runnable, clock=machine.clock)
     share.sample()
     return share
 
@@ -202,7 +202,7 @@ def test_the_machines_runnable_threads_are_read_from_proc_stat(tmp_path: Path) -
 
 
 def test_without_the_kernels_counters_nothing_is_assumed() -> None:
-    share = CpuShare(2, read_load=lambda: None, read_runnable=lambda: None)
+    share = CpuShare(2, read_machine=lambda: None, read_runnable=lambda: None)
     share.sample()
     assert share.outside == 0.0 and share.core_share(2) == 1.0 and share.parallel(2) == 2.0
 

@@ -293,7 +293,7 @@ async def test_on_a_shared_cpu_the_workers_are_worth_less_than_one_call_alone_ea
     half a core each, so the snapshot admission reads counts the two workers as 1.5 calls alone."""
     now = [0.0]
     # the server idle, two other threads runnable all along (100 s of samples)
-    cpu = CpuShare(2, read_load=lambda: 2.0, read_runnable=lambda: 0.0, clock=lambda: now[0])
+    cpu = CpuShare(2, read_machine=lambda: 2.0, read_runnable=lambda: 0.0, clock=lambda: now[0])
     for _ in range(200):
         now[0] += 0.5
         cpu.sample()
