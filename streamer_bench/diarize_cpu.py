@@ -17,7 +17,8 @@ set is streamed by ``--sessions`` sessions at once (each at 20/N times real time
 diarized session's finals are scored by :mod:`streamer_bench.speaker_turns` (words with the right
 speaker, turns of 1 s or more merged into another speaker's final, finals holding two speakers). The
 CPU columns are each run's process CPU per second of audio and session; their difference is what
-diarization adds to a session.
+diarization adds to a session. The server's settings come from the environment too:
+``STREAMER_SPEAKER_ENCODER=campplus`` measures CAM++ instead of GE2E.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import socket
 import statistics
 import time
@@ -227,7 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = asyncio.run(measure_set(dialogue.ensure(params), args.sessions, args.items))
         print(set_summary(rows, args.sessions))
         if args.out:
-            result = {"machine": machine(), "set": args.set, "sessions": args.sessions, "rows": rows}
+            encoder = os.environ.get("STREAMER_SPEAKER_ENCODER", "ge2e")
+            result = {
+                "machine": machine(),
+                "set": args.set,
+                "sessions": args.sessions,
+                "encoder": encoder,
+                "rows": rows,
+            }
             args.out.write_text(json.dumps(result, indent=1) + "\n")
         return 0
     with wave.open(str(args.wav), "rb") as w:
