@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
 from aiohttp import web
 
 from streamer import tracing
 from streamer.adapters import setup_adapters
-from streamer.config import Settings
+from streamer.config import Settings, SpeakerEncoder
 from streamer.edge import admin, ops, rest, ws
 from streamer.edge.cors import setup_cors
 from streamer.edge.handshake import REGISTRY, SERVICES, edge_middleware, stamp_response
@@ -47,6 +48,8 @@ from streamer.pipeline.mt_cache import (
     RedisTranslationCache,
     TranslationCache,
 )
+from streamer.pipeline.speakers import GE2E, VoiceKind
+from streamer.pipeline.speakers_campplus import CAMPLUS, load_campplus
 from streamer.pipeline.speakers_encoder import Encoder
 from streamer.pipeline.speakers_weights import WeightsError, load_encoder_weights
 from streamer.pipeline.speakers_worker import SpeakerBatch, SpeakerWorker
@@ -85,18 +88,25 @@ def load_mt_engine(settings: Settings) -> TranslationEngine:
     return CT2Translator(settings.mt_model, device=resolve_device(settings.device), intra_threads=1)
 
 
-def load_speaker_encoder(settings: Settings) -> Encoder | None:
-    """The speaker encoder, or None when diarization is off or its weights are not in the cache
-    (blocking: call it in a thread). Weights named by ``STREAMER_SPEAKER_WEIGHTS`` that cannot be read
-    stop the start: the operator asked for them."""
+def load_speaker_encoder(settings: Settings) -> tuple[Callable[[np.ndarray], np.ndarray], VoiceKind] | None:
+    """The speaker encoder (its embedding call and kind), or None when diarization is off or the default
+    encoder's weights are not in the cache (blocking: call it in a thread). Weights named by
+    ``STREAMER_SPEAKER_WEIGHTS``, or an encoder named by ``STREAMER_SPEAKER_ENCODER``, that cannot be
+    read stop the start: the operator asked for them."""
     named = settings.speaker_weights
     if named is not None and named.lower() == "off":
         return None
+    path = Path(named) if named else None
+    chosen = settings.speaker_encoder
     try:
-        return Encoder(load_encoder_weights(Path(named) if named else None))
+        if chosen == SpeakerEncoder.CAMPPLUS:
+            return load_campplus(path).embed_windows, CAMPLUS
+        return Encoder(load_encoder_weights(path)).embed_windows, GE2E
     except WeightsError as e:
         if named:
             raise ConfigError(f"STREAMER_SPEAKER_WEIGHTS: {e}") from e
+        if chosen != SpeakerEncoder.GE2E:
+            raise ConfigError(f"STREAMER_SPEAKER_ENCODER={chosen}: {e}") from e
         log.warning("diarization unavailable: %s", e)
         return None
 
@@ -257,6 +267,8 @@ def create_app(
             app[_SPEAKERS] = None
             yield
             return
+        embed_windows, kind = encoder
+        log.info("speaker labels by the %s voice encoder", kind.name)
         metrics = app[_STATE].metrics
 
         def on_batch(stats: SpeakerBatch) -> None:
@@ -264,7 +276,7 @@ def create_app(
             metrics.inference_seconds.labels("speakers").observe(stats.seconds)
 
         # its one thread, limited to one BLAS thread
-        async with SpeakerWorker(encoder.embed_windows, on_batch=on_batch) as worker:
+        async with SpeakerWorker(embed_windows, on_batch=on_batch, kind=kind) as worker:
             app[_SPEAKERS] = worker
             yield
 

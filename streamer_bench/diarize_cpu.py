@@ -17,7 +17,7 @@ set is streamed by ``--sessions`` sessions at once (each at 20/N times real time
 diarized session's finals are scored by :mod:`streamer_bench.speaker_turns` (words with the right
 speaker, turns of 1 s or more merged into another speaker's final, finals holding two speakers). The
 CPU columns are each run's process CPU per second of audio and session; their difference is what
-diarization adds to a session.
+diarization adds to a session. ``--encoder campplus`` measures CAM++ instead of GE2E.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def words_right(wav: Path, finals: list[dict[str, Any]]) -> float | None:
 
 
 @contextlib.asynccontextmanager
-async def _server() -> AsyncIterator[tuple[str, SpeakerWorker]]:
+async def _server(encoder: str = "ge2e") -> AsyncIterator[tuple[str, SpeakerWorker]]:
     """A real server in this process, on a free port: its URL and its speaker worker."""
     from aiohttp import web
 
@@ -123,6 +123,7 @@ async def _server() -> AsyncIterator[tuple[str, SpeakerWorker]]:
         saturation_latency_s=1000.0,  # measure under load, do not refuse
         drain_timeout_s=600.0,  # every final of a session streamed at 20x is counted, however busy the CPU
         log_level="WARNING",
+        speaker_encoder=encoder,
     )
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
@@ -148,10 +149,10 @@ def _pcm(wav: Path) -> bytes:
         return w.readframes(w.getnframes())
 
 
-async def measure(wav: Path, rounds: int) -> dict[str, list[Run]]:
+async def measure(wav: Path, rounds: int, encoder: str = "ge2e") -> dict[str, list[Run]]:
     pcm = _pcm(wav)
     out: dict[str, list[Run]] = {name: [] for name in CONFIGS}
-    async with _server() as (url, worker):
+    async with _server(encoder) as (url, worker):
         await _run(url, pcm[: 16000 * 2 * 3], {})  # warm the models
         for _ in range(rounds):
             for name, extra in CONFIGS.items():
@@ -162,17 +163,18 @@ async def measure(wav: Path, rounds: int) -> dict[str, list[Run]]:
 
 
 async def measure_set(
-    speech: dialogue.Dialogues, sessions: int, limit: int | None = None
+    speech: dialogue.Dialogues, sessions: int, limit: int | None = None, encoder: str = "ge2e"
 ) -> list[dict[str, Any]]:
     """Every dialogue of ``speech`` (the first ``limit``) by ``sessions`` sessions at once, with word
     timings then diarized."""
     rows = []
     dialogues = [it for it in speech.items if it.kind in ("two", "three")][:limit]
-    async with _server() as (url, worker):
+    async with _server(encoder) as (url, worker):
         await _run(url, _pcm(speech.root / speech.items[0].file)[: 16000 * 2 * 3], {})  # warm the models
         for item in dialogues:
             pcm = _pcm(speech.root / item.file)
             row: dict[str, Any] = {"item": item.id, "kind": item.kind, "audio_s": item.duration_ms / 1000}
+            row["encoder"] = worker.kind.name
             for name in ("word_timestamps", "diarize"):
                 cpu, busy = time.process_time(), worker.busy_s
                 # 20x real time in all, as one session alone is sent
@@ -221,18 +223,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=1, help="with --set: sessions at once per dialogue")
     parser.add_argument("--items", type=int, help="with --set: only its first N dialogues")
     parser.add_argument("--out", type=Path, help="with --set: write the JSON results here")
+    parser.add_argument("--encoder", choices=("ge2e", "campplus"), default="ge2e", help="the voice encoder")
     args = parser.parse_args(argv)
     if args.set:
         params = dialogue.SETS[args.set]()
-        rows = asyncio.run(measure_set(dialogue.ensure(params), args.sessions, args.items))
+        rows = asyncio.run(measure_set(dialogue.ensure(params), args.sessions, args.items, args.encoder))
         print(set_summary(rows, args.sessions))
         if args.out:
-            result = {"machine": machine(), "set": args.set, "sessions": args.sessions, "rows": rows}
+            result = {
+                "machine": machine(),
+                "set": args.set,
+                "sessions": args.sessions,
+                "encoder": args.encoder,
+                "rows": rows,
+            }
             args.out.write_text(json.dumps(result, indent=1) + "\n")
         return 0
     with wave.open(str(args.wav), "rb") as w:
         audio_s = w.getnframes() / w.getframerate()
-    results = asyncio.run(measure(args.wav, args.rounds))
+    results = asyncio.run(measure(args.wav, args.rounds, args.encoder))
     print(f"{args.wav.name}: {audio_s:.1f} s of audio, {args.rounds} rounds")
     for name, runs in results.items():
         cpu = np.array([r[0] for r in runs])

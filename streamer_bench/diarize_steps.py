@@ -28,15 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from streamer.pipeline.speakers_encoder import RATE, Encoder
-from streamer.pipeline.speakers_weights import load_encoder_weights
+from streamer.pipeline.speakers import VoiceKind
+from streamer.pipeline.speakers_encoder import RATE
 from streamer.pipeline.speakers_worker import SpeakerBatch, SpeakerWorker
 from streamer.protocol import Word
 from streamer.session.diarize import SessionSpeakers
 from streamer_bench import dialogue
 from streamer_bench.report import machine
 from streamer_bench.speaker_turns import best_mapping_accuracy
-from streamer_bench.speakers_bench import segment
+from streamer_bench.speakers_bench import Embed, load, segment
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "dialogue"
 
@@ -44,8 +44,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "dial
 class CountingWorker(SpeakerWorker):
     """A real worker that also counts each session's jobs (the bench's view; the product has no need)."""
 
-    def __init__(self, encoder: Encoder, on_batch: Any) -> None:
-        super().__init__(encoder.embed_windows, on_batch=on_batch)
+    def __init__(self, encoder: tuple[Embed, VoiceKind], on_batch: Any) -> None:
+        super().__init__(encoder[0], on_batch=on_batch, kind=encoder[1])
         self.jobs: dict[str, int] = defaultdict(int)
         self.windows: dict[str, int] = defaultdict(int)
 
@@ -107,7 +107,11 @@ async def run_session(
 
 
 async def run(
-    speech: dialogue.Dialogues, sessions: int, speed: float, encoder: Encoder, kinds: tuple[str, ...]
+    speech: dialogue.Dialogues,
+    sessions: int,
+    speed: float,
+    encoder: tuple[Embed, VoiceKind],
+    kinds: tuple[str, ...],
 ) -> dict[str, Any]:
     items = [it for it in speech.items if it.kind in kinds]
     batches: list[SpeakerBatch] = []
@@ -178,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--kinds", default="two,three", help="which items: two, three (dialogues), reading (one voice)"
     )
+    parser.add_argument("--encoder", choices=("ge2e", "campplus"), default="ge2e")
     parser.add_argument("--out", type=Path, help="write the JSON results here")
     args = parser.parse_args(argv)
     speech = dialogue.load(args.dialogues)
-    encoder = Encoder(load_encoder_weights())
+    encoder = load(args.encoder)
     results = []
     for n in (int(s) for s in args.sessions.split(",")):
         r = asyncio.run(run(speech, n, args.speed, encoder, tuple(args.kinds.split(","))))

@@ -21,25 +21,29 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from streamer.pipeline.speakers import (
-    DEFAULT_CHANGE_THRESHOLD,
-    DEFAULT_MERGE_THRESHOLD,
-    DEFAULT_THRESHOLD,
-    SpeakerClusters,
-    WordSpan,
-    find_changes,
-)
-from streamer.pipeline.speakers_encoder import RATE, Encoder, utterance_partials
+from streamer.pipeline.speakers import GE2E, SpeakerClusters, VoiceKind, WordSpan, find_changes
+from streamer.pipeline.speakers_campplus import CAMPLUS, load_campplus
+from streamer.pipeline.speakers_encoder import RATE, Encoder
 from streamer.pipeline.speakers_weights import load_encoder_weights
 from streamer_bench import dialogue
 from streamer_bench.report import machine
 from streamer_bench.speaker_turns import best_mapping_accuracy
+
+Embed = Callable[[np.ndarray], np.ndarray]
+
+
+def load(name: str) -> tuple[Embed, VoiceKind]:
+    """An encoder by name ("campplus", "ge2e"): its embedding call and kind."""
+    if name == CAMPLUS.name:
+        return load_campplus().embed_windows, CAMPLUS
+    return Encoder(load_encoder_weights()).embed_windows, GE2E
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def segment(item: dialogue.Item, merge_gap_s: float, rng: np.random.Generator) -
 
 
 def label_words(
-    encoder: Encoder,
+    encoder: tuple[Embed, VoiceKind],
     audio: np.ndarray,
     utterances: list[Utterance],
     clusters: SpeakerClusters,
@@ -80,11 +84,12 @@ def label_words(
     pairs: list[tuple[int, int]] = []
     cpu = 0.0
     embedded = 0.0
+    embed_windows, kind = encoder
 
-    def embed(mels: np.ndarray) -> np.ndarray:
+    def embed(windows: np.ndarray) -> np.ndarray:
         nonlocal cpu
         t = time.process_time()
-        out = encoder.embed_windows(mels)
+        out = embed_windows(windows)
         cpu += time.process_time() - t
         return out
 
@@ -93,7 +98,9 @@ def label_words(
         base = utt.start / RATE
         spans = [WordSpan(w.start_ms / 1000 - base, w.end_ms / 1000 - base) for _, w in utt.words]
         cuts = (
-            find_changes(embed, clip, spans, threshold=change_threshold) if split and len(spans) > 1 else []
+            find_changes(embed, clip, spans, threshold=change_threshold, kind=kind)
+            if split and len(spans) > 1
+            else []
         )
         bounds = [0, *cuts, len(spans)]
         for lo, hi in itertools.pairwise(bounds):
@@ -101,7 +108,7 @@ def label_words(
             b = int(spans[hi - 1].end_s * RATE) if hi < len(spans) else clip.size
             part = clip[a : max(b, a + RATE // 10)]
             t = time.process_time()
-            vec = encoder.embed_windows(utterance_partials(part)).mean(axis=0)
+            vec = embed_windows(kind.windows(part)).mean(axis=0)
             cpu += time.process_time() - t
             embedded += part.size / RATE
             label = clusters.assign(vec, weight=part.size / RATE)
@@ -111,13 +118,20 @@ def label_words(
 
 def run(
     speech: dialogue.Dialogues,
-    threshold: float,
-    change_threshold: float,
+    threshold: float | None,
+    change_threshold: float | None,
     merge_gap_s: float,
     seed: int,
-    merge_threshold: float | None = DEFAULT_MERGE_THRESHOLD,
+    merge_threshold: float | str | None = "default",
+    encoder_name: str = GE2E.name,
 ) -> dict[str, Any]:
-    encoder = Encoder(load_encoder_weights())
+    """Every item labelled with and without splits; thresholds None (merge: "default"): the encoder's."""
+    encoder = load(encoder_name)
+    kind = encoder[1]
+    threshold = kind.threshold if threshold is None else threshold
+    change_threshold = kind.change_threshold if change_threshold is None else change_threshold
+    merge = kind.merge_threshold if merge_threshold == "default" else merge_threshold
+    assert merge is None or isinstance(merge, float)
     rows: list[dict[str, Any]] = []
     for item in speech.items:
         audio = speech.audio(item)
@@ -126,7 +140,7 @@ def run(
         row["utterances"] = len(utterances)
         row["merged_turns"] = len(item.turns) - len(utterances)
         for split in (False, True):
-            clusters = SpeakerClusters(threshold, merge_threshold=merge_threshold)
+            clusters = SpeakerClusters(threshold, merge_threshold=merge, dim=kind.dim)
             pairs, cpu, _ = label_words(encoder, audio, utterances, clusters, split, change_threshold)
             name = "split" if split else "nosplit"
             row[f"{name}_accuracy"] = best_mapping_accuracy(pairs)
@@ -138,8 +152,10 @@ def run(
         rows.append(row)
     return {
         "machine": machine(),
+        "encoder": kind.name,
         "threshold": threshold,
-        "merge_threshold": merge_threshold,
+        "change_threshold": change_threshold,
+        "merge_threshold": merge,
         "merge_gap_s": merge_gap_s,
         "rows": rows,
     }
@@ -193,13 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: through a real server (streamer_bench.diarize_cpu: its own options)",
     )
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    parser.add_argument("--change-threshold", type=float, default=DEFAULT_CHANGE_THRESHOLD)
+    parser.add_argument("--encoder", choices=(GE2E.name, CAMPLUS.name), default=GE2E.name)
+    parser.add_argument("--threshold", type=float, help="default: the encoder's")
+    parser.add_argument("--change-threshold", type=float, help="default: the encoder's")
     parser.add_argument(
         "--merge-threshold",
-        type=lambda v: None if v == "off" else float(v),
-        default=DEFAULT_MERGE_THRESHOLD,
-        help="merge two speakers whose centroids are this alike ('off': never)",
+        type=lambda v: None if v == "off" else v if v == "default" else float(v),
+        default="default",
+        help="merge two speakers whose centroids are this alike ('off': never; default: the encoder's)",
     )
     parser.add_argument("--merge-gap", type=float, default=0.45)
     parser.add_argument("--seed", type=int, default=7)
@@ -215,7 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     ]()
     speech = dialogue.load(args.dialogues) if args.dialogues else dialogue.ensure(params)
     result = run(
-        speech, args.threshold, args.change_threshold, args.merge_gap, args.seed, args.merge_threshold
+        speech,
+        args.threshold,
+        args.change_threshold,
+        args.merge_gap,
+        args.seed,
+        args.merge_threshold,
+        args.encoder,
     )
     print(summary(result))
     if args.out:

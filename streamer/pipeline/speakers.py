@@ -24,7 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.pipeline.speakers_encoder import EMBED_DIM, HOP, PARTIAL_FRAMES, RATE, utterance_partials
+from streamer.pipeline.speakers_encoder import (
+    EMBED_DIM,
+    HOP,
+    N_MELS,
+    PARTIAL_FRAMES,
+    RATE,
+    utterance_partials,
+)
 
 # GE2E similarities on the dialogues: a voice's turns to its centroid 0.86-0.97 (a one-word reply 0.70),
 # to another voice's 0.35-0.69; chosen on the dialogue bench (BENCHMARKS.md, "Speakers")
@@ -34,6 +41,33 @@ DEFAULT_MERGE_THRESHOLD: float | None = 0.8  # centroids this alike are one voic
 MIN_NEW_SPEAKER_S = 1.0  # a shorter stretch is too little voice to found a speaker on
 MAX_SPEAKERS = 8
 SIDE_S = PARTIAL_FRAMES * HOP / RATE  # 1.6 s: one encoder window each side of a boundary
+
+
+@dataclass(frozen=True)
+class VoiceKind:
+    """What the rest of diarization needs to know of a voice encoder: how a stretch of audio becomes
+    its partial windows (run wherever the encoder runs), their shape, the embeddings' size, and the
+    similarities that mean "same speaker" in its space (each encoder's own, chosen on the tuning set)."""
+
+    name: str
+    windows: Callable[[np.ndarray], np.ndarray]  # 16 kHz float audio → (partials, *window) windows
+    window: tuple[int, int]  # (frames, features) of one window
+    dim: int
+    threshold: float
+    change_threshold: float
+    merge_threshold: float | None
+
+
+GE2E = VoiceKind(
+    "ge2e",
+    utterance_partials,
+    (PARTIAL_FRAMES, N_MELS),
+    EMBED_DIM,
+    DEFAULT_THRESHOLD,
+    DEFAULT_CHANGE_THRESHOLD,
+    DEFAULT_MERGE_THRESHOLD,
+)
+
 
 # a session's speakers as plain data, in label order: each one's weight (seconds), summed embedding, and
 # the older label it was merged into (None: its own)
@@ -60,6 +94,7 @@ class SpeakerClusters:
         max_speakers: int = MAX_SPEAKERS,
         min_new_s: float = MIN_NEW_SPEAKER_S,
         merge_threshold: float | None = DEFAULT_MERGE_THRESHOLD,
+        dim: int = EMBED_DIM,
     ) -> None:
         for value in (threshold, merge_threshold):
             if value is not None and not -1.0 <= value <= 1.0:
@@ -70,7 +105,13 @@ class SpeakerClusters:
         self.max_speakers = max_speakers
         self.min_new_s = min_new_s
         self.merge_threshold = merge_threshold
+        self.dim = dim
         self._speakers: list[_Speaker] = []
+
+    @classmethod
+    def of(cls, kind: VoiceKind) -> SpeakerClusters:
+        """A session's clusters in ``kind``'s embedding space, with its thresholds."""
+        return cls(kind.threshold, merge_threshold=kind.merge_threshold, dim=kind.dim)
 
     @property
     def count(self) -> int:
@@ -93,8 +134,8 @@ class SpeakerClusters:
         A new speaker needs a similarity under the threshold to every speaker, room under the cap, and
         at least ``min_new_s`` seconds of speech (a one-word reply goes to its nearest speaker).
         """
-        if embedding.shape != (EMBED_DIM,) or not np.isfinite(embedding).all():
-            raise ValueError(f"expected a finite ({EMBED_DIM},) embedding, got {embedding.shape}")
+        if embedding.shape != (self.dim,) or not np.isfinite(embedding).all():
+            raise ValueError(f"expected a finite ({self.dim},) embedding, got {embedding.shape}")
         e = _unit(embedding)
         sims = self.similarities(e)
         joins = sims.size and (
@@ -143,10 +184,8 @@ class SpeakerClusters:
         speakers = []
         for k, (weight, total, same_as) in enumerate(state):
             vector = np.asarray(total, dtype=np.float32)
-            if vector.shape != (EMBED_DIM,) or not np.isfinite(vector).all() or not weight > 0:
-                raise ValueError(
-                    f"a stored speaker must be a positive weight and a finite {EMBED_DIM}-vector"
-                )
+            if vector.shape != (self.dim,) or not np.isfinite(vector).all() or not weight > 0:
+                raise ValueError(f"a stored speaker must be a positive weight and a finite {self.dim}-vector")
             if same_as is not None and not 0 <= same_as < k:
                 raise ValueError(f"speaker {k} is merged into {same_as}, not an older speaker")
             speakers.append(_Speaker(vector, float(weight), same_as))
@@ -175,7 +214,7 @@ class WordSpan:
 class ChangePlan:
     """The candidate boundaries (word indices: a change before that word) and the windows to embed.
 
-    ``windows`` is ``(2 * len(boundaries), 160, 40)``: the speech before and after each boundary.
+    ``windows`` is ``(2 * len(boundaries), *kind.window)``: the speech before and after each boundary.
     """
 
     boundaries: list[int]
@@ -209,21 +248,23 @@ def change_candidates(
     return sorted(k for _, k in sorted(found, key=lambda g: (-g[0], g[1]))[:max_candidates])
 
 
-def change_windows(audio: np.ndarray, words: Sequence[WordSpan], boundaries: Sequence[int]) -> np.ndarray:
-    """The ``(2 * len(boundaries), 160, 40)`` mel windows of the speech before and after each boundary."""
+def change_windows(
+    audio: np.ndarray, words: Sequence[WordSpan], boundaries: Sequence[int], kind: VoiceKind = GE2E
+) -> np.ndarray:
+    """The ``(2 * len(boundaries), *kind.window)`` windows of the speech before and after each boundary."""
     windows = []
     for k in boundaries:
         cut = (words[k - 1].end_s + words[k].start_s) / 2
         before = audio[max(0, int((cut - SIDE_S) * RATE), int(words[0].start_s * RATE)) : int(cut * RATE)]
         after = audio[int(cut * RATE) : min(int((cut + SIDE_S) * RATE), int(words[-1].end_s * RATE) + 1)]
-        windows += [utterance_partials(before)[0], utterance_partials(after)[0]]
-    return np.stack(windows) if windows else np.zeros((0, PARTIAL_FRAMES, 40), np.float32)
+        windows += [kind.windows(before)[0], kind.windows(after)[0]]
+    return np.stack(windows) if windows else np.zeros((0, *kind.window), np.float32)
 
 
-def plan_changes(audio: np.ndarray, words: Sequence[WordSpan]) -> ChangePlan:
+def plan_changes(audio: np.ndarray, words: Sequence[WordSpan], kind: VoiceKind = GE2E) -> ChangePlan:
     """:func:`change_candidates` in one utterance (16 kHz float audio) and their windows to embed."""
     chosen = change_candidates(audio.size / RATE, words)
-    return ChangePlan(chosen, change_windows(audio, words, chosen))
+    return ChangePlan(chosen, change_windows(audio, words, chosen, kind))
 
 
 def pick_change(
@@ -233,7 +274,7 @@ def pick_change(
 
     ``embeddings``: the windows' of :func:`change_windows`, before and after each boundary in turn.
     """
-    if embeddings.shape != (2 * len(boundaries), EMBED_DIM):
+    if embeddings.ndim != 2 or embeddings.shape[0] != 2 * len(boundaries):
         raise ValueError(f"expected {2 * len(boundaries)} embeddings, got {embeddings.shape}")
     if not boundaries:
         return None
@@ -258,6 +299,7 @@ def find_changes(
     *,
     threshold: float = DEFAULT_CHANGE_THRESHOLD,
     max_changes: int = 8,
+    kind: VoiceKind = GE2E,
 ) -> list[int]:
     """Every word index where the voice changes (sorted), testing each part again after a split."""
     changes: list[int] = []
@@ -266,7 +308,7 @@ def find_changes(
         lo, hi = parts.pop()
         if hi - lo < 2:
             continue
-        plan = plan_changes(*part_of(audio, words, lo, hi))
+        plan = plan_changes(*part_of(audio, words, lo, hi), kind)
         if not plan.boundaries:
             continue
         at = pick_change(plan.boundaries, embed_windows(plan.windows), threshold)

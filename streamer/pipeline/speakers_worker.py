@@ -1,10 +1,10 @@
 """The shared speaker-embedding worker: every session's jobs, batched into one encoder call on one thread.
 
 Like the ASR batcher (:mod:`streamer.pipeline.batcher`) but simpler, because every job is alike: a stack
-of 160-frame mel windows (an utterance's partials, or the two sides of each change-point candidate).
+of 1.6 s feature windows (an utterance's partials, or the two sides of each change-point candidate).
 The thread waits ``max_wait_s`` after the first job for others to join, then runs the jobs it has (up to
-``max_windows`` windows; a larger job runs alone) as one LSTM call, and hands each job its rows.
-Mel spectrograms are computed on the thread too, so the event loop only queues and awaits.
+``max_windows`` windows; a larger job runs alone) as one encoder call, and hands each job its rows.
+The windows' features are computed on the thread too, so the event loop only queues and awaits.
 
 Bounded: at most ``max_pending`` jobs wait or run; past that a new job is refused at once with
 ``OverloadedError`` (policy *refuse-newest*: diarization is an extra, and a session that cannot have a
@@ -31,7 +31,8 @@ from typing import Self
 import numpy as np
 
 from streamer.errors import ModelUnavailableError, OverloadedError
-from streamer.pipeline.speakers_encoder import N_MELS, PARTIAL_FRAMES, partial_starts, utterance_partials
+from streamer.pipeline.speakers import GE2E, VoiceKind
+from streamer.pipeline.speakers_encoder import partial_starts
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ OVERFLOW_POLICY = "refuse-newest"
 @dataclass
 class _Job:
     session_id: str
-    prepare: Callable[[], np.ndarray]  # runs on the worker thread: the job's (n, 160, 40) windows
+    prepare: Callable[[], np.ndarray]  # runs on the worker thread: the job's (n, *kind.window) windows
     n_windows: int
     future: asyncio.Future[np.ndarray]
     submitted: float
@@ -68,10 +69,12 @@ class SpeakerWorker:
         max_wait_s: float = 0.005,
         max_pending: int = 256,
         on_batch: Callable[[SpeakerBatch], None] | None = None,
+        kind: VoiceKind = GE2E,
     ) -> None:
         if max_windows < 1 or max_pending < 1 or max_wait_s < 0:
             raise ValueError("max_windows and max_pending must be at least 1, max_wait_s at least 0")
         self._embed = embed_windows
+        self.kind = kind
         self.max_windows = max_windows
         self.max_wait_s = max_wait_s
         self.max_pending = max_pending
@@ -115,29 +118,30 @@ class SpeakerWorker:
 
     # ---- submission (event loop)
 
-    async def embed_windows(self, session_id: str, mels: np.ndarray) -> np.ndarray:
-        """(n, 160, 40) mel windows → (n, 256) unit-norm embeddings, batched with other sessions' jobs."""
-        if mels.ndim != 3 or mels.shape[0] < 1 or mels.shape[1:] != (PARTIAL_FRAMES, N_MELS):
-            raise ValueError(f"expected (n, {PARTIAL_FRAMES}, {N_MELS}) mel windows, got {mels.shape}")
-        return await self._submit(session_id, lambda: mels, mels.shape[0])
+    async def embed_windows(self, session_id: str, windows: np.ndarray) -> np.ndarray:
+        """(n, *kind.window) windows → (n, kind.dim) unit-norm embeddings, batched with other sessions'."""
+        if windows.ndim != 3 or windows.shape[0] < 1 or windows.shape[1:] != self.kind.window:
+            raise ValueError(f"expected (n, {self.kind.window}) windows, got {windows.shape}")
+        return await self._submit(session_id, lambda: windows, windows.shape[0])
 
     async def embed_utterance(self, session_id: str, audio: np.ndarray) -> np.ndarray:
-        """One stretch of 16 kHz float audio → its partials' (n, 256) embeddings (mels made on the thread).
+        """One stretch of 16 kHz float audio → its partials' (n, kind.dim) embeddings (windows made on the
+        thread).
 
         The stretch's embedding is their normalised mean (``speakers_encoder.unit_mean``).
         """
         if audio.ndim != 1 or audio.size == 0:
             raise ValueError("expected a non-empty mono float array")
         return await self.embed_prepared(
-            session_id, lambda: utterance_partials(audio), len(partial_starts(audio.size))
+            session_id, lambda: self.kind.windows(audio), len(partial_starts(audio.size))
         )
 
     async def embed_prepared(
         self, session_id: str, prepare: Callable[[], np.ndarray], n_windows: int
     ) -> np.ndarray:
-        """The embeddings of the ``n_windows`` (n, 160, 40) mel windows that ``prepare`` makes on the
+        """The embeddings of the ``n_windows`` (n, *kind.window) windows that ``prepare`` makes on the
         worker thread: one job, however many stretches its windows come from, so that they share one
-        encoder call and the event loop makes no mels."""
+        encoder call and the event loop makes no features."""
         if n_windows < 1:
             raise ValueError("a job needs at least one window")
         return await self._submit(session_id, prepare, n_windows)

@@ -6,7 +6,7 @@ where the voice changes inside what the VAD took for one utterance (a quick repl
 final is split at that word boundary. Each part's audio is embedded and labelled by the session's
 :class:`~streamer.pipeline.speakers.SpeakerClusters`; the part becomes its own final with its own
 ``speaker``, and its words carry it too. All embedding runs on the shared worker thread
-(:mod:`streamer.pipeline.speakers_worker`), batched with other sessions', mels included; the event loop
+(:mod:`streamer.pipeline.speakers_worker`), batched with other sessions', features included; the event loop
 only slices. A stretch's test and its embedding go in one job (:class:`_Search`), so a final with one
 voice costs one encoder call.
 
@@ -34,7 +34,7 @@ from streamer.pipeline.speakers import (
     part_of,
     pick_change,
 )
-from streamer.pipeline.speakers_encoder import partial_starts, unit_mean, utterance_partials
+from streamer.pipeline.speakers_encoder import partial_starts, unit_mean
 from streamer.pipeline.speakers_worker import SpeakerWorker
 from streamer.protocol import Word
 
@@ -69,7 +69,7 @@ class SessionSpeakers:
     def __init__(self, session_id: str, worker: SpeakerWorker | None) -> None:
         self.session_id = session_id
         self.worker = worker
-        self.clusters = SpeakerClusters()
+        self.clusters = SpeakerClusters.of(worker.kind) if worker is not None else SpeakerClusters()
         self._splits: deque[bool] = deque(maxlen=SPLIT_MEMORY)  # its last finals: split or not
         self._log = logging.LoggerAdapter(log, {"session_id": session_id})
 
@@ -253,13 +253,15 @@ class _Search:
         # (the whole final, as the caller judges) or impossible (nothing to test)
         with_clip = not boundaries or (self.embed_whole and (lo, hi) == (0, n))
 
-        def windows() -> np.ndarray:  # on the worker thread: the mels are its work, not the loop's
-            made = [change_windows(part_audio, part_spans, boundaries)]
-            return np.concatenate([*made, utterance_partials(clip)]) if with_clip else made[0]
+        kind = self.worker.kind
+
+        def windows() -> np.ndarray:  # on the worker thread: the features are its work, not the loop's
+            made = [change_windows(part_audio, part_spans, boundaries, kind)]
+            return np.concatenate([*made, kind.windows(clip)]) if with_clip else made[0]
 
         n_windows = 2 * len(boundaries) + (len(partial_starts(clip.size)) if with_clip else 0)
         rows = await self.worker.embed_prepared(self.session_id, windows, n_windows)
-        at = pick_change(boundaries, rows[: 2 * len(boundaries)])
+        at = pick_change(boundaries, rows[: 2 * len(boundaries)], self.worker.kind.change_threshold)
         if at is not None:
             self._found += 1
             # both sides tested now, up to the cap; a side the walk comes to past it is tested then

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from unittest.mock import patch
 
 import aiohttp
 import pytest
@@ -15,7 +16,9 @@ from support import API_KEY, base_url, make_settings, skip_or_fail
 from streamer.app import create_app
 from streamer.edge.handshake import SERVICES
 from streamer.errors import ConfigError
-from streamer.pipeline.speakers_weights import default_wheel_path
+from streamer.pipeline.speakers import GE2E
+from streamer.pipeline.speakers_campplus import CAMPLUS
+from streamer.pipeline.speakers_weights import default_campplus_path, default_wheel_path
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -54,4 +57,26 @@ async def test_weights_named_but_unreadable_stop_the_start(tmp_path: Any) -> Non
     server = TestServer(create_app(make_settings(speaker_weights=str(bogus)), asr_engine=FakeAsr()))
     with pytest.raises(ConfigError, match="STREAMER_SPEAKER_WEIGHTS"):
         await server.start_server()
+    await server.close()
+
+
+async def test_ge2e_by_default_and_campplus_when_asked_for(make_server: ServerFactory) -> None:
+    if not (default_campplus_path().is_file() and default_wheel_path().is_file()):
+        skip_or_fail("the speaker encoders' weights are not in the cache (run scripts/setup.sh)")
+    default = await make_server(asr_engine=FakeAsr())
+    worker = default.app[SERVICES].speakers
+    assert worker is not None and worker.kind is GE2E
+    campplus = await make_server(make_settings(speaker_encoder="campplus"), asr_engine=FakeAsr())
+    worker = campplus.app[SERVICES].speakers
+    assert worker is not None and worker.kind is CAMPLUS
+    status, body = await _create(campplus, {"diarize": True})
+    assert status == 201, body
+
+
+async def test_an_encoder_asked_for_without_its_weights_stops_the_start(tmp_path: Any) -> None:
+    settings = make_settings(speaker_encoder="campplus")
+    with patch.dict("os.environ", {"XDG_CACHE_HOME": str(tmp_path)}):
+        server = TestServer(create_app(settings, asr_engine=FakeAsr()))
+        with pytest.raises(ConfigError, match=r"STREAMER_SPEAKER_ENCODER=campplus.*scripts/setup\.sh"):
+            await server.start_server()
     await server.close()

@@ -163,7 +163,7 @@ async def test_a_job_cancelled_while_the_worker_waits_for_more_leaves_it_working
 
 async def test_bad_windows_are_refused_before_they_queue() -> None:
     async with SpeakerWorker(Gate()) as worker:
-        with pytest.raises(ValueError, match="mel windows"):
+        with pytest.raises(ValueError, match="windows"):
             await worker.embed_windows("a", np.zeros((1, 100, 40), np.float32))
         with pytest.raises(ValueError, match="mono"):
             await worker.embed_utterance("a", np.zeros(0, np.float32))
