@@ -70,6 +70,12 @@ def read_pcm16(name: str) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
 
 
+def read_float(name: str) -> np.ndarray:
+    """A fixture WAV as float32 samples in [-1, 1)."""
+    out: np.ndarray = read_pcm16(name).astype(np.float32) / 32768
+    return out
+
+
 def to_bytes(samples: np.ndarray) -> bytes:
     return np.asarray(samples, dtype="<i2").tobytes()
 

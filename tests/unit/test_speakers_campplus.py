@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import FIXTURES, read_pcm16
+from support import FIXTURES, read_float
 
 from streamer.pipeline import speakers_weights as sw
 from streamer.pipeline.speakers_campplus import (
@@ -37,10 +37,6 @@ REFERENCE = FIXTURES / "speakers" / "campplus_reference.npz"
 @pytest.fixture(scope="module")
 def encoder() -> CamPlusEncoder:
     return load_campplus()
-
-
-def audio(name: str) -> np.ndarray:
-    return read_pcm16(name).astype(np.float32) / 32768
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -82,14 +78,14 @@ def test_a_zip_checkpoint_naming_other_globals_is_refused() -> None:
 
 def test_filterbanks_match_kaldis() -> None:
     ref = np.load(REFERENCE)["en_utt1_fbank"]
-    ours = fbank(audio("en_utt1.wav"))[: len(ref)]
+    ours = fbank(read_float("en_utt1.wav"))[: len(ref)]
     assert np.abs(ours - ref).max() / np.abs(ref).max() < 1e-4
 
 
 @pytest.mark.parametrize("name", ["en_utt1", "de_utt1"])
 def test_embeddings_match_the_authors_torch_model(encoder: CamPlusEncoder, name: str) -> None:
     ref = np.load(REFERENCE)
-    wav = audio(f"{name}.wav")
+    wav = read_float(f"{name}.wav")
     starts = partial_starts(wav.size)
     assert starts == list(ref[f"{name}_starts"])
     # the reference zero-pads a last window that runs past the audio, where ours repeats the audio
@@ -103,7 +99,7 @@ def test_embeddings_match_the_authors_torch_model(encoder: CamPlusEncoder, name:
 
 
 def test_a_short_stretch_is_repeated_to_fill_its_window_not_padded_with_silence() -> None:
-    wav = audio("en_utt1.wav")[8000:16000]  # 0.5 s of speech
+    wav = read_float("en_utt1.wav")[8000:16000]  # 0.5 s of speech
     windows = utterance_windows(wav)
     assert windows.shape == (1, FRAMES, 80) == (1, *CAMPLUS.window)
     np.testing.assert_allclose(windows.mean(axis=1), 0.0, atol=1e-4)  # each window's own mean removed
@@ -117,7 +113,7 @@ def test_voices_are_told_apart(encoder: CamPlusEncoder) -> None:
 
     manifest = json.loads((FIXTURES / "dialogue" / "manifest.json").read_text())
     item = next(i for i in manifest["items"] if i["id"] == "two0_joe_alpha")
-    wav = read_pcm16(f"dialogue/{item['file']}").astype(np.float32) / 32768
+    wav = read_float(f"dialogue/{item['file']}")
     turns = [t for t in item["turns"] if t["end_ms"] - t["start_ms"] >= 1500]
     embed = {
         k: unit(encoder.embed_windows(utterance_windows(wav[t["start_ms"] * 16 : t["end_ms"] * 16])).mean(0))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import FIXTURES, read_pcm16
+from support import FIXTURES, read_float
 
 from streamer.pipeline import speakers_weights as sw
 from streamer.pipeline.speakers_encoder import (
@@ -32,10 +32,6 @@ REFERENCE = FIXTURES / "speakers" / "ge2e_reference.npz"
 @pytest.fixture(scope="module")
 def encoder() -> Encoder:
     return Encoder(sw.load_encoder_weights())
-
-
-def audio(name: str) -> np.ndarray:
-    return read_pcm16(name).astype(np.float32) / 32768
 
 
 def test_the_weights_load_from_the_wheel_without_torch() -> None:
@@ -99,14 +95,14 @@ def test_partials_cover_the_utterance_like_resemblyzer() -> None:
 @pytest.mark.parametrize("name", ["en_utt1", "de_utt1"])
 def test_embeddings_match_resemblyzers_torch_encoder(encoder: Encoder, name: str) -> None:
     ref = np.load(REFERENCE)
-    wav = audio(f"{name}.wav")
+    wav = read_float(f"{name}.wav")
     partials = encoder.embed_windows(utterance_partials(wav))
     np.testing.assert_allclose(partials, ref[f"{name}_partials"], atol=1e-5)
     np.testing.assert_allclose(encoder.embed_utterance(wav), ref[f"{name}_utterance"], atol=1e-5)
 
 
 def test_embeddings_are_unit_norm_and_nonnegative(encoder: Encoder) -> None:
-    e = encoder.embed_windows(utterance_partials(audio("en_utt2.wav")))
+    e = encoder.embed_windows(utterance_partials(read_float("en_utt2.wav")))
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     assert (e >= 0).all()
 
