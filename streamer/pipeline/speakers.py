@@ -1,12 +1,13 @@
 """Speaker labels for one session: online clustering of voice embeddings, and change points in an utterance.
 
 A session embeds each stretch of speech (a final's audio, or each part of it after a split) with the
-GE2E encoder (:mod:`streamer.pipeline.speakers_encoder`) and asks its :class:`SpeakerClusters` for a
-label: the speaker whose running centroid is most similar (cosine) when that similarity reaches the
-threshold, else a new speaker, numbered 0, 1, 2, … in order of first appearance, up to a cap (past it,
-the nearest speaker). Labels never change once given, so every final and word keeps its speaker; a
-speaker whose centroid comes to agree with an older one's (``merge_threshold``) is merged into it, and
-its later stretches get the older label.
+server's voice encoder (GE2E, :mod:`streamer.pipeline.speakers_encoder`, or CAM++,
+:mod:`streamer.pipeline.speakers_campplus`; a :class:`VoiceKind` says what the rest needs to know of it)
+and asks its :class:`SpeakerClusters` for a label: the speaker whose running centroid is most similar
+(cosine) when that similarity reaches the threshold, else a new speaker, numbered 0, 1, 2, … in order
+of first appearance, up to a cap (past it, the nearest speaker). Labels never change once given, so
+every final and word keeps its speaker; a speaker whose centroid comes to agree with an older one's
+(``merge_threshold``) is merged into it, and its later stretches get the older label.
 
 A change of voice inside what the VAD took for one utterance (a quick reply, an interruption) is found
 at a word boundary: for the few boundaries with the longest pauses (or an overlap, or a sentence end),
