@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-import numpy as np
 from aiohttp import web
 
 from streamer import tracing
@@ -48,11 +47,9 @@ from streamer.pipeline.mt_cache import (
     RedisTranslationCache,
     TranslationCache,
 )
-from streamer.pipeline.speakers import GE2E, VoiceKind
-from streamer.pipeline.speakers_campplus import CAMPLUS, load_campplus
-from streamer.pipeline.speakers_encoder import Encoder
-from streamer.pipeline.speakers_weights import WeightsError, load_encoder_weights
-from streamer.pipeline.speakers_worker import SpeakerBatch, SpeakerWorker
+from streamer.pipeline.speakers import VoiceKind
+from streamer.pipeline.speakers_weights import WeightsError
+from streamer.pipeline.speakers_worker import EmbedWindows, SpeakerBatch, SpeakerWorker, load_voice_encoder
 from streamer.pipeline.translation import TranslationService, run_mt_batch
 from streamer.pipeline.vad import SileroVad, VadModel
 from streamer.services import Services
@@ -88,7 +85,7 @@ def load_mt_engine(settings: Settings) -> TranslationEngine:
     return CT2Translator(settings.mt_model, device=resolve_device(settings.device), intra_threads=1)
 
 
-def load_speaker_encoder(settings: Settings) -> tuple[Callable[[np.ndarray], np.ndarray], VoiceKind] | None:
+def load_speaker_encoder(settings: Settings) -> tuple[EmbedWindows, VoiceKind] | None:
     """The speaker encoder (its embedding call and kind), or None when diarization is off or the default
     encoder's weights are not in the cache (blocking: call it in a thread). Weights named by
     ``STREAMER_SPEAKER_WEIGHTS``, or an encoder named by ``STREAMER_SPEAKER_ENCODER``, that cannot be
@@ -96,12 +93,9 @@ def load_speaker_encoder(settings: Settings) -> tuple[Callable[[np.ndarray], np.
     named = settings.speaker_weights
     if named is not None and named.lower() == "off":
         return None
-    path = Path(named) if named else None
     chosen = settings.speaker_encoder
     try:
-        if chosen == SpeakerEncoder.CAMPPLUS:
-            return load_campplus(path).embed_windows, CAMPLUS
-        return Encoder(load_encoder_weights(path)).embed_windows, GE2E
+        return load_voice_encoder(chosen, Path(named) if named else None)
     except WeightsError as e:
         if named:
             raise ConfigError(f"STREAMER_SPEAKER_WEIGHTS: {e}") from e

@@ -30,13 +30,13 @@ import numpy as np
 
 from streamer.pipeline.speakers import VoiceKind
 from streamer.pipeline.speakers_encoder import RATE
-from streamer.pipeline.speakers_worker import SpeakerBatch, SpeakerWorker
+from streamer.pipeline.speakers_worker import EmbedWindows, SpeakerBatch, SpeakerWorker, load_voice_encoder
 from streamer.protocol import Word
 from streamer.session.diarize import SessionSpeakers
 from streamer_bench import dialogue
 from streamer_bench.report import machine
 from streamer_bench.speaker_turns import best_mapping_accuracy
-from streamer_bench.speakers_bench import Embed, load, segment
+from streamer_bench.speakers_bench import segment
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "dialogue"
 
@@ -44,7 +44,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "dial
 class CountingWorker(SpeakerWorker):
     """A real worker that also counts each session's jobs (the bench's view; the product has no need)."""
 
-    def __init__(self, encoder: tuple[Embed, VoiceKind], on_batch: Any) -> None:
+    def __init__(self, encoder: tuple[EmbedWindows, VoiceKind], on_batch: Any) -> None:
         super().__init__(encoder[0], on_batch=on_batch, kind=encoder[1])
         self.jobs: dict[str, int] = defaultdict(int)
         self.windows: dict[str, int] = defaultdict(int)
@@ -110,7 +110,7 @@ async def run(
     speech: dialogue.Dialogues,
     sessions: int,
     speed: float,
-    encoder: tuple[Embed, VoiceKind],
+    encoder: tuple[EmbedWindows, VoiceKind],
     kinds: tuple[str, ...],
 ) -> dict[str, Any]:
     items = [it for it in speech.items if it.kind in kinds]
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the JSON results here")
     args = parser.parse_args(argv)
     speech = dialogue.load(args.dialogues)
-    encoder = load(args.encoder)
+    encoder = load_voice_encoder(args.encoder)
     results = []
     for n in (int(s) for s in args.sessions.split(",")):
         r = asyncio.run(run(speech, n, args.speed, encoder, tuple(args.kinds.split(","))))

@@ -21,7 +21,6 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,21 +28,12 @@ from typing import Any
 import numpy as np
 
 from streamer.pipeline.speakers import GE2E, SpeakerClusters, VoiceKind, WordSpan, find_changes
-from streamer.pipeline.speakers_campplus import CAMPLUS, load_campplus
-from streamer.pipeline.speakers_encoder import RATE, Encoder
-from streamer.pipeline.speakers_weights import load_encoder_weights
+from streamer.pipeline.speakers_campplus import CAMPLUS
+from streamer.pipeline.speakers_encoder import RATE
+from streamer.pipeline.speakers_worker import EmbedWindows, load_voice_encoder
 from streamer_bench import dialogue
 from streamer_bench.report import machine
 from streamer_bench.speaker_turns import best_mapping_accuracy
-
-Embed = Callable[[np.ndarray], np.ndarray]
-
-
-def load(name: str) -> tuple[Embed, VoiceKind]:
-    """An encoder by name ("campplus", "ge2e"): its embedding call and kind."""
-    if name == CAMPLUS.name:
-        return load_campplus().embed_windows, CAMPLUS
-    return Encoder(load_encoder_weights()).embed_windows, GE2E
 
 
 @dataclass(frozen=True)
@@ -73,7 +63,7 @@ def segment(item: dialogue.Item, merge_gap_s: float, rng: np.random.Generator) -
 
 
 def label_words(
-    encoder: tuple[Embed, VoiceKind],
+    encoder: tuple[EmbedWindows, VoiceKind],
     audio: np.ndarray,
     utterances: list[Utterance],
     clusters: SpeakerClusters,
@@ -126,7 +116,7 @@ def run(
     encoder_name: str = GE2E.name,
 ) -> dict[str, Any]:
     """Every item labelled with and without splits; thresholds None (merge: "default"): the encoder's."""
-    encoder = load(encoder_name)
+    encoder = load_voice_encoder(encoder_name)
     kind = encoder[1]
     threshold = kind.threshold if threshold is None else threshold
     change_threshold = kind.change_threshold if change_threshold is None else change_threshold

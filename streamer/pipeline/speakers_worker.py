@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -32,11 +33,25 @@ import numpy as np
 
 from streamer.errors import ModelUnavailableError, OverloadedError
 from streamer.pipeline.speakers import GE2E, VoiceKind
-from streamer.pipeline.speakers_encoder import partial_starts
+from streamer.pipeline.speakers_campplus import CAMPLUS, load_campplus
+from streamer.pipeline.speakers_encoder import Encoder, partial_starts
+from streamer.pipeline.speakers_weights import load_encoder_weights
 
 log = logging.getLogger(__name__)
 
 OVERFLOW_POLICY = "refuse-newest"
+
+EmbedWindows = Callable[[np.ndarray], np.ndarray]  # (n, *kind.window) windows → (n, kind.dim) embeddings
+
+
+def load_voice_encoder(name: str, path: Path | None = None) -> tuple[EmbedWindows, VoiceKind]:
+    """The voice encoder called ``name`` (``ge2e``, ``campplus``): its embedding call and its kind, its
+    weights from ``path`` or the cache. Raises ``WeightsError`` when they cannot be read."""
+    if name == CAMPLUS.name:
+        return load_campplus(path).embed_windows, CAMPLUS
+    if name == GE2E.name:
+        return Encoder(load_encoder_weights(path)).embed_windows, GE2E
+    raise ValueError(f"no voice encoder called {name!r}")
 
 
 @dataclass
@@ -63,7 +78,7 @@ class SpeakerWorker:
 
     def __init__(
         self,
-        embed_windows: Callable[[np.ndarray], np.ndarray],
+        embed_windows: EmbedWindows,
         *,
         max_windows: int = 64,
         max_wait_s: float = 0.005,
