@@ -298,11 +298,13 @@ def find_changes(
     audio: np.ndarray,
     words: Sequence[WordSpan],
     *,
-    threshold: float = DEFAULT_CHANGE_THRESHOLD,
+    threshold: float | None = None,
     max_changes: int = 8,
     kind: VoiceKind = GE2E,
 ) -> list[int]:
-    """Every word index where the voice changes (sorted), testing each part again after a split."""
+    """Every word index where the voice changes (sorted), testing each part again after a split; a
+    change is a similarity under ``threshold`` (default: ``kind``'s)."""
+    threshold = kind.change_threshold if threshold is None else threshold
     changes: list[int] = []
     parts = [(0, len(words))]
     while parts and len(changes) < max_changes:

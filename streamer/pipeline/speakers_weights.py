@@ -53,7 +53,7 @@ _STORAGE_DTYPES: dict[str, np.dtype[np.generic]] = {
 
 
 class WeightsError(RuntimeError):
-    """The encoder's weights are missing or are not resemblyzer's checkpoint."""
+    """A voice encoder's weights are missing or are not the checkpoint its wheel ships."""
 
 
 def wheels_dir() -> Path:
@@ -199,10 +199,7 @@ def load_state(blob: bytes) -> dict[str, object]:
         if count < 0:
             raise WeightsError("negative storage size in the checkpoint")
         data[key] = np.frombuffer(_read_exact(f, count * dtype.itemsize), dtype=dtype)
-    result = _materialize(root, data)
-    if not isinstance(result, dict):
-        raise WeightsError("the checkpoint is not a dict")
-    return result
+    return _state(root, data)
 
 
 def load_zip_state(blob: bytes) -> dict[str, object]:
@@ -224,7 +221,12 @@ def load_zip_state(blob: bytes) -> dict[str, object]:
             }
     except (zipfile.BadZipFile, KeyError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
         raise WeightsError(f"the checkpoint is damaged: {e}") from e
-    result = _materialize(obj, data)
+    return _state(obj, data)
+
+
+def _state(root: object, data: dict[str, np.ndarray]) -> dict[str, object]:
+    """The unpickled object with its tensors filled in from ``data``: a state dict, or refused."""
+    result = _materialize(root, data)
     if not isinstance(result, dict):
         raise WeightsError("the checkpoint is not a dict")
     return result

@@ -11,6 +11,7 @@ the filterbanks by 3.4e-5 of their peak (a near-silent frame, float32 against fl
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import sys
 import zipfile
@@ -109,8 +110,6 @@ def test_a_short_stretch_is_repeated_to_fill_its_window_not_padded_with_silence(
 
 def test_voices_are_told_apart(encoder: CamPlusEncoder) -> None:
     """Two turns of one voice are nearer than turns of two voices (the dialogue fixture's joe and alpha)."""
-    import json
-
     manifest = json.loads((FIXTURES / "dialogue" / "manifest.json").read_text())
     item = next(i for i in manifest["items"] if i["id"] == "two0_joe_alpha")
     wav = read_float(f"dialogue/{item['file']}")
